@@ -1,0 +1,53 @@
+#pragma once
+// gateway.toml: the daemon's own settings plus the rules it loads.
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "bridge/rules.h"
+
+namespace coap2mqtt::gateway {
+
+struct StaticDevice {
+  std::string name;  // [a-zA-Z0-9_.-]+, unique; used as a topic level
+  std::string uri;   // coap://host[:port]  (coaps:// later)
+};
+
+struct MqttConfig {
+  std::string uri = "mqtt://127.0.0.1:1883";  // mqtt:// or tcp:// (mqtts:// later)
+  std::string client_id;                      // default "coap2mqtt-<gateway.name>"
+  std::string base_topic = "coap2mqtt";       // no wildcards, no empty levels
+  std::string username;
+  std::string password_file;  // path; relative to the config file's folder
+  std::chrono::seconds keepalive{30};
+};
+
+struct CoapConfig {
+  // Local address the client side binds to; empty = ephemeral on 0.0.0.0/[::].
+  std::vector<std::string> listen;
+  // How long to wait for /.well-known/core and other requests before giving up.
+  std::chrono::milliseconds request_timeout{std::chrono::seconds(10)};
+  // How often to retry a static device whose discovery failed.
+  std::chrono::milliseconds retry_interval{std::chrono::seconds(15)};
+};
+
+struct GatewayConfig {
+  std::string file;  // path it was loaded from
+  std::string name;  // [gateway].name, default: host name
+  std::string state_dir = "/var/lib/coap2mqtt";
+  std::vector<std::string> rule_globs;  // [gateway].rules, relative to the config file
+  std::string log_level = "info";       // trace|debug|info|warn|error|critical|off
+  CoapConfig coap;
+  std::vector<StaticDevice> devices;  // [[coap.device]]
+  MqttConfig mqtt;
+  bridge::RuleSet rules;  // from rule files, plus any [[rule]]/[[command]] in this file
+};
+
+// Loads gateway.toml and every rule file it names. Throws bridge::ConfigErrors listing
+// every error (file:line:col, key, what was expected). Unknown keys are errors.
+GatewayConfig loadConfig(const std::string& path);
+
+// Parses durations like "500ms", "10s", "5m", "1h" (also a bare integer = seconds).
+std::optional<std::chrono::milliseconds> parseDuration(std::string_view text);
+
+}  // namespace coap2mqtt::gateway

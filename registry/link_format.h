@@ -1,0 +1,54 @@
+#pragma once
+// RFC 6690 CoRE Link Format: a pure parser, no I/O. Hostile input yields an error value.
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace coap2mqtt::registry {
+
+struct LinkAttribute {
+  std::string name;                  // lower-cased parameter name, e.g. "rt"
+  std::optional<std::string> value;  // unquoted, escapes resolved; nullopt for bare "obs"
+};
+
+struct Link {
+  std::string target;  // URI-reference exactly as written between '<' and '>'
+  std::vector<LinkAttribute> attributes;  // every attribute in order, unknown ones included
+
+  // Convenience views derived from `attributes` by the parser.
+  std::vector<std::string> rt;      // space-separated values of every rt= split into items
+  std::vector<std::string> ifs;     // likewise for if=
+  std::vector<unsigned> ct;         // ct values (RFC 7252 allows a quoted list)
+  bool obs = false;
+  std::optional<std::size_t> sz;
+  std::optional<std::string> title;
+  std::optional<std::string> anchor;
+
+  // First value of attribute `name`, if present.
+  const LinkAttribute* find(std::string_view name) const;
+};
+
+struct LinkFormatError {
+  std::size_t offset = 0;  // byte offset into the input where parsing failed
+  std::string message;     // what was expected
+};
+
+struct LinkFormatResult {
+  std::vector<Link> links;
+  std::optional<LinkFormatError> error;  // set => links is empty
+  bool ok() const { return !error.has_value(); }
+};
+
+// Parses a whole link-format document (RFC 6690 §2). Never throws, never loops forever;
+// linear in the input size. Inputs larger than `max_bytes` are rejected.
+LinkFormatResult parseLinkFormat(std::string_view text, std::size_t max_bytes = 64 * 1024);
+
+// The resource path for a link target relative to the device: "/a/b" for "</a/b>",
+// "a/b" -> "/a/b", "coap://host:5683/a/b?x" -> "/a/b". Query and fragment are dropped.
+// Returns nullopt for targets on another host than `device_host` when given.
+std::optional<std::string> targetPath(std::string_view target);
+
+}  // namespace coap2mqtt::registry

@@ -1,0 +1,53 @@
+#pragma once
+// What the gateway knows about the world: devices, where they are, their resources.
+// Touched only from the loop thread.
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace coap2mqtt::registry {
+
+enum class Source { Static, Multicast, ResourceDirectory };
+const char* toString(Source);
+
+struct Resource {
+  std::string path;  // always starts with '/'
+  std::vector<std::string> rt;
+  std::vector<std::string> ifs;
+  std::vector<unsigned> ct;
+  bool obs = false;
+  std::optional<std::size_t> sz;
+  std::optional<std::string> title;
+};
+
+struct Device {
+  std::string name;  // stable, unique; used in topics
+  std::string uri;   // base URI, e.g. "coap://127.0.0.1:5683"
+  Source source = Source::Static;
+  bool online = false;
+  std::vector<Resource> resources;
+  std::chrono::system_clock::time_point last_seen{};
+
+  const Resource* findResource(std::string_view path) const;
+};
+
+// In-memory registry. Persistence (SQLite) arrives with the discovery issue; the interface
+// is what the rest of the gateway uses either way.
+class Registry {
+ public:
+  // Inserts or replaces by name; returns the stored device.
+  const Device& upsert(Device device);
+  const Device* find(std::string_view name) const;
+  Device* findMutable(std::string_view name);
+  bool remove(std::string_view name);
+  std::vector<const Device*> all() const;
+  std::size_t size() const { return devices_.size(); }
+
+ private:
+  std::map<std::string, Device, std::less<>> devices_;
+};
+
+}  // namespace coap2mqtt::registry

@@ -1,0 +1,122 @@
+#pragma once
+// Integration-test harness: real processes on loopback, awaited by condition, never by sleep.
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <condition_variable>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace coap2mqtt::test {
+
+using namespace std::chrono_literals;
+
+// A free port on 127.0.0.1 (bound then released; the OS picks).
+int freeTcpPort();
+int freeUdpPort();
+// `count` consecutive free UDP ports starting at the returned one.
+int freeUdpPortRange(int count);
+
+class TempDir {
+ public:
+  TempDir();  // mkdtemp under /tmp, mode 0777 (mosquitto drops to its own user)
+  ~TempDir();  // removes it recursively unless C2M_KEEP_TMP is set
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  void write(const std::string& name, const std::string& content) const;
+
+ private:
+  std::string path_;
+};
+
+// A child process; stdout+stderr go to `log_file`. Killed (TERM, then KILL after 3 s) in
+// the destructor.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::string log_file);
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  int pid() const { return pid_; }
+  bool running();
+  // Sends `sig` and waits up to `timeout` for exit; returns the exit status (or -1).
+  int stop(int sig = 15, std::chrono::milliseconds timeout = 5s);
+  std::string output() const;  // whole log so far
+  // Polls the log until it contains `needle` (true) or the timeout passes (false).
+  bool waitForOutput(const std::string& needle, std::chrono::milliseconds timeout);
+  // Number of occurrences of `needle` in the log so far.
+  std::size_t countInOutput(const std::string& needle) const;
+  const std::string& logFile() const { return log_file_; }
+
+ private:
+  int pid_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
+  std::string log_file_;
+};
+
+// Polls `cond` every 20 ms until true or timeout. Returns the last value.
+bool waitUntil(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+
+// A real mosquitto on a free loopback port, in its own temp dir; ready when constructed.
+class Mosquitto {
+ public:
+  Mosquitto();
+  ~Mosquitto();
+  int port() const { return port_; }
+  std::string uri() const { return "mqtt://127.0.0.1:" + std::to_string(port_); }
+  void stop();   // SIGTERM and wait
+  void start();  // again, same port; waits until it accepts connections
+
+ private:
+  TempDir dir_;
+  int port_;
+  std::unique_ptr<Process> proc_;
+};
+
+struct MqttMessage {
+  std::string topic;
+  std::string payload;
+  int qos = 0;
+  bool retained = false;
+  std::chrono::steady_clock::time_point received;
+};
+
+// A paho client that subscribes to `filter` and records every message.
+class MqttProbe {
+ public:
+  MqttProbe(int port, const std::string& filter);
+  ~MqttProbe();
+  std::vector<MqttMessage> messages() const;
+  std::vector<MqttMessage> messagesOn(const std::string& topic) const;
+  // Waits until `pred(messages())` is true.
+  bool waitFor(const std::function<bool(const std::vector<MqttMessage>&)>& pred,
+               std::chrono::milliseconds timeout) const;
+  // Waits until at least `count` messages arrived on exactly `topic`.
+  bool waitForCount(const std::string& topic, std::size_t count,
+                    std::chrono::milliseconds timeout) const;
+  void publish(const std::string& topic, const std::string& payload, int qos = 1,
+               bool retain = false);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// coap-client-openssl wrappers (it exits 0 even on errors, so we read its output).
+struct CoapResult {
+  bool ok = false;           // got a 2.xx response
+  std::string code;          // e.g. "2.05", "4.04", empty on timeout
+  std::string payload;
+};
+CoapResult coapRequest(const std::string& method, const std::string& uri,
+                       const std::string& payload = "", std::chrono::seconds timeout = 5s);
+
+// Paths of the binaries under test.
+std::string gatewayBinary();
+std::string simulatorBinary();
+std::string sourceDir();
+
+}  // namespace coap2mqtt::test
