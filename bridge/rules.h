@@ -62,4 +62,13 @@ void loadRuleFiles(const std::vector<std::string>& globs, const std::string& bas
                    std::string_view default_topic_base, RuleSet& out,
                    std::vector<ConfigError>& errors);
 
+// Parses a duration: one or more <integer><unit> groups with the units ms, s, m, h
+// ("500ms", "30s", "5m", "1h30m"), or a bare integer meaning seconds ("30"). nullopt when
+// malformed or out of range. Shared by rule files and gateway.toml.
+std::optional<std::chrono::milliseconds> parseDuration(std::string_view text);
+
+// The candidate closest to `word` within an edit distance of 2, for "did you mean"
+// hints; empty when none is that close. Shared by rule files and gateway.toml.
+std::string closestMatch(std::string_view word, const std::vector<std::string>& candidates);
+
 }  // namespace coap2mqtt::bridge

@@ -24,7 +24,9 @@ class TopicTemplate {
   static std::optional<TopicTemplate> compile(std::string_view text, std::string* error);
 
   // Expands the template. nullopt when the result would be an invalid publish topic
-  // (a variable expanded to something with '+', '#', NUL, or produced an empty level).
+  // (a variable expanded to something with '+', '#', NUL, or produced an empty level; also
+  // invalid UTF-8, a leading '$', an empty or over-long (> 65535 bytes) topic), or when a
+  // {path[N]} names a segment the path does not have.
   std::optional<std::string> expand(const TopicVars& vars) const;
   const std::string& text() const { return text_; }
 

@@ -1,1 +1,597 @@
-// placeholder
+#include "gateway/config.h"
+
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <tuple>
+#include <utility>
+
+#include <toml.hpp>
+
+namespace coap2mqtt::gateway {
+
+namespace {
+
+namespace fs = std::filesystem;
+using bridge::ConfigError;
+
+// std::map for a deterministic key order (toml11 3.x defaults to unordered_map).
+using Value = toml::basic_value<toml::discard_comments, std::map, std::vector>;
+
+constexpr const char* kDefaultBaseTopic = "coap2mqtt";
+constexpr const char* kDurationExpected =
+    "expected a duration such as \"500ms\", \"30s\" or \"5m\" (or an integer number of "
+    "seconds)";
+
+const char* typeName(const Value& v) {
+  switch (v.type()) {
+    case toml::value_t::boolean:
+      return "a boolean";
+    case toml::value_t::integer:
+      return "an integer";
+    case toml::value_t::floating:
+      return "a float";
+    case toml::value_t::string:
+      return "a string";
+    case toml::value_t::offset_datetime:
+    case toml::value_t::local_datetime:
+    case toml::value_t::local_date:
+    case toml::value_t::local_time:
+      return "a date/time";
+    case toml::value_t::array:
+      return "an array";
+    case toml::value_t::table:
+      return "a table";
+    case toml::value_t::empty:
+      break;
+  }
+  return "nothing";
+}
+
+std::string quote(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += static_cast<unsigned char>(c) < 0x20 ? '?' : c;
+  }
+  return out + "\"";
+}
+
+// The reader below mirrors the one in bridge/rules.cpp (file-local there too, so toml11
+// stays out of every header); gateway.toml needs strings, arrays and durations only.
+class Reporter {
+ public:
+  Reporter(const std::string& file, std::vector<ConfigError>& errors)
+      : file_(file), errors_(errors) {}
+  void error(const Value& where, std::string key, std::string message) {
+    const auto loc = where.location();
+    errors_.push_back({file_, loc.line(), loc.column(), std::move(key), std::move(message)});
+  }
+
+ private:
+  const std::string& file_;
+  std::vector<ConfigError>& errors_;
+};
+
+class TableReader {
+ public:
+  // Reports the keys of `table` that are not in `known`, with a "did you mean".
+  TableReader(Reporter& report, const Value& table, std::string prefix,
+              const std::vector<std::string>& known)
+      : report_(report), table_(table), prefix_(std::move(prefix)) {
+    for (const auto& [key, value] : table_.as_table()) {
+      if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+      std::string message = "unknown key; ";
+      if (auto guess = bridge::closestMatch(key, known); !guess.empty()) {
+        message += "did you mean " + quote(guess) + "?";
+      } else {
+        message += "expected one of:";
+        for (const auto& k : known) message += (k == known.front() ? " " : ", ") + k;
+      }
+      report_.error(value, keyPath(key), std::move(message));
+    }
+  }
+
+  std::string keyPath(std::string_view key) const {
+    return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
+  }
+
+  const Value* find(std::string_view key) const {
+    const auto& t = table_.as_table();
+    const auto it = t.find(std::string(key));
+    return it == t.end() ? nullptr : &it->second;
+  }
+
+  void invalid(std::string_view key, std::string message) {
+    if (const Value* v = find(key)) report_.error(*v, keyPath(key), std::move(message));
+  }
+
+  std::optional<std::string> string(std::string_view key, bool required = false,
+                                    std::string_view expected = "a string") {
+    const Value* v = find(key);
+    if (v == nullptr) {
+      if (required) {
+        report_.error(table_, keyPath(key),
+                      "required key is missing; expected " + std::string(expected));
+      }
+      return std::nullopt;
+    }
+    if (!v->is_string()) {
+      report_.error(*v, keyPath(key),
+                    "expected " + std::string(expected) + ", got " + typeName(*v));
+      return std::nullopt;
+    }
+    return v->as_string().str;
+  }
+
+  // An array of strings; each element is handed to `each` with its value and key path.
+  template <class F>
+  bool stringArray(std::string_view key, std::string_view expected, F&& each) {
+    const Value* v = find(key);
+    if (v == nullptr) return false;
+    if (!v->is_array()) {
+      report_.error(*v, keyPath(key),
+                    "expected an array of " + std::string(expected) + ", got " + typeName(*v));
+      return false;
+    }
+    std::size_t index = 0;
+    for (const Value& item : v->as_array()) {
+      const std::string item_key = keyPath(key) + "[" + std::to_string(++index) + "]";
+      if (!item.is_string()) {
+        report_.error(item, item_key,
+                      "expected " + std::string(expected) + ", got " + typeName(item));
+        continue;
+      }
+      each(item, item_key, item.as_string().str);
+    }
+    return true;
+  }
+
+  std::optional<std::chrono::milliseconds> duration(std::string_view key,
+                                                    std::chrono::milliseconds min) {
+    const Value* v = find(key);
+    if (v == nullptr) return std::nullopt;
+    std::optional<std::chrono::milliseconds> d;
+    std::string shown;
+    if (v->is_string()) {
+      shown = quote(v->as_string().str);
+      d = bridge::parseDuration(v->as_string().str);
+    } else if (v->is_integer()) {
+      shown = std::to_string(v->as_integer());
+      d = bridge::parseDuration(shown);  // a bare integer: seconds
+    } else {
+      shown = typeName(*v);
+    }
+    if (!d) {
+      report_.error(*v, keyPath(key), std::string(kDurationExpected) + ", got " + shown);
+    } else if (*d < min) {
+      report_.error(*v, keyPath(key),
+                    "must be at least " + std::to_string(min.count()) + "ms, got " + shown);
+      d.reset();
+    }
+    return d;
+  }
+
+  std::optional<std::string> choice(std::string_view key, const std::vector<std::string>& choices) {
+    std::string expected = "one of";
+    for (const auto& c : choices) expected += (c == choices.front() ? " " : ", ") + quote(c);
+    auto s = string(key, false, expected);
+    if (s && std::find(choices.begin(), choices.end(), *s) == choices.end()) {
+      invalid(key, "expected " + expected + ", got " + quote(*s));
+      s.reset();
+    }
+    return s;
+  }
+
+  const Value* table(std::string_view key) {
+    const Value* v = find(key);
+    if (v != nullptr && !v->is_table()) {
+      report_.error(*v, keyPath(key), std::string("expected a table, got ") + typeName(*v));
+      return nullptr;
+    }
+    return v;
+  }
+
+ private:
+  Reporter& report_;
+  const Value& table_;
+  std::string prefix_;
+};
+
+bool isNameChar(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+}
+
+bool isValidName(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), isNameChar);
+}
+
+constexpr const char* kNameExpected = "a name of letters, digits, '_', '.' and '-'";
+
+std::string defaultGatewayName() {
+  char buf[256] = {};
+  std::string name;
+  if (::gethostname(buf, sizeof buf - 1) == 0) name = buf;
+  for (char& c : name) {
+    if (!isNameChar(c)) c = '-';
+  }
+  return name.empty() ? std::string("coap2mqtt") : name;
+}
+
+bool isPort(std::string_view s, bool allow_zero) {
+  if (s.empty() || s.size() > 5) return false;
+  unsigned n = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + static_cast<unsigned>(c - '0');
+  }
+  return n <= 65535 && (allow_zero || n != 0);
+}
+
+bool isHostName(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  std::size_t start = 0;
+  while (start <= s.size()) {
+    const auto dot = std::min(s.find('.', start), s.size());
+    const auto label = s.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (char c : label) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+    }
+    start = dot + 1;
+  }
+  return true;
+}
+
+// "host:port" or "host" with host an IPv4 address, [IPv6] or a DNS name.
+bool isHostPort(std::string_view s, bool port_required, bool allow_port_zero) {
+  std::string_view host;
+  std::string_view port;
+  bool has_port = false;
+  if (!s.empty() && s.front() == '[') {
+    const auto close = s.find(']');
+    if (close == std::string_view::npos) return false;
+    std::string addr(s.substr(1, close - 1));
+    if (const auto zone = addr.find('%'); zone != std::string::npos) addr.resize(zone);
+    in6_addr a6{};
+    if (inet_pton(AF_INET6, addr.c_str(), &a6) != 1) return false;
+    const auto rest = s.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      port = rest.substr(1);
+      has_port = true;
+    }
+  } else {
+    const auto colon = s.rfind(':');
+    host = colon == std::string_view::npos ? s : s.substr(0, colon);
+    if (colon != std::string_view::npos) {
+      port = s.substr(colon + 1);
+      has_port = true;
+    }
+    const bool numeric = !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
+      return (c >= '0' && c <= '9') || c == '.';
+    });
+    if (numeric) {
+      in_addr a4{};
+      if (inet_pton(AF_INET, std::string(host).c_str(), &a4) != 1) return false;
+    } else if (!isHostName(host)) {
+      return false;
+    }
+  }
+  if (has_port) return isPort(port, allow_port_zero);
+  return !port_required;
+}
+
+bool startsWithIgnoreCase(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() &&
+         std::equal(prefix.begin(), prefix.end(), s.begin(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) ==
+                  std::tolower(static_cast<unsigned char>(b));
+         });
+}
+
+// nullopt when `uri` is a usable coap://host[:port]; otherwise what is wrong.
+std::optional<std::string> checkCoapUri(std::string_view uri) {
+  const std::string expected =
+      "expected coap://host[:port] with host an IPv4 address, [IPv6] or a name, got " + quote(uri);
+  if (startsWithIgnoreCase(uri, "coaps://")) return "coaps:// (DTLS) is not supported yet";
+  if (!startsWithIgnoreCase(uri, "coap://")) return expected;
+  auto authority = uri.substr(7);
+  if (!authority.empty() && authority.back() == '/') authority.remove_suffix(1);
+  if (!isHostPort(authority, false, false)) return expected;
+  return std::nullopt;
+}
+
+std::optional<std::string> checkMqttUri(std::string_view uri) {
+  for (const char* tls : {"mqtts://", "ssl://", "wss://"}) {
+    if (startsWithIgnoreCase(uri, tls)) return std::string(tls) + " (TLS) is not supported yet";
+  }
+  const std::string expected =
+      "expected mqtt://host[:port] or tcp://host[:port], got " + quote(uri);
+  std::string_view authority;
+  if (startsWithIgnoreCase(uri, "mqtt://")) {
+    authority = uri.substr(7);
+  } else if (startsWithIgnoreCase(uri, "tcp://")) {
+    authority = uri.substr(6);
+  } else {
+    return expected;
+  }
+  if (!isHostPort(authority, false, false)) return expected;
+  return std::nullopt;
+}
+
+// nullopt when `topic` can prefix every topic we publish; otherwise what is wrong.
+std::optional<std::string> checkBaseTopic(std::string_view topic) {
+  if (topic.empty()) return "must not be empty";
+  if (topic.front() == '$') return "must not start with '$' (reserved for the broker)";
+  if (topic.find_first_of("+#") != std::string_view::npos) {
+    return "must not contain the wildcards '+' or '#'";
+  }
+  if (topic.find('\0') != std::string_view::npos) return "must not contain NUL";
+  if (topic.front() == '/' || topic.back() == '/' || topic.find("//") != std::string_view::npos) {
+    return "must not have empty levels (a leading, trailing or doubled '/')";
+  }
+  return std::nullopt;
+}
+
+bool hasWildcard(std::string_view pattern) {
+  return pattern.find_first_of("*?[") != std::string_view::npos;
+}
+
+std::string resolve(const std::string& dir, const std::string& path) {
+  if (path.empty() || path.front() == '/' || dir.empty()) return path;
+  return (fs::path(dir) / path).string();
+}
+
+void parseGatewaySection(TableReader& root, Reporter& report, const std::string& dir,
+                         GatewayConfig& cfg) {
+  const Value* section = root.table("gateway");
+  if (section == nullptr) return;
+  TableReader r(report, *section, "gateway", {"name", "state_dir", "rules", "log_level"});
+  if (auto name = r.string("name", false, kNameExpected)) {
+    if (isValidName(*name)) {
+      cfg.name = *name;
+    } else {
+      r.invalid("name", std::string("expected ") + kNameExpected +
+                            " (it is used as an MQTT topic level), got " + quote(*name));
+    }
+  }
+  if (auto dir_value = r.string("state_dir", false, "a directory path")) {
+    if (dir_value->empty()) {
+      r.invalid("state_dir", "expected a directory path, got an empty string");
+    } else {
+      cfg.state_dir = resolve(dir, *dir_value);
+    }
+  }
+  r.stringArray("rules", "rule file paths or globs (strings)",
+                [&](const Value& item, const std::string& key, const std::string& glob) {
+                  if (glob.empty()) {
+                    report.error(item, key, "expected a rule file path or glob, got \"\"");
+                    return;
+                  }
+                  if (!hasWildcard(glob)) {
+                    std::error_code ec;
+                    const std::string path = resolve(dir, glob);
+                    if (!fs::exists(path, ec)) {
+                      report.error(item, key, "rule file " + quote(path) + " not found");
+                      return;
+                    }
+                  }
+                  cfg.rule_globs.push_back(glob);
+                });
+  if (auto level =
+          r.choice("log_level", {"trace", "debug", "info", "warn", "error", "critical", "off"})) {
+    cfg.log_level = *level;
+  }
+}
+
+void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
+  const Value* section = root.table("coap");
+  if (section == nullptr) return;
+  TableReader r(report, *section, "coap",
+                {"listen", "request_timeout", "retry_interval", "device"});
+  r.stringArray("listen", "\"host:port\" strings",
+                [&](const Value& item, const std::string& key, const std::string& addr) {
+                  if (isHostPort(addr, true, true)) {
+                    cfg.coap.listen.push_back(addr);
+                  } else {
+                    report.error(item, key,
+                                 "expected \"host:port\" with host an IPv4 address, [IPv6] or a "
+                                 "name, got " +
+                                     quote(addr));
+                  }
+                });
+  constexpr std::chrono::milliseconds kMin{100};
+  if (auto d = r.duration("request_timeout", kMin)) cfg.coap.request_timeout = *d;
+  if (auto d = r.duration("retry_interval", kMin)) cfg.coap.retry_interval = *d;
+
+  const Value* devices = r.find("device");
+  if (devices == nullptr) return;
+  if (!devices->is_array()) {
+    report.error(*devices, "coap.device",
+                 std::string("expected an array of tables (write [[coap.device]] for each "
+                             "device), got ") +
+                     typeName(*devices));
+    return;
+  }
+  std::map<std::string, std::size_t> seen;  // device name -> line
+  std::size_t index = 0;
+  for (const Value& item : devices->as_array()) {
+    const std::string prefix = "coap.device[" + std::to_string(++index) + "]";
+    if (!item.is_table()) {
+      report.error(item, prefix, std::string("expected a table, got ") + typeName(item));
+      continue;
+    }
+    TableReader d(report, item, prefix, {"name", "uri"});
+    StaticDevice dev;
+    bool ok = true;
+    if (auto name = d.string("name", true, kNameExpected)) {
+      const std::size_t line = d.find("name")->location().line();
+      if (!isValidName(*name)) {
+        d.invalid("name", std::string("expected ") + kNameExpected +
+                              " (it is used as an MQTT topic level), got " + quote(*name));
+        ok = false;
+      } else if (const auto [it, inserted] = seen.emplace(*name, line); !inserted) {
+        d.invalid("name", "duplicate device name " + quote(*name) + " (already used at line " +
+                              std::to_string(it->second) + ")");
+        ok = false;
+      }
+      dev.name = *name;
+    } else {
+      ok = false;
+    }
+    if (auto uri = d.string("uri", true, "a URI coap://host[:port]")) {
+      if (auto problem = checkCoapUri(*uri)) {
+        d.invalid("uri", *problem);
+        ok = false;
+      }
+      dev.uri = *uri;
+    } else {
+      ok = false;
+    }
+    if (ok) cfg.devices.push_back(std::move(dev));
+  }
+}
+
+// Returns the base topic the rules should use (the default when the configured one is bad,
+// so a bad base_topic is reported once rather than once per rule).
+std::string parseMqttSection(TableReader& root, Reporter& report, const std::string& dir,
+                             GatewayConfig& cfg) {
+  std::string rules_base = cfg.mqtt.base_topic;
+  const Value* section = root.table("mqtt");
+  if (section == nullptr) return rules_base;
+  TableReader r(report, *section, "mqtt",
+                {"uri", "client_id", "base_topic", "username", "password_file", "keepalive"});
+  if (auto uri = r.string("uri", false, "a URI mqtt://host[:port]")) {
+    if (auto problem = checkMqttUri(*uri)) {
+      r.invalid("uri", *problem);
+    } else {
+      cfg.mqtt.uri = *uri;
+    }
+  }
+  if (auto id = r.string("client_id")) {
+    if (id->empty()) {
+      r.invalid("client_id", "expected a non-empty string");
+    } else {
+      cfg.mqtt.client_id = *id;
+    }
+  }
+  if (auto base = r.string("base_topic", false, "an MQTT topic prefix such as \"coap2mqtt\"")) {
+    if (auto problem = checkBaseTopic(*base)) {
+      r.invalid("base_topic", "invalid base topic " + quote(*base) + ": " + *problem);
+    } else {
+      cfg.mqtt.base_topic = *base;
+      rules_base = *base;
+    }
+  }
+  if (auto user = r.string("username")) cfg.mqtt.username = *user;
+  if (auto file = r.string("password_file", false, "a file path")) {
+    const std::string path = resolve(dir, *file);
+    std::error_code ec;
+    if (file->empty()) {
+      r.invalid("password_file", "expected a file path, got an empty string");
+    } else if (fs::is_directory(path, ec)) {
+      r.invalid("password_file", "cannot read " + quote(path) + ": is a directory");
+    } else if (std::ifstream in(path, std::ios::binary); !in) {
+      r.invalid("password_file", "cannot read " + quote(path) + ": " + std::strerror(errno));
+    } else if (r.find("username") == nullptr) {
+      r.invalid("password_file",
+                "needs mqtt.username: MQTT sends a password only with a user name");
+    } else {
+      std::string password{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+      while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+        password.pop_back();
+      }
+      cfg.mqtt.password_file = path;
+      cfg.mqtt.password = std::move(password);
+    }
+  }
+  if (auto d = r.duration("keepalive", std::chrono::milliseconds(0))) {
+    if (d->count() % 1000 != 0 || *d > std::chrono::seconds(65535)) {
+      r.invalid("keepalive", "expected whole seconds from 0s to 65535s");
+    } else {
+      cfg.mqtt.keepalive = std::chrono::duration_cast<std::chrono::seconds>(*d);
+    }
+  }
+  return rules_base;
+}
+
+// Files in the order they were first named, each file's errors by position.
+void sortErrors(std::vector<ConfigError>& errors) {
+  std::map<std::string, std::size_t> rank;
+  for (const auto& e : errors) rank.emplace(e.file, rank.size());
+  std::stable_sort(errors.begin(), errors.end(), [&](const ConfigError& a, const ConfigError& b) {
+    return std::make_tuple(rank[a.file], a.line, a.column) <
+           std::make_tuple(rank[b.file], b.line, b.column);
+  });
+}
+
+}  // namespace
+
+std::optional<std::chrono::milliseconds> parseDuration(std::string_view text) {
+  return bridge::parseDuration(text);
+}
+
+GatewayConfig loadConfig(const std::string& path) {
+  GatewayConfig cfg;
+  cfg.file = path;
+  std::vector<ConfigError> errors;
+  const std::string dir = fs::path(path).parent_path().string();
+
+  std::string content;
+  {
+    std::error_code ec;
+    std::ifstream in(path, std::ios::binary);
+    if (fs::is_directory(path, ec)) {
+      throw bridge::ConfigErrors({{path, 0, 0, "", "is a directory, not a config file"}});
+    }
+    if (!in) {
+      throw bridge::ConfigErrors(
+          {{path, 0, 0, "", std::string("cannot read config file: ") + std::strerror(errno)}});
+    }
+    content.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+
+  std::optional<Value> doc;
+  try {
+    std::istringstream in(content);
+    doc = toml::parse<toml::discard_comments, std::map, std::vector>(in, path);
+  } catch (const std::exception&) {
+    // parseRules turns the same syntax error into a ConfigError with its line and column.
+    bridge::parseRules(path, content, kDefaultBaseTopic, true, cfg.rules, errors);
+    if (errors.empty()) errors.push_back({path, 0, 0, "", "cannot parse the file as TOML"});
+    throw bridge::ConfigErrors(std::move(errors));
+  }
+
+  Reporter report(path, errors);
+  TableReader root(report, *doc, "", {"gateway", "coap", "mqtt", "rule", "command"});
+  cfg.name = defaultGatewayName();
+  parseGatewaySection(root, report, dir, cfg);
+  parseCoapSection(root, report, cfg);
+  const std::string rules_base = parseMqttSection(root, report, dir, cfg);
+  if (cfg.mqtt.client_id.empty()) cfg.mqtt.client_id = "coap2mqtt-" + cfg.name;
+
+  bridge::parseRules(path, content, rules_base, true, cfg.rules, errors);
+  bridge::loadRuleFiles(cfg.rule_globs, dir, rules_base, cfg.rules, errors);
+
+  if (!errors.empty()) {
+    sortErrors(errors);
+    throw bridge::ConfigErrors(std::move(errors));
+  }
+  return cfg;
+}
+
+}  // namespace coap2mqtt::gateway

@@ -1,7 +1,9 @@
 #pragma once
 // gateway.toml: the daemon's own settings plus the rules it loads.
 #include <chrono>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bridge/rules.h"
@@ -19,6 +21,7 @@ struct MqttConfig {
   std::string base_topic = "coap2mqtt";       // no wildcards, no empty levels
   std::string username;
   std::string password_file;  // path; relative to the config file's folder
+  std::string password;       // read from password_file at load; never logged
   std::chrono::seconds keepalive{30};
 };
 

@@ -15,13 +15,13 @@ struct LinkAttribute {
 };
 
 struct Link {
-  std::string target;  // URI-reference exactly as written between '<' and '>'
+  std::string target;                     // URI-reference exactly as written between '<' and '>'
   std::vector<LinkAttribute> attributes;  // every attribute in order, unknown ones included
 
   // Convenience views derived from `attributes` by the parser.
-  std::vector<std::string> rt;      // space-separated values of every rt= split into items
-  std::vector<std::string> ifs;     // likewise for if=
-  std::vector<unsigned> ct;         // ct values (RFC 7252 allows a quoted list)
+  std::vector<std::string> rt;   // space-separated values of every rt= split into items
+  std::vector<std::string> ifs;  // likewise for if=
+  std::vector<unsigned> ct;      // ct values (RFC 7252 allows a quoted list)
   bool obs = false;
   std::optional<std::size_t> sz;
   std::optional<std::string> title;
@@ -42,13 +42,30 @@ struct LinkFormatResult {
   bool ok() const { return !error.has_value(); }
 };
 
+// Hard caps so a hostile document cannot make us allocate without bound; exceeding either
+// is an error, not a silent truncation.
+inline constexpr std::size_t kMaxLinks = 4096;
+inline constexpr std::size_t kMaxAttributesPerLink = 64;
+
 // Parses a whole link-format document (RFC 6690 §2). Never throws, never loops forever;
 // linear in the input size. Inputs larger than `max_bytes` are rejected.
-LinkFormatResult parseLinkFormat(std::string_view text, std::size_t max_bytes = 64 * 1024);
+// Leniency: optional whitespace (SP, HTAB, CR, LF) is accepted around ',' and ';' and at
+// either end of the document. Anything else outside the ABNF is an error: no whitespace
+// around '=', no empty link-values (",,", trailing ','), no empty parameters (";;").
+// Known attributes are checked: ct is a content-format (0-65535) or a quoted
+// space-separated list of them, sz a cardinal; rt/if/ct/sz/title/anchor need a value.
+// Any value may be a token or a quoted-string (RFC 6690 wants title/anchor quoted; we do
+// not insist). Quoted strings must be valid UTF-8 without control bytes other than HTAB.
+// For title, anchor and sz the first occurrence wins; every occurrence stays in attributes.
+LinkFormatResult parseLinkFormat(std::string_view text,
+                                 std::size_t max_bytes = std::size_t{64} * 1024);
 
 // The resource path for a link target relative to the device: "/a/b" for "</a/b>",
-// "a/b" -> "/a/b", "coap://host:5683/a/b?x" -> "/a/b". Query and fragment are dropped.
-// Returns nullopt for targets on another host than `device_host` when given.
+// "a/b" -> "/a/b", "coap://host:5683/a/b?x" -> "/a/b" (absolute URIs yield their path,
+// whatever the host). "" and "/" -> "/". Query and fragment are dropped, "." segments
+// removed, percent-encoding left as is. Returns nullopt for targets with a ".." segment
+// (also when percent-encoded; we refuse path traversal), for absolute URIs whose path is
+// not rooted ("urn:x"), and for text that is not a URI-reference.
 std::optional<std::string> targetPath(std::string_view target);
 
 }  // namespace coap2mqtt::registry

@@ -1,10 +1,10 @@
 #pragma once
 // Integration-test harness: real processes on loopback, awaited by condition, never by sleep.
 #include <chrono>
-#include <functional>
-#include <mutex>
 #include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -15,12 +15,16 @@ using namespace std::chrono_literals;
 // A free port on 127.0.0.1 (bound then released; the OS picks).
 int freeTcpPort();
 int freeUdpPort();
-// `count` consecutive free UDP ports starting at the returned one.
+// `count` consecutive free UDP ports on 127.0.0.1 starting at the returned one. The base is
+// random in 20000-32767 (below the kernel's ephemeral range) so parallel tests rarely race.
 int freeUdpPortRange(int count);
+// A UDP port free on each of `count` consecutive IPv4 addresses starting at `first_ipv4`
+// (for coap2mqtt-sim --address-step).
+int freeUdpPortOnAddresses(const std::string& first_ipv4, int count);
 
 class TempDir {
  public:
-  TempDir();  // mkdtemp under /tmp, mode 0777 (mosquitto drops to its own user)
+  TempDir();   // mkdtemp under /tmp, mode 0777 (mosquitto drops to its own user)
   ~TempDir();  // removes it recursively unless C2M_KEEP_TMP is set
   const std::string& path() const { return path_; }
   std::string file(const std::string& name) const { return path_ + "/" + name; }
@@ -41,7 +45,8 @@ class Process {
 
   int pid() const { return pid_; }
   bool running();
-  // Sends `sig` and waits up to `timeout` for exit; returns the exit status (or -1).
+  // Sends `sig` to the process group and waits up to `timeout` for exit; returns the exit
+  // code, 128+N if killed by signal N, or -1 on timeout. sig 0 only waits.
   int stop(int sig = 15, std::chrono::milliseconds timeout = 5s);
   std::string output() const;  // whole log so far
   // Polls the log until it contains `needle` (true) or the timeout passes (false).
@@ -69,6 +74,8 @@ class Mosquitto {
   std::string uri() const { return "mqtt://127.0.0.1:" + std::to_string(port_); }
   void stop();   // SIGTERM and wait
   void start();  // again, same port; waits until it accepts connections
+  bool running() const { return proc_ != nullptr; }
+  std::string output() const { return proc_ ? proc_->output() : std::string(); }
 
  private:
   TempDir dir_;
@@ -107,12 +114,17 @@ class MqttProbe {
 
 // coap-client-openssl wrappers (it exits 0 even on errors, so we read its output).
 struct CoapResult {
-  bool ok = false;           // got a 2.xx response
-  std::string code;          // e.g. "2.05", "4.04", empty on timeout
+  bool ok = false;   // got a 2.xx response
+  std::string code;  // e.g. "2.05", "4.04", empty on timeout
   std::string payload;
 };
+// Runs `coap-client-openssl -v 6 -m METHOD [-f PAYLOADFILE] -B SECONDS -o FILE URI`. The code
+// is read from the PDU log lines of -v 6 (see harness.cpp), the payload from the -o file.
 CoapResult coapRequest(const std::string& method, const std::string& uri,
                        const std::string& payload = "", std::chrono::seconds timeout = 5s);
+// Observes `uri` for `duration` (coap-client -s): one entry per response/notification
+// received, in order (payload as logged by coap-client, per block).
+std::vector<CoapResult> coapObserve(const std::string& uri, std::chrono::seconds duration);
 
 // Paths of the binaries under test.
 std::string gatewayBinary();

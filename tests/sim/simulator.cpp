@@ -1,1 +1,653 @@
-int main() { return 0; }
+// coap2mqtt-sim: many virtual CoAP devices in one process, one libcoap context.
+//
+//   coap2mqtt-sim --devices N --address 127.0.0.1 --port P [--address-step]
+//                 [--interval MS] [--non | --non-always] [--max-age S]
+//                 [--name-prefix dev] [--log-level L]
+//
+// Device i is named <prefix><i> and listens on address:(P+i), or with --address-step on
+// (address+i):P. Every device serves the same resource tree (see kResources below).
+//
+// stdout is a line protocol the integration tests read (each line flushed):
+//   READY <N>                                    all N devices are bound
+//   REQ <device> <METHOD> <path[?query]>[ <payload>]
+//       one line per request a device receives, notifications excluded. The payload is
+//       printed as-is if it is printable ASCII, else as "hex:<lowercase hex>"; an empty
+//       payload prints nothing (no trailing space).
+// Everything else (errors, libcoap's own log) goes to stderr.
+//
+// libcoap 4.3.1 notes that shape this file:
+// - Resources belong to the context, not to an endpoint: all devices share one resource
+//   tree, so handlers find the device from the session's local address, and
+//   coap_resource_notify_observers() notifies the observers of *every* device (each gets
+//   its own device's value). Sensors therefore tick all devices together; a change of one
+//   device's LED sends an unchanged-value notification to the LED observers of the
+//   others.
+// - Notifications call the GET handler too. In 4.3.1 they are only ever generated from
+//   coap_io_prepare_epoll()/coap_io_prepare_io() (coap_check_notify), so the loop runs
+//   that step itself with a flag set before coap_io_process(), which then has nothing left
+//   to notify; that is how REQ lines exclude notifications.
+// - libcoap binds its UDP endpoints with SO_REUSEADDR, so a second simulator on the same
+//   ports would bind "successfully". We probe every address with a plain bind first.
+// - coap_io_process(ctx, 0) means COAP_IO_WAIT (block), so timeouts are at least 1 ms.
+#include <arpa/inet.h>
+#include <coap3/coap.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+volatile std::sig_atomic_t g_stop = 0;
+
+void onSignal(int) {
+  g_stop = 1;
+}
+
+struct Options {
+  int devices = 1;
+  std::string address = "127.0.0.1";
+  int port = 5683;
+  bool address_step = false;
+  int interval_ms = 1000;
+  int notify_mode = COAP_RESOURCE_FLAGS_NOTIFY_CON;
+  int max_age = 60;
+  std::string name_prefix = "dev";
+  int log_level = LOG_WARNING;
+};
+
+const char kUsage[] =
+    "usage: coap2mqtt-sim --devices N --address ADDR --port P [--address-step]\n"
+    "                     [--interval MS] [--non | --non-always] [--max-age S]\n"
+    "                     [--name-prefix PREFIX] [--log-level 0-8]\n"
+    "  Device i (named PREFIX<i>) listens on ADDR:(P+i), or with --address-step on\n"
+    "  (ADDR+i):P (IPv4 only). --interval: sensor update period (default 1000 ms).\n"
+    "  --non: NON notifications (libcoap still sends every 5th as CON);\n"
+    "  --non-always: NON only. --max-age: Max-Age of sensor values (default 60).\n"
+    "  stdout: 'READY <N>' once bound, then 'REQ <device> <METHOD> <path> [payload]'.\n";
+
+int parseInt(const std::string& flag, const char* value, int min, int max) {
+  if (value == nullptr) throw std::invalid_argument(flag + " needs a value");
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(value, &end, 10);
+  if (errno != 0 || end == value || *end != '\0' || v < min || v > max) {
+    throw std::invalid_argument(flag + ": expected an integer in [" + std::to_string(min) + ", " +
+                                std::to_string(max) + "], got '" + value + "'");
+  }
+  return static_cast<int>(v);
+}
+
+Options parseOptions(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    const char* next = i + 1 < argc ? argv[i + 1] : nullptr;
+    auto take = [&]() {
+      if (next == nullptr) throw std::invalid_argument(arg + " needs a value");
+      ++i;
+      return next;
+    };
+    if (arg == "--devices") {
+      o.devices = parseInt(arg, take(), 1, 65535);
+    } else if (arg == "--address") {
+      o.address = take();
+    } else if (arg == "--port") {
+      o.port = parseInt(arg, take(), 1, 65535);
+    } else if (arg == "--address-step") {
+      o.address_step = true;
+    } else if (arg == "--interval") {
+      o.interval_ms = parseInt(arg, take(), 1, 24 * 3600 * 1000);
+    } else if (arg == "--non") {
+      o.notify_mode = COAP_RESOURCE_FLAGS_NOTIFY_NON;
+    } else if (arg == "--non-always") {
+      o.notify_mode = COAP_RESOURCE_FLAGS_NOTIFY_NON | COAP_RESOURCE_FLAGS_NOTIFY_NON_ALWAYS;
+    } else if (arg == "--max-age") {
+      o.max_age = parseInt(arg, take(), 0, 0x7fffffff);
+    } else if (arg == "--name-prefix") {
+      o.name_prefix = take();
+    } else if (arg == "--log-level") {
+      o.log_level = parseInt(arg, take(), 0, 8);
+    } else if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else {
+      throw std::invalid_argument("unknown argument '" + arg + "'");
+    }
+  }
+  if (!o.address_step && o.port + o.devices - 1 > 65535) {
+    throw std::invalid_argument("--port + --devices exceeds 65535");
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------
+// Resources
+
+enum class Kind { Temp, Counter, Info, Led, ConfigName, WellKnown, Unknown };
+
+constexpr unsigned bit(coap_request_t m) {
+  return 1u << m;
+}
+
+struct ResourceSpec {
+  Kind kind;
+  const char* path;  // without the leading '/'
+  const char* rt;    // link attribute value, quoted in the link
+  int ct;
+  bool observable;
+  unsigned methods;  // allowed methods (bit(COAP_REQUEST_*)); the rest get 4.05
+};
+
+const ResourceSpec kResources[] = {
+    {Kind::Temp, "sensors/temp", "temperature", COAP_MEDIATYPE_TEXT_PLAIN, true,
+     bit(COAP_REQUEST_GET)},
+    {Kind::Counter, "sensors/counter", "counter", COAP_MEDIATYPE_APPLICATION_JSON, true,
+     bit(COAP_REQUEST_GET)},
+    {Kind::Info, "info", "info", COAP_MEDIATYPE_APPLICATION_JSON, false, bit(COAP_REQUEST_GET)},
+    {Kind::Led, "actuators/led", "switch", COAP_MEDIATYPE_TEXT_PLAIN, true,
+     bit(COAP_REQUEST_GET) | bit(COAP_REQUEST_PUT) | bit(COAP_REQUEST_POST)},
+    {Kind::ConfigName, "config/name", "config", COAP_MEDIATYPE_TEXT_PLAIN, false,
+     bit(COAP_REQUEST_GET) | bit(COAP_REQUEST_PUT)},
+};
+const ResourceSpec kWellKnown = {Kind::WellKnown, ".well-known/core",
+                                 nullptr,         COAP_MEDIATYPE_APPLICATION_LINK_FORMAT,
+                                 false,           bit(COAP_REQUEST_GET)};
+const ResourceSpec kUnknown = {Kind::Unknown, "", nullptr, 0, false, 0};
+
+const char* methodName(coap_pdu_code_t code) {
+  switch (code) {
+    case COAP_REQUEST_CODE_GET:
+      return "GET";
+    case COAP_REQUEST_CODE_POST:
+      return "POST";
+    case COAP_REQUEST_CODE_PUT:
+      return "PUT";
+    case COAP_REQUEST_CODE_DELETE:
+      return "DELETE";
+    case COAP_REQUEST_CODE_FETCH:
+      return "FETCH";
+    case COAP_REQUEST_CODE_PATCH:
+      return "PATCH";
+    case COAP_REQUEST_CODE_IPATCH:
+      return "IPATCH";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+std::string printablePayload(const uint8_t* data, size_t len) {
+  bool printable = std::all_of(data, data + len, [](uint8_t c) { return c >= 0x20 && c < 0x7f; });
+  if (printable) return std::string(reinterpret_cast<const char*>(data), len);
+  static const char kHex[] = "0123456789abcdef";
+  std::string out = "hex:";
+  for (size_t i = 0; i < len; ++i) {
+    out += kHex[data[i] >> 4];
+    out += kHex[data[i] & 0xf];
+  }
+  return out;
+}
+
+// Key of a local address: family, address bytes and port.
+std::string addressKey(const coap_address_t* a) {
+  std::string key;
+  if (a->addr.sa.sa_family == AF_INET) {
+    key.assign("4");
+    key.append(reinterpret_cast<const char*>(&a->addr.sin.sin_addr), 4);
+    key.append(reinterpret_cast<const char*>(&a->addr.sin.sin_port), 2);
+  } else if (a->addr.sa.sa_family == AF_INET6) {
+    key.assign("6");
+    key.append(reinterpret_cast<const char*>(&a->addr.sin6.sin6_addr), 16);
+    key.append(reinterpret_cast<const char*>(&a->addr.sin6.sin6_port), 2);
+  }
+  return key;
+}
+
+struct Device {
+  std::string name;
+  std::string endpoint;  // "addr:port" for messages
+  double temp = 21.0;
+  std::uint64_t seq = 0;
+  std::string led = "off";
+  std::string config_name;
+  std::mt19937 rng;
+};
+
+// Link-format query filter (RFC 6690 §4.1), like libcoap's own /.well-known/core:
+// href=/path[*], rt/if/rel match one space-separated word, other attributes the value.
+bool linkMatches(const ResourceSpec& r, std::string_view query) {
+  if (query.empty()) return true;
+  size_t eq = query.find('=');
+  if (eq == std::string_view::npos) return true;  // libcoap ignores a filter without '='
+  std::string_view name = query.substr(0, eq);
+  std::string_view pattern = query.substr(eq + 1);
+  bool prefix = !pattern.empty() && pattern.back() == '*';
+  if (prefix) pattern.remove_suffix(1);
+  auto matchValue = [&](std::string_view value) {
+    return prefix ? value.substr(0, pattern.size()) == pattern : value == pattern;
+  };
+  if (name == "href") {
+    if (!pattern.empty() && pattern.front() == '/') pattern.remove_prefix(1);
+    return matchValue(r.path);
+  }
+  if (name == "rt") {
+    std::string_view words = r.rt;
+    while (!words.empty()) {
+      size_t sp = words.find(' ');
+      if (matchValue(words.substr(0, sp))) return true;
+      if (sp == std::string_view::npos) break;
+      words.remove_prefix(sp + 1);
+    }
+    return false;
+  }
+  if (name == "ct") return matchValue(std::to_string(r.ct));
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------
+
+class Simulator {
+ public:
+  explicit Simulator(Options opts) : opts_(std::move(opts)) {}
+  ~Simulator() {
+    if (ctx_ != nullptr) coap_free_context(ctx_);
+  }
+  Simulator(const Simulator&) = delete;
+  Simulator& operator=(const Simulator&) = delete;
+
+  // Creates the context, the resources and one endpoint per device. Throws on failure.
+  void start();
+  // Runs until SIGTERM/SIGINT.
+  void run();
+
+ private:
+  static void onRequest(coap_resource_t* resource, coap_session_t* session,
+                        const coap_pdu_t* request, const coap_string_t* query,
+                        coap_pdu_t* response) noexcept;
+  void handle(const ResourceSpec& spec, Device& dev, coap_resource_t* resource,
+              coap_session_t* session, const coap_pdu_t* request, const coap_string_t* query,
+              coap_pdu_t* response, bool notification);
+  void respond(coap_resource_t* resource, coap_session_t* session, const coap_pdu_t* request,
+               const coap_string_t* query, coap_pdu_t* response, coap_pdu_code_t code, int ct,
+               int max_age, const std::string& body);
+  std::string wellKnown(std::string_view query) const;
+  void addResource(const ResourceSpec& spec);
+  void bindDevice(int index);
+  void tick();
+  void prepareIo();
+
+  Options opts_;
+  coap_context_t* ctx_ = nullptr;
+  std::vector<Device> devices_;
+  std::unordered_map<std::string, int> by_address_;
+  std::unordered_map<Kind, coap_resource_t*> resources_;
+  bool in_prepare_ = false;
+  bool epoll_ = false;
+};
+
+void Simulator::addResource(const ResourceSpec& spec) {
+  coap_resource_t* r = spec.kind == Kind::Unknown
+                           ? coap_resource_unknown_init(&Simulator::onRequest)
+                           : coap_resource_init(coap_make_str_const(spec.path), opts_.notify_mode);
+  if (r == nullptr) throw std::runtime_error(std::string("cannot create resource ") + spec.path);
+  for (coap_request_t m :
+       {COAP_REQUEST_GET, COAP_REQUEST_POST, COAP_REQUEST_PUT, COAP_REQUEST_DELETE}) {
+    // Every method reaches us (so it is logged); disallowed ones get 4.05 from handle().
+    coap_register_request_handler(r, m, &Simulator::onRequest);
+  }
+  if (spec.rt != nullptr) {
+    std::string ct = std::to_string(spec.ct);
+    std::string rt = std::string("\"") + spec.rt + "\"";
+    // coap_add_attr copies name and value (flags 0) and prepends: the link lists rt, ct.
+    coap_add_attr(r, coap_make_str_const("ct"), coap_make_str_const(ct.c_str()), 0);
+    coap_add_attr(r, coap_make_str_const("rt"), coap_make_str_const(rt.c_str()), 0);
+  }
+  if (spec.observable) coap_resource_set_get_observable(r, 1);
+  coap_resource_set_userdata(r, const_cast<ResourceSpec*>(&spec));
+  coap_add_resource(ctx_, r);  // takes ownership
+  resources_[spec.kind] = r;
+}
+
+void Simulator::bindDevice(int index) {
+  coap_address_t addr;
+  coap_address_init(&addr);
+  in_addr v4{};
+  in6_addr v6{};
+  if (inet_pton(AF_INET, opts_.address.c_str(), &v4) == 1) {
+    int port = opts_.port;
+    if (opts_.address_step) {
+      v4.s_addr = htonl(ntohl(v4.s_addr) + static_cast<uint32_t>(index));
+    } else {
+      port += index;
+    }
+    addr.size = sizeof(sockaddr_in);
+    addr.addr.sin.sin_family = AF_INET;
+    addr.addr.sin.sin_addr = v4;
+    addr.addr.sin.sin_port = htons(static_cast<uint16_t>(port));
+  } else if (inet_pton(AF_INET6, opts_.address.c_str(), &v6) == 1) {
+    if (opts_.address_step) throw std::invalid_argument("--address-step needs an IPv4 address");
+    addr.size = sizeof(sockaddr_in6);
+    addr.addr.sin6.sin6_family = AF_INET6;
+    addr.addr.sin6.sin6_addr = v6;
+    addr.addr.sin6.sin6_port = htons(static_cast<uint16_t>(opts_.port + index));
+  } else {
+    throw std::invalid_argument("--address: not a numeric IPv4/IPv6 address: " + opts_.address);
+  }
+
+  char text[INET6_ADDRSTRLEN + 16] = {};
+  coap_print_addr(&addr, reinterpret_cast<unsigned char*>(text), sizeof(text) - 1);
+
+  // libcoap sets SO_REUSEADDR, which lets two processes bind the same UDP port; a plain
+  // bind without it fails if anyone holds the address.
+  int probe = ::socket(addr.addr.sa.sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (probe < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  int rc = ::bind(probe, &addr.addr.sa, addr.size);
+  int err = errno;
+  ::close(probe);
+  if (rc != 0) throw std::runtime_error(std::string("bind ") + text + ": " + std::strerror(err));
+
+  if (coap_new_endpoint(ctx_, &addr, COAP_PROTO_UDP) == nullptr) {
+    throw std::runtime_error(std::string("coap_new_endpoint failed for ") + text);
+  }
+
+  Device dev;
+  dev.name = opts_.name_prefix + std::to_string(index);
+  dev.endpoint = text;
+  dev.config_name = dev.name;
+  dev.rng.seed(static_cast<std::mt19937::result_type>(index) * 7919u + 1u);
+  dev.temp = 20.0 + static_cast<double>(index % 100) / 10.0;
+  by_address_[addressKey(&addr)] = index;
+  devices_.push_back(std::move(dev));
+}
+
+void Simulator::start() {
+  ctx_ = coap_new_context(nullptr);
+  if (ctx_ == nullptr) throw std::runtime_error("coap_new_context failed");
+  coap_set_app_data(ctx_, this);
+  coap_context_set_block_mode(ctx_, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+  epoll_ = coap_context_get_coap_fd(ctx_) >= 0;
+
+  for (const ResourceSpec& spec : kResources) addResource(spec);
+  addResource(kWellKnown);  // ours, so that discovery requests are logged too
+  addResource(kUnknown);    // logs (and 4.04s) requests for unknown paths
+
+  devices_.reserve(static_cast<size_t>(opts_.devices));
+  for (int i = 0; i < opts_.devices; ++i) bindDevice(i);
+  std::printf("READY %d\n", opts_.devices);
+  std::fflush(stdout);
+}
+
+void Simulator::tick() {
+  for (Device& d : devices_) {
+    std::uniform_real_distribution<double> step(-0.25, 0.25);
+    double before = std::round(d.temp * 100.0);
+    d.temp = std::clamp(d.temp + step(d.rng), 15.0, 30.0);
+    if (std::round(d.temp * 100.0) == before) d.temp += 0.01;  // always a new value
+    ++d.seq;
+  }
+  coap_resource_notify_observers(resources_.at(Kind::Temp), nullptr);
+  coap_resource_notify_observers(resources_.at(Kind::Counter), nullptr);
+}
+
+// Sends pending notifications (and retransmits) with in_prepare_ set; see the file header.
+void Simulator::prepareIo() {
+  coap_tick_t now;
+  coap_ticks(&now);
+  in_prepare_ = true;
+  if (epoll_) {
+    coap_io_prepare_epoll(ctx_, now);
+  } else {
+    coap_socket_t* sockets[64];
+    unsigned int num = 0;
+    coap_io_prepare_io(ctx_, sockets, 64, &num, now);
+  }
+  in_prepare_ = false;
+}
+
+void Simulator::run() {
+  using Clock = std::chrono::steady_clock;
+  const auto interval = std::chrono::milliseconds(opts_.interval_ms);
+  auto next_tick = Clock::now() + interval;
+  while (g_stop == 0) {
+    auto now = Clock::now();
+    if (now >= next_tick) {
+      tick();
+      next_tick += interval;
+      if (next_tick <= now) next_tick = now + interval;  // fell behind: don't burst
+    }
+    prepareIo();
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - Clock::now());
+    long wait_ms = std::clamp<long>(wait.count(), 1, 250);  // 0 would mean "block"
+    if (coap_io_process(ctx_, static_cast<uint32_t>(wait_ms)) < 0) {
+      std::fprintf(stderr, "coap_io_process failed\n");
+      break;
+    }
+  }
+}
+
+void Simulator::onRequest(coap_resource_t* resource, coap_session_t* session,
+                          const coap_pdu_t* request, const coap_string_t* query,
+                          coap_pdu_t* response) noexcept {
+  try {
+    auto* self = static_cast<Simulator*>(coap_get_app_data(coap_session_get_context(session)));
+    const auto* spec = static_cast<const ResourceSpec*>(coap_resource_get_userdata(resource));
+    if (self == nullptr || spec == nullptr) {
+      coap_pdu_set_code(response, COAP_RESPONSE_CODE_INTERNAL_ERROR);
+      return;
+    }
+    auto it = self->by_address_.find(addressKey(coap_session_get_addr_local(session)));
+    if (it == self->by_address_.end()) {
+      std::fprintf(stderr, "request on an address that is no device\n");
+      coap_pdu_set_code(response, COAP_RESPONSE_CODE_INTERNAL_ERROR);
+      return;
+    }
+    // A real request's response is an ACK (CON request) or NON (NON request); a
+    // notification's is pre-set to CON or NON by libcoap.
+    coap_pdu_type_t rtype = coap_pdu_get_type(response);
+    bool notification =
+        self->in_prepare_ || rtype == COAP_MESSAGE_CON ||
+        (rtype == COAP_MESSAGE_NON && coap_pdu_get_type(request) == COAP_MESSAGE_CON);
+    self->handle(*spec, self->devices_[static_cast<size_t>(it->second)], resource, session, request,
+                 query, response, notification);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "handler error: %s\n", e.what());
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_INTERNAL_ERROR);
+  } catch (...) {
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_INTERNAL_ERROR);
+  }
+}
+
+void Simulator::respond(coap_resource_t* resource, coap_session_t* session,
+                        const coap_pdu_t* request, const coap_string_t* query, coap_pdu_t* response,
+                        coap_pdu_code_t code, int ct, int max_age, const std::string& body) {
+  coap_pdu_set_code(response, code);
+  if (ct == COAP_MEDIATYPE_TEXT_PLAIN) {
+    // coap_add_data_large_response() (4.3.1) omits Content-Format when it is 0.
+    coap_add_option(response, COAP_OPTION_CONTENT_FORMAT, 0, nullptr);
+  }
+  // The data must outlive a possible Block2 transfer: hand libcoap a malloc'd copy and let
+  // it free it (release_func is called on every path, also when the body fits one PDU).
+  auto* copy = static_cast<uint8_t*>(std::malloc(body.size() + 1));
+  if (copy == nullptr) throw std::bad_alloc();
+  std::memcpy(copy, body.data(), body.size());
+  coap_add_data_large_response(
+      resource, session, request, response, query, static_cast<uint16_t>(ct), max_age, 0,
+      body.size(), copy, [](coap_session_t*, void* p) { std::free(p); }, copy);
+}
+
+std::string Simulator::wellKnown(std::string_view query) const {
+  std::string out;
+  for (const ResourceSpec& spec : kResources) {
+    if (!linkMatches(spec, query)) continue;
+    unsigned char buf[256];
+    size_t len = sizeof(buf);
+    size_t offset = 0;
+    coap_print_status_t st = coap_print_link(resources_.at(spec.kind), buf, &len, &offset);
+    if ((st & COAP_PRINT_STATUS_ERROR) != 0 || (st & COAP_PRINT_STATUS_TRUNC) != 0) {
+      throw std::runtime_error("coap_print_link failed");
+    }
+    if (!out.empty()) out += ',';
+    out.append(reinterpret_cast<const char*>(buf), COAP_PRINT_OUTPUT_LENGTH(st));
+  }
+  return out;
+}
+
+void Simulator::handle(const ResourceSpec& spec, Device& dev, coap_resource_t* resource,
+                       coap_session_t* session, const coap_pdu_t* request,
+                       const coap_string_t* query, coap_pdu_t* response, bool notification) {
+  coap_pdu_code_t code = coap_pdu_get_code(request);
+  size_t len = 0;
+  size_t offset = 0;
+  size_t total = 0;
+  const uint8_t* data = nullptr;
+  if (coap_get_data_large(request, &len, &data, &offset, &total) == 0) len = 0;
+  std::string payload(reinterpret_cast<const char*>(data), data != nullptr ? len : 0);
+  std::string_view q =
+      query != nullptr ? std::string_view(reinterpret_cast<const char*>(query->s), query->length)
+                       : std::string_view();
+
+  if (!notification) {
+    std::string path = "/";
+    if (coap_string_t* p = coap_get_uri_path(request)) {
+      path.append(reinterpret_cast<const char*>(p->s), p->length);
+      coap_delete_string(p);
+    }
+    if (!q.empty()) path.append("?").append(q);
+    std::string line = "REQ " + dev.name + " " + methodName(code) + " " + path;
+    if (!payload.empty()) line += " " + printablePayload(data, len);
+    line += "\n";
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fflush(stdout);
+  }
+
+  if (spec.kind == Kind::Unknown) {
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_NOT_FOUND);
+    return;
+  }
+  if ((spec.methods & (1u << static_cast<unsigned>(code))) == 0) {
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_NOT_ALLOWED);
+    return;
+  }
+
+  char text[64];
+  switch (spec.kind) {
+    case Kind::Temp:
+      std::snprintf(text, sizeof(text), "%.2f", dev.temp);
+      respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct,
+              opts_.max_age, text);
+      return;
+    case Kind::Counter:
+      respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct,
+              opts_.max_age,
+              "{\"seq\":" + std::to_string(dev.seq) + ",\"device\":\"" + dev.name + "\"}");
+      return;
+    case Kind::Info:
+      respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct, -1,
+              "{\"name\":\"" + dev.name + "\",\"model\":\"c2m-sim\"}");
+      return;
+    case Kind::Led:
+      if (code == COAP_REQUEST_CODE_GET) {
+        respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct,
+                -1, dev.led);
+        return;
+      } else {
+        std::string value = payload;
+        if (code == COAP_REQUEST_CODE_POST && value.empty()) {
+          value = dev.led == "on" ? "off" : "on";  // POST without a body toggles
+        }
+        bool changed = value != dev.led;
+        dev.led = value;
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE_CHANGED);
+        if (changed) coap_resource_notify_observers(resource, nullptr);
+        return;
+      }
+    case Kind::ConfigName:
+      if (code == COAP_REQUEST_CODE_GET) {
+        respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct,
+                -1, dev.config_name);
+      } else {
+        dev.config_name = payload;
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE_CHANGED);
+      }
+      return;
+    case Kind::WellKnown:
+      respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct, -1,
+              wellKnown(q));
+      return;
+    case Kind::Unknown:
+      break;
+  }
+}
+
+void logToStderr(coap_log_t level, const char* message) {
+  std::fprintf(stderr, "libcoap[%d]: %s", static_cast<int>(level), message);
+}
+
+void raiseFdLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      std::fprintf(stderr, "setrlimit(RLIMIT_NOFILE): %s\n", std::strerror(errno));
+    }
+  }
+}
+
+struct CoapLibrary {
+  CoapLibrary() { coap_startup(); }
+  ~CoapLibrary() { coap_cleanup(); }
+  CoapLibrary(const CoapLibrary&) = delete;
+  CoapLibrary& operator=(const CoapLibrary&) = delete;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opts;
+  try {
+    opts = parseOptions(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "coap2mqtt-sim: %s\n%s", e.what(), kUsage);
+    return 2;
+  }
+
+  struct sigaction sa {};
+  sa.sa_handler = onSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: epoll_wait returns EINTR and the loop sees g_stop
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  raiseFdLimit();
+  CoapLibrary lib;
+  coap_set_log_handler(logToStderr);
+  coap_set_log_level(static_cast<coap_log_t>(opts.log_level));
+
+  try {
+    Simulator sim(opts);
+    sim.start();
+    sim.run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "coap2mqtt-sim: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,436 @@
+#include "gateway/coap_link.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <coap3/coap.h>
+
+#include <cstring>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+namespace coap2mqtt::gateway {
+
+struct CoapLink::Device {
+  std::string name;
+  std::string uri;
+  coap_session_t* session = nullptr;
+};
+
+struct CoapLink::Exchange {
+  std::string device;
+  std::string path;
+  bool observe = false;
+  bool established = false;  // observe: first response seen
+  ResponseHandler handler;
+  EventLoop::TimerId timer = 0;
+  std::uint8_t token[8] = {};
+};
+
+// noexcept trampolines: no exception ever crosses into libcoap.
+struct CoapCallbacks {
+  static CoapLink* link(coap_session_t* session) {
+    return static_cast<CoapLink*>(coap_session_get_app_data(session));
+  }
+  static coap_response_t response(coap_session_t* session, const coap_pdu_t* /*sent*/,
+                                  const coap_pdu_t* received, const coap_mid_t /*mid*/) noexcept {
+    try {
+      return link(session)->onResponse(session, received) ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
+    } catch (const std::exception& e) {
+      spdlog::error("coap: response handler failed: {}", e.what());
+      return COAP_RESPONSE_OK;
+    }
+  }
+  static void nack(coap_session_t* session, const coap_pdu_t* sent, const coap_nack_reason_t reason,
+                   const coap_mid_t /*mid*/) noexcept {
+    try {
+      link(session)->onNack(session, sent, static_cast<int>(reason));
+    } catch (const std::exception& e) {
+      spdlog::error("coap: nack handler failed: {}", e.what());
+    }
+  }
+  static void log(coap_log_t level, const char* message) noexcept {
+    std::string_view text(message);
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
+    spdlog::level::level_enum mapped = spdlog::level::debug;
+    if (level <= LOG_ERR) {
+      mapped = spdlog::level::err;
+    } else if (level == LOG_WARNING) {
+      mapped = spdlog::level::warn;
+    }
+    spdlog::log(mapped, "libcoap: {}", text);
+  }
+};
+
+namespace {
+
+std::uint64_t tokenValue(const std::uint8_t* bytes) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | bytes[i];
+  return v;
+}
+
+void tokenBytes(std::uint64_t v, std::uint8_t* out) {
+  for (int i = 7; i >= 0; --i) {
+    out[i] = static_cast<std::uint8_t>(v & 0xff);
+    v >>= 8;
+  }
+}
+
+std::optional<std::uint32_t> uintOption(const coap_pdu_t* pdu, std::uint16_t number) {
+  coap_opt_iterator_t it;
+  coap_opt_t* opt = coap_check_option(pdu, number, &it);
+  if (opt == nullptr) return std::nullopt;
+  return coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
+}
+
+int hexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Uri-Path options carry decoded segments: "%20" in a link target is a space on the wire.
+std::string percentDecode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hexValue(s[i + 1]) >= 0 && hexValue(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hexValue(s[i + 1]) * 16 + hexValue(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+coap_pdu_code_t methodCode(bridge::Method method) {
+  switch (method) {
+    case bridge::Method::Get:
+      return COAP_REQUEST_CODE_GET;
+    case bridge::Method::Put:
+      return COAP_REQUEST_CODE_PUT;
+    case bridge::Method::Post:
+      return COAP_REQUEST_CODE_POST;
+    case bridge::Method::Delete:
+      return COAP_REQUEST_CODE_DELETE;
+  }
+  return COAP_REQUEST_CODE_GET;
+}
+
+const char* nackReason(int reason) {
+  switch (static_cast<coap_nack_reason_t>(reason)) {
+    case COAP_NACK_TOO_MANY_RETRIES:
+      return "timeout (no ACK after retransmissions)";
+    case COAP_NACK_NOT_DELIVERABLE:
+      return "not deliverable";
+    case COAP_NACK_RST:
+      return "reset by device";
+    case COAP_NACK_TLS_FAILED:
+      return "DTLS failed";
+    case COAP_NACK_ICMP_ISSUE:
+      return "ICMP error (port unreachable?)";
+  }
+  return "failed";
+}
+
+bool resolve(const std::string& uri, coap_address_t* out, std::string* error) {
+  coap_uri_t parsed;
+  if (coap_split_uri(reinterpret_cast<const std::uint8_t*>(uri.data()), uri.size(), &parsed) != 0) {
+    *error = "not a CoAP URI: " + uri;
+    return false;
+  }
+  if (parsed.scheme != COAP_URI_SCHEME_COAP) {
+    *error = "only coap:// is supported: " + uri;
+    return false;
+  }
+  std::string host(reinterpret_cast<const char*>(parsed.host.s), parsed.host.length);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* result = nullptr;
+  std::string port = std::to_string(parsed.port);
+  if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &result); rc != 0) {
+    *error = "cannot resolve '" + host + "': " + gai_strerror(rc);
+    return false;
+  }
+  coap_address_init(out);
+  out->size = result->ai_addrlen;
+  std::memcpy(&out->addr, result->ai_addr, result->ai_addrlen);
+  freeaddrinfo(result);
+  return true;
+}
+
+}  // namespace
+
+std::string CoapResponse::codeString() const {
+  std::string detail = std::to_string(code % 100);
+  return std::to_string(code / 100) + (detail.size() < 2 ? ".0" : ".") + detail;
+}
+
+CoapLink::CoapLink(EventLoop& loop, const CoapConfig& config)
+    : loop_(loop), config_(config), next_token_(std::random_device{}()) {
+  next_token_ = (next_token_ << 32) ^ std::random_device{}();
+  coap_set_log_handler(&CoapCallbacks::log);
+  coap_set_log_level(spdlog::get_level() <= spdlog::level::debug ? LOG_INFO : LOG_WARNING);
+  context_ = coap_new_context(nullptr);
+  if (context_ == nullptr) throw std::runtime_error("coap: cannot create context");
+  // libcoap reassembles Block2 bodies and sends Block1 for us; handlers see whole bodies.
+  coap_context_set_block_mode(context_, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+  coap_register_response_handler(context_, &CoapCallbacks::response);
+  coap_register_nack_handler(context_, &CoapCallbacks::nack);
+
+  int fd = coap_context_get_coap_fd(context_);
+  if (fd < 0) throw std::runtime_error("coap: libcoap was built without epoll support");
+  loop_.watchFd(fd, [this] { processIo(); });
+  loop_.setTimeoutProvider([this] {
+    coap_tick_t now;
+    coap_ticks(&now);
+    // Sends due retransmissions and says when the next one is due (0 = none).
+    return coap_io_prepare_epoll(context_, now);
+  });
+}
+
+CoapLink::~CoapLink() {
+  loop_.setTimeoutProvider(nullptr);
+  for (auto& [token, exchange] : exchanges_) {
+    if (exchange->timer != 0) loop_.cancel(exchange->timer);
+  }
+  exchanges_.clear();
+  for (auto& [name, device] : devices_) coap_session_release(device->session);
+  devices_.clear();
+  if (context_ != nullptr) coap_free_context(context_);
+}
+
+void CoapLink::processIo() {
+  coap_io_process(context_, COAP_IO_NO_WAIT);
+}
+
+bool CoapLink::addDevice(const std::string& name, const std::string& uri, std::string* error) {
+  coap_address_t address;
+  if (!resolve(uri, &address, error)) return false;
+  removeDevice(name);
+  coap_session_t* session = coap_new_client_session(context_, nullptr, &address, COAP_PROTO_UDP);
+  if (session == nullptr) {
+    *error = "cannot create a CoAP session to " + uri;
+    return false;
+  }
+  // libcoap 4.3.1 has no context app data: every session points back at us.
+  coap_session_set_app_data(session, this);
+  auto device = std::make_unique<Device>();
+  device->name = name;
+  device->uri = uri;
+  device->session = session;
+  devices_[name] = std::move(device);
+  return true;
+}
+
+void CoapLink::removeDevice(const std::string& name) {
+  auto it = devices_.find(name);
+  if (it == devices_.end()) return;
+  for (auto e = exchanges_.begin(); e != exchanges_.end();) {
+    if (e->second->device == name) {
+      if (e->second->timer != 0) loop_.cancel(e->second->timer);
+      e = exchanges_.erase(e);
+    } else {
+      ++e;
+    }
+  }
+  coap_session_release(it->second->session);
+  devices_.erase(it);
+}
+
+bool CoapLink::hasDevice(const std::string& name) const {
+  return devices_.count(name) != 0;
+}
+
+CoapLink::RequestId CoapLink::request(const std::string& device, bridge::Method method,
+                                      const std::string& path, const std::string& payload,
+                                      std::optional<unsigned> content_format,
+                                      ResponseHandler handler) {
+  auto it = devices_.find(device);
+  if (it == devices_.end()) {
+    handler(std::nullopt, "unknown device '" + device + "'");
+    return 0;
+  }
+  auto exchange = std::make_unique<Exchange>();
+  exchange->device = device;
+  exchange->path = path;
+  exchange->handler = std::move(handler);
+  return send(*it->second, method, path, payload, content_format, false, std::move(exchange));
+}
+
+void CoapLink::cancelRequest(RequestId id) {
+  auto it = exchanges_.find(id);
+  if (it == exchanges_.end()) return;
+  if (it->second->timer != 0) loop_.cancel(it->second->timer);
+  exchanges_.erase(it);
+}
+
+CoapLink::ObserveId CoapLink::observe(const std::string& device, const std::string& path,
+                                      ObserveHandler handler) {
+  auto it = devices_.find(device);
+  if (it == devices_.end()) {
+    handler(std::nullopt, "unknown device '" + device + "'");
+    return 0;
+  }
+  auto exchange = std::make_unique<Exchange>();
+  exchange->device = device;
+  exchange->path = path;
+  exchange->observe = true;
+  exchange->handler = std::move(handler);
+  return send(*it->second, bridge::Method::Get, path, {}, std::nullopt, true, std::move(exchange));
+}
+
+std::uint64_t CoapLink::send(Device& device, bridge::Method method, const std::string& path,
+                             const std::string& payload, std::optional<unsigned> content_format,
+                             bool observe, std::unique_ptr<Exchange> exchange) {
+  const std::uint64_t token = next_token_++;
+  tokenBytes(token, exchange->token);
+  coap_pdu_t* pdu = coap_new_pdu(COAP_MESSAGE_CON, methodCode(method), device.session);
+  if (pdu == nullptr) {
+    exchange->handler(std::nullopt, "cannot allocate a CoAP PDU");
+    return 0;
+  }
+  bool ok = coap_add_token(pdu, sizeof exchange->token, exchange->token) != 0;
+  std::uint8_t buf[4];
+  if (observe) {
+    ok = ok &&
+         coap_add_option(pdu, COAP_OPTION_OBSERVE,
+                         coap_encode_var_safe(buf, sizeof buf, COAP_OBSERVE_ESTABLISH), buf) != 0;
+  }
+  std::string_view rest(path);
+  while (ok && !rest.empty()) {
+    if (rest.front() == '/') {
+      rest.remove_prefix(1);
+      continue;
+    }
+    auto slash = rest.find('/');
+    std::string segment = percentDecode(rest.substr(0, slash));
+    ok = coap_add_option(pdu, COAP_OPTION_URI_PATH, segment.size(),
+                         reinterpret_cast<const std::uint8_t*>(segment.data())) != 0;
+    rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
+  }
+  if (ok && content_format) {
+    ok = coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
+                         coap_encode_var_safe(buf, sizeof buf, *content_format), buf) != 0;
+  }
+  if (ok && !payload.empty()) {
+    // libcoap keeps a pointer to the body until the (possibly Block1) transfer is done.
+    auto* body = new std::string(payload);
+    ok = coap_add_data_large_request(
+             device.session, pdu, body->size(), reinterpret_cast<const std::uint8_t*>(body->data()),
+             [](coap_session_t*, void* app) { delete static_cast<std::string*>(app); }, body) != 0;
+  }
+  if (!ok) {
+    coap_delete_pdu(pdu);
+    exchange->handler(std::nullopt, "cannot build the CoAP request");
+    return 0;
+  }
+  if (coap_send(device.session, pdu) == COAP_INVALID_MID) {
+    exchange->handler(std::nullopt, "cannot send the CoAP request");
+    return 0;
+  }
+  ++stats_.requests_sent;
+  exchange->timer = loop_.runAfter(config_.request_timeout, [this, token] {
+    auto it = exchanges_.find(token);
+    if (it != exchanges_.end()) it->second->timer = 0;
+    fail(token, "timeout");
+  });
+  exchanges_[token] = std::move(exchange);
+  return token;
+}
+
+void CoapLink::fail(std::uint64_t token, const std::string& reason) {
+  auto it = exchanges_.find(token);
+  if (it == exchanges_.end()) return;
+  std::unique_ptr<Exchange> exchange = std::move(it->second);
+  exchanges_.erase(it);
+  if (exchange->timer != 0) loop_.cancel(exchange->timer);
+  ++stats_.failures;
+  exchange->handler(std::nullopt, reason);
+}
+
+int CoapLink::onResponse(coap_session_t* /*session*/, const void* received_ptr) {
+  const auto* received = static_cast<const coap_pdu_t*>(received_ptr);
+  coap_bin_const_t token_bin = coap_pdu_get_token(received);
+  auto observe_value = uintOption(received, COAP_OPTION_OBSERVE);
+  auto it = token_bin.length == 8 ? exchanges_.find(tokenValue(token_bin.s)) : exchanges_.end();
+  if (it == exchanges_.end()) {
+    ++stats_.unknown_token;
+    // A notification nobody wants: RST makes the device forget the observation.
+    return observe_value ? 0 : 1;
+  }
+  Exchange& exchange = *it->second;
+  CoapResponse response;
+  coap_pdu_code_t code = coap_pdu_get_code(received);
+  response.code = COAP_RESPONSE_CLASS(code) * 100 + (code & 0x1f);
+  response.content_format = uintOption(received, COAP_OPTION_CONTENT_FORMAT);
+  response.observe = observe_value;
+  response.max_age = uintOption(received, COAP_OPTION_MAXAGE);
+  std::size_t length = 0;
+  const std::uint8_t* data = nullptr;
+  std::size_t offset = 0;
+  std::size_t total = 0;
+  if (coap_get_data_large(received, &length, &data, &offset, &total) != 0) {
+    response.payload.assign(reinterpret_cast<const char*>(data), length);
+  }
+
+  const bool continues = exchange.observe && response.success() && response.observe.has_value();
+  if (exchange.observe && exchange.established) {
+    ++stats_.notifications;
+  } else {
+    ++stats_.responses;
+  }
+  if (continues) {
+    exchange.established = true;
+    if (exchange.timer != 0) {
+      loop_.cancel(exchange.timer);
+      exchange.timer = 0;
+    }
+    // Copy the handler: it may cancel this very observation.
+    ResponseHandler handler = exchange.handler;
+    handler(response, {});
+    return 1;
+  }
+  std::unique_ptr<Exchange> done = std::move(it->second);
+  exchanges_.erase(it);
+  if (done->timer != 0) loop_.cancel(done->timer);
+  done->handler(response, {});
+  return 1;
+}
+
+void CoapLink::onNack(coap_session_t* /*session*/, const void* sent_ptr, int reason) {
+  const auto* sent = static_cast<const coap_pdu_t*>(sent_ptr);
+  if (sent == nullptr) return;
+  coap_bin_const_t token_bin = coap_pdu_get_token(sent);
+  if (token_bin.length != 8) return;
+  fail(tokenValue(token_bin.s), nackReason(reason));
+}
+
+void CoapLink::cancelObserve(ObserveId id) {
+  auto it = exchanges_.find(id);
+  if (it == exchanges_.end()) return;
+  std::unique_ptr<Exchange> exchange = std::move(it->second);
+  exchanges_.erase(it);
+  if (exchange->timer != 0) loop_.cancel(exchange->timer);
+  auto device = devices_.find(exchange->device);
+  if (device == devices_.end() || !exchange->established) return;
+  coap_binary_t token{sizeof exchange->token, exchange->token};
+  if (coap_cancel_observe(device->second->session, &token, COAP_MESSAGE_CON) == 0) {
+    spdlog::debug("coap: could not cancel observation of {}{}", exchange->device, exchange->path);
+  }
+}
+
+void CoapLink::cancelAllObservations() {
+  std::vector<ObserveId> ids;
+  for (const auto& [token, exchange] : exchanges_) {
+    if (exchange->observe) ids.push_back(token);
+  }
+  for (ObserveId id : ids) cancelObserve(id);
+}
+
+}  // namespace coap2mqtt::gateway

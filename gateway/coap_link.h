@@ -1,0 +1,102 @@
+#pragma once
+// The CoAP side: one libcoap context, one unicast client session per device, exchanges
+// matched by token. Every method runs on the loop thread (libcoap 4.3.1 is not thread-safe).
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "bridge/rules.h"
+#include "gateway/config.h"
+#include "gateway/event_loop.h"
+
+struct coap_context_t;
+struct coap_session_t;
+
+namespace coap2mqtt::gateway {
+
+struct CoapResponse {
+  unsigned code = 0;  // class * 100 + detail: 205 for 2.05
+  std::optional<unsigned> content_format;
+  std::optional<std::uint32_t> observe;  // Observe option value on notifications
+  std::optional<std::uint32_t> max_age;
+  std::string payload;  // whole body (libcoap reassembles Block2)
+  bool success() const { return code / 100 == 2; }
+  std::string codeString() const;  // "2.05"
+};
+
+struct CoapStats {
+  std::uint64_t requests_sent = 0;
+  std::uint64_t responses = 0;
+  std::uint64_t notifications = 0;
+  std::uint64_t failures = 0;       // timeouts, RST, undeliverable
+  std::uint64_t unknown_token = 0;  // answered with RST
+};
+
+class CoapLink {
+ public:
+  // Called once: with the response, or with nullopt and a reason on failure.
+  using ResponseHandler =
+      std::function<void(const std::optional<CoapResponse>&, const std::string& error)>;
+  // Called for the registration response and every notification; `error` set (and
+  // response nullopt) when the observation failed and is gone.
+  using ObserveHandler = ResponseHandler;
+  using ObserveId = std::uint64_t;
+
+  CoapLink(EventLoop& loop, const CoapConfig& config);
+  ~CoapLink();
+  CoapLink(const CoapLink&) = delete;
+  CoapLink& operator=(const CoapLink&) = delete;
+
+  // Creates the device's session. false and *error when the URI does not resolve.
+  bool addDevice(const std::string& name, const std::string& uri, std::string* error);
+  void removeDevice(const std::string& name);
+  bool hasDevice(const std::string& name) const;
+
+  using RequestId = std::uint64_t;
+  // One request; `handler` is called exactly once, unless cancelRequest() or the link's
+  // destruction comes first. Returns 0 when it failed at once (handler already called).
+  RequestId request(const std::string& device, bridge::Method method, const std::string& path,
+                    const std::string& payload, std::optional<unsigned> content_format,
+                    ResponseHandler handler);
+
+  // GET with Observe=0. The handler stays registered until an error or cancelObserve().
+  ObserveId observe(const std::string& device, const std::string& path, ObserveHandler handler);
+  // Forgets a pending request: its handler will not be called.
+  void cancelRequest(RequestId id);
+  // Deregisters (GET with Observe=1 via libcoap) and drops the handler.
+  void cancelObserve(ObserveId id);
+  // Cancels every observation (at shutdown) so devices stop sending to us.
+  void cancelAllObservations();
+
+  const CoapStats& stats() const { return stats_; }
+
+ private:
+  struct Device;
+  struct Exchange;
+
+  // libcoap callbacks (noexcept trampolines into these).
+  int onResponse(coap_session_t* session, const void* received);
+  void onNack(coap_session_t* session, const void* sent, int reason);
+  void processIo();
+
+  std::uint64_t send(Device& device, bridge::Method method, const std::string& path,
+                     const std::string& payload, std::optional<unsigned> content_format,
+                     bool observe, std::unique_ptr<Exchange> exchange);
+  void fail(std::uint64_t token, const std::string& reason);
+
+  EventLoop& loop_;
+  CoapConfig config_;
+  coap_context_t* context_ = nullptr;
+  std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
+  std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
+  std::uint64_t next_token_;
+  CoapStats stats_;
+
+  friend struct CoapCallbacks;
+};
+
+}  // namespace coap2mqtt::gateway
