@@ -6,7 +6,6 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -14,6 +13,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <system_error>
 #include <tuple>
 #include <utility>
 
@@ -706,7 +706,8 @@ void loadRuleFiles(const std::vector<std::string>& globs, const std::string& bas
     std::ifstream in(path, std::ios::binary);
     if (!in) {
       errors.push_back(
-          {path, 0, 0, "", std::string("cannot read rule file: ") + std::strerror(errno)});
+          {path, 0, 0, "",
+           std::string("cannot read rule file: ") + std::generic_category().message(errno)});
       return;
     }
     const std::string content{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -722,7 +723,8 @@ void loadRuleFiles(const std::vector<std::string>& globs, const std::string& bas
                                  ? pattern
                                  : joinPath(escapeForGlob(base_dir), pattern);
     glob_t g{};
-    const int rc = ::glob(full.c_str(), 0, nullptr, &g);
+    // Start-up and reload only, on the loop thread.
+    const int rc = ::glob(full.c_str(), 0, nullptr, &g);  // NOLINT(concurrency-mt-unsafe)
     if (rc == 0) {
       std::vector<std::string> paths(g.gl_pathv, g.gl_pathv + g.gl_pathc);
       std::sort(paths.begin(), paths.end());

@@ -319,7 +319,7 @@ class CborToJson {
     bool indefinite() const { return info == 31; }
   };
 
-  bool fail(std::size_t at, std::string message) {
+  bool fail(std::size_t at, const std::string& message) {
     if (error_.empty()) error_ = "invalid CBOR at byte " + std::to_string(at) + ": " + message;
     return false;
   }

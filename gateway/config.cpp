@@ -7,13 +7,13 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <optional>
 #include <sstream>
+#include <system_error>
 #include <tuple>
 #include <utility>
 
@@ -506,7 +506,8 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
     } else if (fs::is_directory(path, ec)) {
       r.invalid("password_file", "cannot read " + quote(path) + ": is a directory");
     } else if (std::ifstream in(path, std::ios::binary); !in) {
-      r.invalid("password_file", "cannot read " + quote(path) + ": " + std::strerror(errno));
+      r.invalid("password_file",
+                "cannot read " + quote(path) + ": " + std::generic_category().message(errno));
     } else if (r.find("username") == nullptr) {
       r.invalid("password_file",
                 "needs mqtt.username: MQTT sends a password only with a user name");
@@ -560,7 +561,8 @@ GatewayConfig loadConfig(const std::string& path) {
     }
     if (!in) {
       throw bridge::ConfigErrors(
-          {{path, 0, 0, "", std::string("cannot read config file: ") + std::strerror(errno)}});
+          {{path, 0, 0, "",
+            std::string("cannot read config file: ") + std::generic_category().message(errno)}});
     }
     content.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }

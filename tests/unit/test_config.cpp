@@ -620,6 +620,7 @@ name = "r"
 topic = "t/{device}/{path}"
 )");
   std::vector<std::pair<std::size_t, std::string>> got;
+  got.reserve(errors.size());
   for (const auto& e : errors) got.emplace_back(e.line, e.key);
   const std::vector<std::pair<std::size_t, std::string>> want{
       {2, "gateway.name"},  {3, "gateway.log_level"},  {6, "mqtt.base_topic"},
