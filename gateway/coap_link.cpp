@@ -1,5 +1,6 @@
 #include "gateway/coap_link.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
 
@@ -35,6 +36,7 @@ struct CoapCallbacks {
   }
   static coap_response_t response(coap_session_t* session, const coap_pdu_t* /*sent*/,
                                   const coap_pdu_t* received, const coap_mid_t /*mid*/) noexcept {
+    if (link(session) == nullptr) return COAP_RESPONSE_OK;  // a server-side session
     try {
       return link(session)->onResponse(session, received) ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
     } catch (const std::exception& e) {
@@ -43,18 +45,25 @@ struct CoapCallbacks {
     }
   }
   static void nack(coap_session_t* session, const coap_pdu_t* sent, const coap_nack_reason_t reason,
-                   const coap_mid_t /*mid*/) noexcept {
+                   const coap_mid_t mid) noexcept {
+    if (link(session) == nullptr) return;
     try {
-      link(session)->onNack(session, sent, static_cast<int>(reason));
+      link(session)->onNack(session, sent, static_cast<int>(reason), mid);
     } catch (const std::exception& e) {
       spdlog::error("coap: nack handler failed: {}", e.what());
     }
   }
+  static void serverRequest(coap_resource_t* resource, coap_session_t* session,
+                            const coap_pdu_t* request, const coap_string_t* query,
+                            coap_pdu_t* response) noexcept;
   static void log(coap_log_t level, const char* message) noexcept {
     std::string_view text(message);
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
     spdlog::level::level_enum mapped = spdlog::level::debug;
-    if (level <= LOG_ERR) {
+    // An RST answering our CoAP ping is the expected pong, not an alert.
+    if (text.rfind("got RST for mid", 0) == 0) {
+      mapped = spdlog::level::debug;
+    } else if (level <= LOG_ERR) {
       mapped = spdlog::level::err;
     } else if (level == LOG_WARNING) {
       mapped = spdlog::level::warn;
@@ -403,9 +412,23 @@ int CoapLink::onResponse(coap_session_t* /*session*/, const void* received_ptr) 
   return 1;
 }
 
-void CoapLink::onNack(coap_session_t* /*session*/, const void* sent_ptr, int reason) {
+void CoapLink::onNack(coap_session_t* session, const void* sent_ptr, int reason, int mid) {
   const auto* sent = static_cast<const coap_pdu_t*>(sent_ptr);
   if (sent == nullptr) return;
+  if (coap_pdu_get_code(sent) == COAP_EMPTY_CODE) {
+    // A ping: an RST means the device is there; running out of retries means it is not.
+    for (auto it = pings_.begin(); it != pings_.end(); ++it) {
+      auto device = devices_.find(it->first.first);
+      if (it->first.second == mid && device != devices_.end() &&
+          device->second->session == session) {
+        auto done = std::move(it->second);
+        pings_.erase(it);
+        done(static_cast<coap_nack_reason_t>(reason) == COAP_NACK_RST);
+        return;
+      }
+    }
+    return;
+  }
   coap_bin_const_t token_bin = coap_pdu_get_token(sent);
   if (token_bin.length != 8) return;
   fail(tokenValue(token_bin.s), nackReason(reason));
@@ -431,6 +454,171 @@ void CoapLink::cancelAllObservations() {
     if (exchange->observe) ids.push_back(token);
   }
   for (ObserveId id : ids) cancelObserve(id);
+}
+
+}  // namespace coap2mqtt::gateway
+
+namespace coap2mqtt::gateway {
+
+void CoapLink::ping(const std::string& device, std::function<void(bool)> done) {
+  auto it = devices_.find(device);
+  if (it == devices_.end()) {
+    done(false);
+    return;
+  }
+  coap_mid_t mid = coap_session_send_ping(it->second->session);
+  if (mid == COAP_INVALID_MID) {
+    done(false);
+    return;
+  }
+  pings_[{device, mid}] = std::move(done);
+}
+
+bool CoapLink::listen(const std::string& host_port, std::string* error) {
+  auto colon = host_port.rfind(':');
+  if (colon == std::string::npos) {
+    *error = "expected host:port, got " + host_port;
+    return false;
+  }
+  std::string host = host_port.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* result = nullptr;
+  const std::string port = host_port.substr(colon + 1);
+  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &result);
+      rc != 0) {
+    *error = "cannot resolve " + host_port + ": " + gai_strerror(rc);
+    return false;
+  }
+  coap_address_t address;
+  coap_address_init(&address);
+  address.size = result->ai_addrlen;
+  std::memcpy(&address.addr, result->ai_addr, result->ai_addrlen);
+  freeaddrinfo(result);
+  if (coap_new_endpoint(context_, &address, COAP_PROTO_UDP) == nullptr) {
+    *error = "cannot listen on " + host_port + " (address in use?)";
+    return false;
+  }
+  return true;
+}
+
+namespace {
+
+void registerHandlers(coap_resource_t* resource, coap_method_handler_t handler) {
+  for (coap_request_t method :
+       {COAP_REQUEST_GET, COAP_REQUEST_POST, COAP_REQUEST_PUT, COAP_REQUEST_DELETE}) {
+    coap_register_request_handler(resource, method, handler);
+  }
+}
+
+}  // namespace
+
+void CoapLink::serve(const std::string& path,
+                     const std::vector<std::pair<std::string, std::string>>& attributes,
+                     ServerHandler handler) {
+  coap_str_const_t* name =
+      coap_new_str_const(reinterpret_cast<const std::uint8_t*>(path.data()), path.size());
+  coap_resource_t* resource = coap_resource_init(name, COAP_RESOURCE_FLAGS_RELEASE_URI);
+  for (const auto& [key, value] : attributes) {
+    coap_add_attr(
+        resource, coap_new_str_const(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()),
+        coap_new_str_const(reinterpret_cast<const std::uint8_t*>(value.data()), value.size()),
+        COAP_ATTR_FLAGS_RELEASE_NAME | COAP_ATTR_FLAGS_RELEASE_VALUE);
+  }
+  server_handlers_.push_back(std::make_unique<ServerHandler>(std::move(handler)));
+  coap_resource_set_userdata(resource, server_handlers_.back().get());
+  registerHandlers(resource, &CoapCallbacks::serverRequest);
+  coap_add_resource(context_, resource);
+}
+
+void CoapLink::serveUnknown(ServerHandler handler) {
+  coap_resource_t* resource = coap_resource_unknown_init(&CoapCallbacks::serverRequest);
+  server_handlers_.push_back(std::make_unique<ServerHandler>(std::move(handler)));
+  coap_resource_set_userdata(resource, server_handlers_.back().get());
+  registerHandlers(resource, &CoapCallbacks::serverRequest);
+  coap_add_resource(context_, resource);
+}
+
+void CoapCallbacks::serverRequest(coap_resource_t* resource, coap_session_t* session,
+                                  const coap_pdu_t* request, const coap_string_t* /*query*/,
+                                  coap_pdu_t* response) noexcept {
+  try {
+    auto* handler = static_cast<CoapLink::ServerHandler*>(coap_resource_get_userdata(resource));
+    CoapServerRequest req;
+    switch (coap_pdu_get_code(request)) {
+      case COAP_REQUEST_CODE_POST:
+        req.method = bridge::Method::Post;
+        break;
+      case COAP_REQUEST_CODE_PUT:
+        req.method = bridge::Method::Put;
+        break;
+      case COAP_REQUEST_CODE_DELETE:
+        req.method = bridge::Method::Delete;
+        break;
+      default:
+        req.method = bridge::Method::Get;
+    }
+    coap_opt_iterator_t it;
+    coap_opt_t* opt;
+    coap_option_iterator_init(request, &it, COAP_OPT_ALL);
+    while ((opt = coap_option_next(&it)) != nullptr) {
+      std::string value(reinterpret_cast<const char*>(coap_opt_value(opt)), coap_opt_length(opt));
+      if (it.number == COAP_OPTION_URI_PATH) {
+        req.path += "/" + value;
+      } else if (it.number == COAP_OPTION_URI_QUERY) {
+        req.query.push_back(std::move(value));
+      } else if (it.number == COAP_OPTION_CONTENT_FORMAT) {
+        req.content_format = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
+      }
+    }
+    if (req.path.empty()) req.path = "/";
+    std::size_t length = 0;
+    const std::uint8_t* data = nullptr;
+    if (coap_get_data(request, &length, &data) != 0) {
+      req.payload.assign(reinterpret_cast<const char*>(data), length);
+    }
+    const coap_address_t* remote = coap_session_get_addr_remote(session);
+    char host[INET6_ADDRSTRLEN] = {};
+    std::uint16_t port = coap_address_get_port(remote);
+    if (remote->addr.sa.sa_family == AF_INET6) {
+      inet_ntop(AF_INET6, &remote->addr.sin6.sin6_addr, host, sizeof host);
+      req.source = "coap://[" + std::string(host) + "]:" + std::to_string(port);
+    } else {
+      inet_ntop(AF_INET, &remote->addr.sin.sin_addr, host, sizeof host);
+      req.source = "coap://" + std::string(host) + ":" + std::to_string(port);
+    }
+    CoapServerResponse res = (*handler)(req);
+    coap_pdu_set_code(response, static_cast<coap_pdu_code_t>(COAP_RESPONSE_CODE(res.code)));
+    std::uint8_t buf[4];
+    std::string_view location(res.location);
+    while (!location.empty()) {
+      if (location.front() == '/') {
+        location.remove_prefix(1);
+        continue;
+      }
+      auto slash = location.find('/');
+      auto segment = location.substr(0, slash);
+      coap_add_option(response, COAP_OPTION_LOCATION_PATH, segment.size(),
+                      reinterpret_cast<const std::uint8_t*>(segment.data()));
+      location = slash == std::string_view::npos ? std::string_view{} : location.substr(slash);
+    }
+    if (res.content_format) {
+      coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
+                      coap_encode_var_safe(buf, sizeof buf, *res.content_format), buf);
+    }
+    if (!res.payload.empty()) {
+      coap_add_data(response, res.payload.size(),
+                    reinterpret_cast<const std::uint8_t*>(res.payload.data()));
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("coap: server handler failed: {}", e.what());
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_INTERNAL_ERROR);
+  }
 }
 
 }  // namespace coap2mqtt::gateway

@@ -8,6 +8,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "bridge/rules.h"
 #include "gateway/config.h"
@@ -36,8 +38,27 @@ struct CoapStats {
   std::uint64_t unknown_token = 0;  // answered with RST
 };
 
+// A request to one of our own server resources (the Resource Directory).
+struct CoapServerRequest {
+  bridge::Method method = bridge::Method::Get;
+  std::string path;                // with leading '/', e.g. "/rd/3"
+  std::vector<std::string> query;  // Uri-Query options as sent, e.g. "ep=node7"
+  std::string payload;
+  std::optional<unsigned> content_format;
+  std::string source;  // coap://host:port of the requester
+};
+
+struct CoapServerResponse {
+  unsigned code = 205;  // class*100+detail
+  std::string payload;
+  std::optional<unsigned> content_format;
+  std::string location;  // Location-Path for 2.01, e.g. "/rd/3"
+};
+
 class CoapLink {
  public:
+  using ServerHandler = std::function<CoapServerResponse(const CoapServerRequest&)>;
+
   // Called once: with the response, or with nullopt and a reason on failure.
   using ResponseHandler =
       std::function<void(const std::optional<CoapResponse>&, const std::string& error)>;
@@ -72,6 +93,19 @@ class CoapLink {
   // Cancels every observation (at shutdown) so devices stop sending to us.
   void cancelAllObservations();
 
+  // Reachability probe: an empty CON ("CoAP ping"); true when the device answered (RST).
+  void ping(const std::string& device, std::function<void(bool)> done);
+
+  // Server side. listen() opens a UDP endpoint ("host:port", IPv6 in brackets).
+  bool listen(const std::string& host_port, std::string* error);
+  // `path` without leading '/', e.g. "rd"; `attributes` are link attributes for our own
+  // /.well-known/core, e.g. {{"rt", "\"core.rd\""}}. Handles GET, POST, PUT, DELETE.
+  void serve(const std::string& path,
+             const std::vector<std::pair<std::string, std::string>>& attributes,
+             ServerHandler handler);
+  // Every other path (e.g. the RD's registration resources "/rd/<n>").
+  void serveUnknown(ServerHandler handler);
+
   const CoapStats& stats() const { return stats_; }
 
  private:
@@ -80,7 +114,7 @@ class CoapLink {
 
   // libcoap callbacks (noexcept trampolines into these).
   int onResponse(coap_session_t* session, const void* received);
-  void onNack(coap_session_t* session, const void* sent, int reason);
+  void onNack(coap_session_t* session, const void* sent, int reason, int mid);
   void processIo();
 
   std::uint64_t send(Device& device, bridge::Method method, const std::string& path,
@@ -95,6 +129,9 @@ class CoapLink {
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
   std::uint64_t next_token_;
   CoapStats stats_;
+
+  std::map<std::pair<std::string, int>, std::function<void(bool)>> pings_;  // (device, MID)
+  std::vector<std::unique_ptr<ServerHandler>> server_handlers_;  // owned; resources point here
 
   friend struct CoapCallbacks;
 };

@@ -194,6 +194,33 @@ class TableReader {
     return s;
   }
 
+  std::optional<bool> boolean(std::string_view key) {
+    const Value* v = find(key);
+    if (v == nullptr) return std::nullopt;
+    if (!v->is_boolean()) {
+      report_.error(*v, keyPath(key), std::string("expected true or false, got ") + typeName(*v));
+      return std::nullopt;
+    }
+    return v->as_boolean();
+  }
+
+  std::optional<std::int64_t> integer(std::string_view key, std::int64_t min, std::int64_t max) {
+    const Value* v = find(key);
+    if (v == nullptr) return std::nullopt;
+    const std::string expected =
+        "expected an integer " + std::to_string(min) + ".." + std::to_string(max);
+    if (!v->is_integer()) {
+      report_.error(*v, keyPath(key), expected + ", got " + typeName(*v));
+      return std::nullopt;
+    }
+    const std::int64_t n = v->as_integer();
+    if (n < min || n > max) {
+      report_.error(*v, keyPath(key), expected + ", got " + std::to_string(n));
+      return std::nullopt;
+    }
+    return n;
+  }
+
   const Value* table(std::string_view key) {
     const Value* v = find(key);
     if (v != nullptr && !v->is_table()) {
@@ -398,11 +425,44 @@ void parseGatewaySection(TableReader& root, Reporter& report, const std::string&
   }
 }
 
+void parseDiscoverySection(TableReader& coap, Reporter& report, DiscoveryConfig& out) {
+  const Value* section = coap.table("discovery");
+  if (section == nullptr) return;
+  TableReader r(report, *section, "coap.discovery",
+                {"multicast", "interfaces", "port", "interval", "window", "query"});
+  r.stringArray(
+      "multicast", "multicast group addresses",
+      [&](const Value& item, const std::string& key, const std::string& group) {
+        in_addr v4{};
+        in6_addr v6{};
+        const bool ok =
+            (inet_pton(AF_INET, group.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 28) == 0xe) ||
+            (inet_pton(AF_INET6, group.c_str(), &v6) == 1 && v6.s6_addr[0] == 0xff);
+        if (ok) {
+          out.multicast.push_back(group);
+        } else {
+          report.error(item, key,
+                       "expected an IPv4 or IPv6 multicast address such as "
+                       "\"224.0.1.187\" or \"ff02::fd\", got " +
+                           quote(group));
+        }
+      });
+  r.stringArray("interfaces", "interface names",
+                [&](const Value&, const std::string&, const std::string& name) {
+                  out.interfaces.push_back(name);
+                });
+  if (auto port = r.integer("port", 1, 65535)) out.port = static_cast<std::uint16_t>(*port);
+  if (auto d = r.duration("interval", std::chrono::seconds(1))) out.interval = *d;
+  if (auto d = r.duration("window", std::chrono::milliseconds(100))) out.window = *d;
+  if (auto q = r.string("query", false, "a query such as \"rt=temperature\"")) out.query = *q;
+}
+
 void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
   const Value* section = root.table("coap");
   if (section == nullptr) return;
   TableReader r(report, *section, "coap",
-                {"listen", "request_timeout", "retry_interval", "device"});
+                {"listen", "request_timeout", "retry_interval", "offline_after",
+                 "resource_directory", "discovery", "device"});
   r.stringArray("listen", "\"host:port\" strings",
                 [&](const Value& item, const std::string& key, const std::string& addr) {
                   if (isHostPort(addr, true, true)) {
@@ -417,6 +477,9 @@ void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
   constexpr std::chrono::milliseconds kMin{100};
   if (auto d = r.duration("request_timeout", kMin)) cfg.coap.request_timeout = *d;
   if (auto d = r.duration("retry_interval", kMin)) cfg.coap.retry_interval = *d;
+  if (auto d = r.duration("offline_after", std::chrono::seconds(1))) cfg.coap.offline_after = *d;
+  if (auto b = r.boolean("resource_directory")) cfg.coap.resource_directory = *b;
+  parseDiscoverySection(r, report, cfg.coap.discovery);
 
   const Value* devices = r.find("device");
   if (devices == nullptr) return;

@@ -1,6 +1,7 @@
 #pragma once
 // gateway.toml: the daemon's own settings plus the rules it loads.
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,13 +26,29 @@ struct MqttConfig {
   std::chrono::seconds keepalive{30};
 };
 
+struct DiscoveryConfig {
+  // All-CoAP-Nodes groups to ask; empty = no multicast discovery (static/RD devices only).
+  std::vector<std::string> multicast;   // e.g. "224.0.1.187", "ff02::fd", "ff05::fd"
+  std::vector<std::string> interfaces;  // names; empty = the kernel's choice (IPv4 only)
+  std::uint16_t port = 5683;            // where devices listen
+  std::chrono::milliseconds interval{std::chrono::minutes(5)};  // between rounds
+  // How long answers are collected: devices wait up to 5 s (leisure) before answering.
+  std::chrono::milliseconds window{std::chrono::seconds(6)};
+  std::string query;  // Uri-Query filter, e.g. "rt=temperature*"; empty = none
+};
+
 struct CoapConfig {
-  // Local address the client side binds to; empty = ephemeral on 0.0.0.0/[::].
+  // Server endpoints ("host:port") for the Resource Directory and our own
+  // /.well-known/core; empty = client only (ephemeral ports).
   std::vector<std::string> listen;
   // How long to wait for /.well-known/core and other requests before giving up.
   std::chrono::milliseconds request_timeout{std::chrono::seconds(10)};
   // How often to retry a static device whose discovery failed.
   std::chrono::milliseconds retry_interval{std::chrono::seconds(15)};
+  // A device that has not answered for this long is offline.
+  std::chrono::milliseconds offline_after{std::chrono::minutes(3)};
+  bool resource_directory = true;  // serve /rd and /rd-lookup on the listen endpoints
+  DiscoveryConfig discovery;
 };
 
 struct GatewayConfig {

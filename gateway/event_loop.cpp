@@ -48,6 +48,11 @@ void EventLoop::watchFd(int fd, std::function<void()> on_readable) {
   fd_handlers_[fd] = std::move(on_readable);
 }
 
+void EventLoop::unwatchFd(int fd) {
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  fd_handlers_.erase(fd);
+}
+
 void EventLoop::handleSignals(const std::vector<int>& signals, std::function<void(int)> on_signal) {
   sigset_t set;
   sigemptyset(&set);

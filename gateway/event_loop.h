@@ -24,6 +24,7 @@ class EventLoop {
 
   // Calls `on_readable` on the loop thread whenever `fd` is readable.
   void watchFd(int fd, std::function<void()> on_readable);
+  void unwatchFd(int fd);
   // Blocks these signals process-wide and delivers them on the loop thread.
   void handleSignals(const std::vector<int>& signals, std::function<void(int)> on_signal);
   // Asks the loop to call `provider` once per iteration for an extra wake-up deadline

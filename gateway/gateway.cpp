@@ -1,6 +1,7 @@
 #include "gateway/gateway.h"
 
 #include <csignal>
+#include <filesystem>
 #include <map>
 
 #include <spdlog/spdlog.h>
@@ -8,30 +9,107 @@
 
 #include "bridge/bridge.h"
 #include "gateway/coap_link.h"
+#include "gateway/device_names.h"
 #include "gateway/event_loop.h"
 #include "gateway/mqtt_link.h"
+#include "gateway/multicast_discovery.h"
 #include "registry/link_format.h"
 #include "registry/registry.h"
+#include "registry/resource_directory.h"
+#include "registry/store.h"
 
 namespace coap2mqtt::gateway {
 namespace {
 
+using Json = nlohmann::json;
+using SteadyClock = std::chrono::steady_clock;
+using SystemClock = std::chrono::system_clock;
+
 constexpr auto kShutdownFlush = std::chrono::milliseconds(300);
+constexpr auto kStoreFlushInterval = std::chrono::seconds(2);
+constexpr auto kDevicesDebounce = std::chrono::milliseconds(200);
 
 std::string stateJson(const char* state) {
-  return nlohmann::json{{"state", state}}.dump();
+  return Json{{"state", state}}.dump();
 }
 
-registry::Resource toResource(const registry::Link& link, std::string path) {
-  registry::Resource r;
-  r.path = std::move(path);
-  r.rt = link.rt;
-  r.ifs = link.ifs;
-  r.ct = link.ct;
-  r.obs = link.obs;
-  r.sz = link.sz;
-  r.title = link.title;
-  return r;
+std::int64_t epochMs(SystemClock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+// A device's resources from link-format, relative links only (anchored ones describe
+// other things), without /.well-known/core itself.
+std::vector<registry::Resource> resourcesFrom(const std::vector<registry::Link>& links) {
+  std::vector<registry::Resource> out;
+  for (const auto& link : links) {
+    if (link.anchor) continue;
+    auto path = registry::targetPath(link.target);
+    if (!path || *path == "/.well-known/core") continue;
+    registry::Resource r;
+    r.path = std::move(*path);
+    r.rt = link.rt;
+    r.ifs = link.ifs;
+    r.ct = link.ct;
+    r.obs = link.obs;
+    r.sz = link.sz;
+    r.title = link.title;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+bool sameResources(const std::vector<registry::Resource>& a,
+                   const std::vector<registry::Resource>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i].path != b[i].path || a[i].rt != b[i].rt || a[i].ifs != b[i].ifs ||
+        a[i].ct != b[i].ct || a[i].obs != b[i].obs) {
+      return false;
+    }
+  }
+  return true;
+}
+
+Json deviceJson(const registry::Device& d) {
+  Json resources = Json::array();
+  for (const auto& r : d.resources) {
+    Json res{{"path", r.path}, {"obs", r.obs}};
+    if (!r.rt.empty()) res["rt"] = r.rt;
+    if (!r.ifs.empty()) res["if"] = r.ifs;
+    if (!r.ct.empty()) res["ct"] = r.ct;
+    if (r.title) res["title"] = *r.title;
+    resources.push_back(std::move(res));
+  }
+  Json j{{"name", d.name},
+         {"uri", d.uri},
+         {"source", registry::toString(d.source)},
+         {"online", d.online},
+         {"resources", std::move(resources)}};
+  if (!d.friendly_name.empty()) j["friendly_name"] = d.friendly_name;
+  if (d.last_seen != SystemClock::time_point{}) j["last_seen"] = epochMs(d.last_seen);
+  return j;
+}
+
+registry::RdQuery rdQuery(const std::vector<std::string>& options) {
+  registry::RdQuery q;
+  for (const auto& o : options) {
+    auto eq = o.find('=');
+    if (eq == std::string::npos) {
+      q.emplace_back(o, "");
+    } else {
+      q.emplace_back(o.substr(0, eq), o.substr(eq + 1));
+    }
+  }
+  return q;
+}
+
+CoapServerResponse fromRd(const registry::RdResult& r) {
+  CoapServerResponse res;
+  res.code = r.code;
+  res.payload = r.payload;
+  res.location = r.location;
+  if (r.code == 205) res.content_format = r.content_format;
+  return res;
 }
 
 }  // namespace
@@ -48,46 +126,113 @@ struct Gateway::Impl {
   struct DeviceState {
     EventLoop::TimerId retry_timer = 0;
     bool discovering = false;
+    bool probing = false;
+    bool ever_online = false;
+    SteadyClock::time_point last_heard{};
     std::vector<std::unique_ptr<WatchState>> watches;
   };
 
   GatewayConfig config;
   EventLoop loop;
   registry::Registry registry;
+  std::unique_ptr<registry::Store> store;
   CoapLink coap;
   MqttLink mqtt;
+  std::unique_ptr<MulticastDiscovery> multicast;
+  registry::ResourceDirectory rd;
+  EventLoop::TimerId rd_expiry_timer = 0;
   std::map<std::string, DeviceState, std::less<>> states;
   bridge::RouteStats route_stats;
   std::uint64_t commands_refused = 0;
   std::vector<bridge::Publish> scratch;  // reused per notification: no allocation churn
+  bool devices_publish_pending = false;
+  bool stopping = false;
   int exit_code = 0;
 
   explicit Impl(GatewayConfig c)
       : config(std::move(c)),
         coap(loop, config.coap),
-        mqtt(loop, config.mqtt, stateTopic(), stateJson("offline")) {}
+        mqtt(loop, config.mqtt, topic("bridge/state"), stateJson("offline")) {}
 
-  std::string stateTopic() const { return config.mqtt.base_topic + "/bridge/state"; }
-  std::string availabilityTopic(const std::string& device) const {
-    return config.mqtt.base_topic + "/" + device + "/availability";
+  std::string topic(const std::string& suffix) const {
+    return config.mqtt.base_topic + "/" + suffix;
   }
+  std::string availabilityTopic(const std::string& device) const {
+    return topic(device + "/availability");
+  }
+
+  // ---- start-up -------------------------------------------------------------------------
 
   void start() {
     loop.handleSignals({SIGTERM, SIGINT, SIGHUP}, [this](int sig) { onSignal(sig); });
+    openStore();
     mqtt.setOnConnected([this] { onMqttConnected(); });
-    mqtt.setMessageHandler([this](const std::string& topic, const std::string& payload) {
-      onCommand(topic, payload);
-    });
+    mqtt.setMessageHandler(
+        [this](const std::string& t, const std::string& payload) { onMqttMessage(t, payload); });
+    subscribeAll();
+    mqtt.start();
+    startServer();
+    loadKnownDevices();
+    for (const auto& device : config.devices) addStaticDevice(device);
+    startMulticast();
+    scheduleLiveness();
+    scheduleStoreFlush();
+    spdlog::info("gateway '{}' started: {} known device(s), {} rule(s), {} command(s)", config.name,
+                 registry.size(), config.rules.rules.size(), config.rules.commands.size());
+  }
+
+  void openStore() {
+    std::filesystem::create_directories(config.state_dir);
+    store = std::make_unique<registry::Store>(config.state_dir + "/registry.db");
+  }
+
+  void subscribeAll() {
     for (const auto& command : config.rules.commands) {
       mqtt.subscribe(command.topic.subscriptionFilter(), command.qos);
     }
-    mqtt.start();
-    for (const auto& device : config.devices) addStaticDevice(device);
-    spdlog::info("gateway '{}' started: {} device(s), {} rule(s), {} command(s)", config.name,
-                 config.devices.size(), config.rules.rules.size(), config.rules.commands.size());
+    mqtt.subscribe(topic("bridge/request/#"), 1);
+  }
+
+  // Devices from the last run: observed again at once, no discovery round needed.
+  void loadKnownDevices() {
+    std::size_t reobserved = 0;
+    for (auto& stored : store->loadAll()) {
+      const bool is_static = stored.source == registry::Source::Static;
+      if (is_static && findStaticConfig(stored.name) == nullptr) {
+        store->remove(stored.name);  // no longer in gateway.toml
+        continue;
+      }
+      std::string error;
+      if (!coap.addDevice(stored.name, stored.uri, &error)) {
+        spdlog::warn("device {}: {}", stored.name, error);
+        continue;
+      }
+      stored.online = false;
+      const registry::Device& device = registry.upsert(std::move(stored));
+      states[device.name];
+      if (!device.resources.empty()) {
+        applyPlan(device);
+        ++reobserved;
+      }
+    }
+    if (registry.size() > 0) {
+      spdlog::info("registry: {} known device(s), {} re-observed from the database",
+                   registry.size(), reobserved);
+    }
+  }
+
+  const StaticDevice* findStaticConfig(std::string_view name) const {
+    for (const auto& d : config.devices) {
+      if (d.name == name) return &d;
+    }
+    return nullptr;
   }
 
   void addStaticDevice(const StaticDevice& device) {
+    const registry::Device* known = registry.find(device.name);
+    if (known != nullptr && known->uri == device.uri && !known->resources.empty()) {
+      return;  // loaded from the database and already watched
+    }
     std::string error;
     if (!coap.addDevice(device.name, device.uri, &error)) {
       spdlog::error("device {}: {}", device.name, error);
@@ -97,12 +242,14 @@ struct Gateway::Impl {
     d.name = device.name;
     d.uri = device.uri;
     d.source = registry::Source::Static;
+    d.first_seen = SystemClock::now();
     registry.upsert(std::move(d));
     states[device.name];
     discover(device.name);
   }
 
-  // GET /.well-known/core, then watch whatever the rules want.
+  // ---- discovery of one device's resources ----------------------------------------------
+
   void discover(const std::string& name) {
     DeviceState& state = states[name];
     if (state.discovering) return;
@@ -114,14 +261,15 @@ struct Gateway::Impl {
 
   void onDiscovered(const std::string& name, const std::optional<CoapResponse>& response,
                     const std::string& error) {
-    DeviceState& state = states[name];
-    state.discovering = false;
-    registry::Device* device = registry.findMutable(name);
-    if (device == nullptr) return;
+    auto state_it = states.find(name);
+    if (state_it == states.end()) return;
+    state_it->second.discovering = false;
+    if (registry.find(name) == nullptr) return;
     std::string problem = error;
     registry::LinkFormatResult links;
-    if (problem.empty() && !response->success()) {
-      problem = "/.well-known/core answered " + response->codeString();
+    if (problem.empty()) {
+      heard(name);
+      if (!response->success()) problem = "/.well-known/core answered " + response->codeString();
     }
     if (problem.empty()) {
       links = registry::parseLinkFormat(response->payload);
@@ -133,39 +281,129 @@ struct Gateway::Impl {
     if (!problem.empty()) {
       spdlog::warn("device {}: discovery failed: {}; retrying in {} ms", name, problem,
                    config.coap.retry_interval.count());
-      setOnline(*device, false);
+      if (registry::Device* d = registry.findMutable(name); d != nullptr && !d->online) {
+        setOnline(*d, false, true);
+      }
       scheduleRediscovery(name);
       return;
     }
-    device->resources.clear();
-    for (const auto& link : links.links) {
-      if (link.anchor) continue;  // describes another resource, not one of this device's
-      auto path = registry::targetPath(link.target);
-      if (!path || *path == "/.well-known/core") continue;
-      device->resources.push_back(toResource(link, std::move(*path)));
+    updateResources(name, resourcesFrom(links.links), true);
+  }
+
+  // New resource list for a device: persist, re-plan when it changed (or `force`).
+  void updateResources(const std::string& name, std::vector<registry::Resource> resources,
+                       bool force) {
+    registry::Device* device = registry.findMutable(name);
+    if (device == nullptr) return;
+    const bool changed = !sameResources(device->resources, resources);
+    if (changed) {
+      device->resources = std::move(resources);
+      spdlog::info("device {}: {} resource(s)", name, device->resources.size());
+      store->save(*device);
+      publishEvent("device_updated", *device);
+      scheduleDevicesPublish();
     }
-    spdlog::info("device {}: {} resource(s)", name, device->resources.size());
-    setOnline(*device, true);
-    applyPlan(*device);
+    if (changed || force || states[name].watches.empty()) applyPlan(*device);
   }
 
   void scheduleRediscovery(const std::string& name) {
     DeviceState& state = states[name];
-    if (state.retry_timer != 0) return;
+    if (state.retry_timer != 0 || stopping) return;
     state.retry_timer = loop.runAfter(config.coap.retry_interval, [this, name] {
-      states[name].retry_timer = 0;
+      auto it = states.find(name);
+      if (it == states.end()) return;
+      it->second.retry_timer = 0;
       if (registry.find(name) != nullptr) discover(name);
     });
   }
 
-  void setOnline(registry::Device& device, bool online) {
-    if (device.online == online && device.last_seen != std::chrono::system_clock::time_point{}) {
-      return;
+  // ---- liveness -------------------------------------------------------------------------
+
+  // Something came back from the device: it is alive.
+  void heard(const std::string& name) {
+    registry::Device* device = registry.findMutable(name);
+    if (device == nullptr) return;
+    DeviceState& state = states[name];
+    state.last_heard = SteadyClock::now();
+    device->last_seen = SystemClock::now();
+    store->touch(name, device->last_seen, true);
+    if (!device->online) {
+      const bool was_offline = state.ever_online;
+      setOnline(*device, true, false);
+      // After a partition or reboot the device may have dropped our observations. Deferred:
+      // we may be inside one of this device's watch handlers right now.
+      if (was_offline && !state.discovering) {
+        loop.post([this, name = device->name] {
+          if (const registry::Device* d = registry.find(name); d != nullptr && d->online) {
+            applyPlan(*d);
+          }
+        });
+      }
     }
-    device.online = online;
-    device.last_seen = std::chrono::system_clock::now();
-    mqtt.publish(availabilityTopic(device.name), online ? "online" : "offline", 1, true);
   }
+
+  void setOnline(registry::Device& device, bool online, bool force_publish) {
+    if (device.online == online && !force_publish) return;
+    const bool changed = device.online != online;
+    device.online = online;
+    DeviceState& state = states[device.name];
+    if (online) state.ever_online = true;
+    store->touch(device.name, device.last_seen, online);
+    mqtt.publish(availabilityTopic(device.name), online ? "online" : "offline", 1, true);
+    if (changed) {
+      spdlog::info("device {} is {}", device.name, online ? "online" : "offline");
+      publishEvent(online ? "device_online" : "device_offline", device);
+      scheduleDevicesPublish();
+    }
+  }
+
+  void scheduleLiveness() {
+    auto tick = std::max(std::chrono::milliseconds(250), config.coap.offline_after / 4);
+    loop.runAfter(tick, [this] {
+      checkLiveness();
+      if (!stopping) scheduleLiveness();
+    });
+  }
+
+  // Silent for half of offline_after: ping. Silent for all of it: offline.
+  void checkLiveness() {
+    const auto now = SteadyClock::now();
+    for (const registry::Device* d : registry.all()) {
+      if (!d->online) continue;
+      DeviceState& state = states[d->name];
+      const auto silent = now - state.last_heard;
+      if (silent >= config.coap.offline_after) {
+        setOnline(*registry.findMutable(d->name), false, false);
+        scheduleRediscovery(d->name);
+      } else if (silent >= config.coap.offline_after / 2 && !state.probing) {
+        state.probing = true;
+        std::string name = d->name;
+        coap.ping(name, [this, name](bool answered) {
+          auto it = states.find(name);
+          if (it == states.end()) return;
+          it->second.probing = false;
+          if (answered) heard(name);
+        });
+      }
+    }
+  }
+
+  void scheduleStoreFlush() {
+    loop.runAfter(kStoreFlushInterval, [this] {
+      flushStore();
+      if (!stopping) scheduleStoreFlush();
+    });
+  }
+
+  void flushStore() {
+    try {
+      store->flush();
+    } catch (const std::exception& e) {
+      spdlog::error("registry: flush failed: {}", e.what());
+    }
+  }
+
+  // ---- watching resources ---------------------------------------------------------------
 
   void stopWatches(DeviceState& state) {
     for (auto& w : state.watches) {
@@ -202,16 +440,21 @@ struct Gateway::Impl {
     }
   }
 
+  void retryWatch(WatchState& w) {
+    w.timer = loop.runAfter(config.coap.retry_interval, [this, &w] {
+      w.timer = 0;
+      startWatch(w);
+    });
+  }
+
   void onObserved(WatchState& w, const std::optional<CoapResponse>& response,
                   const std::string& error) {
+    if (response) heard(w.watch.device);
     if (!response || !response->success()) {
       w.observe_id = 0;
       spdlog::warn("observe {}{} failed: {}; retrying in {} ms", w.watch.device, w.watch.path,
                    response ? response->codeString() : error, config.coap.retry_interval.count());
-      w.timer = loop.runAfter(config.coap.retry_interval, [this, &w] {
-        w.timer = 0;
-        startWatch(w);
-      });
+      retryWatch(w);
       return;
     }
     if (!response->observe) {
@@ -236,6 +479,7 @@ struct Gateway::Impl {
         w.watch.device, bridge::Method::Get, w.watch.path, {}, std::nullopt,
         [this, &w](const std::optional<CoapResponse>& response, const std::string& error) {
           w.poll_request = 0;
+          if (response) heard(w.watch.device);
           if (response && response->success()) {
             publish(w, *response);
           } else {
@@ -257,31 +501,359 @@ struct Gateway::Impl {
     for (const auto& p : scratch) mqtt.publish(p.topic, p.payload, p.qos, p.retain);
   }
 
+  // ---- multicast discovery --------------------------------------------------------------
+
+  void startMulticast() {
+    if (config.coap.discovery.multicast.empty()) return;
+    multicast = std::make_unique<MulticastDiscovery>(loop, config.coap.discovery.port);
+    runDiscoveryRound(nullptr);
+    scheduleDiscoveryRounds();
+  }
+
+  void scheduleDiscoveryRounds() {
+    loop.runAfter(config.coap.discovery.interval, [this] {
+      if (stopping) return;
+      runDiscoveryRound(nullptr);
+      scheduleDiscoveryRounds();
+    });
+  }
+
+  std::vector<MulticastDiscovery::Target> discoveryTargets() const {
+    std::vector<MulticastDiscovery::Target> targets;
+    const auto& d = config.coap.discovery;
+    for (const auto& group : d.multicast) {
+      if (d.interfaces.empty()) {
+        targets.push_back({group, ""});
+      } else {
+        for (const auto& ifname : d.interfaces) targets.push_back({group, ifname});
+      }
+    }
+    return targets;
+  }
+
+  // `done` gets the names of the devices that answered.
+  void runDiscoveryRound(std::function<void(const std::vector<std::string>&)> done) {
+    if (!multicast) {
+      if (done) done({});
+      return;
+    }
+    auto answered = std::make_shared<std::vector<std::string>>();
+    const bool started = multicast->start(
+        discoveryTargets(), config.coap.discovery.window, config.coap.discovery.query,
+        [this, answered](const DiscoveryAnswer& a) { answered->push_back(onMulticastAnswer(a)); },
+        [this, answered, done](std::size_t count) {
+          spdlog::info("discovery: {} device(s) answered", count);
+          flushStore();
+          if (done) done(*answered);
+        });
+    if (!started && done) done({});
+  }
+
+  std::string nameForUri(const std::string& uri) const {
+    for (const registry::Device* d : registry.all()) {
+      if (d->uri == uri) return d->name;
+    }
+    return {};
+  }
+
+  // Returns the device's name.
+  std::string onMulticastAnswer(const DiscoveryAnswer& answer) {
+    std::string name = nameForUri(answer.uri);
+    if (name.empty()) {
+      name = uniqueName(deviceNameForAddress(answer.host, answer.port));
+      std::string error;
+      if (!coap.addDevice(name, answer.uri, &error)) {
+        spdlog::warn("discovery: {}: {}", answer.uri, error);
+        return name;
+      }
+      registry::Device d;
+      d.name = name;
+      d.uri = answer.uri;
+      d.source = registry::Source::Multicast;
+      d.first_seen = SystemClock::now();
+      const registry::Device& added = registry.upsert(std::move(d));
+      store->save(added);
+      states[name];
+      spdlog::info("discovery: new device {} at {}", name, answer.uri);
+      publishEvent("device_joined", added);
+      scheduleDevicesPublish();
+    }
+    heard(name);
+    auto links =
+        answer.complete ? registry::parseLinkFormat(answer.payload) : registry::LinkFormatResult{};
+    if (answer.complete && links.ok()) {
+      updateResources(name, resourcesFrom(links.links), false);
+    } else {
+      discover(name);  // partial (Block2) or unparsable answer: ask the device directly
+    }
+    return name;
+  }
+
+  std::string uniqueName(const std::string& base) const {
+    if (registry.find(base) == nullptr) return base;
+    for (int i = 2;; ++i) {
+      std::string candidate = base + "-" + std::to_string(i);
+      if (registry.find(candidate) == nullptr) return candidate;
+    }
+  }
+
+  // ---- Resource Directory ---------------------------------------------------------------
+
+  void startServer() {
+    for (const auto& address : config.coap.listen) {
+      std::string error;
+      if (!coap.listen(address, &error)) throw std::runtime_error("coap: " + error);
+      spdlog::info("coap: listening on {}", address);
+    }
+    if (config.coap.listen.empty() || !config.coap.resource_directory) return;
+    coap.serve("rd", {{"rt", "\"core.rd\""}, {"ct", "40"}},
+               [this](const CoapServerRequest& r) { return onRdRequest(r); });
+    coap.serve("rd-lookup/ep", {{"rt", "\"core.rd-lookup-ep\""}, {"ct", "40"}},
+               [this](const CoapServerRequest& r) {
+                 if (r.method != bridge::Method::Get) return CoapServerResponse{405, {}, {}, {}};
+                 return fromRd(rd.lookupEndpoints(rdQuery(r.query)));
+               });
+    coap.serve("rd-lookup/res", {{"rt", "\"core.rd-lookup-res\""}, {"ct", "40"}},
+               [this](const CoapServerRequest& r) {
+                 if (r.method != bridge::Method::Get) return CoapServerResponse{405, {}, {}, {}};
+                 return fromRd(rd.lookupResources(rdQuery(r.query)));
+               });
+    coap.serveUnknown([this](const CoapServerRequest& r) { return onRdRequest(r); });
+  }
+
+  CoapServerResponse onRdRequest(const CoapServerRequest& r) {
+    std::vector<registry::RdEvent> events;
+    registry::RdResult result;
+    const auto now = SteadyClock::now();
+    if (r.path == "/rd") {
+      if (r.method != bridge::Method::Post) return CoapServerResponse{405, {}, {}, {}};
+      result =
+          rd.registerEndpoint(rdQuery(r.query), r.payload, r.content_format, r.source, now, events);
+    } else if (r.path.rfind("/rd/", 0) == 0) {
+      switch (r.method) {
+        case bridge::Method::Post:
+          result = rd.update(r.path, rdQuery(r.query), r.payload, now, events);
+          break;
+        case bridge::Method::Delete:
+          result = rd.remove(r.path, events);
+          break;
+        case bridge::Method::Get:
+          result = rd.read(r.path);
+          break;
+        default:
+          return CoapServerResponse{405, {}, {}, {}};
+      }
+    } else {
+      return CoapServerResponse{404, {}, {}, {}};
+    }
+    for (const auto& e : events) onRdEvent(e);
+    scheduleRdExpiry();
+    return fromRd(result);
+  }
+
+  void scheduleRdExpiry() {
+    if (rd_expiry_timer != 0) loop.cancel(rd_expiry_timer);
+    rd_expiry_timer = 0;
+    auto next = rd.nextExpiry();
+    if (!next) return;
+    auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(*next - SteadyClock::now());
+    rd_expiry_timer = loop.runAfter(std::max(delay, std::chrono::milliseconds(0)), [this] {
+      rd_expiry_timer = 0;
+      std::vector<registry::RdEvent> events;
+      rd.expire(SteadyClock::now(), events);
+      for (const auto& e : events) onRdEvent(e);
+      scheduleRdExpiry();
+    });
+  }
+
+  void onRdEvent(const registry::RdEvent& e) {
+    const auto& reg = e.registration;
+    std::string name = nameForUri(reg.base);
+    if (name.empty())
+      name = registry.find(deviceNameFromEndpoint(reg.ep)) != nullptr
+                 ? deviceNameFromEndpoint(reg.ep)
+                 : uniqueName(deviceNameFromEndpoint(reg.ep));
+    switch (e.kind) {
+      case registry::RdEvent::Kind::Registered:
+      case registry::RdEvent::Kind::Updated: {
+        registry::Device* existing = registry.findMutable(name);
+        if (existing == nullptr || existing->uri != reg.base) {
+          std::string error;
+          if (!coap.addDevice(name, reg.base, &error)) {
+            spdlog::warn("rd: {}: {}", reg.ep, error);
+            return;
+          }
+          registry::Device d;
+          d.name = name;
+          d.uri = reg.base;
+          d.source = existing ? existing->source : registry::Source::ResourceDirectory;
+          d.first_seen = existing ? existing->first_seen : SystemClock::now();
+          d.friendly_name = existing ? existing->friendly_name : std::string{};
+          const registry::Device& added = registry.upsert(std::move(d));
+          store->save(added);
+          if (existing == nullptr) {
+            spdlog::info("rd: {} registered as {} at {}", reg.ep, name, reg.base);
+            publishEvent("device_joined", added);
+          }
+          scheduleDevicesPublish();
+        }
+        heard(name);
+        updateResources(name, resourcesFrom(reg.links), false);
+        break;
+      }
+      case registry::RdEvent::Kind::Expired:
+        if (registry::Device* d = registry.findMutable(name)) {
+          spdlog::info("rd: registration of {} expired", reg.ep);
+          stopWatches(states[name]);
+          setOnline(*d, false, true);
+        }
+        break;
+      case registry::RdEvent::Kind::Removed:
+        if (const registry::Device* d = registry.find(name)) {
+          spdlog::info("rd: {} deregistered", reg.ep);
+          publishEvent("device_left", *d);
+          removeDevice(name);
+        }
+        break;
+    }
+  }
+
+  void removeDevice(const std::string& name) {
+    auto it = states.find(name);
+    if (it != states.end()) {
+      stopWatches(it->second);
+      if (it->second.retry_timer != 0) loop.cancel(it->second.retry_timer);
+      states.erase(it);
+    }
+    coap.removeDevice(name);
+    registry.remove(name);
+    store->remove(name);
+    mqtt.publish(availabilityTopic(name), "", 1, true);  // clears the retained state
+    scheduleDevicesPublish();
+  }
+
+  // ---- MQTT -----------------------------------------------------------------------------
+
+  void publishEvent(const char* type, const registry::Device& device) {
+    Json data{
+        {"name", device.name}, {"source", registry::toString(device.source)}, {"uri", device.uri}};
+    mqtt.publish(topic("bridge/event"), Json{{"type", type}, {"data", std::move(data)}}.dump(), 1,
+                 false);
+  }
+
+  void scheduleDevicesPublish() {
+    if (devices_publish_pending) return;
+    devices_publish_pending = true;
+    loop.runAfter(kDevicesDebounce, [this] {
+      devices_publish_pending = false;
+      publishDevices();
+    });
+  }
+
+  void publishDevices() {
+    Json list = Json::array();
+    for (const registry::Device* d : registry.all()) list.push_back(deviceJson(*d));
+    mqtt.publish(topic("bridge/devices"), list.dump(), 1, true);
+  }
+
   void onMqttConnected() {
-    mqtt.publish(stateTopic(), stateJson("online"), 1, true);
+    mqtt.publish(topic("bridge/state"), stateJson("online"), 1, true);
     // Brokers lose retained messages: say again where every device stands.
     for (const registry::Device* device : registry.all()) {
-      if (device->last_seen != std::chrono::system_clock::time_point{}) {
+      if (states[device->name].ever_online || !device->online) {
         mqtt.publish(availabilityTopic(device->name), device->online ? "online" : "offline", 1,
                      true);
       }
     }
+    publishDevices();
   }
 
-  void onCommand(const std::string& topic, const std::string& payload) {
-    auto routed = bridge::routeCommand(config.rules, registry, topic, payload);
+  void onMqttMessage(const std::string& t, const std::string& payload) {
+    const std::string request_prefix = topic("bridge/request/");
+    if (t.rfind(request_prefix, 0) == 0) {
+      onAdminRequest(t.substr(request_prefix.size()), payload);
+      return;
+    }
+    onCommand(t, payload);
+  }
+
+  void respond(const std::string& op, const Json& request, const std::string& status, Json data,
+               const std::string& error) {
+    Json response{{"status", status}, {"data", std::move(data)}};
+    if (!error.empty()) response["error"] = error;
+    if (request.is_object() && request.contains("transaction")) {
+      response["transaction"] = request["transaction"];
+    }
+    mqtt.publish(topic("bridge/response/" + op), response.dump(), 1, false);
+  }
+
+  void onAdminRequest(const std::string& op, const std::string& payload) {
+    Json request = Json::parse(payload.empty() ? std::string("{}") : payload, nullptr, false);
+    if (request.is_discarded()) {
+      respond(op, Json{}, "error", Json::object(), "invalid JSON");
+      return;
+    }
+    if (op == "discover") {
+      if (!multicast) {
+        respond(op, request, "error", Json::object(),
+                "multicast discovery is off (coap.discovery.multicast is empty)");
+        return;
+      }
+      runDiscoveryRound([this, op, request](const std::vector<std::string>& names) {
+        respond(op, request, "ok", Json{{"devices", names}}, "");
+      });
+    } else if (op == "device/rename") {
+      std::string from = request.value("from", std::string{});
+      std::string to = request.value("to", std::string{});
+      std::string error = rename(from, to);
+      respond(op, request, error.empty() ? "ok" : "error", Json{{"from", from}, {"to", to}}, error);
+    } else {
+      respond(op, request, "error", Json::object(), "unknown request '" + op + "'");
+    }
+  }
+
+  std::string rename(const std::string& from, const std::string& to) {
+    const registry::Device* device = registry.find(from);
+    if (device == nullptr) return "unknown device '" + from + "'";
+    if (!isValidDeviceName(to)) return "invalid name '" + to + "': use [A-Za-z0-9_.-]";
+    if (registry.find(to) != nullptr) return "name '" + to + "' is taken";
+    if (device->source == registry::Source::Static) {
+      return "'" + from + "' is configured in " + config.file + "; rename it there";
+    }
+    registry::Device renamed = *device;
+    renamed.name = to;
+    std::string error;
+    removeDevice(from);  // stops watches, clears retained availability of the old name
+    if (!coap.addDevice(to, renamed.uri, &error)) return error;
+    const registry::Device& added = registry.upsert(std::move(renamed));
+    store->save(added);
+    states[to];
+    if (added.online) {
+      states[to].ever_online = true;
+      states[to].last_heard = SteadyClock::now();
+      mqtt.publish(availabilityTopic(to), "online", 1, true);
+    }
+    applyPlan(added);
+    publishEvent("device_renamed", added);
+    spdlog::info("device {} renamed to {}", from, to);
+    return {};
+  }
+
+  void onCommand(const std::string& t, const std::string& payload) {
+    auto routed = bridge::routeCommand(config.rules, registry, t, payload);
     if (!routed) return;  // not a command topic (e.g. our own publications)
     if (auto* refused = std::get_if<bridge::CommandRefused>(&*routed)) {
       ++commands_refused;
-      spdlog::warn("command on {} refused: {}", topic, refused->reason);
+      spdlog::warn("command on {} refused: {}", t, refused->reason);
       return;
     }
     auto& request = std::get<bridge::CoapRequest>(*routed);
     spdlog::debug("command {} {}{} ({} bytes)", bridge::toString(request.method), request.device,
                   request.path, request.payload.size());
     coap.request(request.device, request.method, request.path, request.payload, std::nullopt,
-                 [device = request.device, path = request.path](
+                 [this, device = request.device, path = request.path](
                      const std::optional<CoapResponse>& response, const std::string& error) {
+                   if (response) heard(device);
                    if (response && response->success()) {
                      spdlog::debug("command {}{}: {}", device, path, response->codeString());
                    } else {
@@ -290,6 +862,8 @@ struct Gateway::Impl {
                    }
                  });
   }
+
+  // ---- signals, reload, shutdown --------------------------------------------------------
 
   void onSignal(int sig) {
     if (sig == SIGHUP) {
@@ -312,25 +886,24 @@ struct Gateway::Impl {
       return;
     }
     mqtt.unsubscribeAll();
-    for (const auto& command : config.rules.commands) {
-      mqtt.subscribe(command.topic.subscriptionFilter(), command.qos);
-    }
-    for (const registry::Device* device : registry.all()) {
-      if (device->online) applyPlan(*device);
-    }
+    subscribeAll();
+    for (const registry::Device* device : registry.all()) applyPlan(*device);
     spdlog::info("rules reloaded: {} rule(s), {} command(s)", config.rules.rules.size(),
                  config.rules.commands.size());
   }
 
   void shutdown() {
+    if (stopping) return;
+    stopping = true;
     for (auto& [name, state] : states) {
       if (state.retry_timer != 0) loop.cancel(state.retry_timer);
       state.retry_timer = 0;
       stopWatches(state);  // sends the observe cancellations
     }
+    flushStore();
     // Let the cancellations leave before the context goes away.
     loop.runAfter(kShutdownFlush, [this] {
-      mqtt.stop(stateTopic(), stateJson("offline"));
+      mqtt.stop(topic("bridge/state"), stateJson("offline"));
       loop.stop();
     });
   }

@@ -29,7 +29,9 @@ struct Device {
   Source source = Source::Static;
   bool online = false;
   std::vector<Resource> resources;
+  std::chrono::system_clock::time_point first_seen{};
   std::chrono::system_clock::time_point last_seen{};
+  std::string friendly_name;  // free text a user may set; empty = none
 
   const Resource* findResource(std::string_view path) const;
 };

@@ -4,7 +4,7 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <regex>
+#include <cctype>
 #include <string>
 
 #include "tests/integration/harness.h"
@@ -14,6 +14,31 @@ namespace {
 
 std::string coapUri(int port, const std::string& path, const std::string& host = "127.0.0.1") {
   return "coap://" + host + ":" + std::to_string(port) + path;
+}
+
+// "21.37", "-3.50": what /sensors/temp sends. (No std::regex: GCC 12 warns inside it
+// under -fsanitize, and warnings are errors.)
+bool isTemperature(const std::string& s) {
+  std::size_t i = (!s.empty() && s[0] == '-') ? 1 : 0;
+  std::size_t dot = s.find('.');
+  if (dot == std::string::npos || dot == i || s.size() != dot + 3) return false;
+  for (std::size_t k = i; k < s.size(); ++k) {
+    if (k != dot && !std::isdigit(static_cast<unsigned char>(s[k]))) return false;
+  }
+  return true;
+}
+
+// {"seq":N,"device":"<device>"} -> N, or -1.
+long counterSeq(const std::string& s, const std::string& device) {
+  const std::string head = "{\"seq\":";
+  const std::string tail = ",\"device\":\"" + device + "\"}";
+  if (s.size() <= head.size() + tail.size() || s.compare(0, head.size(), head) != 0 ||
+      s.compare(s.size() - tail.size(), tail.size(), tail) != 0) {
+    return -1;
+  }
+  std::string digits = s.substr(head.size(), s.size() - head.size() - tail.size());
+  if (digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stol(digits);
 }
 
 // A running simulator whose READY line has been seen.
@@ -177,7 +202,7 @@ TEST(Simulator, ThreeDevicesServeDiscoveryAndResources) {
 
   CoapResult temp = coapRequest("GET", coapUri(base, "/sensors/temp"));
   ASSERT_TRUE(temp.ok);
-  EXPECT_TRUE(std::regex_match(temp.payload, std::regex(R"(-?\d+\.\d\d)"))) << temp.payload;
+  EXPECT_TRUE(isTemperature(temp.payload)) << temp.payload;
 
   // PUT the LED of dev2; dev0's stays "off".
   CoapResult put = coapRequest("PUT", coapUri(base + 2, "/actuators/led"), "on");
@@ -215,13 +240,11 @@ TEST(Simulator, ObserveCounterIsInOrderAndNotLoggedAsRequests) {
 
   auto notes = coapObserve(coapUri(base + 1, "/sensors/counter"), 4s);
   ASSERT_GE(notes.size(), 8u);  // the first response + ~15 notifications in 4 s
-  std::regex re(R"re(\{"seq":(\d+),"device":"dev1"\})re");
   long prev = -1;
   for (const auto& n : notes) {
     EXPECT_EQ(n.code, "2.05");
-    std::smatch m;
-    ASSERT_TRUE(std::regex_match(n.payload, m, re)) << n.payload;
-    long seq = std::stol(m[1]);
+    long seq = counterSeq(n.payload, "dev1");
+    ASSERT_GE(seq, 0) << n.payload;
     if (prev >= 0) {
       EXPECT_EQ(seq, prev + 1);
     }
@@ -240,7 +263,7 @@ TEST(Simulator, ObserveTempInNonMode) {
   auto notes = coapObserve(coapUri(base, "/sensors/temp"), 2s);
   ASSERT_GE(notes.size(), 5u);
   for (const auto& n : notes) {
-    EXPECT_TRUE(std::regex_match(n.payload, std::regex(R"(-?\d+\.\d\d)"))) << n.payload;
+    EXPECT_TRUE(isTemperature(n.payload)) << n.payload;
   }
   EXPECT_NE(notes.front().payload, notes.back().payload);
 }

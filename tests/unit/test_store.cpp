@@ -1,0 +1,646 @@
+// SQLite registry store: schema and migrations, round trips, read-only access from a
+// second process, rename/remove cascades, touch buffering, and consistency after SIGKILL.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "registry/store.h"
+
+namespace coap2mqtt::registry {
+namespace {
+
+using Clock = std::chrono::system_clock;
+using std::chrono::milliseconds;
+
+// Times survive a round trip at millisecond precision.
+Clock::time_point atMs(std::int64_t ms) {
+  return Clock::time_point(milliseconds(ms));
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = "/tmp/c2m_store_XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// The test's own connection, bypassing Store: to plant bad files and to check the file.
+class RawDb {
+ public:
+  explicit RawDb(const std::string& path, int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) {
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+    db_.reset(raw);
+    if (rc != SQLITE_OK) throw std::runtime_error("raw open " + path + ": " + errmsg());
+    if (sqlite3_busy_timeout(db_.get(), 5000) != SQLITE_OK) throw std::runtime_error(errmsg());
+  }
+  void exec(const std::string& sql) {
+    if (sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+      throw std::runtime_error(sql + ": " + errmsg());
+    }
+  }
+  // All rows, columns joined with '|'.
+  std::vector<std::string> rows(const std::string& sql) {
+    sqlite3_stmt* raw = nullptr;
+    if (sqlite3_prepare_v2(db_.get(), sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+      throw std::runtime_error(sql + ": " + errmsg());
+    }
+    std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> stmt(raw, &sqlite3_finalize);
+    std::vector<std::string> out;
+    int rc;
+    while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+      std::string row;
+      for (int i = 0; i < sqlite3_column_count(stmt.get()); ++i) {
+        if (i) row += '|';
+        const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), i));
+        row += t ? t : "NULL";
+      }
+      out.push_back(std::move(row));
+    }
+    if (rc != SQLITE_DONE) throw std::runtime_error(sql + ": " + errmsg());
+    return out;
+  }
+  std::string one(const std::string& sql) {
+    auto r = rows(sql);
+    if (r.size() != 1) throw std::runtime_error(sql + ": expected one row");
+    return r[0];
+  }
+  long long integer(const std::string& sql) { return std::stoll(one(sql)); }
+
+ private:
+  std::string errmsg() const { return db_ ? sqlite3_errmsg(db_.get()) : "out of memory"; }
+  struct Closer {
+    void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+  };
+  std::unique_ptr<sqlite3, Closer> db_;
+};
+
+Resource makeResource(std::string path, std::vector<std::string> rt = {}) {
+  Resource r;
+  r.path = std::move(path);
+  r.rt = std::move(rt);
+  return r;
+}
+
+Device makeDevice(std::string name, int resources = 0) {
+  Device d;
+  d.name = std::move(name);
+  d.uri = "coap://127.0.0.1:5683";
+  d.source = Source::Multicast;
+  d.first_seen = atMs(1'700'000'000'000);
+  d.last_seen = atMs(1'700'000'001'000);
+  for (int i = 0; i < resources; ++i) d.resources.push_back(makeResource("/r" + std::to_string(i)));
+  return d;
+}
+
+void expectSameResource(const Resource& a, const Resource& b) {
+  SCOPED_TRACE(a.path);
+  EXPECT_EQ(a.path, b.path);
+  EXPECT_EQ(a.rt, b.rt);
+  EXPECT_EQ(a.ifs, b.ifs);
+  EXPECT_EQ(a.ct, b.ct);
+  EXPECT_EQ(a.obs, b.obs);
+  EXPECT_EQ(a.sz, b.sz);
+  EXPECT_EQ(a.title, b.title);
+}
+
+void expectSameDevice(const Device& a, const Device& b) {
+  SCOPED_TRACE(a.name);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.uri, b.uri);
+  EXPECT_EQ(a.source, b.source);
+  EXPECT_EQ(a.online, b.online);
+  EXPECT_EQ(a.first_seen, b.first_seen);
+  EXPECT_EQ(a.last_seen, b.last_seen);
+  EXPECT_EQ(a.friendly_name, b.friendly_name);
+  ASSERT_EQ(a.resources.size(), b.resources.size());
+  for (std::size_t i = 0; i < a.resources.size(); ++i) {
+    expectSameResource(a.resources[i], b.resources[i]);
+  }
+}
+
+// Runs `f`, expecting std::runtime_error whose message contains every one of `needles`.
+template <typename F>
+void expectThrowMentioning(F&& f, std::initializer_list<std::string> needles) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception";
+  } catch (const std::runtime_error& e) {
+    const std::string msg = e.what();
+    for (const std::string& n : needles) {
+      EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+    }
+  }
+}
+
+TEST(Store, CreatesCurrentSchemaInNewFile) {
+  TempDir dir;
+  const std::string path = dir.file("new.db");
+  {
+    Store store(path);
+    EXPECT_EQ(store.schemaVersion(), Store::currentSchemaVersion());
+    EXPECT_GE(Store::currentSchemaVersion(), 1);
+    EXPECT_TRUE(store.loadAll().empty());
+  }
+  RawDb raw(path);
+  EXPECT_EQ(raw.integer("PRAGMA user_version"), Store::currentSchemaVersion());
+  EXPECT_EQ(raw.one("PRAGMA journal_mode"), "wal");  // persistent in the file
+  EXPECT_EQ(raw.rows("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name"),
+            (std::vector<std::string>{"devices", "resources"}));
+}
+
+TEST(Store, MigratesAnEmptyFile) {
+  TempDir dir;
+  const std::string path = dir.file("empty.db");
+  { std::ofstream(path).flush(); }  // zero bytes: an empty SQLite database, version 0
+  ASSERT_TRUE(std::filesystem::exists(path));
+  Store store(path);
+  EXPECT_EQ(store.schemaVersion(), Store::currentSchemaVersion());
+  store.save(makeDevice("a", 1));
+  EXPECT_EQ(store.loadAll().size(), 1u);
+}
+
+TEST(Store, RoundTripsEveryField) {
+  TempDir dir;
+  Store store(dir.file("r.db"));
+
+  Device full;
+  full.name = "kitchen-sensor";
+  full.friendly_name = "Kitchen: temperature & humidity ünïcödé";
+  full.uri = "coap://[fe80::1%25eth0]:5683";
+  full.source = Source::ResourceDirectory;
+  full.online = true;
+  full.first_seen = atMs(1'600'000'000'123);
+  full.last_seen = atMs(1'700'000'000'456);
+  Resource t;
+  t.path = "/sensors/temp";
+  t.rt = {"temperature-c", "oic.r.temperature"};
+  t.ifs = {"sensor", "core.s"};
+  t.ct = {0, 50, 65535};
+  t.obs = true;
+  t.sz = 1234;
+  t.title = "Temperature, \"quoted\"; with separators";
+  Resource bare;  // every optional absent, every list empty
+  bare.path = "/a";
+  Resource zero;
+  zero.path = "/z";
+  zero.sz = 0;
+  zero.title = "";  // empty, not absent
+  zero.ct = {0};
+  // Deliberately not in path order: the stored order is the saved one.
+  full.resources = {t, bare, zero};
+
+  Device other = makeDevice("a-static");
+  other.source = Source::Static;
+  other.online = false;
+  Device multicast = makeDevice("m");
+  multicast.source = Source::Multicast;
+
+  store.save(full);
+  store.save(other);
+  store.save(multicast);
+  const std::vector<Device> loaded = store.loadAll();
+  ASSERT_EQ(loaded.size(), 3u);  // ordered by name
+  expectSameDevice(loaded[0], other);
+  expectSameDevice(loaded[1], full);
+  expectSameDevice(loaded[2], multicast);
+}
+
+TEST(Store, ReopenKeepsData) {
+  TempDir dir;
+  const std::string path = dir.file("reopen.db");
+  Device d = makeDevice("dev", 5);
+  d.friendly_name = "keeper";
+  { Store(path).save(d); }
+  Store again(path);
+  const auto loaded = again.loadAll();
+  ASSERT_EQ(loaded.size(), 1u);
+  expectSameDevice(loaded[0], d);
+}
+
+TEST(Store, SaveReplacesResourcesAndKeepsFirstSeen) {
+  TempDir dir;
+  Store store(dir.file("s.db"));
+  Device d = makeDevice("dev", 3);
+  store.save(d);
+  Device later = makeDevice("dev", 0);
+  later.resources = {makeResource("/new")};
+  later.first_seen = atMs(1'800'000'000'000);  // ignored: the stored one stays
+  later.last_seen = atMs(1'800'000'000'000);
+  later.uri = "coap://10.0.0.2";
+  store.save(later);
+  const auto loaded = store.loadAll();
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_EQ(loaded[0].first_seen, d.first_seen);
+  EXPECT_EQ(loaded[0].last_seen, later.last_seen);
+  EXPECT_EQ(loaded[0].uri, "coap://10.0.0.2");
+  ASSERT_EQ(loaded[0].resources.size(), 1u);
+  EXPECT_EQ(loaded[0].resources[0].path, "/new");
+}
+
+TEST(Store, UnsetFirstSeenBecomesNow) {
+  TempDir dir;
+  Store store(dir.file("fs.db"));
+  Device d = makeDevice("dev");
+  d.first_seen = {};
+  const auto before = Clock::now() - milliseconds(1);
+  store.save(d);
+  const auto after = Clock::now() + milliseconds(1);
+  const auto loaded = store.loadAll();
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_GE(loaded[0].first_seen, before);
+  EXPECT_LE(loaded[0].first_seen, after);
+}
+
+TEST(Store, DuplicatePathKeepsTheFirstLikeFindResource) {
+  TempDir dir;
+  Store store(dir.file("dup.db"));
+  Device d = makeDevice("dev");
+  d.resources = {makeResource("/x", {"first"}), makeResource("/y"), makeResource("/x", {"second"})};
+  store.save(d);
+  const auto loaded = store.loadAll();
+  ASSERT_EQ(loaded.size(), 1u);
+  ASSERT_EQ(loaded[0].resources.size(), 2u);
+  EXPECT_EQ(loaded[0].resources[0].rt, std::vector<std::string>{"first"});
+  EXPECT_EQ(loaded[0].findResource("/x")->rt, d.findResource("/x")->rt);
+}
+
+TEST(Store, RefusesListItemsThatWouldNotRoundTrip) {
+  TempDir dir;
+  Store store(dir.file("bad.db"));
+  Device d = makeDevice("dev");
+  d.resources = {makeResource("/x", {"two words"})};
+  EXPECT_THROW(store.save(d), std::invalid_argument);
+  d.resources = {makeResource("/x", {""})};
+  EXPECT_THROW(store.save(d), std::invalid_argument);
+  EXPECT_TRUE(store.loadAll().empty());  // nothing half-written
+}
+
+TEST(Store, FailedSaveLeavesPreviousVersionIntact) {
+  TempDir dir;
+  const std::string path = dir.file("atomic.db");
+  Store store(path);
+  store.save(makeDevice("dev", 3));
+  {
+    RawDb raw(path);  // make the third resource insert fail inside save()'s transaction
+    raw.exec(
+        "CREATE TRIGGER boom BEFORE INSERT ON resources WHEN NEW.path = '/boom' "
+        "BEGIN SELECT RAISE(ABORT, 'boom'); END");
+  }
+  Device next = makeDevice("dev");
+  next.uri = "coap://changed";
+  next.resources = {makeResource("/ok"), makeResource("/boom")};
+  expectThrowMentioning([&] { store.save(next); }, {"boom"});
+  const auto loaded = store.loadAll();
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_EQ(loaded[0].uri, "coap://127.0.0.1:5683");
+  EXPECT_EQ(loaded[0].resources.size(), 3u);
+  // The store stays usable: statements were reset, the transaction rolled back.
+  store.save(makeDevice("other", 2));
+  EXPECT_EQ(store.loadAll().size(), 2u);
+}
+
+TEST(Store, RefusesNewerSchemaVersion) {
+  TempDir dir;
+  const std::string path = dir.file("future.db");
+  { Store(path).save(makeDevice("dev", 1)); }
+  { RawDb(path).exec("PRAGMA user_version = 99"); }
+  expectThrowMentioning([&] { Store s(path); }, {path, "99", "newer"});
+  expectThrowMentioning([&] { Store s(path, Store::Mode::ReadOnly); }, {path, "99"});
+  RawDb raw(path);  // untouched
+  EXPECT_EQ(raw.integer("PRAGMA user_version"), 99);
+  EXPECT_EQ(raw.integer("SELECT count(*) FROM resources"), 1);
+}
+
+TEST(Store, RefusesAFileThatIsNotADatabase) {
+  TempDir dir;
+  const std::string path = dir.file("text.db");
+  {
+    std::ofstream out(path);
+    for (int i = 0; i < 200; ++i) out << "this is not an SQLite database, just some text\n";
+  }
+  expectThrowMentioning([&] { Store s(path); }, {path, "not a database"});
+  expectThrowMentioning([&] { Store s(path, Store::Mode::ReadOnly); }, {path});
+}
+
+TEST(Store, RefusesAnotherProgramsDatabase) {
+  TempDir dir;
+  const std::string path = dir.file("foreign.db");
+  { RawDb(path).exec("CREATE TABLE devices (id INTEGER PRIMARY KEY)"); }
+  expectThrowMentioning([&] { Store s(path); }, {path, "other program"});
+  { RawDb(path).exec("PRAGMA application_id = 42; PRAGMA user_version = 1"); }
+  expectThrowMentioning([&] { Store s(path); }, {path, "application_id"});
+}
+
+TEST(Store, ReadOnlyNeedsAnExistingDatabaseWithSchema) {
+  TempDir dir;
+  const std::string missing = dir.file("missing.db");
+  expectThrowMentioning([&] { Store s(missing, Store::Mode::ReadOnly); }, {missing});
+  EXPECT_FALSE(std::filesystem::exists(missing));  // and did not create it
+
+  const std::string empty = dir.file("empty.db");
+  { std::ofstream(empty).flush(); }
+  expectThrowMentioning([&] { Store s(empty, Store::Mode::ReadOnly); }, {empty, "schema"});
+}
+
+TEST(Store, ReadOnlySeesARunningWriter) {
+  TempDir dir;
+  const std::string path = dir.file("shared.db");
+  Store writer(path);
+  writer.save(makeDevice("first", 5));
+  Store reader(path, Store::Mode::ReadOnly);
+  EXPECT_EQ(reader.schemaVersion(), Store::currentSchemaVersion());
+  auto seen = reader.loadAll();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].resources.size(), 5u);
+
+  writer.save(makeDevice("second", 2));  // later commits are visible to the next load
+  seen = reader.loadAll();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].name, "second");
+
+  EXPECT_THROW(reader.save(makeDevice("x")), std::logic_error);
+  EXPECT_THROW(reader.touch("first", Clock::now(), true), std::logic_error);
+  EXPECT_THROW(reader.remove("first"), std::logic_error);
+  EXPECT_THROW(reader.rename("first", "y"), std::logic_error);
+  EXPECT_EQ(writer.loadAll().size(), 2u);
+}
+
+TEST(Store, RenameMovesResourcesAndHistory) {
+  TempDir dir;
+  const std::string path = dir.file("rename.db");
+  Store store(path);
+  Device d = makeDevice("old", 4);
+  d.friendly_name = "lamp";
+  store.save(d);
+  store.save(makeDevice("taken", 1));
+
+  EXPECT_FALSE(store.rename("nobody", "new"));
+  EXPECT_FALSE(store.rename("old", "taken"));
+  EXPECT_TRUE(store.rename("old", "old"));  // no-op on a known device
+  EXPECT_FALSE(store.rename("nobody", "nobody"));
+  ASSERT_TRUE(store.rename("old", "new"));
+
+  const auto loaded = store.loadAll();
+  ASSERT_EQ(loaded.size(), 2u);
+  Device expected = d;
+  expected.name = "new";
+  expectSameDevice(loaded[0], expected);
+  RawDb raw(path);
+  EXPECT_EQ(raw.integer("SELECT count(*) FROM resources WHERE device = 'old'"), 0);
+  EXPECT_EQ(raw.integer("SELECT count(*) FROM resources WHERE device = 'new'"), 4);
+  EXPECT_EQ(raw.integer("SELECT count(*) FROM resources WHERE device = 'taken'"), 1);
+}
+
+TEST(Store, RemoveCascadesToResources) {
+  TempDir dir;
+  const std::string path = dir.file("remove.db");
+  Store store(path);
+  store.save(makeDevice("gone", 5));
+  store.save(makeDevice("stays", 2));
+  store.remove("gone");
+  store.remove("never-existed");  // not an error
+  const auto loaded = store.loadAll();
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_EQ(loaded[0].name, "stays");
+  RawDb raw(path);
+  EXPECT_EQ(raw.integer("SELECT count(*) FROM resources WHERE device = 'gone'"), 0);
+  EXPECT_EQ(raw.integer("SELECT count(*) FROM resources"), 2);
+}
+
+TEST(Store, TouchesAreBufferedUntilFlush) {
+  TempDir dir;
+  const std::string path = dir.file("touch.db");
+  Store store(path);
+  Device a = makeDevice("a", 1);
+  Device b = makeDevice("b", 1);
+  store.save(a);
+  store.save(b);
+  Store reader(path, Store::Mode::ReadOnly);
+
+  store.touch("a", atMs(1'750'000'000'000), true);
+  store.touch("a", atMs(1'750'000'000'500), true);  // same device: replaces
+  store.touch("b", atMs(1'750'000'000'600), true);
+  store.touch("ghost", atMs(1'750'000'000'700), true);  // unknown: dropped at flush
+  EXPECT_EQ(store.pendingTouches(), 3u);
+  for (const Device& d : reader.loadAll()) {
+    EXPECT_EQ(d.last_seen, a.last_seen) << d.name;
+    EXPECT_FALSE(d.online) << d.name;
+  }
+
+  store.flush();
+  EXPECT_EQ(store.pendingTouches(), 0u);
+  const auto seen = reader.loadAll();
+  ASSERT_EQ(seen.size(), 2u);  // no row for "ghost"
+  EXPECT_EQ(seen[0].last_seen, atMs(1'750'000'000'500));
+  EXPECT_TRUE(seen[0].online);
+  EXPECT_EQ(seen[1].last_seen, atMs(1'750'000'000'600));
+  EXPECT_EQ(seen[0].resources.size(), 1u);  // a touch leaves the rest alone
+  EXPECT_EQ(seen[0].first_seen, a.first_seen);
+
+  store.flush();  // nothing pending: no-op
+  EXPECT_EQ(store.pendingTouches(), 0u);
+}
+
+TEST(Store, SaveSupersedesAnEarlierTouch) {
+  // Buffering must not change the outcome: touch then save ends with the saved values,
+  // exactly as if the touch had been written at once.
+  TempDir dir;
+  Store store(dir.file("order.db"));
+  Device d = makeDevice("dev");
+  d.online = true;
+  store.save(d);
+  store.touch("dev", atMs(1'900'000'000'000), true);
+  d.online = false;
+  store.save(d);
+  EXPECT_EQ(store.pendingTouches(), 0u);
+  store.flush();
+  auto loaded = store.loadAll();
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_FALSE(loaded[0].online);
+  EXPECT_EQ(loaded[0].last_seen, d.last_seen);
+
+  // ...and a touch after the save is applied by the next flush.
+  store.touch("dev", atMs(1'900'000'000'000), true);
+  store.flush();
+  loaded = store.loadAll();
+  EXPECT_TRUE(loaded[0].online);
+  EXPECT_EQ(loaded[0].last_seen, atMs(1'900'000'000'000));
+}
+
+TEST(Store, PendingTouchFollowsRenameAndDiesWithRemove) {
+  TempDir dir;
+  Store store(dir.file("follow.db"));
+  store.save(makeDevice("old"));
+  store.save(makeDevice("doomed"));
+  store.touch("old", atMs(1'900'000'000'000), true);
+  store.touch("new", atMs(1'950'000'000'000), false);  // for a name not stored (yet)
+  store.touch("doomed", atMs(1'900'000'000'000), true);
+  ASSERT_TRUE(store.rename("old", "new"));
+  store.remove("doomed");
+  EXPECT_EQ(store.pendingTouches(), 1u);
+  store.flush();
+  const auto loaded = store.loadAll();
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_EQ(loaded[0].name, "new");
+  EXPECT_EQ(loaded[0].last_seen, atMs(1'900'000'000'000));  // old's touch, not new's
+  EXPECT_TRUE(loaded[0].online);
+}
+
+TEST(Store, DestructorFlushesForgottenTouches) {
+  TempDir dir;
+  const std::string path = dir.file("dtor.db");
+  {
+    Store store(path);
+    store.save(makeDevice("dev"));
+    store.touch("dev", atMs(1'900'000'000'000), true);
+  }
+  const auto loaded = Store(path, Store::Mode::ReadOnly).loadAll();
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_EQ(loaded[0].last_seen, atMs(1'900'000'000'000));
+}
+
+// --- crash consistency --------------------------------------------------------------
+
+constexpr int kCrashDevices = 200;
+constexpr int kCrashResources = 5;
+
+// Every row a save writes carries the same generation, so a device whose resources come
+// from two different saves (a torn write) is visible.
+Device crashDevice(int index, long generation) {
+  Device d;
+  d.name = "dev" + std::to_string(index);
+  d.uri = "coap://10.0.0." + std::to_string(index % 250) + "/gen" + std::to_string(generation);
+  d.source = Source::Multicast;
+  d.online = true;
+  d.first_seen = atMs(1'700'000'000'000);
+  d.last_seen = atMs(1'700'000'000'000 + generation);
+  for (int r = 0; r < kCrashResources; ++r) {
+    Resource res;
+    res.path = "/res" + std::to_string(r);
+    res.rt = {"gen" + std::to_string(generation), "sensor"};
+    res.ct = {0, 50};
+    res.obs = r % 2 == 0;
+    res.sz = generation;
+    res.title = "gen" + std::to_string(generation);
+    d.resources.push_back(std::move(res));
+  }
+  return d;
+}
+
+// Child: write as fast as possible until killed. Never returns.
+[[noreturn]] void crashWriter(const std::string& path, unsigned seed) {
+  try {
+    Store store(path);
+    std::mt19937 rng(seed);
+    for (long gen = 1;; ++gen) {
+      for (int i = 0; i < kCrashDevices; ++i) {
+        store.save(crashDevice(i, gen));
+        store.touch("dev" + std::to_string(rng() % kCrashDevices), Clock::now(), rng() % 2);
+        if (i % 50 == 49) store.flush();
+      }
+      // Renames, removals and re-adds exercise the cascades under fire.
+      const int victim = static_cast<int>(rng() % kCrashDevices);
+      const std::string name = "dev" + std::to_string(victim);
+      if (store.rename(name, "renamed")) store.rename("renamed", name);
+      store.remove("dev" + std::to_string((victim + 1) % kCrashDevices));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "crash writer: %s\n", e.what());
+    _exit(3);
+  }
+}
+
+TEST(StoreCrash, SigkillAtAnyMomentLeavesAConsistentDatabase) {
+  TempDir dir;
+  const std::string path = dir.file("crash.db");
+  const unsigned seed = std::random_device{}();
+  RecordProperty("seed", std::to_string(seed));
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  // Mostly short delays (kills during open/migration of a new file, too), some longer.
+  std::uniform_int_distribution<int> delay_ms(1, 250);
+
+  constexpr int kRounds = 8;
+  int rounds_with_devices = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    std::fflush(nullptr);  // nothing buffered gets written twice by the child
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0) << "fork failed";
+    if (pid == 0) crashWriter(path, seed + static_cast<unsigned>(round));
+    std::this_thread::sleep_for(milliseconds(delay_ms(rng)));
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        << "the writer ended by itself (status " << status << "), see its stderr";
+
+    if (!std::filesystem::exists(path)) continue;  // killed before even creating it
+    {
+      // Raw checks first: the file as the killed process left it (WAL recovery included).
+      RawDb raw(path);
+      EXPECT_EQ(raw.rows("PRAGMA integrity_check"), std::vector<std::string>{"ok"});
+      EXPECT_TRUE(raw.rows("PRAGMA foreign_key_check").empty());
+    }
+    // Then the store itself must open it (migrating if killed before v1 committed).
+    Store store(path);
+    EXPECT_EQ(store.schemaVersion(), Store::currentSchemaVersion());
+    const std::vector<Device> devices = store.loadAll();
+    EXPECT_LE(devices.size(), static_cast<std::size_t>(kCrashDevices));
+    std::set<std::string> names;
+    for (const Device& d : devices) {
+      SCOPED_TRACE(d.name);
+      EXPECT_TRUE(names.insert(d.name).second);
+      const bool renamed = d.name == "renamed";
+      EXPECT_TRUE(renamed || d.name.rfind("dev", 0) == 0);
+      ASSERT_EQ(d.resources.size(), static_cast<std::size_t>(kCrashResources));
+      // All resources and the device row from one and the same save.
+      const std::string gen = d.uri.substr(d.uri.rfind('/') + 1);
+      for (int r = 0; r < kCrashResources; ++r) {
+        const Resource& res = d.resources[static_cast<std::size_t>(r)];
+        EXPECT_EQ(res.path, "/res" + std::to_string(r));
+        ASSERT_TRUE(res.title.has_value());
+        EXPECT_EQ(*res.title, gen);
+        ASSERT_EQ(res.rt.size(), 2u);
+        EXPECT_EQ(res.rt[0], gen);
+        EXPECT_EQ(res.sz, std::optional<std::size_t>(std::stoul(gen.substr(3))));
+      }
+    }
+    if (!devices.empty()) ++rounds_with_devices;
+  }
+  // The test is only meaningful if the writer got somewhere before being killed.
+  EXPECT_GE(rounds_with_devices, kRounds / 2);
+}
+
+}  // namespace
+}  // namespace coap2mqtt::registry
