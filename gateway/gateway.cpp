@@ -900,6 +900,8 @@ struct Gateway::Impl {
       state.retry_timer = 0;
       stopWatches(state);  // sends the observe cancellations
     }
+    // While we are down nobody vouches for the devices: the database says so.
+    for (const registry::Device* d : registry.all()) store->touch(d->name, d->last_seen, false);
     flushStore();
     // Let the cancellations leave before the context goes away.
     loop.runAfter(kShutdownFlush, [this] {

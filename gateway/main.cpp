@@ -11,9 +11,15 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include "bridge/config_error.h"
 #include "gateway/config.h"
+#include "gateway/event_loop.h"
 #include "gateway/gateway.h"
+#include "gateway/multicast_discovery.h"
+#include "registry/link_format.h"
+#include "registry/store.h"
 
 namespace {
 
@@ -57,6 +63,121 @@ int check(const std::string& path) {
   }
 }
 
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : " ") + i;
+  return out;
+}
+
+// Reads the registry database (read-only: safe while the daemon runs).
+int devices(const std::string& path, bool json) {
+  GatewayConfig config;
+  try {
+    config = coap2mqtt::gateway::loadConfig(path);
+  } catch (const ConfigErrors& e) {
+    return printErrors(e);
+  }
+  const std::string db = config.state_dir + "/registry.db";
+  std::vector<coap2mqtt::registry::Device> all;
+  try {
+    coap2mqtt::registry::Store store(db, coap2mqtt::registry::Store::Mode::ReadOnly);
+    all = store.loadAll();
+  } catch (const std::exception& e) {
+    std::cerr << "coap2mqtt: " << e.what() << "\n";
+    return 1;
+  }
+  if (json) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& d : all) {
+      nlohmann::json resources = nlohmann::json::array();
+      for (const auto& r : d.resources) {
+        nlohmann::json res{
+            {"path", r.path}, {"obs", r.obs}, {"rt", r.rt}, {"if", r.ifs}, {"ct", r.ct}};
+        if (r.sz) res["sz"] = *r.sz;
+        if (r.title) res["title"] = *r.title;
+        resources.push_back(std::move(res));
+      }
+      auto ms = [](std::chrono::system_clock::time_point t) {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+      };
+      list.push_back({{"name", d.name},
+                      {"friendly_name", d.friendly_name},
+                      {"uri", d.uri},
+                      {"source", coap2mqtt::registry::toString(d.source)},
+                      {"online", d.online},
+                      {"first_seen", ms(d.first_seen)},
+                      {"last_seen", ms(d.last_seen)},
+                      {"resources", std::move(resources)}});
+    }
+    std::cout << list.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%-28s %-8s %-10s %-36s %s\n", "NAME", "ONLINE", "SOURCE", "URI", "RESOURCES");
+  for (const auto& d : all) {
+    std::string resources;
+    for (const auto& r : d.resources) {
+      resources += (resources.empty() ? "" : " ") + r.path + (r.obs ? "(obs)" : "");
+    }
+    std::printf("%-28s %-8s %-10s %-36s %s\n", d.name.c_str(), d.online ? "yes" : "no",
+                coap2mqtt::registry::toString(d.source), d.uri.c_str(), resources.c_str());
+  }
+  std::printf("%zu device(s)\n", all.size());
+  return 0;
+}
+
+// One multicast round, printed as it comes in; nothing is stored.
+int discover(const std::string& path, const std::string& timeout_text,
+             const std::vector<std::string>& groups, const std::vector<std::string>& interfaces) {
+  GatewayConfig config;
+  try {
+    config = coap2mqtt::gateway::loadConfig(path);
+  } catch (const ConfigErrors& e) {
+    return printErrors(e);
+  }
+  auto& d = config.coap.discovery;
+  if (!groups.empty()) d.multicast = groups;
+  if (!interfaces.empty()) d.interfaces = interfaces;
+  if (d.multicast.empty()) d.multicast = {"224.0.1.187"};
+  auto window = coap2mqtt::gateway::parseDuration(timeout_text);
+  if (!window) {
+    std::cerr << "coap2mqtt: --timeout: expected a duration such as 6s, got " << timeout_text
+              << "\n";
+    return 2;
+  }
+  std::vector<coap2mqtt::gateway::MulticastDiscovery::Target> targets;
+  for (const auto& g : d.multicast) {
+    if (d.interfaces.empty()) targets.push_back({g, ""});
+    for (const auto& i : d.interfaces) targets.push_back({g, i});
+  }
+  coap2mqtt::gateway::EventLoop loop;
+  coap2mqtt::gateway::MulticastDiscovery discovery(loop, d.port);
+  std::size_t found = 0;
+  const bool started = discovery.start(
+      targets, *window, d.query,
+      [](const coap2mqtt::gateway::DiscoveryAnswer& a) {
+        std::cout << a.uri << "\n";
+        auto links = coap2mqtt::registry::parseLinkFormat(a.payload);
+        for (const auto& link : links.links) {
+          std::cout << "  " << link.target;
+          if (!link.rt.empty()) std::cout << " rt=" << joined(link.rt);
+          if (link.obs) std::cout << " obs";
+          std::cout << "\n";
+        }
+        std::cout.flush();
+      },
+      [&](std::size_t n) {
+        found = n;
+        loop.stop();
+      });
+  if (!started) {
+    std::cerr << "coap2mqtt: could not send the discovery request\n";
+    return 1;
+  }
+  loop.run();
+  std::cout << found << " device(s) answered\n";
+  return 0;
+}
+
 int run(const std::string& path, const std::string& log_level) {
   GatewayConfig config;
   try {
@@ -90,6 +211,17 @@ int main(int argc, char** argv) {
   auto* run_cmd = app.add_subcommand("run", "run the gateway in the foreground (default)");
   auto* check_cmd =
       app.add_subcommand("check", "validate the configuration and rules; exit 1 on error");
+  auto* devices_cmd = app.add_subcommand("devices", "list what the registry knows");
+  bool as_json = false;
+  devices_cmd->add_flag("--json", as_json, "print JSON");
+  auto* discover_cmd =
+      app.add_subcommand("discover", "one multicast /.well-known/core round; print who answers");
+  std::string timeout = "6s";
+  std::vector<std::string> groups;
+  std::vector<std::string> interfaces;
+  discover_cmd->add_option("--timeout", timeout, "how long to collect answers (default 6s)");
+  discover_cmd->add_option("--group", groups, "multicast group (default: from the config)");
+  discover_cmd->add_option("--interface", interfaces, "interface (default: from the config)");
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
@@ -98,6 +230,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (*check_cmd) return check(config_path);
+    if (*devices_cmd) return devices(config_path, as_json);
+    if (*discover_cmd) return discover(config_path, timeout, groups, interfaces);
     (void)run_cmd;
     return run(config_path, log_level);
   } catch (const std::exception& e) {
