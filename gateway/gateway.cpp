@@ -13,6 +13,7 @@
 #include "gateway/event_loop.h"
 #include "gateway/mqtt_link.h"
 #include "gateway/multicast_discovery.h"
+#include "gateway/observe_freshness.h"
 #include "registry/link_format.h"
 #include "registry/registry.h"
 #include "registry/resource_directory.h"
@@ -28,6 +29,7 @@ using SystemClock = std::chrono::system_clock;
 constexpr auto kShutdownFlush = std::chrono::milliseconds(300);
 constexpr auto kStoreFlushInterval = std::chrono::seconds(2);
 constexpr auto kDevicesDebounce = std::chrono::milliseconds(200);
+constexpr auto kMaxAgeMargin = std::chrono::seconds(2);
 
 std::string stateJson(const char* state) {
   return Json{{"state", state}}.dump();
@@ -122,6 +124,8 @@ struct Gateway::Impl {
     CoapLink::ObserveId observe_id = 0;
     CoapLink::RequestId poll_request = 0;
     EventLoop::TimerId timer = 0;
+    EventLoop::TimerId max_age_timer = 0;  // re-register when notifications stop
+    ObserveFreshness freshness;
   };
   struct DeviceState {
     EventLoop::TimerId retry_timer = 0;
@@ -143,6 +147,8 @@ struct Gateway::Impl {
   EventLoop::TimerId rd_expiry_timer = 0;
   std::map<std::string, DeviceState, std::less<>> states;
   bridge::RouteStats route_stats;
+  std::uint64_t stale_notifications = 0;  // dropped by the RFC 7641 §3.4 rule
+  std::uint64_t reregistrations = 0;      // Max-Age ran out without a notification
   std::uint64_t commands_refused = 0;
   std::vector<bridge::Publish> scratch;  // reused per notification: no allocation churn
   bool devices_publish_pending = false;
@@ -410,6 +416,7 @@ struct Gateway::Impl {
       if (w->observe_id != 0) coap.cancelObserve(w->observe_id);
       if (w->poll_request != 0) coap.cancelRequest(w->poll_request);
       if (w->timer != 0) loop.cancel(w->timer);
+      if (w->max_age_timer != 0) loop.cancel(w->max_age_timer);
     }
     state.watches.clear();
   }
@@ -431,6 +438,7 @@ struct Gateway::Impl {
 
   void startWatch(WatchState& w) {
     if (w.watch.mode == bridge::Mode::Observe) {
+      w.freshness.reset();  // a new registration starts a new sequence
       w.observe_id =
           coap.observe(w.watch.device, w.watch.path,
                        [this, &w](const std::optional<CoapResponse>& response,
@@ -471,7 +479,33 @@ struct Gateway::Impl {
       });
       return;
     }
+    if (!w.freshness.accept(*response->observe, SteadyClock::now())) {
+      ++stale_notifications;
+      spdlog::debug("{}{}: stale notification {} dropped", w.watch.device, w.watch.path,
+                    *response->observe);
+      return;
+    }
+    armMaxAge(w, response->max_age.value_or(60));
     publish(w, *response);
+  }
+
+  // RFC 7641 §3.3.1: a notification is fresh for Max-Age. If none follows by then, the
+  // device may have dropped us (e.g. libcoap#1306 after one lost ACK): register again.
+  void armMaxAge(WatchState& w, std::uint32_t max_age_s) {
+    if (w.max_age_timer != 0) loop.cancel(w.max_age_timer);
+    const auto wait = std::chrono::seconds(max_age_s) + kMaxAgeMargin;
+    w.max_age_timer =
+        loop.runAfter(std::chrono::duration_cast<std::chrono::milliseconds>(wait), [this, &w] {
+          w.max_age_timer = 0;
+          ++reregistrations;
+          spdlog::info(
+              "{}{}: no notification within Max-Age; "
+              "registering again",
+              w.watch.device, w.watch.path);
+          if (w.observe_id != 0) coap.cancelObserve(w.observe_id);
+          w.observe_id = 0;
+          startWatch(w);
+        });
   }
 
   void poll(WatchState& w) {
