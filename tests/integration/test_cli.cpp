@@ -1,8 +1,8 @@
 // The command line: `check` on good and broken configs, --version.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <filesystem>
-#include <regex>
 
 #include "tests/integration/harness.h"
 
@@ -44,6 +44,24 @@ TEST(Cli, EveryShippedConfigPassesCheck) {
   EXPECT_GE(checked, 2);
 }
 
+// True when `text` contains ":<digits>:<digits>: " (no std::regex: GCC 12 warns inside it
+// under the sanitizers).
+bool hasLineColumn(const std::string& text) {
+  auto digits = [&](std::size_t& i) {
+    const std::size_t start = i;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+    return i > start;
+  };
+  for (std::size_t pos = text.find(':'); pos != std::string::npos; pos = text.find(':', pos + 1)) {
+    std::size_t i = pos + 1;
+    if (digits(i) && i < text.size() && text[i] == ':' && digits(++i) &&
+        text.compare(i, 2, ": ") == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
 struct BrokenCase {
   const char* name;
   const char* toml;
@@ -63,7 +81,11 @@ TEST_P(CheckRejects, WithFileLineColumnAndExitOne) {
   EXPECT_NE(r.output.find(where), std::string::npos) << "expected " << where << " in:\n"
                                                      << r.output;
   EXPECT_NE(r.output.find(c.mentions), std::string::npos) << r.output;
-  EXPECT_TRUE(std::regex_search(r.output, std::regex(R"(:\d+:\d+: )"))) << r.output;
+  EXPECT_TRUE(hasLineColumn(r.output)) << r.output;
+}
+
+void PrintTo(const BrokenCase& c, std::ostream* os) {
+  *os << c.name;
 }
 
 INSTANTIATE_TEST_SUITE_P(
