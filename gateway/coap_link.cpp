@@ -229,6 +229,14 @@ bool CoapLink::addDevice(const std::string& name, const std::string& uri, std::s
   }
   // libcoap 4.3.1 has no context app data: every session points back at us.
   coap_session_set_app_data(session, this);
+  auto fixed = [](double seconds) {
+    const auto ms = static_cast<unsigned>(seconds * 1000.0 + 0.5);
+    return coap_fixed_point_t{static_cast<std::uint16_t>(ms / 1000),
+                              static_cast<std::uint16_t>(ms % 1000)};
+  };
+  coap_session_set_ack_timeout(session, fixed(config_.ack_timeout.count() / 1000.0));
+  coap_session_set_ack_random_factor(session, fixed(config_.ack_random_factor));
+  coap_session_set_max_retransmit(session, config_.max_retransmit);
   auto device = std::make_unique<Device>();
   device->name = name;
   device->uri = uri;

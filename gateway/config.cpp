@@ -462,7 +462,8 @@ void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
   if (section == nullptr) return;
   TableReader r(report, *section, "coap",
                 {"listen", "request_timeout", "retry_interval", "offline_after",
-                 "resource_directory", "discovery", "device"});
+                 "resource_directory", "ack_timeout", "ack_random_factor", "max_retransmit",
+                 "discovery", "device"});
   r.stringArray("listen", "\"host:port\" strings",
                 [&](const Value& item, const std::string& key, const std::string& addr) {
                   if (isHostPort(addr, true, true)) {
@@ -479,6 +480,23 @@ void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
   if (auto d = r.duration("retry_interval", kMin)) cfg.coap.retry_interval = *d;
   if (auto d = r.duration("offline_after", std::chrono::seconds(1))) cfg.coap.offline_after = *d;
   if (auto b = r.boolean("resource_directory")) cfg.coap.resource_directory = *b;
+  if (auto d = r.duration("ack_timeout", kMin)) {
+    if (*d > std::chrono::seconds(60)) {
+      r.invalid("ack_timeout", "expected at most 60s (RFC 7252 default 2s)");
+    } else {
+      cfg.coap.ack_timeout = *d;
+    }
+  }
+  if (const Value* v = r.find("ack_random_factor")) {
+    const double f = v->is_floating() ? v->as_floating()
+                                      : (v->is_integer() ? double(v->as_integer()) : -1.0);
+    if (f < 1.0 || f > 4.0) {
+      r.invalid("ack_random_factor", "expected a number 1.0..4.0 (RFC 7252 default 1.5)");
+    } else {
+      cfg.coap.ack_random_factor = f;
+    }
+  }
+  if (auto n = r.integer("max_retransmit", 0, 20)) cfg.coap.max_retransmit = unsigned(*n);
   parseDiscoverySection(r, report, cfg.coap.discovery);
 
   const Value* devices = r.find("device");

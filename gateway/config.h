@@ -48,6 +48,10 @@ struct CoapConfig {
   // A device that has not answered for this long is offline.
   std::chrono::milliseconds offline_after{std::chrono::minutes(3)};
   bool resource_directory = true;  // serve /rd and /rd-lookup on the listen endpoints
+  // RFC 7252 §4.8 transmission parameters, per device session.
+  std::chrono::milliseconds ack_timeout{2000};
+  double ack_random_factor = 1.5;
+  unsigned max_retransmit = 4;
   DiscoveryConfig discovery;
 };
 

@@ -783,3 +783,70 @@ TEST(ShippedConfigs, AllLoad) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(LoadConfig, DiscoveryAndTransmissionSettings) {
+  TempDir dir;
+  GatewayConfig cfg = loadOk(dir, R"(
+[coap]
+listen = ["127.0.0.1:5683"]
+offline_after = "90s"
+resource_directory = false
+ack_timeout = "3s"
+ack_random_factor = 2
+max_retransmit = 6
+[coap.discovery]
+multicast = ["224.0.1.187", "ff02::fd"]
+interfaces = ["eth0"]
+port = 5684
+interval = "10m"
+window = "7s"
+query = "rt=temperature*"
+)");
+  EXPECT_EQ(cfg.coap.offline_after, std::chrono::seconds(90));
+  EXPECT_FALSE(cfg.coap.resource_directory);
+  EXPECT_EQ(cfg.coap.ack_timeout, std::chrono::seconds(3));
+  EXPECT_DOUBLE_EQ(cfg.coap.ack_random_factor, 2.0);
+  EXPECT_EQ(cfg.coap.max_retransmit, 6u);
+  const auto& d = cfg.coap.discovery;
+  EXPECT_EQ(d.multicast, (std::vector<std::string>{"224.0.1.187", "ff02::fd"}));
+  EXPECT_EQ(d.interfaces, (std::vector<std::string>{"eth0"}));
+  EXPECT_EQ(d.port, 5684);
+  EXPECT_EQ(d.interval, std::chrono::minutes(10));
+  EXPECT_EQ(d.window, std::chrono::seconds(7));
+  EXPECT_EQ(d.query, "rt=temperature*");
+
+  GatewayConfig defaults = loadOk(dir, "");
+  EXPECT_TRUE(defaults.coap.discovery.multicast.empty()) << "multicast is off unless asked for";
+  EXPECT_EQ(defaults.coap.ack_timeout, std::chrono::seconds(2));
+  EXPECT_DOUBLE_EQ(defaults.coap.ack_random_factor, 1.5);
+  EXPECT_EQ(defaults.coap.max_retransmit, 4u);
+  EXPECT_EQ(defaults.coap.discovery.window, std::chrono::seconds(6));
+}
+
+TEST(LoadConfig, DiscoveryAndTransmissionErrors) {
+  TempDir dir;
+  const struct {
+    const char* toml;
+    const char* key;
+  } cases[] = {
+      {"[coap.discovery]\nmulticast = [\"10.0.0.1\"]\n", "coap.discovery.multicast[1]"},
+      {"[coap.discovery]\nmulticast = [\"fe80::1\"]\n", "coap.discovery.multicast[1]"},
+      {"[coap.discovery]\nport = 0\n", "coap.discovery.port"},
+      {"[coap.discovery]\nwindow = \"fast\"\n", "coap.discovery.window"},
+      {"[coap.discovery]\nmulticats = []\n", "coap.discovery.multicats"},
+      {"[coap]\nack_random_factor = 0.5\n", "coap.ack_random_factor"},
+      {"[coap]\nmax_retransmit = 99\n", "coap.max_retransmit"},
+      {"[coap]\nack_timeout = \"5m\"\n", "coap.ack_timeout"},
+      {"[coap]\nresource_directory = \"yes\"\n", "coap.resource_directory"},
+  };
+  for (const auto& c : cases) {
+    auto errors = loadErrors(dir, c.toml);
+    ASSERT_EQ(errors.size(), 1u) << c.toml;
+    EXPECT_EQ(errors[0].key, c.key) << c.toml << errors[0].toString();
+    EXPECT_EQ(errors[0].line, 2u) << errors[0].toString();
+  }
+}
+
+}  // namespace
