@@ -30,6 +30,7 @@ constexpr auto kShutdownFlush = std::chrono::milliseconds(300);
 constexpr auto kStoreFlushInterval = std::chrono::seconds(2);
 constexpr auto kDevicesDebounce = std::chrono::milliseconds(200);
 constexpr auto kMaxAgeMargin = std::chrono::seconds(2);
+constexpr auto kStartupSpacing = std::chrono::milliseconds(2);
 
 std::string stateJson(const char* state) {
   return Json{{"state", state}}.dump();
@@ -217,7 +218,13 @@ struct Gateway::Impl {
       const registry::Device& device = registry.upsert(std::move(stored));
       states[device.name];
       if (!device.resources.empty()) {
-        applyPlan(device);
+        // Spread the registrations (kStartupSpacing apart) so a thousand devices are not
+        // all asked at once; each device's session sends one request at a time (NSTART=1).
+        loop.runAfter(kStartupSpacing * static_cast<int>(reobserved), [this, name = device.name] {
+          if (const registry::Device* d = registry.find(name)) {
+            if (states[name].watches.empty()) applyPlan(*d);
+          }
+        });
         ++reobserved;
       }
     }
@@ -341,7 +348,7 @@ struct Gateway::Impl {
       if (was_offline && !state.discovering) {
         loop.post([this, name = device->name] {
           if (const registry::Device* d = registry.find(name); d != nullptr && d->online) {
-            applyPlan(*d);
+            applyPlan(*d, true);
           }
         });
       }
@@ -411,29 +418,58 @@ struct Gateway::Impl {
 
   // ---- watching resources ---------------------------------------------------------------
 
+  void stopWatch(WatchState& w) {
+    if (w.observe_id != 0) coap.cancelObserve(w.observe_id);  // the device hears about it
+    if (w.poll_request != 0) coap.cancelRequest(w.poll_request);
+    if (w.timer != 0) loop.cancel(w.timer);
+    if (w.max_age_timer != 0) loop.cancel(w.max_age_timer);
+    w.observe_id = 0;
+    w.poll_request = 0;
+    w.timer = 0;
+    w.max_age_timer = 0;
+  }
+
   void stopWatches(DeviceState& state) {
-    for (auto& w : state.watches) {
-      if (w->observe_id != 0) coap.cancelObserve(w->observe_id);
-      if (w->poll_request != 0) coap.cancelRequest(w->poll_request);
-      if (w->timer != 0) loop.cancel(w->timer);
-      if (w->max_age_timer != 0) loop.cancel(w->max_age_timer);
-    }
+    for (auto& w : state.watches) stopWatch(*w);
     state.watches.clear();
   }
 
-  void applyPlan(const registry::Device& device) {
+  // Brings the device's watches in line with the rules. Unchanged ones (same path, same
+  // mode, same poll interval) keep their observation; only the rules they feed are
+  // swapped. `restart` re-registers everything (after a partition or a reboot).
+  void applyPlan(const registry::Device& device, bool restart = false) {
     DeviceState& state = states[device.name];
-    stopWatches(state);
+    std::vector<std::unique_ptr<WatchState>> next;
+    std::vector<WatchState*> to_start;
     for (auto& watch : bridge::plan(config.rules, device)) {
-      auto w = std::make_unique<WatchState>();
+      std::unique_ptr<WatchState> w;
+      if (!restart) {
+        for (auto& old : state.watches) {
+          if (old && old->watch.path == watch.path && old->watch.mode == watch.mode &&
+              old->watch.interval == watch.interval) {
+            w = std::move(old);
+            break;
+          }
+        }
+      }
       const registry::Resource* resource = device.findResource(watch.path);
-      if (resource != nullptr && !resource->rt.empty()) w->rt = resource->rt.front();
-      w->watch = std::move(watch);
-      WatchState* raw = w.get();
-      state.watches.push_back(std::move(w));
-      startWatch(*raw);
+      if (w) {
+        w->watch.rules = std::move(watch.rules);
+      } else {
+        w = std::make_unique<WatchState>();
+        w->watch = std::move(watch);
+        to_start.push_back(w.get());
+      }
+      w->rt = resource != nullptr && !resource->rt.empty() ? resource->rt.front() : std::string{};
+      next.push_back(std::move(w));
     }
-    spdlog::debug("device {}: watching {} resource(s)", device.name, state.watches.size());
+    for (auto& old : state.watches) {
+      if (old) stopWatch(*old);
+    }
+    state.watches = std::move(next);
+    for (WatchState* w : to_start) startWatch(*w);
+    spdlog::debug("device {}: watching {} resource(s), {} (re)started", device.name,
+                  state.watches.size(), to_start.size());
   }
 
   void startWatch(WatchState& w) {

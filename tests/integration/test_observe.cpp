@@ -1,0 +1,245 @@
+// The observe engine: reordering, block-wise notifications, reloads that keep or cancel.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <thread>
+
+#include "tests/integration/gateway_process.h"
+#include "tests/integration/harness.h"
+
+namespace coap2mqtt::test {
+namespace {
+
+// A scripted CoAP device on a UDP socket: answers discovery and the observe registration
+// of /seq itself, then sends the notifications the test asks for, in the order given.
+class ScriptedDevice {
+ public:
+  explicit ScriptedDevice(std::vector<std::uint32_t> sequence) : sequence_(std::move(sequence)) {
+    fd_ = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~ScriptedDevice() {
+    stop_ = true;
+    thread_.join();
+    close(fd_);
+  }
+  int port() const { return port_; }
+  bool registered() const { return registered_; }
+
+ private:
+  struct Request {
+    std::uint8_t type = 0;
+    std::uint16_t mid = 0;
+    std::string token;
+    std::string path;
+    bool observe = false;
+  };
+
+  static std::optional<Request> parse(const std::string& b) {
+    if (b.size() < 4) return std::nullopt;
+    Request r;
+    r.type = (static_cast<std::uint8_t>(b[0]) >> 4) & 3;
+    std::size_t tkl = b[0] & 0x0f;
+    r.mid = static_cast<std::uint16_t>((static_cast<std::uint8_t>(b[2]) << 8) |
+                                       static_cast<std::uint8_t>(b[3]));
+    if (b.size() < 4 + tkl) return std::nullopt;
+    r.token = b.substr(4, tkl);
+    std::size_t i = 4 + tkl;
+    unsigned number = 0;
+    while (i < b.size() && static_cast<std::uint8_t>(b[i]) != 0xff) {
+      unsigned delta = static_cast<std::uint8_t>(b[i]) >> 4;
+      unsigned length = b[i] & 0x0f;
+      ++i;
+      if (delta == 13) delta = 13 + static_cast<std::uint8_t>(b[i++]);
+      if (length == 13) length = 13 + static_cast<std::uint8_t>(b[i++]);
+      number += delta;
+      if (number == 11) r.path += "/" + b.substr(i, length);
+      if (number == 6) r.observe = length == 0 || b[i] == 0;
+      i += length;
+    }
+    return r;
+  }
+
+  // type: 1 NON, 2 ACK.
+  std::string message(std::uint8_t type, std::uint16_t mid, const std::string& token,
+                      std::optional<std::uint32_t> observe, unsigned ct,
+                      const std::string& payload) {
+    std::string m;
+    m.push_back(static_cast<char>(0x40 | (type << 4) | token.size()));
+    m.push_back(0x45);  // 2.05
+    m.push_back(static_cast<char>(mid >> 8));
+    m.push_back(static_cast<char>(mid & 0xff));
+    m += token;
+    unsigned last = 0;
+    if (observe) {
+      m.push_back(static_cast<char>((6 << 4) | 1));
+      m.push_back(static_cast<char>(*observe & 0xff));
+      last = 6;
+    }
+    if (ct == 0) {
+      m.push_back(static_cast<char>((12 - last) << 4));
+    } else {
+      m.push_back(static_cast<char>(((12 - last) << 4) | 1));
+      m.push_back(static_cast<char>(ct));
+    }
+    m.push_back(static_cast<char>(0xff));
+    m += payload;
+    return m;
+  }
+
+  void run() {
+    sockaddr_in peer{};
+    std::string token;
+    std::uint16_t mid = 0x4000;
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      char buf[1500];
+      socklen_t len = sizeof peer;
+      ssize_t n = recvfrom(fd_, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer), &len);
+      auto r = parse(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
+      if (!r || r->type != 0) continue;  // only CON requests need answers here
+      auto send = [&](const std::string& m) {
+        sendto(fd_, m.data(), m.size(), 0, reinterpret_cast<sockaddr*>(&peer), len);
+      };
+      if (r->path == "/.well-known/core") {
+        send(message(2, r->mid, r->token, std::nullopt, 40, "</seq>;obs;ct=0"));
+      } else if (r->path == "/seq" && r->observe && !registered_) {
+        token = r->token;
+        send(message(2, r->mid, token, sequence_.front(), 0, std::to_string(sequence_.front())));
+        registered_ = true;
+        for (std::size_t k = 1; k < sequence_.size(); ++k) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));  // pacing, not sync
+          send(message(1, mid++, token, sequence_[k], 0, std::to_string(sequence_[k])));
+        }
+      } else {
+        send(message(2, r->mid, r->token, std::nullopt, 0, ""));
+      }
+    }
+  }
+
+  std::vector<std::uint32_t> sequence_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> registered_{false};
+  std::thread thread_;
+};
+
+TEST(Observe, ReorderedNotificationIsNotPublishedAfterANewerOne) {
+  TempDir dir;
+  Mosquitto broker;
+  // 10 after 11 is stale (RFC 7641 §3.4), and 11 repeated is a duplicate.
+  ScriptedDevice device({9, 11, 10, 11, 12});
+  MqttProbe probe(broker.port(), "c2m/scripted/seq");
+  auto gateway =
+      startGateway(dir, baseConfig(broker, dir) + "[[coap.device]]\nname = \"scripted\"\nuri = " +
+                            "\"coap://127.0.0.1:" + std::to_string(device.port()) +
+                            "\"\n\n[[rule]]\nname = \"seq\"\nmatch = { path = \"/seq\" }\n"
+                            "topic = \"c2m/{device}/{path}\"\npayload = \"raw\"\n");
+  ASSERT_TRUE(probe.waitFor(
+      [](const std::vector<MqttMessage>& msgs) {
+        return !msgs.empty() && msgs.back().payload == "12";
+      },
+      10s))
+      << gateway->output();
+  std::vector<std::string> got;
+  for (const auto& m : probe.messages()) got.push_back(m.payload);
+  EXPECT_EQ(got, (std::vector<std::string>{"9", "11", "12"})) << gateway->output();
+}
+
+TEST(Observe, FourKilobyteResourceArrivesWholeThroughBlockwise) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPort();
+  Process server({"coap-server-openssl", "-A", "127.0.0.1", "-p", std::to_string(port)},
+                 dir.file("server.log"));
+  const std::string uri = "coap://127.0.0.1:" + std::to_string(port);
+  ASSERT_TRUE(waitUntil([&] { return coapRequest("get", uri + "/time").ok; }, 10s));
+  std::string big;
+  for (int i = 0; big.size() < 4096; ++i) big += "line " + std::to_string(i) + " of a 4 KiB body\n";
+  big.resize(4096);
+  ASSERT_TRUE(coapRequest("put", uri + "/example_data", big).ok);
+  MqttProbe probe(broker.port(), "c2m/big/example_data");
+  auto gateway = startGateway(
+      dir, baseConfig(broker, dir) + "[[coap.device]]\nname = \"big\"\nuri = \"" + uri +
+               "\"\n\n[[rule]]\nname = \"data\"\nmatch = { path = \"/example_data\" }\n"
+               "topic = \"c2m/{device}/{path}\"\npayload = \"raw\"\n");
+  ASSERT_TRUE(probe.waitForCount("c2m/big/example_data", 1, 10s)) << gateway->output();
+  EXPECT_EQ(probe.messagesOn("c2m/big/example_data").front().payload, big);
+
+  // A change is notified whole as well.
+  std::string changed = big;
+  changed.replace(0, 7, "CHANGED");
+  ASSERT_TRUE(coapRequest("put", uri + "/example_data", changed).ok);
+  EXPECT_TRUE(probe.waitFor(
+      [&](const std::vector<MqttMessage>& msgs) { return msgs.back().payload == changed; }, 10s))
+      << gateway->output();
+}
+
+TEST(Observe, ReloadKeepsUnchangedObservationsAndCancelsRemovedOnes) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  Process sim({simulatorBinary(), "--devices", "1", "--address", "127.0.0.1", "--port",
+               std::to_string(port), "--interval", "200"},
+              dir.file("sim.log"));
+  ASSERT_TRUE(sim.waitForOutput("READY", 10s));
+  MqttProbe probe(broker.port(), "#");
+  const std::string rules =
+      "[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
+      "topic = \"old/{device}/{path}\"\n\n"
+      "[[rule]]\nname = \"temp\"\nmatch = { path = \"/sensors/temp\" }\n"
+      "topic = \"old/{device}/{path}\"\n";
+  dir.write("rules.toml", rules);
+  std::string config = baseConfig(broker, dir) + "[[coap.device]]\nname = \"dev0\"\nuri = " +
+                       "\"coap://127.0.0.1:" + std::to_string(port) + "\"\n";
+  config.replace(config.find("[coap]\n"), 0, "rules = [\"rules.toml\"]\n\n");
+  auto gateway = startGateway(dir, config);
+  ASSERT_TRUE(probe.waitForCount("old/dev0/sensors/counter", 2, 10s)) << gateway->output();
+  ASSERT_TRUE(probe.waitForCount("old/dev0/sensors/temp", 2, 10s)) << gateway->output();
+  EXPECT_EQ(sim.countInOutput("GET /sensors/counter"), 1u) << sim.output();
+  EXPECT_EQ(sim.countInOutput("GET /sensors/temp"), 1u) << sim.output();
+
+  // A broken rule file: the old rules keep working.
+  dir.write("rules.toml", rules + "[[rule]]\nname = \"broken\"\nmode = \"sometimes\"\n");
+  kill(gateway->pid(), SIGHUP);
+  ASSERT_TRUE(gateway->waitForOutput("keeping the old rules", 10s)) << gateway->output();
+  const std::size_t n = probe.messagesOn("old/dev0/sensors/counter").size();
+  EXPECT_TRUE(probe.waitForCount("old/dev0/sensors/counter", n + 2, 10s));
+
+  // The counter moves to a new topic and the temperature rule goes away.
+  dir.write("rules.toml",
+            "[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
+            "topic = \"new/{device}/{path}\"\n");
+  kill(gateway->pid(), SIGHUP);
+  ASSERT_TRUE(probe.waitForCount("new/dev0/sensors/counter", 2, 10s)) << gateway->output();
+  // The device got exactly one more GET for /sensors/temp: the deregistration (Observe=1).
+  EXPECT_TRUE(sim.waitForOutput("GET /sensors/temp", 1s));
+  EXPECT_TRUE(waitUntil([&] { return sim.countInOutput("GET /sensors/temp") == 2u; }, 5s))
+      << sim.output();
+  // ... and the counter was not observed again.
+  EXPECT_EQ(sim.countInOutput("GET /sensors/counter"), 1u) << sim.output();
+  const std::size_t temps = probe.messagesOn("old/dev0/sensors/temp").size();
+  // Later counter values prove time has passed; no temperature came with them.
+  const std::size_t c = probe.messagesOn("new/dev0/sensors/counter").size();
+  ASSERT_TRUE(probe.waitForCount("new/dev0/sensors/counter", c + 5, 10s));
+  EXPECT_EQ(probe.messagesOn("old/dev0/sensors/temp").size(), temps);
+}
+
+}  // namespace
+}  // namespace coap2mqtt::test
