@@ -184,7 +184,9 @@ CoapLink::CoapLink(EventLoop& loop, const CoapConfig& config)
     : loop_(loop), config_(config), next_token_(std::random_device{}()) {
   next_token_ = (next_token_ << 32) ^ std::random_device{}();
   coap_set_log_handler(&CoapCallbacks::log);
-  coap_set_log_level(spdlog::get_level() <= spdlog::level::debug ? LOG_INFO : LOG_WARNING);
+  coap_set_log_level(spdlog::get_level() <= spdlog::level::trace   ? LOG_DEBUG
+                     : spdlog::get_level() <= spdlog::level::debug ? LOG_INFO
+                                                                   : LOG_WARNING);
   context_ = coap_new_context(nullptr);
   if (context_ == nullptr) throw std::runtime_error("coap: cannot create context");
   // libcoap reassembles Block2 bodies and sends Block1 for us; handlers see whole bodies.
@@ -357,6 +359,7 @@ std::uint64_t CoapLink::send(Device& device, bridge::Method method, const std::s
     if (it != exchanges_.end()) it->second->timer = 0;
     fail(token, "timeout");
   });
+  spdlog::trace("coap: sent token {:016x} to {}{}", token, device.name, path);
   exchanges_[token] = std::move(exchange);
   return token;
 }
@@ -376,6 +379,9 @@ int CoapLink::onResponse(coap_session_t* /*session*/, const void* received_ptr) 
   coap_bin_const_t token_bin = coap_pdu_get_token(received);
   auto observe_value = uintOption(received, COAP_OPTION_OBSERVE);
   auto it = token_bin.length == 8 ? exchanges_.find(tokenValue(token_bin.s)) : exchanges_.end();
+  spdlog::trace("coap: response token {:016x} observe {} {}",
+                token_bin.length == 8 ? tokenValue(token_bin.s) : 0, observe_value.value_or(0),
+                it == exchanges_.end() ? "unknown" : "matched");
   if (it == exchanges_.end()) {
     ++stats_.unknown_token;
     // A notification nobody wants: RST makes the device forget the observation.

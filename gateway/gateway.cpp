@@ -31,6 +31,8 @@ constexpr auto kStoreFlushInterval = std::chrono::seconds(2);
 constexpr auto kDevicesDebounce = std::chrono::milliseconds(200);
 constexpr auto kMaxAgeMargin = std::chrono::seconds(2);
 constexpr auto kStartupSpacing = std::chrono::milliseconds(2);
+constexpr int kSilentIntervals = 4;  // this many missed notifications = lost observation
+constexpr auto kMinSilence = std::chrono::milliseconds(5000);
 
 std::string stateJson(const char* state) {
   return Json{{"state", state}}.dump();
@@ -127,6 +129,8 @@ struct Gateway::Impl {
     EventLoop::TimerId timer = 0;
     EventLoop::TimerId max_age_timer = 0;  // re-register when notifications stop
     ObserveFreshness freshness;
+    SteadyClock::time_point last_notification{};
+    std::chrono::milliseconds pace{0};  // typical time between notifications
   };
   struct DeviceState {
     EventLoop::TimerId retry_timer = 0;
@@ -418,8 +422,16 @@ struct Gateway::Impl {
 
   // ---- watching resources ---------------------------------------------------------------
 
-  void stopWatch(WatchState& w) {
-    if (w.observe_id != 0) coap.cancelObserve(w.observe_id);  // the device hears about it
+  // `deregister`: tell the device (GET with Observe=1). Not when registering again at once:
+  // libcoap 4.3.1 then swallows the new registration's notifications.
+  void stopWatch(WatchState& w, bool deregister = true) {
+    if (w.observe_id != 0) {
+      if (deregister) {
+        coap.cancelObserve(w.observe_id);
+      } else {
+        coap.cancelRequest(w.observe_id);
+      }
+    }
     if (w.poll_request != 0) coap.cancelRequest(w.poll_request);
     if (w.timer != 0) loop.cancel(w.timer);
     if (w.max_age_timer != 0) loop.cancel(w.max_age_timer);
@@ -464,7 +476,7 @@ struct Gateway::Impl {
       next.push_back(std::move(w));
     }
     for (auto& old : state.watches) {
-      if (old) stopWatch(*old);
+      if (old) stopWatch(*old, !restart);
     }
     state.watches = std::move(next);
     for (WatchState* w : to_start) startWatch(*w);
@@ -525,23 +537,34 @@ struct Gateway::Impl {
     publish(w, *response);
   }
 
-  // RFC 7641 §3.3.1: a notification is fresh for Max-Age. If none follows by then, the
-  // device may have dropped us (e.g. libcoap#1306 after one lost ACK): register again.
+  // RFC 7641 §3.3.1: a notification is fresh for Max-Age; if none follows by then the
+  // device may have dropped us. libcoap 4.3.1 does not ACK a retransmitted CON
+  // notification (libcoap#1306), so one lost ACK makes the device give up on us: waiting
+  // for Max-Age alone would leave a long gap. A resource that has been notifying at a
+  // steady pace is re-registered once it has been silent for several of its intervals.
   void armMaxAge(WatchState& w, std::uint32_t max_age_s) {
+    const auto now = SteadyClock::now();
+    if (w.last_notification != SteadyClock::time_point{}) {
+      const auto gap =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - w.last_notification);
+      // Exponentially weighted, 1/4 new: one odd gap does not move it far.
+      w.pace = w.pace.count() == 0 ? gap : (w.pace * 3 + gap) / 4;
+    }
+    w.last_notification = now;
     if (w.max_age_timer != 0) loop.cancel(w.max_age_timer);
-    const auto wait = std::chrono::seconds(max_age_s) + kMaxAgeMargin;
-    w.max_age_timer =
-        loop.runAfter(std::chrono::duration_cast<std::chrono::milliseconds>(wait), [this, &w] {
-          w.max_age_timer = 0;
-          ++reregistrations;
-          spdlog::info(
-              "{}{}: no notification within Max-Age; "
-              "registering again",
-              w.watch.device, w.watch.path);
-          if (w.observe_id != 0) coap.cancelObserve(w.observe_id);
-          w.observe_id = 0;
-          startWatch(w);
-        });
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::seconds(max_age_s) + kMaxAgeMargin);
+    if (w.pace.count() > 0) wait = std::min(wait, std::max(w.pace * kSilentIntervals, kMinSilence));
+    w.max_age_timer = loop.runAfter(wait, [this, &w, wait] {
+      w.max_age_timer = 0;
+      ++reregistrations;
+      spdlog::info("{}{}: no notification for {} ms; registering again", w.watch.device,
+                   w.watch.path, wait.count());
+      // Forgotten locally only: if the device still has it, its next notification gets
+      // an RST.
+      stopWatch(w, false);
+      startWatch(w);
+    });
   }
 
   void poll(WatchState& w) {

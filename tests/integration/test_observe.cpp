@@ -241,5 +241,39 @@ TEST(Observe, ReloadKeepsUnchangedObservationsAndCancelsRemovedOnes) {
   EXPECT_EQ(probe.messagesOn("old/dev0/sensors/temp").size(), temps);
 }
 
+TEST(Observe, RestartedDeviceIsObservedAgainWithinTenSeconds) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  const std::vector<std::string> sim_argv{simulatorBinary(),    "--devices",  "1",
+                                          "--address",          "127.0.0.1",  "--port",
+                                          std::to_string(port), "--interval", "200"};
+  auto sim = std::make_unique<Process>(sim_argv, dir.file("sim.log"));
+  ASSERT_TRUE(sim->waitForOutput("READY", 10s));
+  MqttProbe probe(broker.port(), "c2m/dev0/sensors/counter");
+  auto gateway = startGateway(
+      dir, baseConfig(broker, dir) + "[[coap.device]]\nname = \"dev0\"\nuri = " +
+               "\"coap://127.0.0.1:" + std::to_string(port) +
+               "\"\n\n[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
+               "topic = \"c2m/{device}/{path}\"\n");
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/sensors/counter", 5, 10s)) << gateway->output();
+
+  // The device reboots: a new process that knows nothing of our observation, whose
+  // sequence numbers start again from the beginning.
+  sim->stop(9);
+  sim = std::make_unique<Process>(sim_argv, dir.file("sim2.log"));
+  ASSERT_TRUE(sim->waitForOutput("READY", 10s));
+  const auto back = std::chrono::steady_clock::now();
+  const std::size_t before = probe.messages().size();
+  ASSERT_TRUE(probe.waitFor(
+      [&](const std::vector<MqttMessage>& msgs) {
+        return msgs.size() > before;  // the old process is gone: anything new is from the new one
+      },
+      10s))
+      << gateway->output();
+  EXPECT_LT(std::chrono::steady_clock::now() - back, 10s);
+  EXPECT_TRUE(sim->waitForOutput("GET /sensors/counter", 1s)) << "registered again";
+}
+
 }  // namespace
 }  // namespace coap2mqtt::test
