@@ -761,11 +761,16 @@ struct Gateway::Impl {
 
   void onRdEvent(const registry::RdEvent& e) {
     const auto& reg = e.registration;
+    // A device already known at that address keeps its name (a configured name wins);
+    // else the endpoint name, unless another (non-RD) device has it.
     std::string name = nameForUri(reg.base);
-    if (name.empty())
-      name = registry.find(deviceNameFromEndpoint(reg.ep)) != nullptr
-                 ? deviceNameFromEndpoint(reg.ep)
-                 : uniqueName(deviceNameFromEndpoint(reg.ep));
+    if (name.empty()) {
+      const std::string wanted = deviceNameFromEndpoint(reg.ep);
+      const registry::Device* holder = registry.find(wanted);
+      name = holder == nullptr || holder->source == registry::Source::ResourceDirectory
+                 ? wanted
+                 : uniqueName(wanted);
+    }
     switch (e.kind) {
       case registry::RdEvent::Kind::Registered:
       case registry::RdEvent::Kind::Updated: {
@@ -777,11 +782,13 @@ struct Gateway::Impl {
             return;
           }
           registry::Device d;
+          if (existing != nullptr) d = *existing;  // keeps online state, history, resources
           d.name = name;
           d.uri = reg.base;
-          d.source = existing ? existing->source : registry::Source::ResourceDirectory;
-          d.first_seen = existing ? existing->first_seen : SystemClock::now();
-          d.friendly_name = existing ? existing->friendly_name : std::string{};
+          if (existing == nullptr) {
+            d.source = registry::Source::ResourceDirectory;
+            d.first_seen = SystemClock::now();
+          }
           const registry::Device& added = registry.upsert(std::move(d));
           store->save(added);
           if (existing == nullptr) {
