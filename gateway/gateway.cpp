@@ -30,6 +30,7 @@ constexpr auto kShutdownFlush = std::chrono::milliseconds(300);
 constexpr auto kStoreFlushInterval = std::chrono::seconds(2);
 constexpr auto kDevicesDebounce = std::chrono::milliseconds(200);
 constexpr auto kMaxAgeMargin = std::chrono::seconds(2);
+constexpr auto kStatsInterval = std::chrono::minutes(5);
 constexpr auto kStartupSpacing = std::chrono::milliseconds(2);
 constexpr int kSilentIntervals = 4;  // this many missed notifications = lost observation
 constexpr auto kMinSilence = std::chrono::milliseconds(5000);
@@ -188,6 +189,7 @@ struct Gateway::Impl {
     startMulticast();
     scheduleLiveness();
     scheduleStoreFlush();
+    scheduleStats();
     spdlog::info("gateway '{}' started: {} known device(s), {} rule(s), {} command(s)", config.name,
                  registry.size(), config.rules.rules.size(), config.rules.commands.size());
   }
@@ -856,8 +858,54 @@ struct Gateway::Impl {
     mqtt.publish(topic("bridge/devices"), list.dump(), 1, true);
   }
 
+  Json statsJson() const {
+    const CoapStats& c = coap.stats();
+    std::size_t online = 0;
+    std::size_t observed = 0;
+    for (const registry::Device* d : registry.all()) online += d->online ? 1 : 0;
+    for (const auto& [name, state] : states) {
+      for (const auto& w : state.watches) observed += w->observe_id != 0 ? 1 : 0;
+    }
+    return Json{{"devices", registry.size()},
+                {"devices_online", online},
+                {"observations", observed},
+                {"coap",
+                 {{"requests", c.requests_sent},
+                  {"responses", c.responses},
+                  {"notifications", c.notifications},
+                  {"failures", c.failures},
+                  {"unknown_token", c.unknown_token}}},
+                {"dropped",
+                 {{"stale_notification", stale_notifications},
+                  {"bad_payload", route_stats.bad_payload},
+                  {"bad_topic", route_stats.bad_topic},
+                  {"command_refused", commands_refused}}},
+                {"reregistrations", reregistrations},
+                {"published", route_stats.published},
+                {"mqtt_publish_failed", mqtt.stats().publish_failed.load()}};
+  }
+
+  // Retained: who we are and how we are doing (refreshed every kStatsInterval).
+  void publishInfo() {
+    Json info{{"version", COAP2MQTT_VERSION},
+              {"gateway", config.name},
+              {"rules", config.rules.rules.size()},
+              {"commands", config.rules.commands.size()},
+              {"stats", statsJson()}};
+    mqtt.publish(topic("bridge/info"), info.dump(), 1, true);
+  }
+
+  void scheduleStats() {
+    loop.runAfter(kStatsInterval, [this] {
+      spdlog::info("stats: {}", statsJson().dump());
+      publishInfo();
+      if (!stopping) scheduleStats();
+    });
+  }
+
   void onMqttConnected() {
     mqtt.publish(topic("bridge/state"), stateJson("online"), 1, true);
+    publishInfo();
     // Brokers lose retained messages: say again where every device stands.
     for (const registry::Device* device : registry.all()) {
       if (states[device->name].ever_online || !device->online) {
@@ -1000,6 +1048,7 @@ struct Gateway::Impl {
       state.retry_timer = 0;
       stopWatches(state);  // sends the observe cancellations
     }
+    spdlog::info("stats: {}", statsJson().dump());
     // While we are down nobody vouches for the devices: the database says so.
     for (const registry::Device* d : registry.all()) store->touch(d->name, d->last_seen, false);
     flushStore();

@@ -75,7 +75,13 @@ TEST(GatewayEndToEnd, BridgeStateOnlineThenOfflineOnShutdown) {
       },
       10s))
       << gateway->output();
+  ASSERT_TRUE(probe.waitForCount("c2m/bridge/info", 1, 5s));
+  const auto info = probe.messagesOn("c2m/bridge/info").back();
+  EXPECT_NE(info.payload.find("\"gateway\":\"test-gw\""), std::string::npos) << info.payload;
+  EXPECT_NE(info.payload.find("\"version\":"), std::string::npos) << info.payload;
+  EXPECT_NE(info.payload.find("\"stale_notification\":0"), std::string::npos) << info.payload;
   EXPECT_EQ(gateway->stop(15, 10s), 0);
+  EXPECT_NE(gateway->output().find("stats: {"), std::string::npos) << "counters logged at exit";
   EXPECT_TRUE(probe.waitFor(
       [](const auto& msgs) {
         return !msgs.empty() && msgs.back().topic == "c2m/bridge/state" &&
