@@ -185,6 +185,7 @@ struct Gateway::Impl {
     mqtt.start();
     startServer();
     loadKnownDevices();
+    restoreRdRegistrations();
     for (const auto& device : config.devices) addStaticDevice(device);
     startMulticast();
     scheduleLiveness();
@@ -746,6 +747,44 @@ struct Gateway::Impl {
     return fromRd(result);
   }
 
+  // Registrations outlive a restart: their lifetimes keep running (wall clock) and their
+  // locations keep answering updates.
+  void restoreRdRegistrations() {
+    std::vector<registry::SkippedRdRegistration> skipped;
+    const auto now_system = SystemClock::now();
+    const auto now_steady = SteadyClock::now();
+    std::size_t restored = 0;
+    for (auto& stored : store->loadRdRegistrations(&skipped)) {
+      registry::RdRegistration r = std::move(stored.registration);
+      r.expires = now_steady +
+                  std::chrono::duration_cast<SteadyClock::duration>(stored.expires_at - now_system);
+      rd.restore(std::move(r));
+      ++restored;
+    }
+    for (const auto& bad : skipped) {
+      spdlog::warn("rd: dropping stored registration {}: {}", bad.location, bad.reason);
+      store->removeRdRegistration(bad.location);
+    }
+    if (restored > 0) spdlog::info("rd: {} registration(s) restored", restored);
+    scheduleRdExpiry();
+  }
+
+  void persistRdEvent(const registry::RdEvent& e) {
+    try {
+      if (e.kind == registry::RdEvent::Kind::Registered ||
+          e.kind == registry::RdEvent::Kind::Updated) {
+        const auto left = e.registration.expires - SteadyClock::now();
+        store->saveRdRegistration(
+            e.registration,
+            SystemClock::now() + std::chrono::duration_cast<SystemClock::duration>(left));
+      } else {
+        store->removeRdRegistration(e.registration.location);
+      }
+    } catch (const std::exception& ex) {
+      spdlog::warn("rd: cannot store registration {}: {}", e.registration.location, ex.what());
+    }
+  }
+
   void scheduleRdExpiry() {
     if (rd_expiry_timer != 0) loop.cancel(rd_expiry_timer);
     rd_expiry_timer = 0;
@@ -762,6 +801,7 @@ struct Gateway::Impl {
   }
 
   void onRdEvent(const registry::RdEvent& e) {
+    persistRdEvent(e);
     const auto& reg = e.registration;
     // A device already known at that address keeps its name (a configured name wins);
     // else the endpoint name, unless another (non-RD) device has it.

@@ -338,6 +338,21 @@ int dotSegment(std::string_view seg) {
   return dots;
 }
 
+void appendQuoted(std::string& out, std::string_view value) {
+  out += '"';
+  for (const char c : value) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += '"';
+}
+
+bool isPtoken(std::string_view value) {
+  return !value.empty() && std::all_of(value.begin(), value.end(), [](char c) {
+    return isPtokenChar(static_cast<unsigned char>(c));
+  });
+}
+
 }  // namespace
 
 const LinkAttribute* Link::find(std::string_view name) const {
@@ -356,6 +371,28 @@ LinkFormatResult parseLinkFormat(std::string_view text, std::size_t max_bytes) {
     return r;
   }
   return Parser(text).run();
+}
+
+std::string serializeLinkFormat(const std::vector<Link>& links) {
+  std::string out;
+  for (const Link& link : links) {
+    if (!out.empty()) out += ',';
+    out += '<';
+    out += link.target;
+    out += '>';
+    for (const LinkAttribute& a : link.attributes) {
+      out += ';';
+      out += a.name;
+      if (!a.value) continue;
+      out += '=';
+      if (a.name != "anchor" && a.name != "title" && isPtoken(*a.value)) {
+        out += *a.value;
+      } else {
+        appendQuoted(out, *a.value);
+      }
+    }
+  }
+  return out;
 }
 
 std::optional<std::string> targetPath(std::string_view target) {

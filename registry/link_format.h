@@ -60,6 +60,22 @@ inline constexpr std::size_t kMaxAttributesPerLink = 64;
 LinkFormatResult parseLinkFormat(std::string_view text,
                                  std::size_t max_bytes = std::size_t{64} * 1024);
 
+// Writes `links` as a link-format document (RFC 6690 §2), the inverse of parseLinkFormat:
+// links joined by ',' without whitespace, each "<target>" followed by ";name" (no value) or
+// ";name=value" for every entry of `attributes`, in order. A value goes out as a ptoken
+// when it can, else as a quoted-string with '"' and '\' escaped; anchor and title are
+// always quoted, as RFC 6690's ABNF has them. Only `target` and `attributes` are written:
+// the convenience views (rt, ifs, ct, obs, sz, title, anchor) are derived from the
+// attributes by the parser and ignored here.
+// Round trip: for links that parseLinkFormat produced, parsing the output yields the same
+// targets and attributes (and so the same views). Caller-built links round-trip only if
+// they could have been parsed: a target of URI characters (no '>'), lower-case parmname
+// names (optionally ending in '*'), values of valid UTF-8 without control characters other
+// than HTAB, and well-formed values for the attributes the parser checks (ct, sz, ...).
+// The output can be a little longer than the parsed input (title/anchor gain quotes), so
+// parse it back with a max_bytes that allows for that.
+std::string serializeLinkFormat(const std::vector<Link>& links);
+
 // The resource path for a link target relative to the device: "/a/b" for "</a/b>",
 // "a/b" -> "/a/b", "coap://host:5683/a/b?x" -> "/a/b" (absolute URIs yield their path,
 // whatever the host). "" and "/" -> "/". Query and fragment are dropped, "." segments

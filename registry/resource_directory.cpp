@@ -55,54 +55,17 @@ std::string lowered(std::string_view s) {
   return out;
 }
 
-// RFC 6690 §2 ptokenchar: what a link-param value may contain without quotes.
-constexpr bool isPtokenChar(unsigned char c) {
-  return isAlpha(c) || isDigit(c) ||
-         std::string_view("!#$%&'()*+-./:<=>?@[]^_`{|}~").find(static_cast<char>(c)) !=
-             std::string_view::npos;
-}
-
-// ---------------------------------------------------------------------------------------
-// Link-format serialisation (RFC 6690 §2), the inverse of parseLinkFormat: a value goes
-// out as a ptoken when it can, else as a quoted-string with '"' and '\' escaped; a
-// parameter without value stays bare. anchor and title are always quoted, as RFC 6690's
-// ABNF has them.
-
-void appendQuoted(std::string& out, std::string_view value) {
-  out += '"';
+// ";name=" and `value` as a quoted-string, '"' and '\' escaped: the endpoint lookup's
+// attributes, which RFC 9176 §6.3 shows quoted whatever they contain.
+void appendQuotedParam(std::string& out, std::string_view name, std::string_view value) {
+  out += ';';
+  out += name;
+  out += "=\"";
   for (const char c : value) {
     if (c == '"' || c == '\\') out += '\\';
     out += c;
   }
   out += '"';
-}
-
-void appendParam(std::string& out, std::string_view name, const std::optional<std::string>& value,
-                 bool always_quote = false) {
-  out += ';';
-  out += name;
-  if (!value) return;
-  out += '=';
-  const bool token =
-      !always_quote && !value->empty() && std::all_of(value->begin(), value->end(), [](char c) {
-        return isPtokenChar(static_cast<unsigned char>(c));
-      });
-  if (token) {
-    out += *value;
-  } else {
-    appendQuoted(out, *value);
-  }
-}
-
-void appendLink(std::string& out, std::string_view target,
-                const std::vector<LinkAttribute>& attributes) {
-  if (!out.empty()) out += ',';
-  out += '<';
-  out += target;
-  out += '>';
-  for (const auto& a : attributes) {
-    appendParam(out, a.name, a.value, a.name == "anchor" || a.name == "title");
-  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -404,12 +367,27 @@ std::chrono::steady_clock::time_point expiryOf(std::chrono::steady_clock::time_p
   return lifetime >= room ? TP::max() : now + lifetime;
 }
 
-unsigned locationNumber(std::string_view location) {
-  unsigned n = 0;
-  for (const char c : location.substr(kLocationPrefix.size())) {
+// n of a location "/rd/<n>" as registerEndpoint() makes them: decimal without leading
+// zeros, at most 18 digits so that n + 1 cannot overflow. nullopt for any other text.
+std::optional<std::uint64_t> locationId(std::string_view location) {
+  if (location.substr(0, kLocationPrefix.size()) != kLocationPrefix) return std::nullopt;
+  const std::string_view digits = location.substr(kLocationPrefix.size());
+  if (digits.empty() || digits.size() > 18 || digits.front() == '0') return std::nullopt;
+  std::uint64_t n = 0;
+  for (const char c : digits) {
+    if (!isDigit(static_cast<unsigned char>(c))) return std::nullopt;
     n = n * 10 + static_cast<unsigned>(c - '0');
   }
   return n;
+}
+
+// Location order: "/rd/<n>" by n (so /rd/9 before /rd/10), then other (restored) text.
+bool locationLess(std::string_view a, std::string_view b) {
+  const std::optional<std::uint64_t> na = locationId(a);
+  const std::optional<std::uint64_t> nb = locationId(b);
+  if (na && nb) return *na < *nb;
+  if (na || nb) return na.has_value();
+  return a < b;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -448,20 +426,17 @@ bool attributeMatches(const Filter& f, std::string_view name, std::string_view v
 }
 
 // A registered link as the lookup interface shows it: target and anchor resolved.
-struct ResolvedLink {
-  std::string target;
-  std::vector<LinkAttribute> attributes;
-};
-
-ResolvedLink resolveLink(const RdRegistration& reg, const Link& link) {
-  ResolvedLink out{resolveReference(reg.base, link.target), link.attributes};
+Link resolveLink(const RdRegistration& reg, const Link& link) {
+  Link out = link;
+  out.target = resolveReference(reg.base, link.target);
   for (auto& a : out.attributes) {
     if (a.name == "anchor" && a.value) a.value = resolveReference(reg.base, *a.value);
   }
+  if (out.anchor) out.anchor = resolveReference(reg.base, *out.anchor);
   return out;
 }
 
-bool linkMatches(const Filter& f, const ResolvedLink& link) {
+bool linkMatches(const Filter& f, const Link& link) {
   if (f.name == "href") return f.matches(link.target);
   return std::any_of(link.attributes.begin(), link.attributes.end(), [&](const LinkAttribute& a) {
     return attributeMatches(f, a.name, a.value.value_or(std::string()));
@@ -564,7 +539,11 @@ RdResult ResourceDirectory::registerEndpoint(const RdQuery& query, std::string_v
     existing->second = reg;
     kind = RdEvent::Kind::Updated;
   } else {
-    reg.location = std::string(kLocationPrefix) + std::to_string(next_id_++);
+    // A restored location need not be one restore() could account for in next_id_
+    // ("/rd/<19 digits>"): never hand out one that is taken.
+    do {
+      reg.location = std::string(kLocationPrefix) + std::to_string(next_id_++);
+    } while (registrations_.find(reg.location) != registrations_.end());
     registrations_.emplace(reg.location, reg);
   }
   RdResult r = done(kCreated);
@@ -613,9 +592,7 @@ RdResult ResourceDirectory::remove(std::string_view location, std::vector<RdEven
 RdResult ResourceDirectory::read(std::string_view location) const {
   const RdRegistration* reg = find(location);
   if (!reg) return fail(kNotFound, "no such registration");
-  std::string out;
-  for (const auto& link : reg->links) appendLink(out, link.target, link.attributes);
-  return content(std::move(out));
+  return content(serializeLinkFormat(reg->links));
 }
 
 RdResult ResourceDirectory::lookupEndpoints(const RdQuery& query) const {
@@ -625,7 +602,7 @@ RdResult ResourceDirectory::lookupEndpoints(const RdQuery& query) const {
   std::vector<const RdRegistration*> matches;
   for (const auto& entry : registrations_) {
     const RdRegistration& reg = entry.second;
-    std::vector<ResolvedLink> resolved;
+    std::vector<Link> resolved;
     if (!q.filters.empty()) {
       resolved.reserve(reg.links.size());
       for (const auto& link : reg.links) resolved.push_back(resolveLink(reg, link));
@@ -634,12 +611,12 @@ RdResult ResourceDirectory::lookupEndpoints(const RdQuery& query) const {
     const bool all = std::all_of(q.filters.begin(), q.filters.end(), [&](const Filter& f) {
       return endpointMatches(f, reg) ||
              std::any_of(resolved.begin(), resolved.end(),
-                         [&](const ResolvedLink& l) { return linkMatches(f, l); });
+                         [&](const Link& l) { return linkMatches(f, l); });
     });
     if (all) matches.push_back(&reg);
   }
   std::sort(matches.begin(), matches.end(), [](const RdRegistration* a, const RdRegistration* b) {
-    return locationNumber(a->location) < locationNumber(b->location);
+    return locationLess(a->location, b->location);
   });
 
   std::string out;
@@ -650,11 +627,11 @@ RdResult ResourceDirectory::lookupEndpoints(const RdQuery& query) const {
     out += '<';
     out += reg.location;
     out += '>';
-    appendParam(out, "ep", reg.ep, true);
-    appendParam(out, "base", reg.base, true);
-    appendParam(out, "rt", std::string("core.rd-ep"), true);
-    if (!reg.sector.empty()) appendParam(out, "d", reg.sector, true);
-    if (!reg.et.empty()) appendParam(out, "et", reg.et, true);
+    appendQuotedParam(out, "ep", reg.ep);
+    appendQuotedParam(out, "base", reg.base);
+    appendQuotedParam(out, "rt", "core.rd-ep");
+    if (!reg.sector.empty()) appendQuotedParam(out, "d", reg.sector);
+    if (!reg.et.empty()) appendQuotedParam(out, "et", reg.et);
   }
   return content(std::move(out));
 }
@@ -663,16 +640,10 @@ RdResult ResourceDirectory::lookupResources(const RdQuery& query) const {
   LookupQuery q;
   if (auto e = parseLookupQuery(query, q)) return fail(kBadRequest, std::move(*e));
 
-  std::vector<const RdRegistration*> regs;
-  for (const auto& [location, reg] : registrations_) regs.push_back(&reg);
-  std::sort(regs.begin(), regs.end(), [](const RdRegistration* a, const RdRegistration* b) {
-    return locationNumber(a->location) < locationNumber(b->location);
-  });
-
-  std::vector<ResolvedLink> matches;
-  for (const RdRegistration* reg : regs) {
+  std::vector<Link> matches;
+  for (const RdRegistration* reg : inLocationOrder()) {
     for (const auto& link : reg->links) {
-      ResolvedLink resolved = resolveLink(*reg, link);
+      Link resolved = resolveLink(*reg, link);
       // RFC 9176 §6.2: a link matches a criterion if it or its endpoint does.
       const bool all = std::all_of(q.filters.begin(), q.filters.end(), [&](const Filter& f) {
         return linkMatches(f, resolved) || endpointMatches(f, *reg);
@@ -683,12 +654,10 @@ RdResult ResourceDirectory::lookupResources(const RdQuery& query) const {
 
   // RFC 9176 §6.1: targets and anchors resolved; a link registered without an anchor is
   // returned without one.
-  std::string out;
   const auto [first, last] = pageRange(q, matches.size());
-  for (std::size_t i = first; i < last; ++i) {
-    appendLink(out, matches[i].target, matches[i].attributes);
-  }
-  return content(std::move(out));
+  matches.erase(matches.begin() + static_cast<std::ptrdiff_t>(last), matches.end());
+  matches.erase(matches.begin(), matches.begin() + static_cast<std::ptrdiff_t>(first));
+  return content(serializeLinkFormat(matches));
 }
 
 void ResourceDirectory::expire(TimePoint now, std::vector<RdEvent>& events) {
@@ -698,7 +667,7 @@ void ResourceDirectory::expire(TimePoint now, std::vector<RdEvent>& events) {
   }
   std::sort(due.begin(), due.end(), [](const auto& a, const auto& b) {
     if (a->second.expires != b->second.expires) return a->second.expires < b->second.expires;
-    return locationNumber(a->first) < locationNumber(b->first);
+    return locationLess(a->first, b->first);
   });
   for (const auto& it : due) {
     events.push_back(RdEvent{RdEvent::Kind::Expired, std::move(it->second)});
@@ -717,6 +686,43 @@ std::optional<ResourceDirectory::TimePoint> ResourceDirectory::nextExpiry() cons
 const RdRegistration* ResourceDirectory::find(std::string_view location) const {
   const auto it = registrations_.find(location);
   return it == registrations_.end() ? nullptr : &it->second;
+}
+
+void ResourceDirectory::restore(RdRegistration registration) {
+  // (ep, d) stays unique: registerEndpoint() would otherwise update one of the two and
+  // lookups would list the endpoint twice.
+  for (auto it = registrations_.begin(); it != registrations_.end();) {
+    const RdRegistration& other = it->second;
+    if (other.location != registration.location && other.ep == registration.ep &&
+        other.sector == registration.sector) {
+      it = registrations_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (const std::optional<std::uint64_t> id = locationId(registration.location)) {
+    next_id_ = std::max(next_id_, *id + 1);
+  }
+  std::string location = registration.location;
+  registrations_.insert_or_assign(std::move(location), std::move(registration));
+}
+
+std::vector<RdRegistration> ResourceDirectory::registrations() const {
+  std::vector<RdRegistration> out;
+  const std::vector<const RdRegistration*> ordered = inLocationOrder();
+  out.reserve(ordered.size());
+  for (const RdRegistration* reg : ordered) out.push_back(*reg);
+  return out;
+}
+
+std::vector<const RdRegistration*> ResourceDirectory::inLocationOrder() const {
+  std::vector<const RdRegistration*> out;
+  out.reserve(registrations_.size());
+  for (const auto& entry : registrations_) out.push_back(&entry.second);
+  std::sort(out.begin(), out.end(), [](const RdRegistration* a, const RdRegistration* b) {
+    return locationLess(a->location, b->location);
+  });
+  return out;
 }
 
 }  // namespace coap2mqtt::registry

@@ -3,6 +3,7 @@
 // The gateway maps CoAP requests on /rd, /rd/<id>, /rd-lookup/{ep,res} onto these calls;
 // nothing here does I/O or reads a clock.
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -18,9 +19,9 @@ namespace coap2mqtt::registry {
 using RdQuery = std::vector<std::pair<std::string, std::string>>;
 
 struct RdResult {
-  unsigned code = 0;      // CoAP code as class*100+detail: 201, 204, 202, 205, 400, 404, 415
-  std::string location;   // for 201: the registration resource, e.g. "/rd/3"
-  std::string payload;    // 205: link-format; 4.xx: a short diagnostic text
+  unsigned code = 0;     // CoAP code as class*100+detail: 201, 204, 202, 205, 400, 404, 415
+  std::string location;  // for 201: the registration resource, e.g. "/rd/3"
+  std::string payload;   // 205: link-format; 4.xx: a short diagnostic text
   unsigned content_format = 40;
 };
 
@@ -79,9 +80,27 @@ class ResourceDirectory {
   const RdRegistration* find(std::string_view location) const;
   std::size_t size() const { return registrations_.size(); }
 
+  // Persistence. The caller saves registrations (after each event) and, after a restart,
+  // hands them back through restore() with `expires` converted to this run's clock.
+  //
+  // restore() inserts `registration` as it is: location, lifetime, expires and links are
+  // kept and nothing is validated; no event. A registration already at that location is
+  // replaced, and so is one at another location with the same (ep, d), which keeps
+  // (ep, d) unique as registerEndpoint() does: the one restored last wins. For a location
+  // "/rd/<n>" (n decimal, no leading zeros, at most 18 digits) later registerEndpoint()
+  // calls never hand out n or anything below it again, and never a location in use. A
+  // registration already past its expiry goes at the next expire() with an Expired event,
+  // like any other.
+  void restore(RdRegistration registration);
+  // Every registration, ordered by location: "/rd/<n>" by n, then any other location by
+  // its text. The order of lookups and of registerEndpoint()'s locations.
+  std::vector<RdRegistration> registrations() const;
+
  private:
+  std::vector<const RdRegistration*> inLocationOrder() const;
+
   std::map<std::string, RdRegistration, std::less<>> registrations_;  // by location
-  unsigned next_id_ = 1;
+  std::uint64_t next_id_ = 1;
 };
 
 }  // namespace coap2mqtt::registry

@@ -14,12 +14,16 @@
 #include <unordered_map>
 #include <utility>
 
-// Layout of the file (schema version 1):
+// Layout of the file (schema version 2):
 //
 //   devices(name PK, friendly_name, uri, source 'static'|'multicast'|'rd', online 0|1,
 //           first_seen, last_seen)                         times: ms since the Unix epoch
 //   resources(device -> devices(name) ON DELETE/UPDATE CASCADE, path, ord, rt, ifs, ct,
 //             obs 0|1, sz NULL|>=0, title NULL|text, PK(device, path))
+//   rd_registrations(location PK, ep, sector, base, et, lifetime_s, expires_ms, links)  (v2)
+//             expires_ms: wall clock, ms since the Unix epoch; links: RFC 6690 link-format
+//             as serializeLinkFormat writes it. Independent of devices: a registration
+//             lives by its lifetime, the device it created by the registry's rules.
 //
 // rt, ifs and ct are space-joined lists: RFC 6690 relation types and interface
 // descriptions are space-separated tokens, so an item can never contain a space (save()
@@ -73,6 +77,18 @@ CREATE TABLE resources (
 ) STRICT;
 PRAGMA application_id = 1127370065;
 )sql"},
+    {2, R"sql(
+CREATE TABLE rd_registrations (
+  location   TEXT    NOT NULL PRIMARY KEY,
+  ep         TEXT    NOT NULL,
+  sector     TEXT    NOT NULL DEFAULT '',
+  base       TEXT    NOT NULL,
+  et         TEXT    NOT NULL DEFAULT '',
+  lifetime_s INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  links      TEXT    NOT NULL
+) STRICT;
+)sql"},
 };
 
 static_assert(kApplicationId == 1127370065, "keep the v1 migration's literal in sync");
@@ -113,6 +129,23 @@ Clock::time_point fromMs(std::int64_t ms) {
   return Clock::time_point(
       std::chrono::duration_cast<Clock::duration>(std::chrono::milliseconds(ms)));
 }
+
+// fromMs, saturating: a row written by hand (or by a clock gone mad) must not overflow
+// the time_point's representation.
+Clock::time_point fromMsSaturating(std::int64_t ms) {
+  using Ms = std::chrono::milliseconds;
+  constexpr auto kMax = std::chrono::duration_cast<Ms>(Clock::duration::max()).count();
+  constexpr auto kMin = std::chrono::duration_cast<Ms>(Clock::duration::min()).count();
+  if (ms >= kMax) return Clock::time_point(std::chrono::duration_cast<Clock::duration>(Ms(kMax)));
+  if (ms <= kMin) return Clock::time_point(std::chrono::duration_cast<Clock::duration>(Ms(kMin)));
+  return fromMs(ms);
+}
+
+// RFC 9176 §5: lt is 1..2^32-1 seconds.
+constexpr std::int64_t kMaxRdLifetimeS = 4294967295;
+
+// Room for serializeLinkFormat's output to be longer than the registration's payload was.
+constexpr std::size_t kMaxStoredLinksBytes = std::size_t{16} * 1024 * 1024;
 
 std::optional<Source> sourceFromString(std::string_view s) {
   for (Source source : {Source::Static, Source::Multicast, Source::ResourceDirectory}) {
@@ -195,6 +228,9 @@ struct Store::Impl {
   StmtPtr device_exists_;
   StmtPtr rename_device_;
   StmtPtr touch_device_;
+  StmtPtr upsert_rd_;
+  StmtPtr delete_rd_;
+  StmtPtr select_rd_;  // both modes
   std::map<std::string, PendingTouch, std::less<>> pending_;
 
   Impl(std::string path, Mode mode) : path_(std::move(path)), mode_(mode) {}
@@ -400,6 +436,9 @@ struct Store::Impl {
         "FROM devices ORDER BY name");
     select_resources_ = prepare(
         "SELECT device, path, rt, ifs, ct, obs, sz, title FROM resources ORDER BY device, ord");
+    select_rd_ = prepare(
+        "SELECT location, ep, sector, base, et, lifetime_s, expires_ms, links "
+        "FROM rd_registrations ORDER BY length(location), location");
     if (!rw) return;
     // first_seen is deliberately absent from DO UPDATE: the stored one is kept.
     upsert_device_ = prepare(
@@ -417,6 +456,14 @@ struct Store::Impl {
     device_exists_ = prepare("SELECT 1 FROM devices WHERE name = ?1");
     rename_device_ = prepare("UPDATE devices SET name = ?2 WHERE name = ?1");
     touch_device_ = prepare("UPDATE devices SET last_seen = ?2, online = ?3 WHERE name = ?1");
+    upsert_rd_ = prepare(
+        "INSERT INTO rd_registrations "
+        "(location, ep, sector, base, et, lifetime_s, expires_ms, links) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "ON CONFLICT (location) DO UPDATE SET ep = excluded.ep, sector = excluded.sector, "
+        "base = excluded.base, et = excluded.et, lifetime_s = excluded.lifetime_s, "
+        "expires_ms = excluded.expires_ms, links = excluded.links");
+    delete_rd_ = prepare("DELETE FROM rd_registrations WHERE location = ?1");
   }
 
   std::int64_t userVersion() {
@@ -668,6 +715,78 @@ void Store::flush() {
 
 std::size_t Store::pendingTouches() const {
   return impl_->pending_.size();
+}
+
+void Store::saveRdRegistration(const RdRegistration& r,
+                               std::chrono::system_clock::time_point expires_at) {
+  Impl& impl = *impl_;
+  impl.requireWritable("saveRdRegistration");
+  const std::int64_t lifetime = r.lifetime.count();
+  if (lifetime < 1 || lifetime > kMaxRdLifetimeS) {
+    throw std::invalid_argument("registry store: RD registration '" + r.location + "': lifetime " +
+                                std::to_string(lifetime) + " s is outside 1..4294967295");
+  }
+  std::string links = serializeLinkFormat(r.links);
+  // Refuse now what loadRdRegistrations() would have to skip after the next restart.
+  if (const LinkFormatResult check = parseLinkFormat(links, kMaxStoredLinksBytes); !check.ok()) {
+    throw std::invalid_argument("registry store: RD registration '" + r.location +
+                                "': its links do not serialise to valid link-format (byte " +
+                                std::to_string(check.error->offset) + "): " + check.error->message);
+  }
+  // One statement: its own transaction.
+  Impl::Run run(impl, impl.upsert_rd_, "saving an RD registration");
+  run.bind(1, r.location)
+      .bind(2, r.ep)
+      .bind(3, r.sector)
+      .bind(4, r.base)
+      .bind(5, r.et)
+      .bind(6, lifetime)
+      .bind(7, toMs(expires_at))
+      .bind(8, links);
+  run.done();
+}
+
+void Store::removeRdRegistration(std::string_view location) {
+  Impl& impl = *impl_;
+  impl.requireWritable("removeRdRegistration");
+  Impl::Run run(impl, impl.delete_rd_, "removing an RD registration");
+  run.bind(1, location);
+  run.done();
+}
+
+std::vector<StoredRdRegistration> Store::loadRdRegistrations(
+    std::vector<SkippedRdRegistration>* skipped) const {
+  Impl& impl = *impl_;
+  std::vector<StoredRdRegistration> out;
+  Impl::Run run(impl, impl.select_rd_, "loading RD registrations");
+  while (run.step()) {
+    StoredRdRegistration stored;
+    RdRegistration& r = stored.registration;
+    r.location = run.text(0);
+    const auto skip = [&](std::string reason) {
+      if (skipped) skipped->push_back(SkippedRdRegistration{r.location, std::move(reason)});
+    };
+    const std::int64_t lifetime = run.integer(5);
+    if (lifetime < 1 || lifetime > kMaxRdLifetimeS) {
+      skip("lifetime " + std::to_string(lifetime) + " s is outside 1..4294967295");
+      continue;
+    }
+    LinkFormatResult links = parseLinkFormat(run.text(7), kMaxStoredLinksBytes);
+    if (!links.ok()) {
+      skip("bad link-format at byte " + std::to_string(links.error->offset) + ": " +
+           links.error->message);
+      continue;
+    }
+    r.ep = run.text(1);
+    r.sector = run.text(2);
+    r.base = run.text(3);
+    r.et = run.text(4);
+    r.lifetime = std::chrono::seconds(lifetime);
+    r.links = std::move(links.links);
+    stored.expires_at = fromMsSaturating(run.integer(6));
+    out.push_back(std::move(stored));
+  }
+  return out;
 }
 
 }  // namespace coap2mqtt::registry

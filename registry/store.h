@@ -9,8 +9,23 @@
 #include <vector>
 
 #include "registry/registry.h"
+#include "registry/resource_directory.h"
 
 namespace coap2mqtt::registry {
+
+// A Resource Directory registration as stored. `registration.expires` (steady clock) is
+// neither stored nor loaded (left default): the wall-clock `expires_at` is what survives a
+// restart, and the caller converts between the two.
+struct StoredRdRegistration {
+  RdRegistration registration;
+  std::chrono::system_clock::time_point expires_at;
+};
+
+// A stored registration that loadRdRegistrations() could not turn back into one.
+struct SkippedRdRegistration {
+  std::string location;
+  std::string reason;  // e.g. "bad link-format at byte 12: expected '>' ..."
+};
 
 class Store {
  public:
@@ -41,6 +56,23 @@ class Store {
   void touch(std::string_view name, std::chrono::system_clock::time_point last_seen, bool online);
   void flush();
   std::size_t pendingTouches() const;
+
+  // Resource Directory registrations (schema v2), keyed by location.
+  // Inserts or replaces the one at r.location, in one statement (one transaction). The
+  // links are stored as link-format (serializeLinkFormat); throws std::invalid_argument,
+  // storing nothing, when that would not parse back (links the parser did not produce,
+  // e.g. a '>' in a target or a control character in a value), or for a lifetime outside
+  // 1..2^32-1 s.
+  void saveRdRegistration(const RdRegistration& r,
+                          std::chrono::system_clock::time_point expires_at);
+  // Deletes the one at `location`; unknown locations are not an error.
+  void removeRdRegistration(std::string_view location);
+  // Every stored registration, links parsed back, ordered by location (shorter first,
+  // then by text: "/rd/<n>" by n). A row that no longer makes sense (its links do not
+  // parse, its lifetime is out of range) is left out and, if `skipped` is given, appended
+  // there, so the caller can log it and remove it; a bad row never throws.
+  std::vector<StoredRdRegistration> loadRdRegistrations(
+      std::vector<SkippedRdRegistration>* skipped = nullptr) const;
 
  private:
   struct Impl;

@@ -482,6 +482,88 @@ const PathCase kPathCases[] = {
 
 INSTANTIATE_TEST_SUITE_P(Table, TargetPath, ::testing::ValuesIn(kPathCases));
 
+// ---------------------------------------------------------------------------------------
+// serializeLinkFormat: the inverse of the parser. (More shapes in test_resource_directory's
+// RdRoundTripTest, which reads registrations back through it.)
+
+// Views as well as attributes, so that "the same links" means the same to every caller.
+std::string dumpWithViews(const LinkFormatResult& r) {
+  std::string out = dump(r);
+  for (const auto& link : r.links) {
+    out += "\n" + link.target + " rt:";
+    for (const auto& v : link.rt) out += ' ' + v;
+    out += " if:";
+    for (const auto& v : link.ifs) out += ' ' + v;
+    out += " ct:";
+    for (unsigned v : link.ct) out += ' ' + std::to_string(v);
+    out += link.obs ? " obs" : " -";
+    out += " sz:" + (link.sz ? std::to_string(*link.sz) : "-"s);
+    out += " title:" + link.title.value_or("-");
+    out += " anchor:" + link.anchor.value_or("-");
+  }
+  return out;
+}
+
+TEST(SerializeLinkFormat, EveryValidDocumentRoundTrips) {
+  for (const ValidCase& c : kValidCases) {
+    SCOPED_TRACE(c.name);
+    const LinkFormatResult original = parseLinkFormat(c.input);
+    ASSERT_TRUE(original.ok()) << dump(original);
+    const std::string text = serializeLinkFormat(original.links);
+    const LinkFormatResult again = parseLinkFormat(text, text.size());
+    ASSERT_TRUE(again.ok()) << dump(again) << " in " << text;
+    EXPECT_EQ(dumpWithViews(again), dumpWithViews(original)) << text;
+    EXPECT_EQ(serializeLinkFormat(again.links), text);  // a fixed point after one round
+  }
+}
+
+TEST(SerializeLinkFormat, TokensWhereTheyCanBeQuotedStringsElse) {
+  Link link;
+  link.target = "/t";
+  link.attributes = {{"rt", "temperature-c"},
+                     {"if", "a b"},
+                     {"x", "a,b;c"},
+                     {"q", "say \"hi\" \\o/"},
+                     {"e", ""},
+                     {"obs", std::nullopt},
+                     {"title", "short"},
+                     {"anchor", "/x"},
+                     {"p", "a=b<c>?@[]"},
+                     {"u",
+                      "K\xc3\xbc"
+                      "che"},
+                     {"title*", "UTF-8'de'n%c3%a4"}};
+  Link bare;
+  bare.target = "";
+  const std::string text = serializeLinkFormat({link, bare});
+  EXPECT_EQ(text,
+            "</t>;rt=temperature-c;if=\"a b\";x=\"a,b;c\";q=\"say \\\"hi\\\" \\\\o/\";e=\"\";obs;"
+            "title=\"short\";anchor=\"/x\";p=a=b<c>?@[];u=\"K\xc3\xbc"
+            "che\";"
+            "title*=UTF-8'de'n%c3%a4,<>");
+  const LinkFormatResult parsed = parseLinkFormat(text);
+  ASSERT_TRUE(parsed.ok()) << dump(parsed);
+  ASSERT_EQ(parsed.links.size(), 2u);
+  ASSERT_EQ(parsed.links[0].attributes.size(), link.attributes.size());
+  for (std::size_t i = 0; i < link.attributes.size(); ++i) {
+    EXPECT_EQ(parsed.links[0].attributes[i].name, link.attributes[i].name);
+    EXPECT_EQ(parsed.links[0].attributes[i].value, link.attributes[i].value);
+  }
+  EXPECT_EQ(parsed.links[1].target, "");
+}
+
+TEST(SerializeLinkFormat, EmptyListAndViewsAreNotWritten) {
+  EXPECT_EQ(serializeLinkFormat({}), "");
+  EXPECT_TRUE(parseLinkFormat(serializeLinkFormat({})).ok());
+  Link link;  // views without attributes: only attributes are the link's content
+  link.target = "/v";
+  link.rt = {"x"};
+  link.obs = true;
+  link.ct = {40};
+  link.title = "t";
+  EXPECT_EQ(serializeLinkFormat({link}), "</v>");
+}
+
 TEST(TargetPathNul, EmbeddedNulIsRefused) {
   EXPECT_EQ(targetPath("/a\0b"s), std::nullopt);
 }

@@ -873,6 +873,161 @@ TEST_F(RdTest, ResultsAreInRegistrationOrderPastNine) {
   EXPECT_EQ(ep({{"page", "2"}, {"count", "4"}}), expected);
 }
 
+// ---------------------------------------------------------------------------------------
+// Persistence: registrations() and restore()
+
+RdRegistration restorable(std::string location, std::string ep, TimePoint expires,
+                          std::string_view links = "</t>;obs") {
+  RdRegistration r;
+  r.location = std::move(location);
+  r.ep = std::move(ep);
+  r.base = "coap://127.0.0.1:40123";
+  r.lifetime = 60s;
+  r.expires = expires;
+  LinkFormatResult parsed = parseLinkFormat(links);
+  EXPECT_TRUE(parsed.ok());
+  r.links = std::move(parsed.links);
+  return r;
+}
+
+std::vector<std::string> locationsOf(const std::vector<RdRegistration>& regs) {
+  std::vector<std::string> out;
+  for (const auto& r : regs) out.push_back(r.location);
+  return out;
+}
+
+TEST_F(RdTest, RestoreKeepsTheRegistrationAsItIsAndUpdatesFindIt) {
+  RdRegistration r = restorable("/rd/5", "node5", kT0 + 30s, "</a>;rt=x,</b>");
+  r.sector = "floor-1";
+  r.et = "sensor-node";
+  rd_.restore(r);
+  EXPECT_TRUE(events_.empty());  // restoring is not news
+  ASSERT_EQ(rd_.size(), 1u);
+  const RdRegistration* got = rd_.find("/rd/5");
+  ASSERT_NE(got, nullptr);
+  EXPECT_EQ(got->ep, "node5");
+  EXPECT_EQ(got->sector, "floor-1");
+  EXPECT_EQ(got->base, "coap://127.0.0.1:40123");
+  EXPECT_EQ(got->et, "sensor-node");
+  EXPECT_EQ(got->lifetime, 60s);
+  EXPECT_EQ(got->expires, kT0 + 30s);  // not recomputed from the lifetime
+  EXPECT_TRUE(sameLinks(got->links, r.links));
+  EXPECT_EQ(rd_.nextExpiry(), kT0 + 30s);
+  EXPECT_EQ(rd_.read("/rd/5").payload, "</a>;rt=x,</b>");
+
+  // The point of restoring: the endpoint's next update is a 2.04, not a 4.04.
+  EXPECT_EQ(rd_.update("/rd/5", {}, "", kT0 + 20s, events_).code, 204u);
+  EXPECT_EQ(describe(events_), std::vector<std::string>{"Updated /rd/5 node5"});
+  EXPECT_EQ(rd_.find("/rd/5")->expires, kT0 + 20s + 60s);
+  // And the same (ep, d) registering anew keeps the restored location.
+  EXPECT_EQ(reg({{"ep", "node5"}, {"d", "floor-1"}}, "</c>").location, "/rd/5");
+  EXPECT_EQ(rd_.size(), 1u);
+}
+
+TEST_F(RdTest, NewLocationsComeAfterEveryRestoredOne) {
+  ASSERT_EQ(reg({{"ep", "a"}}, "").location, "/rd/1");
+  rd_.restore(restorable("/rd/10", "ten", kT0 + 60s));
+  EXPECT_EQ(reg({{"ep", "b"}}, "").location, "/rd/11");
+  rd_.restore(restorable("/rd/3", "three", kT0 + 60s));  // lower: does not move it back
+  EXPECT_EQ(reg({{"ep", "c"}}, "").location, "/rd/12");
+  // Removed or expired, a restored location is still never handed out again.
+  EXPECT_EQ(rd_.remove("/rd/10", events_).code, 202u);
+  EXPECT_EQ(reg({{"ep", "d"}}, "").location, "/rd/13");
+  EXPECT_EQ(locationsOf(rd_.registrations()),
+            (std::vector<std::string>{"/rd/1", "/rd/3", "/rd/11", "/rd/12", "/rd/13"}));
+}
+
+TEST_F(RdTest, RestoreReplacesTheOneAtTheSameLocation) {
+  ASSERT_EQ(reg({{"ep", "node1"}}, "</old>").location, "/rd/1");
+  rd_.restore(restorable("/rd/1", "renamed", kT0 + 5s, "</new>"));
+  ASSERT_EQ(rd_.size(), 1u);
+  EXPECT_EQ(rd_.find("/rd/1")->ep, "renamed");
+  EXPECT_EQ(rd_.read("/rd/1").payload, "</new>");
+  EXPECT_EQ(rd_.nextExpiry(), kT0 + 5s);
+  rd_.restore(restorable("/rd/1", "renamed", kT0 + 9s, "</newer>"));
+  EXPECT_EQ(rd_.size(), 1u);
+  EXPECT_EQ(rd_.read("/rd/1").payload, "</newer>");
+  EXPECT_EQ(reg({{"ep", "x"}}, "").location, "/rd/2");
+}
+
+TEST_F(RdTest, RestoreKeepsEpAndSectorUnique) {
+  ASSERT_EQ(reg({{"ep", "node1"}}, "</a>").location, "/rd/1");
+  ASSERT_EQ(reg({{"ep", "node1"}, {"d", "other"}}, "</b>").location, "/rd/2");
+  events_.clear();
+  rd_.restore(restorable("/rd/7", "node1", kT0 + 60s, "</c>"));  // same ep, no d
+  EXPECT_TRUE(events_.empty());
+  EXPECT_EQ(locationsOf(rd_.registrations()), (std::vector<std::string>{"/rd/2", "/rd/7"}));
+  EXPECT_EQ(ep({{"ep", "node1"}, {"d", "other"}}).substr(0, 7), "</rd/2>");
+  const RdResult again = reg({{"ep", "node1"}}, "</d>");
+  EXPECT_EQ(again.location, "/rd/7");
+  EXPECT_EQ(describe(events_), std::vector<std::string>{"Updated /rd/7 node1"});
+}
+
+TEST_F(RdTest, RestoredPastItsExpiryGoesAtTheNextExpire) {
+  rd_.restore(restorable("/rd/2", "stale", kT0 - 1s));
+  rd_.restore(restorable("/rd/1", "fresh", kT0 + 60s));
+  EXPECT_EQ(rd_.nextExpiry(), kT0 - 1s);
+  rd_.expire(kT0, events_);
+  EXPECT_EQ(describe(events_), std::vector<std::string>{"Expired /rd/2 stale"});
+  EXPECT_EQ(locationsOf(rd_.registrations()), std::vector<std::string>{"/rd/1"});
+  EXPECT_EQ(reg({{"ep", "new"}}, "").location, "/rd/3");
+}
+
+TEST_F(RdTest, RestoredOtherLocationsWorkButDoNotMoveTheCounter) {
+  // Not "/rd/<n>" as registerEndpoint() writes it: kept, ordered after, never a number.
+  rd_.restore(restorable("/rd/007", "leading-zero", kT0 + 60s));
+  rd_.restore(restorable("/custom", "custom", kT0 + 60s));
+  rd_.restore(restorable("/rd/1000000000000000000", "nineteen-digits", kT0 + 60s));
+  rd_.restore(restorable("/rd/999999999999999999", "eighteen-digits", kT0 + 60s));
+  // The counter is past the eighteen-digit one, and skips the taken nineteen-digit one.
+  EXPECT_EQ(reg({{"ep", "n"}}, "").location, "/rd/1000000000000000001");
+  EXPECT_EQ(locationsOf(rd_.registrations()),
+            (std::vector<std::string>{"/rd/999999999999999999", "/custom", "/rd/007",
+                                      "/rd/1000000000000000000", "/rd/1000000000000000001"}));
+  EXPECT_EQ(rd_.find("/rd/1000000000000000000")->ep, "nineteen-digits");
+  EXPECT_EQ(rd_.find("/rd/1000000000000000001")->ep, "n");
+  EXPECT_EQ(rd_.update("/custom", {{"lt", "5"}}, "", kT0, events_).code, 204u);
+  EXPECT_EQ(rd_.remove("/rd/007", events_).code, 202u);
+}
+
+TEST_F(RdTest, RegistrationsAreInLocationOrderPastNine) {
+  for (int i = 1; i <= 12; ++i) {
+    ASSERT_EQ(reg({{"ep", "n" + std::to_string(i)}}, "</x>").location, "/rd/" + std::to_string(i));
+  }
+  const std::vector<RdRegistration> all = rd_.registrations();
+  ASSERT_EQ(all.size(), 12u);
+  for (int i = 1; i <= 12; ++i) {
+    EXPECT_EQ(all[static_cast<std::size_t>(i - 1)].location, "/rd/" + std::to_string(i));
+    EXPECT_EQ(all[static_cast<std::size_t>(i - 1)].ep, "n" + std::to_string(i));
+  }
+  EXPECT_TRUE(ResourceDirectory().registrations().empty());
+}
+
+// What a restart does: every registration out of one directory and into a fresh one.
+TEST_F(RdTest, RegistrationsRestoredIntoAFreshDirectoryBehaveTheSame) {
+  ASSERT_EQ(reg({{"ep", "node1"}, {"lt", "100"}}, std::string(kRfc6690Payload)).code, 201u);
+  ASSERT_EQ(reg({{"ep", "node2"}, {"d", "s"}, {"et", "e"}, {"base", "coap://10.0.0.2"}},
+                kRfcPayload, kT0 + 5s)
+                .code,
+            201u);
+  ASSERT_EQ(reg({{"ep", "gone"}}, "</g>").code, 201u);
+  ASSERT_EQ(rd_.remove("/rd/3", events_).code, 202u);
+
+  ResourceDirectory after;
+  for (const RdRegistration& r : rd_.registrations()) after.restore(r);
+  EXPECT_EQ(after.size(), rd_.size());
+  EXPECT_EQ(after.nextExpiry(), rd_.nextExpiry());
+  for (const RdQuery& q : {RdQuery{}, RdQuery{{"ep", "node2"}}, RdQuery{{"rt", "temperature-c"}}}) {
+    EXPECT_EQ(after.lookupEndpoints(q).payload, rd_.lookupEndpoints(q).payload);
+    EXPECT_EQ(after.lookupResources(q).payload, rd_.lookupResources(q).payload);
+  }
+  EXPECT_EQ(after.read("/rd/1").payload, rd_.read("/rd/1").payload);
+  std::vector<RdEvent> events;
+  // Only /rd/1 and /rd/2 were restored; the counter still comes from them.
+  EXPECT_EQ(after.registerEndpoint({{"ep", "new"}}, "", 40u, kSource, kT0, events).location,
+            "/rd/3");
+}
+
 // Acceptance 3 of issue 4: node7 registers </t>;obs with lt=60 and is gone 60 s later.
 TEST_F(RdTest, AcceptanceNode7ExpiresAfterItsLifetime) {
   const RdResult r =

@@ -14,10 +14,12 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -175,7 +177,7 @@ TEST(Store, CreatesCurrentSchemaInNewFile) {
   EXPECT_EQ(raw.integer("PRAGMA user_version"), Store::currentSchemaVersion());
   EXPECT_EQ(raw.one("PRAGMA journal_mode"), "wal");  // persistent in the file
   EXPECT_EQ(raw.rows("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name"),
-            (std::vector<std::string>{"devices", "resources"}));
+            (std::vector<std::string>{"devices", "rd_registrations", "resources"}));
 }
 
 TEST(Store, MigratesAnEmptyFile) {
@@ -527,6 +529,327 @@ TEST(Store, DestructorFlushesForgottenTouches) {
   const auto loaded = Store(path, Store::Mode::ReadOnly).loadAll();
   ASSERT_EQ(loaded.size(), 1u);
   EXPECT_EQ(loaded[0].last_seen, atMs(1'900'000'000'000));
+}
+
+// --- Resource Directory registrations (schema v2) ------------------------------------
+
+// Schema version 1 exactly as migration 1 created it (a frozen copy: the test must keep
+// describing the files coap2mqtt 1 wrote, whatever later migrations do).
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE devices (
+  name          TEXT    NOT NULL PRIMARY KEY,
+  friendly_name TEXT    NOT NULL DEFAULT '',
+  uri           TEXT    NOT NULL,
+  source        TEXT    NOT NULL CHECK (source IN ('static', 'multicast', 'rd')),
+  online        INTEGER NOT NULL CHECK (online IN (0, 1)),
+  first_seen    INTEGER NOT NULL,
+  last_seen     INTEGER NOT NULL
+) STRICT;
+CREATE TABLE resources (
+  device TEXT    NOT NULL REFERENCES devices (name) ON DELETE CASCADE ON UPDATE CASCADE,
+  path   TEXT    NOT NULL,
+  ord    INTEGER NOT NULL,
+  rt     TEXT    NOT NULL DEFAULT '',
+  ifs    TEXT    NOT NULL DEFAULT '',
+  ct     TEXT    NOT NULL DEFAULT '',
+  obs    INTEGER NOT NULL CHECK (obs IN (0, 1)),
+  sz     INTEGER CHECK (sz IS NULL OR sz >= 0),
+  title  TEXT,
+  PRIMARY KEY (device, path)
+) STRICT;
+PRAGMA application_id = 1127370065;
+)sql";
+
+std::vector<Link> parseLinks(std::string_view text) {
+  LinkFormatResult r = parseLinkFormat(text);
+  if (!r.ok()) throw std::runtime_error("test links do not parse: " + r.error->message);
+  return std::move(r.links);
+}
+
+RdRegistration makeRegistration(std::string location, std::string ep,
+                                std::string_view links = "</t>;obs") {
+  RdRegistration r;
+  r.location = std::move(location);
+  r.ep = std::move(ep);
+  r.base = "coap://127.0.0.1:40123";
+  r.lifetime = std::chrono::seconds(60);
+  r.links = parseLinks(links);
+  return r;
+}
+
+void expectSameLinks(const std::vector<Link>& a, const std::vector<Link>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    SCOPED_TRACE(a[i].target);
+    EXPECT_EQ(a[i].target, b[i].target);
+    ASSERT_EQ(a[i].attributes.size(), b[i].attributes.size());
+    for (std::size_t j = 0; j < a[i].attributes.size(); ++j) {
+      EXPECT_EQ(a[i].attributes[j].name, b[i].attributes[j].name);
+      EXPECT_EQ(a[i].attributes[j].value, b[i].attributes[j].value);
+    }
+    EXPECT_EQ(a[i].rt, b[i].rt);
+    EXPECT_EQ(a[i].ifs, b[i].ifs);
+    EXPECT_EQ(a[i].ct, b[i].ct);
+    EXPECT_EQ(a[i].obs, b[i].obs);
+    EXPECT_EQ(a[i].sz, b[i].sz);
+    EXPECT_EQ(a[i].title, b[i].title);
+    EXPECT_EQ(a[i].anchor, b[i].anchor);
+  }
+}
+
+void expectSameRegistration(const StoredRdRegistration& loaded, const RdRegistration& r,
+                            Clock::time_point expires_at) {
+  SCOPED_TRACE(r.location);
+  EXPECT_EQ(loaded.registration.location, r.location);
+  EXPECT_EQ(loaded.registration.ep, r.ep);
+  EXPECT_EQ(loaded.registration.sector, r.sector);
+  EXPECT_EQ(loaded.registration.base, r.base);
+  EXPECT_EQ(loaded.registration.et, r.et);
+  EXPECT_EQ(loaded.registration.lifetime, r.lifetime);
+  EXPECT_EQ(loaded.registration.expires, std::chrono::steady_clock::time_point{});
+  EXPECT_EQ(loaded.expires_at, expires_at);
+  expectSameLinks(loaded.registration.links, r.links);
+}
+
+std::vector<std::string> locations(const std::vector<StoredRdRegistration>& loaded) {
+  std::vector<std::string> out;
+  for (const auto& s : loaded) out.push_back(s.registration.location);
+  return out;
+}
+
+TEST(StoreRd, RoundTripsEveryField) {
+  TempDir dir;
+  const std::string path = dir.file("rd.db");
+  RdRegistration full;
+  full.location = "/rd/42";
+  full.ep =
+      "node \"7\", K\xc3\xbc"
+      "che; a\\b";
+  full.sector = "floor-3";
+  full.base = "coap://[2001:db8::1]:5683";
+  full.et = "tag:example.com,2020:platform";
+  full.lifetime = std::chrono::seconds(4294967295);  // the largest lt RFC 9176 allows
+  full.expires = std::chrono::steady_clock::time_point{} + std::chrono::hours(5);  // not stored
+  full.links = parseLinks(
+      "</sensors>;ct=40;title=\"Sensor Index, \\\"main\\\"; K\xc3\xbc"
+      "che\","
+      "</sensors/temp>;rt=\"temperature-c oic.r.temperature\";if=sensor;obs;sz=1234,"
+      "<http://www.example.com/sensors/t123>;anchor=\"/sensors/temp\";rel=describedby,"
+      "</t>;ct=\"0 50 65535\";x=\"a,b;c\";y=\"C:\\\\dir\\\\\";z=\"\";bare;title*=UTF-8'de'n%c3%a4,"
+      "<>");
+  ASSERT_EQ(full.links.size(), 5u);
+  RdRegistration bare = makeRegistration("/rd/7", "bare", "");  // no links, no d, no et
+  bare.lifetime = std::chrono::seconds(1);
+  const Clock::time_point full_expiry = atMs(1'700'000'123'456);
+  const Clock::time_point bare_expiry = atMs(0);  // the epoch itself is a value, too
+  {
+    Store store(path);
+    store.saveRdRegistration(full, full_expiry);
+    store.saveRdRegistration(bare, bare_expiry);
+  }
+  Store store(path);  // from the file, not from anything cached
+  std::vector<SkippedRdRegistration> skipped;
+  const auto loaded = store.loadRdRegistrations(&skipped);
+  EXPECT_TRUE(skipped.empty());
+  ASSERT_EQ(loaded.size(), 2u);
+  expectSameRegistration(loaded[0], bare, bare_expiry);  // /rd/7 before /rd/42
+  expectSameRegistration(loaded[1], full, full_expiry);
+  EXPECT_TRUE(store.loadAll().empty());  // registrations are not devices
+}
+
+TEST(StoreRd, OrderedByLocationNumber) {
+  TempDir dir;
+  Store store(dir.file("order.db"));
+  for (const char* location : {"/rd/10", "/rd/2", "/rd/1", "/rd/100", "/rd/9"}) {
+    store.saveRdRegistration(makeRegistration(location, std::string("ep") + location), atMs(1'000));
+  }
+  EXPECT_EQ(locations(store.loadRdRegistrations()),
+            (std::vector<std::string>{"/rd/1", "/rd/2", "/rd/9", "/rd/10", "/rd/100"}));
+}
+
+TEST(StoreRd, SaveReplacesTheRegistrationAtTheSameLocation) {
+  TempDir dir;
+  const std::string path = dir.file("upsert.db");
+  Store store(path);
+  RdRegistration first = makeRegistration("/rd/1", "node1", "</a>;rt=x,</b>");
+  first.sector = "s";
+  first.et = "old-et";
+  store.saveRdRegistration(first, atMs(1'000));
+  store.saveRdRegistration(makeRegistration("/rd/2", "node2"), atMs(2'000));
+
+  RdRegistration second = makeRegistration("/rd/1", "node1", "</c>;title=\"new\"");
+  second.base = "coap://10.0.0.9";
+  second.lifetime = std::chrono::seconds(3600);
+  // sector and et back to empty: every column is replaced, none kept from the old row.
+  store.saveRdRegistration(second, atMs(5'000));
+
+  const auto loaded = store.loadRdRegistrations();
+  ASSERT_EQ(loaded.size(), 2u);
+  expectSameRegistration(loaded[0], second, atMs(5'000));
+  EXPECT_EQ(loaded[1].registration.ep, "node2");
+  EXPECT_EQ(RawDb(path).integer("SELECT count(*) FROM rd_registrations"), 2);
+}
+
+TEST(StoreRd, RemoveDeletesOnlyThatLocation) {
+  TempDir dir;
+  Store store(dir.file("rm.db"));
+  store.save(makeDevice("dev", 1));
+  store.saveRdRegistration(makeRegistration("/rd/1", "a"), atMs(1'000));
+  store.saveRdRegistration(makeRegistration("/rd/2", "b"), atMs(1'000));
+  store.removeRdRegistration("/rd/1");
+  store.removeRdRegistration("/rd/99");  // not an error
+  store.removeRdRegistration("");
+  EXPECT_EQ(locations(store.loadRdRegistrations()), std::vector<std::string>{"/rd/2"});
+  store.removeRdRegistration("/rd/2");
+  EXPECT_TRUE(store.loadRdRegistrations().empty());
+  EXPECT_EQ(store.loadAll().size(), 1u);  // devices untouched
+}
+
+TEST(StoreRd, RefusesWhatWouldNotLoadBack) {
+  TempDir dir;
+  Store store(dir.file("refuse.db"));
+  RdRegistration r = makeRegistration("/rd/1", "a");
+  r.links[0].target = "a>b";  // not something the parser produces
+  EXPECT_THROW(store.saveRdRegistration(r, atMs(0)), std::invalid_argument);
+  r = makeRegistration("/rd/1", "a");
+  r.links[0].attributes.push_back(LinkAttribute{"x", std::string("line\nbreak")});
+  EXPECT_THROW(store.saveRdRegistration(r, atMs(0)), std::invalid_argument);
+  r = makeRegistration("/rd/1", "a");
+  r.lifetime = std::chrono::seconds(0);
+  EXPECT_THROW(store.saveRdRegistration(r, atMs(0)), std::invalid_argument);
+  r.lifetime = std::chrono::seconds(4294967296);
+  EXPECT_THROW(store.saveRdRegistration(r, atMs(0)), std::invalid_argument);
+  EXPECT_TRUE(store.loadRdRegistrations().empty());
+}
+
+TEST(StoreRd, SkipsRowsThatNoLongerMakeSense) {
+  TempDir dir;
+  const std::string path = dir.file("skip.db");
+  Store store(path);
+  store.saveRdRegistration(makeRegistration("/rd/1", "broken-links"), atMs(1'000));
+  store.saveRdRegistration(makeRegistration("/rd/2", "good"), atMs(2'000));
+  store.saveRdRegistration(makeRegistration("/rd/3", "zero-lifetime"), atMs(3'000));
+  store.saveRdRegistration(makeRegistration("/rd/4", "far-future"), atMs(4'000));
+  {
+    RawDb raw(path);
+    raw.exec("UPDATE rd_registrations SET links = '</a>;ct=x,<unclosed' WHERE location = '/rd/1'");
+    raw.exec("UPDATE rd_registrations SET lifetime_s = 0 WHERE location = '/rd/3'");
+    // Beyond what system_clock can represent in nanoseconds: saturates, no overflow.
+    raw.exec(
+        "UPDATE rd_registrations SET expires_ms = 9223372036854775807 WHERE location = '/rd/4'");
+  }
+  std::vector<SkippedRdRegistration> skipped;
+  const auto loaded = store.loadRdRegistrations(&skipped);
+  EXPECT_EQ(locations(loaded), (std::vector<std::string>{"/rd/2", "/rd/4"}));
+  ASSERT_EQ(skipped.size(), 2u);
+  EXPECT_EQ(skipped[0].location, "/rd/1");
+  EXPECT_NE(skipped[0].reason.find("link-format"), std::string::npos) << skipped[0].reason;
+  EXPECT_EQ(skipped[1].location, "/rd/3");
+  EXPECT_NE(skipped[1].reason.find("lifetime"), std::string::npos) << skipped[1].reason;
+  ASSERT_EQ(loaded.size(), 2u);
+  EXPECT_GT(loaded[1].expires_at, Clock::now() + std::chrono::hours(24 * 365 * 100));
+  EXPECT_EQ(store.loadRdRegistrations().size(), 2u);  // without the out-parameter, too
+}
+
+TEST(StoreRd, LatestRepresentableExpiryRoundTrips) {
+  TempDir dir;
+  Store store(dir.file("max.db"));
+  store.saveRdRegistration(makeRegistration("/rd/1", "a"), Clock::time_point::max());
+  const auto loaded = store.loadRdRegistrations();
+  ASSERT_EQ(loaded.size(), 1u);
+  EXPECT_LE(Clock::time_point::max() - loaded[0].expires_at, milliseconds(1));
+}
+
+TEST(StoreRd, ReadOnlyLoadsRegistrationsAndCannotChangeThem) {
+  TempDir dir;
+  const std::string path = dir.file("ro.db");
+  Store writer(path);
+  const RdRegistration r = makeRegistration("/rd/3", "node3", "</x>;rt=\"a b\"");
+  writer.saveRdRegistration(r, atMs(123'456));
+  Store reader(path, Store::Mode::ReadOnly);
+  const auto loaded = reader.loadRdRegistrations();
+  ASSERT_EQ(loaded.size(), 1u);
+  expectSameRegistration(loaded[0], r, atMs(123'456));
+  EXPECT_THROW(reader.saveRdRegistration(r, atMs(0)), std::logic_error);
+  EXPECT_THROW(reader.removeRdRegistration("/rd/3"), std::logic_error);
+  writer.removeRdRegistration("/rd/3");  // later commits are visible to the next load
+  EXPECT_TRUE(reader.loadRdRegistrations().empty());
+}
+
+TEST(StoreRd, MigratesAVersion1DatabaseKeepingItsDevices) {
+  TempDir dir;
+  const std::string path = dir.file("v1.db");
+  {
+    RawDb raw(path);
+    raw.exec("PRAGMA journal_mode = WAL");
+    raw.exec(std::string("BEGIN; ") + kSchemaV1 + "PRAGMA user_version = 1; COMMIT;");
+    raw.exec(
+        "INSERT INTO devices VALUES ('old-node', 'Old node', 'coap://10.0.0.1:5683', 'rd', 1, "
+        "1600000000123, 1700000000456)");
+    raw.exec(
+        "INSERT INTO resources VALUES ('old-node', '/t', 0, 'temperature-c', 'sensor', "
+        "'0 50', 1, 12, 'Temp, \"quoted\"')");
+    raw.exec("INSERT INTO resources VALUES ('old-node', '/a', 1, '', '', '', 0, NULL, NULL)");
+  }
+  // A reader does not migrate: it asks for the daemon to do it, and leaves the file alone.
+  expectThrowMentioning([&] { Store s(path, Store::Mode::ReadOnly); }, {path, "older"});
+  EXPECT_EQ(RawDb(path).integer("PRAGMA user_version"), 1);
+
+  {
+    Store store(path);
+    EXPECT_EQ(store.schemaVersion(), Store::currentSchemaVersion());
+    EXPECT_GE(store.schemaVersion(), 2);
+    const auto devices = store.loadAll();
+    ASSERT_EQ(devices.size(), 1u);
+    const Device& d = devices[0];
+    EXPECT_EQ(d.name, "old-node");
+    EXPECT_EQ(d.friendly_name, "Old node");
+    EXPECT_EQ(d.uri, "coap://10.0.0.1:5683");
+    EXPECT_EQ(d.source, Source::ResourceDirectory);
+    EXPECT_TRUE(d.online);
+    EXPECT_EQ(d.first_seen, atMs(1'600'000'000'123));
+    EXPECT_EQ(d.last_seen, atMs(1'700'000'000'456));
+    ASSERT_EQ(d.resources.size(), 2u);
+    EXPECT_EQ(d.resources[0].path, "/t");
+    EXPECT_EQ(d.resources[0].rt, std::vector<std::string>{"temperature-c"});
+    EXPECT_EQ(d.resources[0].ct, (std::vector<unsigned>{0, 50}));
+    EXPECT_TRUE(d.resources[0].obs);
+    EXPECT_EQ(d.resources[0].sz, std::optional<std::size_t>(12));
+    EXPECT_EQ(d.resources[0].title, std::optional<std::string>("Temp, \"quoted\""));
+    EXPECT_EQ(d.resources[1].path, "/a");
+    EXPECT_EQ(d.resources[1].title, std::nullopt);
+    EXPECT_TRUE(store.loadRdRegistrations().empty());
+    store.saveRdRegistration(makeRegistration("/rd/1", "old-node"), atMs(9'000));
+  }
+  RawDb raw(path);
+  EXPECT_EQ(raw.integer("PRAGMA user_version"), Store::currentSchemaVersion());
+  EXPECT_EQ(raw.integer("PRAGMA application_id"), 1127370065);
+  EXPECT_EQ(raw.rows("PRAGMA integrity_check"), std::vector<std::string>{"ok"});
+  EXPECT_EQ(raw.one("SELECT strict FROM pragma_table_list WHERE name = 'rd_registrations'"), "1");
+  EXPECT_EQ(raw.one("SELECT location, ep, sector, et, lifetime_s, expires_ms, links "
+                    "FROM rd_registrations"),
+            "/rd/1|old-node|||60|9000|</t>;obs");
+  // And the migrated file now opens read-only, registrations included.
+  Store reader(path, Store::Mode::ReadOnly);
+  EXPECT_EQ(reader.loadAll().size(), 1u);
+  EXPECT_EQ(reader.loadRdRegistrations().size(), 1u);
+}
+
+TEST(StoreRd, StillRefusesASchemaNewerThanItsOwn) {
+  TempDir dir;
+  const std::string path = dir.file("v-next.db");
+  {
+    Store store(path);
+    store.saveRdRegistration(makeRegistration("/rd/1", "a"), atMs(1'000));
+  }
+  const int next = Store::currentSchemaVersion() + 1;
+  { RawDb(path).exec("PRAGMA user_version = " + std::to_string(next)); }
+  expectThrowMentioning([&] { Store s(path); }, {path, std::to_string(next), "newer"});
+  expectThrowMentioning([&] { Store s(path, Store::Mode::ReadOnly); },
+                        {path, std::to_string(next)});
+  RawDb raw(path);  // untouched
+  EXPECT_EQ(raw.integer("PRAGMA user_version"), next);
+  EXPECT_EQ(raw.integer("SELECT count(*) FROM rd_registrations"), 1);
 }
 
 // --- crash consistency --------------------------------------------------------------
