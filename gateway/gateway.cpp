@@ -233,6 +233,8 @@ struct Gateway::Impl {
           }
         });
         ++reobserved;
+      } else {
+        discover(device.name);  // stored before its resources were known
       }
     }
     if (registry.size() > 0) {
@@ -655,6 +657,9 @@ struct Gateway::Impl {
   // Returns the device's name.
   std::string onMulticastAnswer(const DiscoveryAnswer& answer) {
     std::string name = nameForUri(answer.uri);
+    auto links =
+        answer.complete ? registry::parseLinkFormat(answer.payload) : registry::LinkFormatResult{};
+    const bool usable = answer.complete && links.ok();
     if (name.empty()) {
       name = uniqueName(deviceNameForAddress(answer.host, answer.port));
       std::string error;
@@ -667,6 +672,9 @@ struct Gateway::Impl {
       d.uri = answer.uri;
       d.source = registry::Source::Multicast;
       d.first_seen = SystemClock::now();
+      // Stored together with its resources: a crash now leaves a device that can be
+      // observed straight from the database.
+      if (usable) d.resources = resourcesFrom(links.links);
       const registry::Device& added = registry.upsert(std::move(d));
       store->save(added);
       states[name];
@@ -675,9 +683,7 @@ struct Gateway::Impl {
       scheduleDevicesPublish();
     }
     heard(name);
-    auto links =
-        answer.complete ? registry::parseLinkFormat(answer.payload) : registry::LinkFormatResult{};
-    if (answer.complete && links.ok()) {
+    if (usable) {
       updateResources(name, resourcesFrom(links.links), false);
     } else {
       discover(name);  // partial (Block2) or unparsable answer: ask the device directly

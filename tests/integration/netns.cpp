@@ -1,10 +1,16 @@
 #include "tests/integration/netns.h"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -59,8 +65,8 @@ void NetNs::setUp(const Options& options) {
   auto must = [&](std::vector<std::string> argv) {
     std::string out;
     const std::string what = joinArgs(argv);
-    int rc = runTo(std::move(argv), file("setup-" + std::to_string(++g_counter) + ".log"), &out,
-                   10s);
+    int rc =
+        runTo(std::move(argv), file("setup-" + std::to_string(++g_counter) + ".log"), &out, 10s);
     if (rc != 0) {
       throw std::runtime_error("'" + what + "' failed (rc " + std::to_string(rc) + "): " + out);
     }
@@ -96,8 +102,7 @@ void NetNs::tearDown() noexcept {
 
 std::vector<std::string> NetNs::exec(std::vector<std::string> argv) const {
   std::vector<std::string> out = {"ip", "netns", "exec", name_};
-  out.insert(out.end(), std::make_move_iterator(argv.begin()),
-             std::make_move_iterator(argv.end()));
+  out.insert(out.end(), std::make_move_iterator(argv.begin()), std::make_move_iterator(argv.end()));
   return out;
 }
 
@@ -105,6 +110,35 @@ int NetNs::run(std::vector<std::string> argv, std::string* output,
                std::chrono::milliseconds timeout) const {
   return runTo(exec(std::move(argv)), file("run-" + std::to_string(++g_counter) + ".log"), output,
                timeout);
+}
+
+int NetNs::socket(int domain, int type, int protocol) const {
+  int self = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) throw std::runtime_error(std::string("open own netns: ") + std::strerror(errno));
+  const std::string path = "/run/netns/" + name_;
+  int target = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int err = errno;
+    ::close(self);
+    throw std::runtime_error("open " + path + ": " + std::strerror(err));
+  }
+  if (::setns(target, CLONE_NEWNET) != 0) {
+    int err = errno;
+    ::close(self);
+    ::close(target);
+    throw std::runtime_error("setns " + name_ + ": " + std::strerror(err));
+  }
+  int fd = ::socket(domain, type | SOCK_CLOEXEC, protocol);
+  int err = errno;
+  if (::setns(self, CLONE_NEWNET) != 0) {
+    std::fprintf(stderr, "netns: cannot return to the original namespace: %s\n",
+                 std::strerror(errno));
+    std::abort();  // this thread would keep working inside the test namespace
+  }
+  ::close(self);
+  ::close(target);
+  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(err));
+  return fd;
 }
 
 std::vector<int> NetNs::pids() const {
@@ -166,8 +200,7 @@ NsMosquitto::NsMosquitto(const NetNs& ns, int port) : ns_(ns), port_(port) {
   const bool ready = waitUntil(
       [&] {
         return !proc_->running() ||
-               ns_.run({"mosquitto_pub", "-p", std::to_string(port_), "-t", "c2m-ready", "-m",
-                        "x"},
+               ns_.run({"mosquitto_pub", "-p", std::to_string(port_), "-t", "c2m-ready", "-m", "x"},
                        nullptr, 5s) == 0;
       },
       10s);
@@ -190,10 +223,9 @@ std::string NsMosquitto::output() const {
 
 NsMqttTap::NsMqttTap(const NetNs& ns, int port, const std::string& filter)
     : log_(ns.file("tap-" + std::to_string(++g_counter) + ".log")) {
-  proc_ = std::make_unique<Process>(
-      ns.exec({"mosquitto_sub", "-p", std::to_string(port), "-v", "-t", filter, "-t",
-               kTapReadyTopic}),
-      log_);
+  proc_ = std::make_unique<Process>(ns.exec({"mosquitto_sub", "-p", std::to_string(port), "-v",
+                                             "-t", filter, "-t", kTapReadyTopic}),
+                                    log_);
   const std::string line = std::string(kTapReadyTopic) + " ";
   const bool ready = waitUntil(
       [&] {

@@ -45,6 +45,10 @@ class NetNs {
   int run(std::vector<std::string> argv, std::string* output = nullptr,
           std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
 
+  // socket(2) created inside the namespace (the calling thread enters it for the call and
+  // comes back), so the test process itself can send and receive there. Throws on error.
+  int socket(int domain, int type, int protocol = 0) const;
+
   // Processes in the namespace (`ip netns pids`).
   std::vector<int> pids() const;
 

@@ -3,6 +3,7 @@
 //   coap2mqtt-sim --devices N --address 127.0.0.1 --port P [--address-step]
 //                 [--interval MS] [--non | --non-always] [--max-age S]
 //                 [--name-prefix dev] [--log-level L]
+//                 [--multicast GROUP]... [--leisure MS]
 //
 // Device i is named <prefix><i> and listens on address:(P+i), or with --address-step on
 // (address+i):P. Every device serves the same resource tree (see kResources below).
@@ -13,6 +14,8 @@
 //       one line per request a device receives, notifications excluded. The payload is
 //       printed as-is if it is printable ASCII, else as "hex:<lowercase hex>"; an empty
 //       payload prints nothing (no trailing space).
+//   MCAST <n>                                    a multicast GET /.well-known/core arrived;
+//       n devices will answer it (each after its own random delay in [0, leisure) ms)
 // Everything else (errors, libcoap's own log) goes to stderr.
 //
 // libcoap 4.3.1 notes that shape this file:
@@ -29,9 +32,28 @@
 // - libcoap binds its UDP endpoints with SO_REUSEADDR, so a second simulator on the same
 //   ports would bind "successfully". We probe every address with a plain bind first.
 // - coap_io_process(ctx, 0) means COAP_IO_WAIT (block), so timeouts are at least 1 ms.
+//
+// Multicast (--multicast, needs --address-step): libcoap 4.3.1 can join a group for the
+// whole context, but then one endpoint answers for everybody, from one address, after one
+// shared leisure. Real devices each answer from their own unicast address, so the
+// simulator does it itself: ONE extra socket (SO_REUSEADDR) bound to GROUP:P (0.0.0.0:P
+// with several groups), joined to every group on the interface that holds the devices'
+// addresses. A valid NON GET /.well-known/core schedules, for every device, a NON 2.05
+// with the request's token and MID (as libcoap 4.3.1 servers do), Content-Format 40 and
+// that device's link-format, after a random delay in [0, --leisure) ms. The answers go
+// out of the same socket with IP_PKTINFO (ipi_spec_dst = the device's address), so their
+// source is device-address:P. Pending answers sit in one min-heap ordered by due time.
+// Unicast datagrams to a device still reach its libcoap endpoint: the endpoints are bound
+// first (and probed with a plain bind), and for unicast the most specific bind wins; a
+// socket bound to the group address never matches a unicast destination at all.
+// The multicast request is parsed here (RFC 7252 §3): Uri-Path must be .well-known/core;
+// the first Uri-Query is applied as a link filter exactly like the unicast one (href, rt,
+// ct); a device whose filtered link-format is empty does not answer (RFC 7252 §8.2).
+// Other critical options, CON requests and garbage are ignored (noted on stderr).
 #include <arpa/inet.h>
 #include <coap3/coap.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -46,6 +68,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <queue>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -71,17 +94,24 @@ struct Options {
   int max_age = 60;
   std::string name_prefix = "dev";
   int log_level = LOG_WARNING;
+  std::vector<in_addr> multicast;  // groups whose GET /.well-known/core every device answers
+  int leisure_ms = 2000;           // each device waits a random [0, leisure) ms to answer
 };
 
 const char kUsage[] =
     "usage: coap2mqtt-sim --devices N --address ADDR --port P [--address-step]\n"
     "                     [--interval MS] [--non | --non-always] [--max-age S]\n"
     "                     [--name-prefix PREFIX] [--log-level 0-8]\n"
+    "                     [--multicast GROUP]... [--leisure MS]\n"
     "  Device i (named PREFIX<i>) listens on ADDR:(P+i), or with --address-step on\n"
     "  (ADDR+i):P (IPv4 only). --interval: sensor update period (default 1000 ms).\n"
     "  --non: NON notifications (libcoap still sends every 5th as CON);\n"
     "  --non-always: NON only. --max-age: Max-Age of sensor values (default 60).\n"
-    "  stdout: 'READY <N>' once bound, then 'REQ <device> <METHOD> <path> [payload]'.\n";
+    "  --multicast GROUP (IPv4, repeatable; needs --address-step): every device answers a\n"
+    "  NON GET /.well-known/core sent to GROUP:P from its own address, after a random\n"
+    "  delay in [0, --leisure) ms (default 2000).\n"
+    "  stdout: 'READY <N>' once bound, then 'REQ <device> <METHOD> <path> [payload]',\n"
+    "  and 'MCAST <n>' per multicast request (n = devices that will answer).\n";
 
 int parseInt(const std::string& flag, const char* value, int min, int max) {
   if (value == nullptr) throw std::invalid_argument(flag + " needs a value");
@@ -125,6 +155,15 @@ Options parseOptions(int argc, char** argv) {
       o.name_prefix = take();
     } else if (arg == "--log-level") {
       o.log_level = parseInt(arg, take(), 0, 8);
+    } else if (arg == "--multicast") {
+      const char* v = take();
+      in_addr group{};
+      if (inet_pton(AF_INET, v, &group) != 1 || !IN_MULTICAST(ntohl(group.s_addr))) {
+        throw std::invalid_argument(std::string("--multicast: not an IPv4 multicast group: ") + v);
+      }
+      o.multicast.push_back(group);
+    } else if (arg == "--leisure") {
+      o.leisure_ms = parseInt(arg, take(), 1, 3600 * 1000);
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
@@ -134,6 +173,9 @@ Options parseOptions(int argc, char** argv) {
   }
   if (!o.address_step && o.port + o.devices - 1 > 65535) {
     throw std::invalid_argument("--port + --devices exceeds 65535");
+  }
+  if (!o.multicast.empty() && !o.address_step) {
+    throw std::invalid_argument("--multicast needs --address-step (all devices on one port)");
   }
   return o;
 }
@@ -261,12 +303,108 @@ bool linkMatches(const ResourceSpec& r, std::string_view query) {
   return false;
 }
 
+// A multicast GET /.well-known/core, parsed by hand (RFC 7252 §3).
+struct DiscoveryRequest {
+  std::uint16_t mid = 0;
+  std::string token;
+  std::string query;  // the first Uri-Query, "" when none
+};
+
+std::optional<DiscoveryRequest> parseDiscoveryRequest(const uint8_t* p, size_t n,
+                                                      std::string* why) {
+  auto fail = [&](const char* reason) {
+    *why = reason;
+    return std::nullopt;
+  };
+  if (n < 4) return fail("shorter than a CoAP header");
+  if ((p[0] >> 6) != 1) return fail("not CoAP version 1");
+  const unsigned type = (p[0] >> 4) & 0x3;
+  const size_t tkl = p[0] & 0x0f;
+  if (tkl > 8 || n < 4 + tkl) return fail("bad token length");
+  if (type != 1) return fail("not a NON request (multicast requests must be NON)");
+  if (p[1] != COAP_REQUEST_CODE_GET) return fail("not a GET");
+  DiscoveryRequest r;
+  r.mid = static_cast<std::uint16_t>((p[2] << 8) | p[3]);
+  r.token.assign(reinterpret_cast<const char*>(p + 4), tkl);
+  std::vector<std::string> path;
+  bool have_query = false;
+  size_t i = 4 + tkl;
+  unsigned number = 0;
+  while (i < n && p[i] != 0xff) {
+    unsigned delta = p[i] >> 4;
+    unsigned length = p[i] & 0x0f;
+    ++i;
+    for (unsigned* v : {&delta, &length}) {
+      if (*v == 13) {
+        if (i + 1 > n) return fail("truncated option");
+        *v = 13u + p[i];
+        i += 1;
+      } else if (*v == 14) {
+        if (i + 2 > n) return fail("truncated option");
+        *v = 269u + ((static_cast<unsigned>(p[i]) << 8) | p[i + 1]);
+        i += 2;
+      } else if (*v == 15) {
+        return fail("reserved option nibble");
+      }
+    }
+    if (i + length > n) return fail("truncated option value");
+    number += delta;
+    std::string value(reinterpret_cast<const char*>(p + i), length);
+    i += length;
+    switch (number) {
+      case COAP_OPTION_URI_PATH:
+        path.push_back(std::move(value));
+        break;
+      case COAP_OPTION_URI_QUERY:
+        if (!have_query) r.query = std::move(value);
+        have_query = true;
+        break;
+      case COAP_OPTION_ACCEPT: {
+        unsigned accept = 0;
+        for (char c : value) accept = (accept << 8) | static_cast<uint8_t>(c);
+        if (accept != COAP_MEDIATYPE_APPLICATION_LINK_FORMAT) return fail("Accept is not 40");
+        break;
+      }
+      case COAP_OPTION_URI_HOST:
+      case COAP_OPTION_URI_PORT:
+      case COAP_OPTION_BLOCK2:  // the whole link-format fits: answered as block 0 would be
+        break;
+      default:
+        if ((number & 1u) != 0) return fail("unknown critical option");
+        break;  // elective: ignored
+    }
+  }
+  if (i < n && i + 1 == n) return fail("payload marker without payload");
+  if (path.size() != 2 || path[0] != ".well-known" || path[1] != "core") {
+    return fail("not /.well-known/core");
+  }
+  return r;
+}
+
+// NON 2.05 with `token` and `mid`, Content-Format 40 and `links` as payload.
+std::string encodeDiscoveryAnswer(const DiscoveryRequest& req, const std::string& links) {
+  std::string out;
+  out.push_back(static_cast<char>(0x40 | (1 << 4) | req.token.size()));  // ver 1, NON, TKL
+  out.push_back(static_cast<char>(COAP_RESPONSE_CODE_CONTENT));
+  out.push_back(static_cast<char>(req.mid >> 8));
+  out.push_back(static_cast<char>(req.mid & 0xff));
+  out += req.token;
+  out.push_back(static_cast<char>((COAP_OPTION_CONTENT_FORMAT << 4) | 1));  // delta 12, len 1
+  out.push_back(static_cast<char>(COAP_MEDIATYPE_APPLICATION_LINK_FORMAT));
+  if (!links.empty()) {
+    out.push_back(static_cast<char>(0xff));
+    out += links;
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 
 class Simulator {
  public:
   explicit Simulator(Options opts) : opts_(std::move(opts)) {}
   ~Simulator() {
+    if (mcast_fd_ >= 0) ::close(mcast_fd_);
     if (ctx_ != nullptr) coap_free_context(ctx_);
   }
   Simulator(const Simulator&) = delete;
@@ -292,6 +430,20 @@ class Simulator {
   void bindDevice(int index);
   void tick();
   void prepareIo();
+  void openMulticast();
+  void readMulticast();
+  // Sends the answers that are due; returns false when the socket is full (try again soon).
+  bool sendDueAnswers(std::chrono::steady_clock::time_point now);
+
+  // One scheduled multicast answer: `device` answers `datagram` (shared by all devices of
+  // one request) to `to` at `due`.
+  struct PendingAnswer {
+    std::chrono::steady_clock::time_point due;
+    int device;
+    std::shared_ptr<const std::string> datagram;
+    sockaddr_in to;
+    bool operator>(const PendingAnswer& o) const { return due > o.due; }
+  };
 
   Options opts_;
   coap_context_t* ctx_ = nullptr;
@@ -300,6 +452,11 @@ class Simulator {
   std::unordered_map<Kind, coap_resource_t*> resources_;
   bool in_prepare_ = false;
   bool epoll_ = false;
+  std::vector<in_addr> device_v4_;  // each device's unicast IPv4 address (multicast answers)
+  int mcast_fd_ = -1;
+  std::mt19937 leisure_rng_{std::random_device{}()};
+  std::priority_queue<PendingAnswer, std::vector<PendingAnswer>, std::greater<PendingAnswer>>
+      pending_;
 };
 
 void Simulator::addResource(const ResourceSpec& spec) {
@@ -374,6 +531,7 @@ void Simulator::bindDevice(int index) {
   dev.rng.seed(static_cast<std::mt19937::result_type>(index) * 7919u + 1u);
   dev.temp = 20.0 + static_cast<double>(index % 100) / 10.0;
   by_address_[addressKey(&addr)] = index;
+  if (addr.addr.sa.sa_family == AF_INET) device_v4_.push_back(addr.addr.sin.sin_addr);
   devices_.push_back(std::move(dev));
 }
 
@@ -390,8 +548,119 @@ void Simulator::start() {
 
   devices_.reserve(static_cast<size_t>(opts_.devices));
   for (int i = 0; i < opts_.devices; ++i) bindDevice(i);
+  // After the devices: our SO_REUSEADDR socket on port P would make their plain probe
+  // binds fail.
+  if (!opts_.multicast.empty()) openMulticast();
   std::printf("READY %d\n", opts_.devices);
   std::fflush(stdout);
+}
+
+void Simulator::openMulticast() {
+  const bool one_group = opts_.multicast.size() == 1;
+  mcast_fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (mcast_fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  int one = 1;
+  if (::setsockopt(mcast_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) {
+    throw std::runtime_error(std::string("SO_REUSEADDR: ") + std::strerror(errno));
+  }
+  // Only the groups we joined, not every group some other socket on the host joined.
+  int zero = 0;
+  ::setsockopt(mcast_fd_, IPPROTO_IP, IP_MULTICAST_ALL, &zero, sizeof(zero));
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_port = htons(static_cast<uint16_t>(opts_.port));
+  local.sin_addr.s_addr = one_group ? opts_.multicast.front().s_addr : htonl(INADDR_ANY);
+  char group_text[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &local.sin_addr, group_text, sizeof(group_text));
+  if (::bind(mcast_fd_, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) {
+    throw std::runtime_error(std::string("bind ") + group_text + ":" + std::to_string(opts_.port) +
+                             ": " + std::strerror(errno));
+  }
+  for (const in_addr& group : opts_.multicast) {
+    // The interface is the one holding the devices' addresses (found by address).
+    ip_mreqn mreq{};
+    mreq.imr_multiaddr = group;
+    mreq.imr_address = device_v4_.front();
+    mreq.imr_ifindex = 0;
+    if (::setsockopt(mcast_fd_, IPPROTO_IP, IP_ADD_MEMBERSHIP, &mreq, sizeof(mreq)) != 0) {
+      char text[INET_ADDRSTRLEN] = {};
+      inet_ntop(AF_INET, &group, text, sizeof(text));
+      throw std::runtime_error(std::string("joining ") + text + ": " + std::strerror(errno) +
+                               " (is there a multicast route, e.g. 224.0.0.0/4 dev lo, and"
+                               " is the interface MULTICAST?)");
+    }
+  }
+}
+
+void Simulator::readMulticast() {
+  for (;;) {
+    uint8_t buf[1500];
+    sockaddr_in from{};
+    socklen_t from_len = sizeof(from);
+    ssize_t n =
+        ::recvfrom(mcast_fd_, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &from_len);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        std::fprintf(stderr, "multicast recvfrom: %s\n", std::strerror(errno));
+      }
+      return;
+    }
+    std::string why;
+    auto req = parseDiscoveryRequest(buf, static_cast<size_t>(n), &why);
+    if (!req) {
+      std::fprintf(stderr, "multicast: ignored a datagram: %s\n", why.c_str());
+      continue;
+    }
+    const std::string links = wellKnown(req->query);
+    int scheduled = 0;
+    if (!links.empty()) {
+      if (links.size() >= 1024) {
+        std::fprintf(stderr, "multicast: link-format of %zu bytes would need Block2\n",
+                     links.size());
+      }
+      auto datagram = std::make_shared<const std::string>(encodeDiscoveryAnswer(*req, links));
+      const auto now = std::chrono::steady_clock::now();
+      std::uniform_int_distribution<int> delay_us(0, opts_.leisure_ms * 1000 - 1);
+      for (int i = 0; i < static_cast<int>(device_v4_.size()); ++i) {
+        pending_.push({now + std::chrono::microseconds(delay_us(leisure_rng_)), i, datagram, from});
+        ++scheduled;
+      }
+    }
+    std::printf("MCAST %d\n", scheduled);
+    std::fflush(stdout);
+  }
+}
+
+bool Simulator::sendDueAnswers(std::chrono::steady_clock::time_point now) {
+  while (!pending_.empty() && pending_.top().due <= now) {
+    const PendingAnswer& a = pending_.top();
+    iovec iov{const_cast<char*>(a.datagram->data()), a.datagram->size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(in_pktinfo))] = {};
+    msghdr msg{};
+    sockaddr_in to = a.to;
+    msg.msg_name = &to;
+    msg.msg_namelen = sizeof(to);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = IPPROTO_IP;
+    cm->cmsg_type = IP_PKTINFO;
+    cm->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+    in_pktinfo info{};
+    info.ipi_spec_dst = device_v4_[static_cast<size_t>(a.device)];  // our source address
+    std::memcpy(CMSG_DATA(cm), &info, sizeof(info));
+    if (::sendmsg(mcast_fd_, &msg, MSG_DONTWAIT) < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR) {
+        return false;  // keep it; the loop comes back within a millisecond
+      }
+      std::fprintf(stderr, "multicast answer of %s: sendmsg: %s\n",
+                   devices_[static_cast<size_t>(a.device)].name.c_str(), std::strerror(errno));
+    }
+    pending_.pop();
+  }
+  return true;
 }
 
 void Simulator::tick() {
@@ -425,6 +694,7 @@ void Simulator::run() {
   using Clock = std::chrono::steady_clock;
   const auto interval = std::chrono::milliseconds(opts_.interval_ms);
   auto next_tick = Clock::now() + interval;
+  const int coap_fd = coap_context_get_coap_fd(ctx_);
   while (g_stop == 0) {
     auto now = Clock::now();
     if (now >= next_tick) {
@@ -432,10 +702,27 @@ void Simulator::run() {
       next_tick += interval;
       if (next_tick <= now) next_tick = now + interval;  // fell behind: don't burst
     }
+    bool socket_full = mcast_fd_ >= 0 && !sendDueAnswers(now);
     prepareIo();
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - Clock::now());
-    long wait_ms = std::clamp<long>(wait.count(), 1, 250);  // 0 would mean "block"
-    if (coap_io_process(ctx_, static_cast<uint32_t>(wait_ms)) < 0) {
+    auto until = next_tick;
+    if (!pending_.empty()) until = std::min(until, pending_.top().due);
+    auto wait = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+    long wait_ms = std::clamp<long>(wait.count(), 0, 250);
+    if (socket_full) wait_ms = std::min<long>(wait_ms, 1);
+    int rc = 0;
+    if (mcast_fd_ < 0) {
+      rc = coap_io_process(ctx_, static_cast<uint32_t>(std::max<long>(wait_ms, 1)));  // 0 blocks
+    } else if (epoll_) {
+      // Wait for libcoap's epoll fd and our multicast socket together.
+      pollfd fds[2] = {{coap_fd, POLLIN, 0}, {mcast_fd_, POLLIN, 0}};
+      ::poll(fds, 2, static_cast<int>(wait_ms));  // EINTR: the loop checks g_stop
+      if ((fds[1].revents & POLLIN) != 0) readMulticast();
+      rc = coap_io_process(ctx_, COAP_IO_NO_WAIT);
+    } else {
+      rc = coap_io_process(ctx_, static_cast<uint32_t>(std::clamp<long>(wait_ms, 1, 5)));
+      readMulticast();
+    }
+    if (rc < 0) {
       std::fprintf(stderr, "coap_io_process failed\n");
       break;
     }
