@@ -116,6 +116,24 @@ std::string percentDecode(std::string_view s) {
   return out;
 }
 
+// One option per path segment ("/a/b" → "a", "b"), percent-decoded as the wire wants.
+bool addPathOptions(coap_pdu_t* pdu, std::uint16_t option, std::string_view path) {
+  while (!path.empty()) {
+    if (path.front() == '/') {
+      path.remove_prefix(1);
+      continue;
+    }
+    auto slash = path.find('/');
+    std::string segment = percentDecode(path.substr(0, slash));
+    if (coap_add_option(pdu, option, segment.size(),
+                        reinterpret_cast<const std::uint8_t*>(segment.data())) == 0) {
+      return false;
+    }
+    path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash);
+  }
+  return true;
+}
+
 coap_pdu_code_t methodCode(bridge::Method method) {
   switch (method) {
     case bridge::Method::Get:
@@ -270,6 +288,13 @@ CoapLink::RequestId CoapLink::request(const std::string& device, bridge::Method 
                                       const std::string& path, const std::string& payload,
                                       std::optional<unsigned> content_format,
                                       ResponseHandler handler) {
+  return startExchange(device, method, path, payload, content_format, false, std::move(handler));
+}
+
+std::uint64_t CoapLink::startExchange(const std::string& device, bridge::Method method,
+                                      const std::string& path, const std::string& payload,
+                                      std::optional<unsigned> content_format, bool observe,
+                                      ResponseHandler handler) {
   auto it = devices_.find(device);
   if (it == devices_.end()) {
     handler(std::nullopt, "unknown device '" + device + "'");
@@ -278,8 +303,9 @@ CoapLink::RequestId CoapLink::request(const std::string& device, bridge::Method 
   auto exchange = std::make_unique<Exchange>();
   exchange->device = device;
   exchange->path = path;
+  exchange->observe = observe;
   exchange->handler = std::move(handler);
-  return send(*it->second, method, path, payload, content_format, false, std::move(exchange));
+  return send(*it->second, method, path, payload, content_format, observe, std::move(exchange));
 }
 
 void CoapLink::cancelRequest(RequestId id) {
@@ -291,17 +317,8 @@ void CoapLink::cancelRequest(RequestId id) {
 
 CoapLink::ObserveId CoapLink::observe(const std::string& device, const std::string& path,
                                       ObserveHandler handler) {
-  auto it = devices_.find(device);
-  if (it == devices_.end()) {
-    handler(std::nullopt, "unknown device '" + device + "'");
-    return 0;
-  }
-  auto exchange = std::make_unique<Exchange>();
-  exchange->device = device;
-  exchange->path = path;
-  exchange->observe = true;
-  exchange->handler = std::move(handler);
-  return send(*it->second, bridge::Method::Get, path, {}, std::nullopt, true, std::move(exchange));
+  return startExchange(device, bridge::Method::Get, path, {}, std::nullopt, true,
+                       std::move(handler));
 }
 
 std::uint64_t CoapLink::send(Device& device, bridge::Method method, const std::string& path,
@@ -321,18 +338,7 @@ std::uint64_t CoapLink::send(Device& device, bridge::Method method, const std::s
          coap_add_option(pdu, COAP_OPTION_OBSERVE,
                          coap_encode_var_safe(buf, sizeof buf, COAP_OBSERVE_ESTABLISH), buf) != 0;
   }
-  std::string_view rest(path);
-  while (ok && !rest.empty()) {
-    if (rest.front() == '/') {
-      rest.remove_prefix(1);
-      continue;
-    }
-    auto slash = rest.find('/');
-    std::string segment = percentDecode(rest.substr(0, slash));
-    ok = coap_add_option(pdu, COAP_OPTION_URI_PATH, segment.size(),
-                         reinterpret_cast<const std::uint8_t*>(segment.data())) != 0;
-    rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
-  }
+  if (ok) ok = addPathOptions(pdu, COAP_OPTION_URI_PATH, path);
   if (ok && content_format) {
     ok = coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
                          coap_encode_var_safe(buf, sizeof buf, *content_format), buf) != 0;
@@ -609,18 +615,7 @@ void CoapCallbacks::serverRequest(coap_resource_t* resource, coap_session_t* ses
     CoapServerResponse res = (*handler)(req);
     coap_pdu_set_code(response, static_cast<coap_pdu_code_t>(COAP_RESPONSE_CODE(res.code)));
     std::uint8_t buf[4];
-    std::string_view location(res.location);
-    while (!location.empty()) {
-      if (location.front() == '/') {
-        location.remove_prefix(1);
-        continue;
-      }
-      auto slash = location.find('/');
-      auto segment = location.substr(0, slash);
-      coap_add_option(response, COAP_OPTION_LOCATION_PATH, segment.size(),
-                      reinterpret_cast<const std::uint8_t*>(segment.data()));
-      location = slash == std::string_view::npos ? std::string_view{} : location.substr(slash);
-    }
+    addPathOptions(response, COAP_OPTION_LOCATION_PATH, res.location);
     if (res.content_format) {
       coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
                       coap_encode_var_safe(buf, sizeof buf, *res.content_format), buf);

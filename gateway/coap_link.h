@@ -117,6 +117,10 @@ class CoapLink {
   void onNack(coap_session_t* session, const void* sent, int reason, int mid);
   void processIo();
 
+  std::uint64_t startExchange(const std::string& device, bridge::Method method,
+                              const std::string& path, const std::string& payload,
+                              std::optional<unsigned> content_format, bool observe,
+                              ResponseHandler handler);
   std::uint64_t send(Device& device, bridge::Method method, const std::string& path,
                      const std::string& payload, std::optional<unsigned> content_format,
                      bool observe, std::unique_ptr<Exchange> exchange);
