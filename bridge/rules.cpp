@@ -19,251 +19,31 @@
 
 #include <toml.hpp>
 
+#include "bridge/toml_reader.h"
+
 namespace coap2mqtt::bridge {
 
 namespace {
 
-// std::map instead of toml11's default unordered_map: deterministic iteration, so the
-// same file always yields the same error list.
-using Value = toml::basic_value<toml::discard_comments, std::map, std::vector>;
-using Table = Value::table_type;
+using toml_reader::quote;
+using toml_reader::Reporter;
+using toml_reader::Table;
+using toml_reader::TableReader;
+using toml_reader::typeName;
+using toml_reader::unknownKeyMessage;
+using toml_reader::Value;
 
 constexpr std::chrono::milliseconds kMinInterval{100};
-constexpr const char* kDurationExpected =
-    "expected a duration such as \"500ms\", \"30s\" or \"5m\" (or an integer number of "
-    "seconds)";
 
-const char* typeName(const Value& v) {
-  switch (v.type()) {
-    case toml::value_t::boolean:
-      return "a boolean";
-    case toml::value_t::integer:
-      return "an integer";
-    case toml::value_t::floating:
-      return "a float";
-    case toml::value_t::string:
-      return "a string";
-    case toml::value_t::offset_datetime:
-    case toml::value_t::local_datetime:
-    case toml::value_t::local_date:
-    case toml::value_t::local_time:
-      return "a date/time";
-    case toml::value_t::array:
-      return "an array";
-    case toml::value_t::table:
-      return "a table";
-    case toml::value_t::empty:
-      break;
-  }
-  return "nothing";
+std::optional<Glob> readGlob(TableReader& r, std::string_view key, Glob::Kind kind,
+                             bool required = false, std::string_view expected = "a glob") {
+  const auto s = r.string(key, required, expected);
+  if (!s) return std::nullopt;
+  std::string err;
+  auto g = Glob::compile(*s, kind, &err);
+  if (!g) r.invalid(key, "invalid glob " + quote(*s) + ": " + err);
+  return g;
 }
-
-std::string quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[(c >> 4) & 0xf];
-      out += kHex[c & 0xf];
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
-std::string formatDuration(std::chrono::milliseconds d) {
-  const auto ms = d.count();
-  if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
-  return std::to_string(ms) + "ms";
-}
-
-std::string unknownKeyMessage(std::string_view key, const std::vector<std::string>& known) {
-  if (auto guess = closestMatch(key, known); !guess.empty()) {
-    return "unknown key; did you mean " + quote(guess) + "?";
-  }
-  std::string list;
-  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-  return "unknown key; expected one of: " + list;
-}
-
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) ==
-           std::tolower(static_cast<unsigned char>(y));
-  });
-}
-
-// Appends errors for one file, located at a value's source position.
-class Reporter {
- public:
-  Reporter(const std::string& file, std::vector<ConfigError>& errors)
-      : file_(file), errors_(errors) {}
-
-  void error(const Value& where, std::string key, std::string message) {
-    const auto loc = where.location();
-    errors_.push_back({file_, loc.line(), loc.column(), std::move(key), std::move(message)});
-  }
-  std::size_t count() const { return errors_.size(); }
-  const std::string& file() const { return file_; }
-
- private:
-  const std::string& file_;
-  std::vector<ConfigError>& errors_;
-};
-
-// Typed access to one TOML table. Unknown keys are reported on construction; every getter
-// reports a wrong type or value and returns nullopt then (and when the key is absent).
-class TableReader {
- public:
-  TableReader(Reporter& report, const Value& table, std::string prefix,
-              std::vector<std::string> known)
-      : report_(report), table_(table), prefix_(std::move(prefix)) {
-    for (const auto& [key, value] : table_.as_table()) {
-      if (std::find(known.begin(), known.end(), key) == known.end()) {
-        report_.error(value, keyPath(key), unknownKeyMessage(key, known));
-      }
-    }
-  }
-
-  std::string keyPath(std::string_view key) const {
-    return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
-  }
-
-  const Value* find(std::string_view key) const {
-    const auto& t = table_.as_table();
-    const auto it = t.find(std::string(key));
-    return it == t.end() ? nullptr : &it->second;
-  }
-
-  void missing(std::string_view key, std::string_view expected) {
-    report_.error(table_, keyPath(key),
-                  "required key is missing; expected " + std::string(expected));
-  }
-
-  void invalid(std::string_view key, std::string message) {
-    if (const Value* v = find(key)) report_.error(*v, keyPath(key), std::move(message));
-  }
-
-  std::optional<std::string> string(std::string_view key, bool required = false,
-                                    std::string_view expected = "a string") {
-    const Value* v = find(key);
-    if (v == nullptr) {
-      if (required) missing(key, expected);
-      return std::nullopt;
-    }
-    if (!v->is_string()) {
-      report_.error(*v, keyPath(key),
-                    "expected " + std::string(expected) + ", got " + typeName(*v));
-      return std::nullopt;
-    }
-    return v->as_string().str;
-  }
-
-  std::optional<std::int64_t> integer(std::string_view key, std::int64_t lo, std::int64_t hi) {
-    const Value* v = find(key);
-    if (v == nullptr) return std::nullopt;
-    const std::string expected =
-        "expected an integer " + std::to_string(lo) + ".." + std::to_string(hi);
-    if (!v->is_integer()) {
-      report_.error(*v, keyPath(key), expected + ", got " + typeName(*v));
-      return std::nullopt;
-    }
-    const auto n = v->as_integer();
-    if (n < lo || n > hi) {
-      report_.error(*v, keyPath(key), expected + ", got " + std::to_string(n));
-      return std::nullopt;
-    }
-    return n;
-  }
-
-  std::optional<bool> boolean(std::string_view key) {
-    const Value* v = find(key);
-    if (v == nullptr) return std::nullopt;
-    if (!v->is_boolean()) {
-      report_.error(*v, keyPath(key), std::string("expected true or false, got ") + typeName(*v));
-      return std::nullopt;
-    }
-    return v->as_boolean();
-  }
-
-  std::optional<std::chrono::milliseconds> duration(std::string_view key,
-                                                    std::chrono::milliseconds min) {
-    const Value* v = find(key);
-    if (v == nullptr) return std::nullopt;
-    std::optional<std::chrono::milliseconds> d;
-    std::string shown;
-    if (v->is_string()) {
-      shown = quote(v->as_string().str);
-      d = parseDuration(v->as_string().str);
-    } else if (v->is_integer()) {
-      const auto n = v->as_integer();
-      shown = std::to_string(n);
-      if (n >= 0 && n <= std::numeric_limits<std::int64_t>::max() / 1000) {
-        d = std::chrono::seconds(n);
-      }
-    } else {
-      report_.error(*v, keyPath(key), std::string(kDurationExpected) + ", got " + typeName(*v));
-      return std::nullopt;
-    }
-    if (!d) {
-      report_.error(*v, keyPath(key), std::string(kDurationExpected) + ", got " + shown);
-      return std::nullopt;
-    }
-    if (*d < min) {
-      report_.error(*v, keyPath(key), "must be at least " + formatDuration(min) + ", got " + shown);
-      return std::nullopt;
-    }
-    return d;
-  }
-
-  template <class E>
-  std::optional<E> choice(std::string_view key,
-                          const std::vector<std::pair<std::string, E>>& choices,
-                          bool ignore_case = false) {
-    std::string list;
-    for (const auto& c : choices) list += (list.empty() ? "" : ", ") + quote(c.first);
-    const std::string expected = "one of " + list;
-    const auto s = string(key, false, expected);
-    if (!s) return std::nullopt;
-    for (const auto& [text, value] : choices) {
-      const bool same = ignore_case ? equalsIgnoreCase(text, *s) : text == *s;
-      if (same) return value;
-    }
-    invalid(key, "expected " + expected + ", got " + quote(*s));
-    return std::nullopt;
-  }
-
-  std::optional<Glob> glob(std::string_view key, Glob::Kind kind, bool required = false,
-                           std::string_view expected = "a glob") {
-    const auto s = string(key, required, expected);
-    if (!s) return std::nullopt;
-    std::string err;
-    auto g = Glob::compile(*s, kind, &err);
-    if (!g) invalid(key, "invalid glob " + quote(*s) + ": " + err);
-    return g;
-  }
-
-  // A sub-table (inline or [a.b]); nullptr when absent or not a table (reported).
-  const Value* table(std::string_view key) {
-    const Value* v = find(key);
-    if (v == nullptr) return nullptr;
-    if (!v->is_table()) {
-      report_.error(*v, keyPath(key), std::string("expected a table, got ") + typeName(*v));
-      return nullptr;
-    }
-    return v;
-  }
-
- private:
-  Reporter& report_;
-  const Value& table_;
-  std::string prefix_;
-};
 
 std::string stripAnsi(std::string_view s) {
   std::string out;
@@ -427,9 +207,9 @@ class FileParser {
 
     if (const Value* m = r.table("match")) {
       TableReader mr(report_, *m, prefix + ".match", {"device", "path", "rt"});
-      if (auto g = mr.glob("device", Glob::Kind::Name)) rule.device = std::move(*g);
-      if (auto g = mr.glob("path", Glob::Kind::Path)) rule.path = std::move(*g);
-      if (auto g = mr.glob("rt", Glob::Kind::Name)) rule.rt = std::move(*g);
+      if (auto g = readGlob(mr, "device", Glob::Kind::Name)) rule.device = std::move(*g);
+      if (auto g = readGlob(mr, "path", Glob::Kind::Path)) rule.path = std::move(*g);
+      if (auto g = readGlob(mr, "rt", Glob::Kind::Name)) rule.rt = std::move(*g);
     }
 
     if (auto mode = r.choice<Mode>("mode", {{"observe", Mode::Observe}, {"poll", Mode::Poll}})) {
@@ -503,10 +283,10 @@ class FileParser {
           std::string("a device name glob such as \"*\" (") + kDenied + ")";
       const std::string expect_path =
           std::string("a path glob such as \"/actuators/*\" (") + kDenied + ")";
-      if (auto g = ar.glob("device", Glob::Kind::Name, true, expect_device)) {
+      if (auto g = readGlob(ar, "device", Glob::Kind::Name, true, expect_device)) {
         cmd.allow_device = std::move(*g);
       }
-      if (auto g = ar.glob("path", Glob::Kind::Path, true, expect_path)) {
+      if (auto g = readGlob(ar, "path", Glob::Kind::Path, true, expect_path)) {
         cmd.allow_path = std::move(*g);
       }
     } else if (r.find("allow") == nullptr) {

@@ -1,7 +1,8 @@
 #include "bridge/topic_template.h"
 
-#include <cstdint>
 #include <utility>
+
+#include "registry/utf8.h"
 
 namespace coap2mqtt::bridge {
 namespace {
@@ -19,44 +20,6 @@ std::string at(std::size_t offset) {
   return " at offset " + std::to_string(offset);
 }
 
-// Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF): brokers disconnect
-// a client that sends a topic with anything else.
-bool validUtf8(std::string_view s) {
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  while (i < n) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len = 0;
-    std::uint32_t cp = 0;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-      cp = c & 0x1Fu;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      cp = c & 0x0Fu;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07u;
-    } else {
-      return false;
-    }
-    if (n - i < len) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0u) != 0x80u) return false;
-      cp = (cp << 6) | (cc & 0x3Fu);
-    }
-    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return false;
-    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return false;
-    i += len;
-  }
-  return true;
-}
-
 // One pass over an expanded topic: everything a broker would refuse in a PUBLISH, plus the
 // empty levels we refuse by policy.
 bool validPublishTopic(std::string_view topic) {
@@ -68,7 +31,7 @@ bool validPublishTopic(std::string_view topic) {
     if (c == '/' && prev == '/') return false;
     prev = c;
   }
-  return validUtf8(topic);
+  return registry::isValidUtf8(topic);  // strict: brokers disconnect on anything else
 }
 
 // Segment `index` of "a/b/c" (0-based); nullopt past the end. "" has no segments.
@@ -106,7 +69,7 @@ std::optional<TopicTemplate> TopicTemplate::compile(std::string_view text, std::
                    "topic template starts with '$': such topics are reserved for the "
                    "broker (e.g. $SYS)");
   }
-  if (!validUtf8(text)) return fail<R>(error, "topic template is not valid UTF-8");
+  if (!registry::isValidUtf8(text)) return fail<R>(error, "topic template is not valid UTF-8");
 
   TopicTemplate tmpl;
   tmpl.text_ = std::string(text);
@@ -227,7 +190,7 @@ std::optional<CommandTopic> CommandTopic::compile(std::string_view text, std::st
                    "command topic starts with '$': such topics are reserved for the "
                    "broker ($share subscriptions are not supported)");
   }
-  if (!validUtf8(text)) return fail<R>(error, "command topic is not valid UTF-8");
+  if (!registry::isValidUtf8(text)) return fail<R>(error, "command topic is not valid UTF-8");
   if (const std::size_t empty = emptyLevelAt(text); empty != std::string_view::npos) {
     return fail<R>(error, "empty topic level" + at(empty) +
                               ": no leading, trailing or doubled '/' in a command topic");

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "registry/link_format.h"
+#include "registry/utf8.h"
 
 namespace coap2mqtt::bridge {
 namespace {
@@ -20,44 +21,6 @@ constexpr unsigned kMaxDepth = 64;
 
 TransformResult failed(std::string message) {
   return {std::string(), std::move(message)};
-}
-
-// Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF), which is what
-// nlohmann::json::dump() insists on.
-bool validUtf8(std::string_view s) {
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  while (i < n) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t len = 0;
-    std::uint32_t cp = 0;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-      cp = c & 0x1Fu;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      cp = c & 0x0Fu;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      cp = c & 0x07u;
-    } else {
-      return false;
-    }
-    if (n - i < len) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0u) != 0x80u) return false;
-      cp = (cp << 6) | (cc & 0x3Fu);
-    }
-    if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return false;
-    if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return false;
-    i += len;
-  }
-  return true;
 }
 
 void appendBase64(std::string& out, std::string_view in, bool url) {
@@ -188,7 +151,7 @@ bool isFiniteNumber(std::string_view s) {
 }
 
 TransformResult textToJson(std::string_view bytes) {
-  if (!validUtf8(bytes)) return failed("text payload is not valid UTF-8");
+  if (!registry::isValidUtf8(bytes)) return failed("text payload is not valid UTF-8");
   const std::string_view trimmed = trimAscii(bytes);
   if (isJsonNumber(trimmed) && isFiniteNumber(trimmed)) return {std::string(trimmed), {}};
   if (trimmed == "true" || trimmed == "false") return {std::string(trimmed), {}};
@@ -426,7 +389,7 @@ class CborToJson {
       case 3: {
         std::string text;
         if (!string(h, text)) return false;
-        if (!validUtf8(text)) return fail(h.at, "text string is not valid UTF-8");
+        if (!registry::isValidUtf8(text)) return fail(h.at, "text string is not valid UTF-8");
         out = std::move(text);
         return true;
       }
@@ -518,7 +481,7 @@ TransformResult cborToJson(std::string_view bytes, bool senml) {
 // ct 40: link format
 
 TransformResult linkFormatToJson(std::string_view bytes) {
-  if (!validUtf8(bytes)) return failed("invalid link-format: not valid UTF-8");
+  if (!registry::isValidUtf8(bytes)) return failed("invalid link-format: not valid UTF-8");
   const registry::LinkFormatResult parsed = registry::parseLinkFormat(bytes);
   if (!parsed.ok()) {
     return failed("invalid link-format at byte " + std::to_string(parsed.error->offset) + ": " +

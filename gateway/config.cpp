@@ -19,6 +19,8 @@
 
 #include <toml.hpp>
 
+#include "bridge/toml_reader.h"
+
 namespace coap2mqtt::gateway {
 
 namespace {
@@ -26,215 +28,18 @@ namespace {
 namespace fs = std::filesystem;
 using bridge::ConfigError;
 
-// std::map for a deterministic key order (toml11 3.x defaults to unordered_map).
-using Value = toml::basic_value<toml::discard_comments, std::map, std::vector>;
+using bridge::toml_reader::MessageStyle;
+using bridge::toml_reader::Reporter;
+using bridge::toml_reader::TableReader;
+using bridge::toml_reader::typeName;
+using bridge::toml_reader::Value;
 
 constexpr const char* kDefaultBaseTopic = "coap2mqtt";
-constexpr const char* kDurationExpected =
-    "expected a duration such as \"500ms\", \"30s\" or \"5m\" (or an integer number of "
-    "seconds)";
 
-const char* typeName(const Value& v) {
-  switch (v.type()) {
-    case toml::value_t::boolean:
-      return "a boolean";
-    case toml::value_t::integer:
-      return "an integer";
-    case toml::value_t::floating:
-      return "a float";
-    case toml::value_t::string:
-      return "a string";
-    case toml::value_t::offset_datetime:
-    case toml::value_t::local_datetime:
-    case toml::value_t::local_date:
-    case toml::value_t::local_time:
-      return "a date/time";
-    case toml::value_t::array:
-      return "an array";
-    case toml::value_t::table:
-      return "a table";
-    case toml::value_t::empty:
-      break;
-  }
-  return "nothing";
-}
-
+// gateway.toml's messages show control characters in values as '?'.
 std::string quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += static_cast<unsigned char>(c) < 0x20 ? '?' : c;
-  }
-  return out + "\"";
+  return bridge::toml_reader::quote(s, MessageStyle::Gateway);
 }
-
-// The reader below mirrors the one in bridge/rules.cpp (file-local there too, so toml11
-// stays out of every header); gateway.toml needs strings, arrays and durations only.
-class Reporter {
- public:
-  Reporter(const std::string& file, std::vector<ConfigError>& errors)
-      : file_(file), errors_(errors) {}
-  void error(const Value& where, std::string key, std::string message) {
-    const auto loc = where.location();
-    errors_.push_back({file_, loc.line(), loc.column(), std::move(key), std::move(message)});
-  }
-
- private:
-  const std::string& file_;
-  std::vector<ConfigError>& errors_;
-};
-
-class TableReader {
- public:
-  // Reports the keys of `table` that are not in `known`, with a "did you mean".
-  TableReader(Reporter& report, const Value& table, std::string prefix,
-              const std::vector<std::string>& known)
-      : report_(report), table_(table), prefix_(std::move(prefix)) {
-    for (const auto& [key, value] : table_.as_table()) {
-      if (std::find(known.begin(), known.end(), key) != known.end()) continue;
-      std::string message = "unknown key; ";
-      if (auto guess = bridge::closestMatch(key, known); !guess.empty()) {
-        message += "did you mean " + quote(guess) + "?";
-      } else {
-        message += "expected one of:";
-        for (const auto& k : known) message += (k == known.front() ? " " : ", ") + k;
-      }
-      report_.error(value, keyPath(key), std::move(message));
-    }
-  }
-
-  std::string keyPath(std::string_view key) const {
-    return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
-  }
-
-  const Value* find(std::string_view key) const {
-    const auto& t = table_.as_table();
-    const auto it = t.find(std::string(key));
-    return it == t.end() ? nullptr : &it->second;
-  }
-
-  void invalid(std::string_view key, std::string message) {
-    if (const Value* v = find(key)) report_.error(*v, keyPath(key), std::move(message));
-  }
-
-  std::optional<std::string> string(std::string_view key, bool required = false,
-                                    std::string_view expected = "a string") {
-    const Value* v = find(key);
-    if (v == nullptr) {
-      if (required) {
-        report_.error(table_, keyPath(key),
-                      "required key is missing; expected " + std::string(expected));
-      }
-      return std::nullopt;
-    }
-    if (!v->is_string()) {
-      report_.error(*v, keyPath(key),
-                    "expected " + std::string(expected) + ", got " + typeName(*v));
-      return std::nullopt;
-    }
-    return v->as_string().str;
-  }
-
-  // An array of strings; each element is handed to `each` with its value and key path.
-  template <class F>
-  bool stringArray(std::string_view key, std::string_view expected, F&& each) {
-    const Value* v = find(key);
-    if (v == nullptr) return false;
-    if (!v->is_array()) {
-      report_.error(*v, keyPath(key),
-                    "expected an array of " + std::string(expected) + ", got " + typeName(*v));
-      return false;
-    }
-    std::size_t index = 0;
-    for (const Value& item : v->as_array()) {
-      const std::string item_key = keyPath(key) + "[" + std::to_string(++index) + "]";
-      if (!item.is_string()) {
-        report_.error(item, item_key,
-                      "expected " + std::string(expected) + ", got " + typeName(item));
-        continue;
-      }
-      each(item, item_key, item.as_string().str);
-    }
-    return true;
-  }
-
-  std::optional<std::chrono::milliseconds> duration(std::string_view key,
-                                                    std::chrono::milliseconds min) {
-    const Value* v = find(key);
-    if (v == nullptr) return std::nullopt;
-    std::optional<std::chrono::milliseconds> d;
-    std::string shown;
-    if (v->is_string()) {
-      shown = quote(v->as_string().str);
-      d = bridge::parseDuration(v->as_string().str);
-    } else if (v->is_integer()) {
-      shown = std::to_string(v->as_integer());
-      d = bridge::parseDuration(shown);  // a bare integer: seconds
-    } else {
-      shown = typeName(*v);
-    }
-    if (!d) {
-      report_.error(*v, keyPath(key), std::string(kDurationExpected) + ", got " + shown);
-    } else if (*d < min) {
-      report_.error(*v, keyPath(key),
-                    "must be at least " + std::to_string(min.count()) + "ms, got " + shown);
-      d.reset();
-    }
-    return d;
-  }
-
-  std::optional<std::string> choice(std::string_view key, const std::vector<std::string>& choices) {
-    std::string expected = "one of";
-    for (const auto& c : choices) expected += (c == choices.front() ? " " : ", ") + quote(c);
-    auto s = string(key, false, expected);
-    if (s && std::find(choices.begin(), choices.end(), *s) == choices.end()) {
-      invalid(key, "expected " + expected + ", got " + quote(*s));
-      s.reset();
-    }
-    return s;
-  }
-
-  std::optional<bool> boolean(std::string_view key) {
-    const Value* v = find(key);
-    if (v == nullptr) return std::nullopt;
-    if (!v->is_boolean()) {
-      report_.error(*v, keyPath(key), std::string("expected true or false, got ") + typeName(*v));
-      return std::nullopt;
-    }
-    return v->as_boolean();
-  }
-
-  std::optional<std::int64_t> integer(std::string_view key, std::int64_t min, std::int64_t max) {
-    const Value* v = find(key);
-    if (v == nullptr) return std::nullopt;
-    const std::string expected =
-        "expected an integer " + std::to_string(min) + ".." + std::to_string(max);
-    if (!v->is_integer()) {
-      report_.error(*v, keyPath(key), expected + ", got " + typeName(*v));
-      return std::nullopt;
-    }
-    const std::int64_t n = v->as_integer();
-    if (n < min || n > max) {
-      report_.error(*v, keyPath(key), expected + ", got " + std::to_string(n));
-      return std::nullopt;
-    }
-    return n;
-  }
-
-  const Value* table(std::string_view key) {
-    const Value* v = find(key);
-    if (v != nullptr && !v->is_table()) {
-      report_.error(*v, keyPath(key), std::string("expected a table, got ") + typeName(*v));
-      return nullptr;
-    }
-    return v;
-  }
-
- private:
-  Reporter& report_;
-  const Value& table_;
-  std::string prefix_;
-};
 
 bool isNameChar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
@@ -460,10 +265,10 @@ void parseDiscoverySection(TableReader& coap, Reporter& report, DiscoveryConfig&
 void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
   const Value* section = root.table("coap");
   if (section == nullptr) return;
-  TableReader r(report, *section, "coap",
-                {"listen", "request_timeout", "retry_interval", "offline_after",
-                 "resource_directory", "ack_timeout", "ack_random_factor", "max_retransmit",
-                 "discovery", "device"});
+  TableReader r(
+      report, *section, "coap",
+      {"listen", "request_timeout", "retry_interval", "offline_after", "resource_directory",
+       "ack_timeout", "ack_random_factor", "max_retransmit", "discovery", "device"});
   r.stringArray("listen", "\"host:port\" strings",
                 [&](const Value& item, const std::string& key, const std::string& addr) {
                   if (isHostPort(addr, true, true)) {
@@ -488,8 +293,8 @@ void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
     }
   }
   if (const Value* v = r.find("ack_random_factor")) {
-    const double f = v->is_floating() ? v->as_floating()
-                                      : (v->is_integer() ? double(v->as_integer()) : -1.0);
+    const double f =
+        v->is_floating() ? v->as_floating() : (v->is_integer() ? double(v->as_integer()) : -1.0);
     if (f < 1.0 || f > 4.0) {
       r.invalid("ack_random_factor", "expected a number 1.0..4.0 (RFC 7252 default 1.5)");
     } else {
@@ -659,7 +464,7 @@ GatewayConfig loadConfig(const std::string& path) {
     throw bridge::ConfigErrors(std::move(errors));
   }
 
-  Reporter report(path, errors);
+  Reporter report(path, errors, MessageStyle::Gateway);
   TableReader root(report, *doc, "", {"gateway", "coap", "mqtt", "rule", "command"});
   cfg.name = defaultGatewayName();
   parseGatewaySection(root, report, dir, cfg);

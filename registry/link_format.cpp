@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "registry/utf8.h"
+
 namespace coap2mqtt::registry {
 namespace {
 
@@ -40,28 +42,6 @@ constexpr bool isParmnameChar(unsigned char c) {
 // Whitespace we tolerate between links and parameters; real devices pretty-print.
 constexpr bool isSpace(unsigned char c) {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0. Quoted strings end up in
-// MQTT payloads and JSON, where invalid UTF-8 is an error, so we refuse it at the door.
-std::size_t utf8Length(std::string_view s, std::size_t i) {
-  const auto byte = [&](std::size_t k) -> unsigned {
-    return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0x100;
-  };
-  const auto cont = [&](std::size_t k, unsigned lo = 0x80, unsigned hi = 0xBF) {
-    const unsigned b = byte(k);
-    return b >= lo && b <= hi;
-  };
-  const unsigned b0 = byte(0);
-  if (b0 < 0x80) return 1;
-  if (b0 >= 0xC2 && b0 <= 0xDF) return cont(1) ? 2 : 0;
-  if (b0 == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
-  if (b0 == 0xED) return cont(1, 0x80, 0x9F) && cont(2) ? 3 : 0;  // no surrogates
-  if (b0 >= 0xE1 && b0 <= 0xEF) return cont(1) && cont(2) ? 3 : 0;
-  if (b0 == 0xF0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
-  if (b0 >= 0xF1 && b0 <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
-  if (b0 == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
-  return 0;
 }
 
 // Error messages never echo raw bytes: they end up in logs.
@@ -255,7 +235,9 @@ class Parser {
       if ((c < 0x20 && c != '\t') || c == 0x7F) {
         return fail(pos_, "expected text in quoted-string, found control " + describe(c));
       }
-      const std::size_t n = utf8Length(text_, pos_);
+      // Quoted strings end up in MQTT payloads and JSON, where invalid UTF-8 is an error,
+      // so we refuse it at the door.
+      const std::size_t n = utf8SequenceLength(text_, pos_);
       if (n == 0) return fail(pos_, "expected valid UTF-8 in quoted-string, found " + describe(c));
       out.append(text_.substr(pos_, n));
       pos_ += n;

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "registry/utf8.h"
+
 namespace coap2mqtt::registry {
 namespace {
 
@@ -195,27 +197,6 @@ std::string resolveReference(std::string_view base, std::string_view reference) 
 // ---------------------------------------------------------------------------------------
 // Registration parameters.
 
-// Length of the valid UTF-8 sequence at s[i], or 0.
-std::size_t utf8Length(std::string_view s, std::size_t i) {
-  const auto byte = [&](std::size_t k) -> unsigned {
-    return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0x100;
-  };
-  const auto cont = [&](std::size_t k, unsigned lo = 0x80, unsigned hi = 0xBF) {
-    const unsigned v = byte(k);
-    return v >= lo && v <= hi;
-  };
-  const unsigned b0 = byte(0);
-  if (b0 < 0x80) return 1;
-  if (b0 >= 0xC2 && b0 <= 0xDF) return cont(1) ? 2 : 0;
-  if (b0 == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
-  if (b0 == 0xED) return cont(1, 0x80, 0x9F) && cont(2) ? 3 : 0;
-  if (b0 >= 0xE1 && b0 <= 0xEF) return cont(1) && cont(2) ? 3 : 0;
-  if (b0 == 0xF0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
-  if (b0 >= 0xF1 && b0 <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
-  if (b0 == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
-  return 0;
-}
-
 // RFC 9176 §5: UTF-8 without characters U+0000..U+001F and U+007F..U+009F. The message
 // never echoes the value: it ends up in logs and in the response.
 std::optional<std::string> checkText(std::string_view name, std::string_view value,
@@ -227,7 +208,7 @@ std::optional<std::string> checkText(std::string_view name, std::string_view val
   }
   for (std::size_t i = 0; i < value.size();) {
     const auto c = static_cast<unsigned char>(value[i]);
-    const std::size_t n = utf8Length(value, i);
+    const std::size_t n = utf8SequenceLength(value, i);
     if (n == 0) return std::string(name) + " must be valid UTF-8";
     const bool c1_control = n == 2 && c == 0xC2 && static_cast<unsigned char>(value[i + 1]) < 0xA0;
     if (c < 0x20 || c == 0x7F || c1_control) {
