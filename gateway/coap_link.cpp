@@ -238,14 +238,13 @@ void CoapLink::processIo() {
   coap_io_process(context_, COAP_IO_NO_WAIT);
 }
 
-bool CoapLink::addDevice(const std::string& name, const std::string& uri, std::string* error) {
+coap_session_t* CoapLink::newSession(const std::string& uri, std::string* error) {
   coap_address_t address;
-  if (!resolve(uri, &address, error)) return false;
-  removeDevice(name);
+  if (!resolve(uri, &address, error)) return nullptr;
   coap_session_t* session = coap_new_client_session(context_, nullptr, &address, COAP_PROTO_UDP);
   if (session == nullptr) {
     *error = "cannot create a CoAP session to " + uri;
-    return false;
+    return nullptr;
   }
   // libcoap 4.3.1 has no context app data: every session points back at us.
   coap_session_set_app_data(session, this);
@@ -257,12 +256,55 @@ bool CoapLink::addDevice(const std::string& name, const std::string& uri, std::s
   coap_session_set_ack_timeout(session, fixed(config_.ack_timeout.count() / 1000.0));
   coap_session_set_ack_random_factor(session, fixed(config_.ack_random_factor));
   coap_session_set_max_retransmit(session, config_.max_retransmit);
+  return session;
+}
+
+bool CoapLink::addDevice(const std::string& name, const std::string& uri, std::string* error) {
+  coap_session_t* session = newSession(uri, error);
+  if (session == nullptr) return false;
+  removeDevice(name);
   auto device = std::make_unique<Device>();
   device->name = name;
   device->uri = uri;
   device->session = session;
   devices_[name] = std::move(device);
   return true;
+}
+
+// libcoap 4.3.1 sends one CON at a time per session (NSTART=1) and keeps retransmitting a
+// request we have given up on for up to a minute: every newer request (a ping, a new
+// registration) waits behind it, and after a partition the whole backlog arrives at once,
+// its answers unknown to us. A fresh session (new socket, empty queues) starts clean.
+void CoapLink::resetSession(const std::string& name, const std::string& reason) {
+  auto it = devices_.find(name);
+  if (it == devices_.end()) return;
+  std::string error;
+  coap_session_t* fresh = newSession(it->second->uri, &error);
+  if (fresh == nullptr) {
+    spdlog::warn("coap: cannot renew the session of {}: {}", name, error);
+    return;
+  }
+  coap_session_t* old = it->second->session;
+  it->second->session = fresh;
+  std::vector<std::function<void(bool)>> pings;
+  for (auto p = pings_.begin(); p != pings_.end();) {
+    if (p->first.first == name) {
+      pings.push_back(std::move(p->second));
+      p = pings_.erase(p);
+    } else {
+      ++p;
+    }
+  }
+  std::vector<std::uint64_t> tokens;
+  for (const auto& [token, exchange] : exchanges_) {
+    if (exchange->device == name) tokens.push_back(token);
+  }
+  ++stats_.session_resets;
+  spdlog::debug("coap: new session for {} ({}); {} exchange(s) dropped", name, reason,
+                tokens.size());
+  coap_session_release(old);  // drops what libcoap still had queued for the old one
+  for (std::uint64_t token : tokens) fail(token, reason);
+  for (auto& done : pings) done(false);
 }
 
 void CoapLink::removeDevice(const std::string& name) {
@@ -362,8 +404,10 @@ std::uint64_t CoapLink::send(Device& device, bridge::Method method, const std::s
   ++stats_.requests_sent;
   exchange->timer = loop_.runAfter(config_.request_timeout, [this, token] {
     auto it = exchanges_.find(token);
-    if (it != exchanges_.end()) it->second->timer = 0;
-    fail(token, "timeout");
+    if (it == exchanges_.end()) return;
+    it->second->timer = 0;
+    // libcoap may still be retransmitting it: start the device over on a clean session.
+    resetSession(it->second->device, "timeout");
   });
   spdlog::trace("coap: sent token {:016x} to {}{}", token, device.name, path);
   exchanges_[token] = std::move(exchange);

@@ -34,8 +34,9 @@ struct CoapStats {
   std::uint64_t requests_sent = 0;
   std::uint64_t responses = 0;
   std::uint64_t notifications = 0;
-  std::uint64_t failures = 0;       // timeouts, RST, undeliverable
-  std::uint64_t unknown_token = 0;  // answered with RST
+  std::uint64_t failures = 0;        // timeouts, RST, undeliverable
+  std::uint64_t unknown_token = 0;   // answered with RST
+  std::uint64_t session_resets = 0;  // sessions renewed after a timeout
 };
 
 // A request to one of our own server resources (the Resource Directory).
@@ -117,6 +118,8 @@ class CoapLink {
   void onNack(coap_session_t* session, const void* sent, int reason, int mid);
   void processIo();
 
+  coap_session_t* newSession(const std::string& uri, std::string* error);
+  void resetSession(const std::string& name, const std::string& reason);
   std::uint64_t startExchange(const std::string& device, bridge::Method method,
                               const std::string& path, const std::string& payload,
                               std::optional<unsigned> content_format, bool observe,

@@ -33,7 +33,7 @@ constexpr auto kMaxAgeMargin = std::chrono::seconds(2);
 constexpr auto kStatsInterval = std::chrono::minutes(5);
 constexpr auto kStartupSpacing = std::chrono::milliseconds(2);
 constexpr int kSilentIntervals = 4;  // this many missed notifications = lost observation
-constexpr auto kMinSilence = std::chrono::milliseconds(5000);
+constexpr auto kMinSilence = std::chrono::milliseconds(2000);
 
 std::string stateJson(const char* state) {
   return Json{{"state", state}}.dump();
@@ -131,6 +131,8 @@ struct Gateway::Impl {
     EventLoop::TimerId max_age_timer = 0;  // re-register when notifications stop
     ObserveFreshness freshness;
     SteadyClock::time_point last_notification{};
+    std::string last_payload;           // what was last published
+    bool reregistered = false;          // the next response answers a re-registration
     std::chrono::milliseconds pace{0};  // typical time between notifications
   };
   struct DeviceState {
@@ -539,6 +541,12 @@ struct Gateway::Impl {
       return;
     }
     armMaxAge(w, response->max_age.value_or(60));
+    // A re-registration answers with the current value, which we may have published
+    // already from the old registration: the same value is not published twice.
+    const bool repeat = w.reregistered && response->payload == w.last_payload;
+    w.reregistered = false;
+    if (repeat) return;
+    w.last_payload = response->payload;
     publish(w, *response);
   }
 
@@ -568,6 +576,7 @@ struct Gateway::Impl {
       // Forgotten locally only: if the device still has it, its next notification gets
       // an RST.
       stopWatch(w, false);
+      w.reregistered = true;
       startWatch(w);
     });
   }
@@ -920,7 +929,8 @@ struct Gateway::Impl {
                   {"responses", c.responses},
                   {"notifications", c.notifications},
                   {"failures", c.failures},
-                  {"unknown_token", c.unknown_token}}},
+                  {"unknown_token", c.unknown_token},
+                  {"session_resets", c.session_resets}}},
                 {"dropped",
                  {{"stale_notification", stale_notifications},
                   {"bad_payload", route_stats.bad_payload},

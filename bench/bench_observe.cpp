@@ -1,0 +1,322 @@
+// Observe benchmark (issue 5, acceptance 7): N simulated devices x 2 observed resources
+// (/sensors/counter and /sensors/temp), all configured statically, in a fresh network
+// namespace on its loopback (needs root).
+//
+//   bench_observe [--devices N] [--interval MS] [--steady S]
+//
+// Measures:
+//   - "all observed": from the gateway's spawn until every one of the 2N observations
+//     delivered its first value on MQTT (a mosquitto_sub tap in the namespace, `-F '%U %t'`
+//     so each message carries the time the tap got it), with the median and 99th
+//     percentile of the per-observation first-value times;
+//   - the gateway's VmRSS at that moment, after the steady state, and its VmHWM (peak);
+//   - its CPU time (utime + stime from /proc/<pid>/stat) over --steady seconds of steady
+//     state (after a 5 s settle), divided by the messages published in that window (as
+//     counted by the tap): microseconds of gateway CPU per MQTT message, plus the
+//     simulator's CPU in the same window for comparison.
+// Prints a table.
+//
+// A program rather than a script: it reuses the integration tests' RAII helpers (NetNs,
+// NsMosquitto, Process), so a failed or interrupted run still deletes its namespace.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/harness.h"
+#include "tests/integration/netns.h"
+
+namespace {
+
+using namespace coap2mqtt::test;
+
+constexpr int kCoapPort = 5683;
+constexpr int kMqttPort = 1883;
+constexpr const char* kTapReady = "c2m-bench/ready";
+
+struct Options {
+  int devices = 1000;
+  int interval_ms = 1000;
+  int steady_s = 30;
+};
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+long procStatusKb(int pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, 0, 10);
+  }
+  return -1;
+}
+
+// utime + stime of `pid`, in seconds.
+double cpuSeconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Field 2 (comm) is in parentheses and may hold spaces: count from the last ')'.
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::vector<std::string> fields;  // fields[0] is field 3 (state)
+  std::string word;
+  for (std::size_t i = close + 2; i <= stat.size(); ++i) {
+    if (i == stat.size() || stat[i] == ' ') {
+      fields.push_back(word);
+      word.clear();
+    } else {
+      word.push_back(stat[i]);
+    }
+  }
+  if (fields.size() < 13) return -1;
+  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return (std::strtod(fields[11].c_str(), nullptr) + std::strtod(fields[12].c_str(), nullptr)) /
+         ticks;
+}
+
+// Device i's address with --address-step from 127.0.0.10.
+std::string deviceAddress(int i) {
+  const int n = 10 + i;
+  return "127.0." + std::to_string(n / 256) + "." + std::to_string(n % 256);
+}
+
+std::string gatewayToml(const TempDir& dir, int devices) {
+  std::string toml = "[gateway]\nname = \"bench-gw\"\nstate_dir = \"" + dir.path() +
+                     "\"\n\n[coap]\nrequest_timeout = \"10s\"\nretry_interval = \"5s\"\n\n";
+  for (int i = 0; i < devices; ++i) {
+    toml += "[[coap.device]]\nname = \"dev" + std::to_string(i) + "\"\nuri = \"coap://" +
+            deviceAddress(i) + ":" + std::to_string(kCoapPort) + "\"\n";
+  }
+  toml += "\n[mqtt]\nuri = \"mqtt://127.0.0.1:" + std::to_string(kMqttPort) +
+          "\"\nclient_id = \"gw-bench\"\nbase_topic = \"c2m\"\n\n"
+          "[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
+          "topic = \"c2m/{device}/{path}\"\n\n"
+          "[[rule]]\nname = \"temp\"\nmatch = { path = \"/sensors/temp\" }\n"
+          "topic = \"c2m/{device}/{path}\"\n";
+  return toml;
+}
+
+// Reads a `mosquitto_sub -F '%U %t'` log incrementally: the first time each topic was
+// seen and how many messages arrived (the log grows by thousands of lines a second, so
+// it is never read whole twice).
+class TapReader {
+ public:
+  explicit TapReader(std::string file) : file_(std::move(file)) {}
+
+  void poll() {
+    std::ifstream in(file_, std::ios::binary);
+    if (!in) return;
+    in.seekg(static_cast<std::streamoff>(offset_));
+    std::string chunk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::size_t start = 0;
+    for (std::size_t nl = chunk.find('\n'); nl != std::string::npos;
+         start = nl + 1, nl = chunk.find('\n', start)) {
+      const std::string line = chunk.substr(start, nl - start);
+      const auto sp = line.find(' ');
+      if (sp == std::string::npos) continue;
+      const std::string topic = line.substr(sp + 1);
+      if (topic == kTapReady) {
+        ready_ = true;
+        continue;
+      }
+      const double t = std::strtod(line.c_str(), nullptr);
+      ++count_;
+      times_.push_back(t);
+      first_.emplace(topic, t);
+    }
+    offset_ += start;
+  }
+
+  bool ready() const { return ready_; }
+  std::size_t topics() const { return first_.size(); }
+  std::size_t count() const { return count_; }
+  // Messages received in [from, to).
+  std::size_t countBetween(double from, double to) const {
+    return static_cast<std::size_t>(
+        std::count_if(times_.begin(), times_.end(), [&](double t) { return t >= from && t < to; }));
+  }
+  std::vector<double> firstTimes() const {
+    std::vector<double> out;
+    for (const auto& [topic, t] : first_) out.push_back(t);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+ private:
+  std::string file_;
+  std::size_t offset_ = 0;
+  bool ready_ = false;
+  std::size_t count_ = 0;
+  std::vector<double> times_;
+  std::map<std::string, double> first_;
+};
+
+int parseInt(const char* flag, const char* value) {
+  if (value == nullptr) throw std::invalid_argument(std::string(flag) + " needs a value");
+  char* end = nullptr;
+  long v = std::strtol(value, &end, 10);
+  if (*end != '\0' || v <= 0 || v > 100000000) {
+    throw std::invalid_argument(std::string(flag) + ": bad value " + value);
+  }
+  return static_cast<int>(v);
+}
+
+int run(const Options& o) {
+  const std::size_t want = 2 * static_cast<std::size_t>(o.devices);
+  NetNs ns;
+  TempDir state;
+  NsMosquitto broker(ns, kMqttPort);
+  Process sim(ns.exec({simulatorBinary(), "--devices", std::to_string(o.devices), "--address",
+                       deviceAddress(0), "--address-step", "--port", std::to_string(kCoapPort),
+                       "--interval", std::to_string(o.interval_ms)}),
+              ns.file("sim.log"));
+  if (!sim.waitForOutput("READY", 60s)) throw std::runtime_error("sim: " + sim.output());
+
+  const std::string tap_log = ns.file("tap.log");
+  Process tap(ns.exec({"mosquitto_sub", "-p", std::to_string(kMqttPort), "-F", "%U %t", "-t",
+                       "c2m/+/sensors/+", "-t", kTapReady}),
+              tap_log);
+  TapReader reader(tap_log);
+  if (!waitUntil(
+          [&] {
+            ns.run({"mosquitto_pub", "-p", std::to_string(kMqttPort), "-t", kTapReady, "-m", "x"},
+                   nullptr, 5s);
+            std::this_thread::sleep_for(200ms);
+            reader.poll();
+            return reader.ready();
+          },
+          10s)) {
+    throw std::runtime_error("tap: " + tap.output());
+  }
+
+  state.write("gateway.toml", gatewayToml(state, o.devices));
+  const double t_spawn = now();
+  Process gateway(ns.exec({gatewayBinary(), "run", "-c", state.file("gateway.toml"), "-l", "info"}),
+                  state.file("gateway.log"));
+  const int pid = gateway.pid();
+
+  double t_all = -1;
+  long rss_all = -1;
+  waitUntil(
+      [&] {
+        reader.poll();
+        if (reader.topics() >= want) {
+          t_all = now();
+          rss_all = procStatusKb(pid, "VmRSS");
+          return true;
+        }
+        return !gateway.running();
+      },
+      300s);
+  const auto firsts = reader.firstTimes();
+  if (t_all < 0) {
+    std::fprintf(stderr, "bench_observe: only %zu of %zu observations delivered a value\n%s\n",
+                 reader.topics(), want, gateway.output().substr(0, 4000).c_str());
+    return 1;
+  }
+  const double all_s = firsts.back() - t_spawn;
+  const double first_s = firsts.front() - t_spawn;
+  const double median_s = firsts[firsts.size() / 2] - t_spawn;
+  const double p99_s = firsts[firsts.size() * 99 / 100] - t_spawn;
+
+  // Steady state: settle, then CPU over the window and the messages the tap got in it.
+  std::this_thread::sleep_for(5s);
+  const double cpu0 = cpuSeconds(pid);
+  const double sim_cpu0 = cpuSeconds(sim.pid());
+  const double w0 = now();
+  for (int s = 0; s < o.steady_s; ++s) {
+    std::this_thread::sleep_for(1s);
+    reader.poll();
+  }
+  const double cpu1 = cpuSeconds(pid);
+  const double sim_cpu1 = cpuSeconds(sim.pid());
+  const double w1 = now();
+  std::this_thread::sleep_for(1s);  // what the tap got up to w1 is in the log by now
+  reader.poll();
+  const std::size_t msgs = reader.countBetween(w0, w1);
+  const long rss_steady = procStatusKb(pid, "VmRSS");
+  const long hwm = procStatusKb(pid, "VmHWM");
+  const double cpu_s = cpu1 - cpu0;
+  const double window = w1 - w0;
+
+  std::printf("| %-52s | %14s |\n", "metric", "value");
+  std::printf("|%s|%s|\n", std::string(54, '-').c_str(), std::string(16, '-').c_str());
+  auto row = [](const char* name, const std::string& value) {
+    std::printf("| %-52s | %14s |\n", name, value.c_str());
+  };
+  auto fmt = [](const char* f, double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), f, v);
+    return std::string(buf);
+  };
+  row("devices x observed resources", std::to_string(o.devices) + " x 2");
+  row("sensor interval (ms)", std::to_string(o.interval_ms));
+  row("spawn -> first value on MQTT (s)", fmt("%.3f", first_s));
+  row("spawn -> median observation's first value (s)", fmt("%.3f", median_s));
+  row("spawn -> p99 observation's first value (s)", fmt("%.3f", p99_s));
+  row("spawn -> all observations delivered (s)", fmt("%.3f", all_s));
+  row("gateway VmRSS when all observed (KiB)", std::to_string(rss_all));
+  row("gateway VmRSS after steady state (KiB)", std::to_string(rss_steady));
+  row("gateway VmHWM (KiB)", std::to_string(hwm));
+  row("steady-state window (s)", fmt("%.1f", window));
+  row("messages on MQTT in the window", std::to_string(msgs));
+  row("messages per second", fmt("%.0f", static_cast<double>(msgs) / window));
+  row("gateway CPU in the window (s)", fmt("%.2f", cpu_s));
+  row("gateway CPU (% of one core)", fmt("%.1f", 100 * cpu_s / window));
+  row("gateway CPU per message (us)",
+      fmt("%.1f", msgs > 0 ? cpu_s * 1e6 / static_cast<double>(msgs) : -1.0));
+  row("simulator CPU (% of one core)", fmt("%.1f", 100 * (sim_cpu1 - sim_cpu0) / window));
+  std::fflush(stdout);
+  gateway.stop(SIGTERM, 15s);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
+      if (a == "--devices") {
+        o.devices = parseInt("--devices", v), ++i;
+      } else if (a == "--interval") {
+        o.interval_ms = parseInt("--interval", v), ++i;
+      } else if (a == "--steady") {
+        o.steady_s = parseInt("--steady", v), ++i;
+      } else {
+        std::fprintf(stderr, "usage: bench_observe [--devices N] [--interval MS] [--steady S]\n");
+        return 2;
+      }
+    }
+    if (o.devices > 60000) throw std::invalid_argument("--devices: at most 60000");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_observe: %s\n", e.what());
+    return 2;
+  }
+  std::string why;
+  if (!NetNs::available(&why)) {
+    std::fprintf(stderr, "bench_observe: %s\n", why.c_str());
+    return 1;
+  }
+  std::printf("observe benchmark: %d simulated devices x 2 observed resources, every %d ms\n",
+              o.devices, o.interval_ms);
+  try {
+    return run(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_observe: %s\n", e.what());
+    return 1;
+  }
+}
