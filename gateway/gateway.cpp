@@ -832,6 +832,8 @@ struct Gateway::Impl {
       case registry::RdEvent::Kind::Registered:
       case registry::RdEvent::Kind::Updated: {
         registry::Device* existing = registry.findMutable(name);
+        // A known device at a new address: its old session and observations are gone.
+        const bool moved = existing != nullptr && existing->uri != reg.base;
         if (existing == nullptr || existing->uri != reg.base) {
           std::string error;
           if (!coap.addDevice(name, reg.base, &error)) {
@@ -856,6 +858,9 @@ struct Gateway::Impl {
         }
         heard(name);
         updateResources(name, resourcesFrom(reg.links), false);
+        if (moved) {
+          if (const registry::Device* d = registry.find(name)) applyPlan(*d, true);
+        }
         break;
       }
       case registry::RdEvent::Kind::Expired:
