@@ -1,5 +1,7 @@
 #pragma once
 // Starts the coap2mqtt binary under test on a generated gateway.toml.
+#include <gtest/gtest.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +26,29 @@ inline std::string baseConfig(const Mosquitto& broker, const TempDir& dir,
          "\"\n\n[coap]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n[mqtt]\nuri = \"" +
          broker.uri() + "\"\nclient_id = \"gw-under-test\"\nbase_topic = \"" + base_topic +
          "\"\n\n";
+}
+
+// [[coap.device]] tables dev0..dev<count-1> for a simulator on consecutive ports.
+inline std::string simDevices(int port, int count) {
+  std::string out;
+  for (int i = 0; i < count; ++i) {
+    out += "[[coap.device]]\nname = \"dev" + std::to_string(i) +
+           "\"\nuri = \"coap://127.0.0.1:" + std::to_string(port + i) + "\"\n\n";
+  }
+  return out;
+}
+
+// The device simulator with `count` devices on 127.0.0.1:port.., ready when returned.
+inline std::unique_ptr<Process> startSim(const TempDir& dir, int port, int count,
+                                         const std::string& interval_ms = "200",
+                                         const std::string& log = "sim.log") {
+  auto sim = std::make_unique<Process>(
+      std::vector<std::string>{simulatorBinary(), "--devices", std::to_string(count), "--address",
+                               "127.0.0.1", "--port", std::to_string(port), "--interval",
+                               interval_ms},
+      dir.file(log));
+  EXPECT_TRUE(sim->waitForOutput("READY", 10s)) << sim->output();
+  return sim;
 }
 
 }  // namespace coap2mqtt::test

@@ -10,26 +10,6 @@
 namespace coap2mqtt::test {
 namespace {
 
-std::string simDevices(int port, int count, const std::string& prefix = "dev") {
-  std::string out;
-  for (int i = 0; i < count; ++i) {
-    out += "[[coap.device]]\nname = \"" + prefix + std::to_string(i) +
-           "\"\nuri = \"coap://127.0.0.1:" + std::to_string(port + i) + "\"\n\n";
-  }
-  return out;
-}
-
-std::unique_ptr<Process> startSim(const TempDir& dir, int port, int count,
-                                  const std::string& interval_ms = "200") {
-  auto sim = std::make_unique<Process>(
-      std::vector<std::string>{simulatorBinary(), "--devices", std::to_string(count), "--address",
-                               "127.0.0.1", "--port", std::to_string(port), "--interval",
-                               interval_ms},
-      dir.file("sim.log"));
-  EXPECT_TRUE(sim->waitForOutput("READY", 10s)) << sim->output();
-  return sim;
-}
-
 TEST(GatewayEndToEnd, ObservedTimeFromLibcoapServerArrivesOnMqtt) {
   TempDir dir;
   Mosquitto broker;

@@ -11,25 +11,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-std::unique_ptr<Process> startSim(const TempDir& dir, int port, int count,
-                                  const std::string& log = "sim.log") {
-  auto sim = std::make_unique<Process>(
-      std::vector<std::string>{simulatorBinary(), "--devices", std::to_string(count), "--address",
-                               "127.0.0.1", "--port", std::to_string(port), "--interval", "200"},
-      dir.file(log));
-  EXPECT_TRUE(sim->waitForOutput("READY", 10s)) << sim->output();
-  return sim;
-}
-
-std::string devicesConfig(int port, int count) {
-  std::string out;
-  for (int i = 0; i < count; ++i) {
-    out += "[[coap.device]]\nname = \"dev" + std::to_string(i) +
-           "\"\nuri = \"coap://127.0.0.1:" + std::to_string(port + i) + "\"\n\n";
-  }
-  return out;
-}
-
 const char* kCounterRule =
     "[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
     "topic = \"c2m/{device}/{path}\"\n";
@@ -59,7 +40,7 @@ TEST(RegistryLifecycle, RestartObservesKnownDevicesWithoutRediscovery) {
   const int port = freeUdpPortRange(2);
   auto sim = startSim(dir, port, 2);
   MqttProbe probe(broker.port(), "c2m/+/sensors/counter");
-  const std::string config = baseConfig(broker, dir) + devicesConfig(port, 2) + kCounterRule;
+  const std::string config = baseConfig(broker, dir) + simDevices(port, 2) + kCounterRule;
   auto gateway = startGateway(dir, config);
   ASSERT_TRUE(probe.waitForCount("c2m/dev0/sensors/counter", 2, 15s)) << gateway->output();
   ASSERT_TRUE(probe.waitForCount("c2m/dev1/sensors/counter", 2, 15s)) << gateway->output();
@@ -92,7 +73,7 @@ TEST(RegistryLifecycle, SilentDeviceGoesOfflineAndComesBack) {
   const int port = freeUdpPortRange(1);
   auto sim = startSim(dir, port, 1);
   MqttProbe probe(broker.port(), "c2m/#");
-  std::string config = baseConfig(broker, dir) + devicesConfig(port, 1) + kCounterRule;
+  std::string config = baseConfig(broker, dir) + simDevices(port, 1) + kCounterRule;
   config.replace(config.find("[coap]\n"), 7, "[coap]\noffline_after = \"2s\"\n");
   auto gateway = startGateway(dir, config);
   ASSERT_TRUE(sawPayload(probe, "c2m/dev0/availability", "online", 10s)) << gateway->output();
@@ -123,7 +104,7 @@ TEST(RegistryLifecycle, SilentDeviceGoesOfflineAndComesBack) {
       5s));
 
   const std::size_t before = probe.messagesOn("c2m/dev0/sensors/counter").size();
-  auto again = startSim(dir, port, 1, "sim2.log");
+  auto again = startSim(dir, port, 1, "200", "sim2.log");
   EXPECT_TRUE(probe.waitFor(
       [&](const std::vector<MqttMessage>& msgs) {
         std::size_t n = 0;
@@ -145,7 +126,7 @@ TEST(RegistryLifecycle, RenamePersistsAndMovesTopics) {
   const int rd_port = freeUdpPort();
   auto sim = startSim(dir, port, 2);
   MqttProbe probe(broker.port(), "c2m/#");
-  std::string config = baseConfig(broker, dir) + devicesConfig(port, 1) + kCounterRule;
+  std::string config = baseConfig(broker, dir) + simDevices(port, 1) + kCounterRule;
   config.replace(config.find("[coap]\n"), 7,
                  "[coap]\nlisten = [\"127.0.0.1:" + std::to_string(rd_port) + "\"]\n");
   auto gateway = startGateway(dir, config);
