@@ -6,10 +6,14 @@
 
 #include <coap3/coap.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
+#include <utility>
 
 #include <spdlog/spdlog.h>
+
+#include "gateway/observe_freshness.h"
 
 namespace coap2mqtt::gateway {
 
@@ -17,6 +21,15 @@ struct CoapLink::Device {
   std::string name;
   std::string uri;
   coap_session_t* session = nullptr;
+  // libcoap 4.3.1 drops a retransmitted CON notification without ACKing it (libcoap#1306).
+  // When our ACK is lost, the device retransmits into that silence, holds back every newer
+  // notification (NSTART=1) and finally forgets the observation. We cannot see the
+  // retransmission, so while the device stays quiet after a CON notification we ACK it
+  // again, on a back-off, until the device would have given up anyway.
+  std::optional<int> last_con_mid;
+  NotificationPace con_pace;  // of CON notifications; last() is when last_con_mid came
+  unsigned reacks = 0;        // extra ACKs sent for last_con_mid
+  EventLoop::TimerId reack_timer = 0;
 };
 
 struct CoapLink::Exchange {
@@ -231,6 +244,10 @@ CoapLink::~CoapLink() {
   exchanges_.clear();
   for (auto& [name, device] : devices_) coap_session_release(device->session);
   devices_.clear();
+  for (auto& [key, ping] : pings_) coap_session_release(key.first);
+  pings_.clear();
+  if (release_timer_ != 0) loop_.cancel(release_timer_);
+  for (coap_session_t* s : to_release_) coap_session_release(s);
   if (context_ != nullptr) coap_free_context(context_);
 }
 
@@ -286,15 +303,8 @@ void CoapLink::resetSession(const std::string& name, const std::string& reason) 
   }
   coap_session_t* old = it->second->session;
   it->second->session = fresh;
-  std::vector<std::function<void(bool)>> pings;
-  for (auto p = pings_.begin(); p != pings_.end();) {
-    if (p->first.first == name) {
-      pings.push_back(std::move(p->second));
-      p = pings_.erase(p);
-    } else {
-      ++p;
-    }
-  }
+  forgetConNotification(*it->second);  // its message id belonged to the old session
+  std::vector<std::function<void(bool)>> pings = takePings(name);
   std::vector<std::uint64_t> tokens;
   for (const auto& [token, exchange] : exchanges_) {
     if (exchange->device == name) tokens.push_back(token);
@@ -318,8 +328,34 @@ void CoapLink::removeDevice(const std::string& name) {
       ++e;
     }
   }
+  forgetConNotification(*it->second);
   coap_session_release(it->second->session);
   devices_.erase(it);
+  for (auto& done : takePings(name)) done(false);
+}
+
+std::vector<std::function<void(bool)>> CoapLink::takePings(const std::string& device) {
+  std::vector<std::function<void(bool)>> taken;
+  for (auto p = pings_.begin(); p != pings_.end();) {
+    if (p->second.device == device) {
+      taken.push_back(std::move(p->second.done));
+      releaseLater(p->first.first);
+      p = pings_.erase(p);
+    } else {
+      ++p;
+    }
+  }
+  return taken;
+}
+
+void CoapLink::releaseLater(coap_session_t* session) {
+  // Not from inside a libcoap callback that may still use the session.
+  to_release_.push_back(session);
+  if (release_timer_ != 0) return;
+  release_timer_ = loop_.runAfter(std::chrono::milliseconds(0), [this] {
+    release_timer_ = 0;
+    for (coap_session_t* s : std::exchange(to_release_, {})) coap_session_release(s);
+  });
 }
 
 bool CoapLink::hasDevice(const std::string& name) const {
@@ -424,7 +460,7 @@ void CoapLink::fail(std::uint64_t token, const std::string& reason) {
   exchange->handler(std::nullopt, reason);
 }
 
-int CoapLink::onResponse(coap_session_t* /*session*/, const void* received_ptr) {
+int CoapLink::onResponse(coap_session_t* session, const void* received_ptr) {
   const auto* received = static_cast<const coap_pdu_t*>(received_ptr);
   coap_bin_const_t token_bin = coap_pdu_get_token(received);
   auto observe_value = uintOption(received, COAP_OPTION_OBSERVE);
@@ -438,6 +474,12 @@ int CoapLink::onResponse(coap_session_t* /*session*/, const void* received_ptr) 
     return observe_value ? 0 : 1;
   }
   Exchange& exchange = *it->second;
+  if (exchange.observe && observe_value && coap_pdu_get_type(received) == COAP_MESSAGE_CON) {
+    auto device = devices_.find(exchange.device);
+    if (device != devices_.end() && device->second->session == session) {
+      noteConNotification(*device->second, coap_pdu_get_mid(received));
+    }
+  }
   CoapResponse response;
   coap_pdu_code_t code = coap_pdu_get_code(received);
   response.code = COAP_RESPONSE_CLASS(code) * 100 + (code & 0x1f);
@@ -476,21 +518,80 @@ int CoapLink::onResponse(coap_session_t* /*session*/, const void* received_ptr) 
   return 1;
 }
 
+void CoapLink::noteConNotification(Device& device, int mid) {
+  device.con_pace.note(std::chrono::steady_clock::now());
+  device.last_con_mid = mid;
+  device.reacks = 0;
+  if (device.reack_timer == 0) armReack(device);
+}
+
+void CoapLink::forgetConNotification(Device& device) {
+  if (device.reack_timer != 0) loop_.cancel(device.reack_timer);
+  device.reack_timer = 0;
+  device.last_con_mid.reset();
+  device.con_pace.reset();
+  device.reacks = 0;
+}
+
+std::chrono::steady_clock::duration CoapLink::reackDelay(const Device& device) const {
+  // Every twice the device's pace (at least 1 s) while it stays quiet: a device that is
+  // merely slower than usual gets no extra ACK, a stalled one gets one soon, whatever the
+  // point of its retransmission schedule (an ACK ends it at any point).
+  const std::chrono::steady_clock::duration interval =
+      std::max<std::chrono::steady_clock::duration>(std::chrono::seconds(1),
+                                                    device.con_pace.pace() * 2);
+  return interval * (device.reacks + 1);
+}
+
+void CoapLink::armReack(Device& device) {
+  // MAX_TRANSMIT_SPAN (RFC 7252 §4.8.2): after that the device has given up on its
+  // notification; re-registration takes over from there.
+  const auto span = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      config_.ack_timeout * (((1u << config_.max_retransmit) - 1) * config_.ack_random_factor));
+  const auto delay = reackDelay(device);
+  if (delay > span) return;
+  const auto wait = std::max<std::chrono::steady_clock::duration>(
+      std::chrono::steady_clock::duration::zero(),
+      device.con_pace.last() + delay - std::chrono::steady_clock::now());
+  device.reack_timer = loop_.runAfter(
+      std::chrono::ceil<std::chrono::milliseconds>(wait), [this, name = device.name] {
+        auto it = devices_.find(name);
+        if (it == devices_.end()) return;
+        Device& d = *it->second;
+        d.reack_timer = 0;
+        if (!d.last_con_mid) return;
+        // A newer notification moved the deadline: nothing to do yet.
+        if (std::chrono::steady_clock::now() >= d.con_pace.last() + reackDelay(d)) {
+          spdlog::debug("coap: {} quiet since CON notification mid {}: ACK again", d.name,
+                        *d.last_con_mid);
+          sendEmptyAck(d.session, *d.last_con_mid);
+          ++d.reacks;
+          ++stats_.extra_acks;
+        }
+        armReack(d);
+      });
+}
+
+void CoapLink::sendEmptyAck(coap_session_t* session, int mid) {
+  // coap_send_ack() answers a CON with an empty ACK of the same message id; a stand-in CON
+  // carrying that id is all it reads.
+  coap_pdu_t* stand_in = coap_pdu_init(COAP_MESSAGE_CON, COAP_EMPTY_CODE, mid, 0);
+  if (stand_in == nullptr) return;
+  coap_send_ack(session, stand_in);
+  coap_delete_pdu(stand_in);
+}
+
 void CoapLink::onNack(coap_session_t* session, const void* sent_ptr, int reason, int mid) {
   const auto* sent = static_cast<const coap_pdu_t*>(sent_ptr);
   if (sent == nullptr) return;
   if (coap_pdu_get_code(sent) == COAP_EMPTY_CODE) {
     // A ping: an RST means the device is there; running out of retries means it is not.
-    for (auto it = pings_.begin(); it != pings_.end(); ++it) {
-      auto device = devices_.find(it->first.first);
-      if (it->first.second == mid && device != devices_.end() &&
-          device->second->session == session) {
-        auto done = std::move(it->second);
-        pings_.erase(it);
-        done(static_cast<coap_nack_reason_t>(reason) == COAP_NACK_RST);
-        return;
-      }
-    }
+    auto it = pings_.find({session, mid});
+    if (it == pings_.end()) return;
+    auto done = std::move(it->second.done);
+    pings_.erase(it);
+    releaseLater(session);
+    done(static_cast<coap_nack_reason_t>(reason) == COAP_NACK_RST);
     return;
   }
   coap_bin_const_t token_bin = coap_pdu_get_token(sent);
@@ -530,12 +631,22 @@ void CoapLink::ping(const std::string& device, std::function<void(bool)> done) {
     done(false);
     return;
   }
-  coap_mid_t mid = coap_session_send_ping(it->second->session);
-  if (mid == COAP_INVALID_MID) {
+  // On a session of its own: with NSTART=1 a ping on the device's session would hold back
+  // every request behind it (a re-registration, a command) for as long as it goes
+  // unanswered, which is exactly when the device is hard to reach.
+  std::string error;
+  coap_session_t* probe = newSession(it->second->uri, &error);
+  if (probe == nullptr) {
     done(false);
     return;
   }
-  pings_[{device, mid}] = std::move(done);
+  coap_mid_t mid = coap_session_send_ping(probe);
+  if (mid == COAP_INVALID_MID) {
+    coap_session_release(probe);
+    done(false);
+    return;
+  }
+  pings_[{probe, mid}] = Ping{device, std::move(done)};
 }
 
 bool CoapLink::listen(const std::string& host_port, std::string* error) {

@@ -37,6 +37,7 @@ struct CoapStats {
   std::uint64_t failures = 0;        // timeouts, RST, undeliverable
   std::uint64_t unknown_token = 0;   // answered with RST
   std::uint64_t session_resets = 0;  // sessions renewed after a timeout
+  std::uint64_t extra_acks = 0;      // CON notifications ACKed again (see Device)
 };
 
 // A request to one of our own server resources (the Resource Directory).
@@ -117,6 +118,13 @@ class CoapLink {
   int onResponse(coap_session_t* session, const void* received);
   void onNack(coap_session_t* session, const void* sent, int reason, int mid);
   void processIo();
+  void noteConNotification(Device& device, int mid);
+  void forgetConNotification(Device& device);
+  void armReack(Device& device);
+  std::chrono::steady_clock::duration reackDelay(const Device& device) const;
+  static void sendEmptyAck(coap_session_t* session, int mid);
+  std::vector<std::function<void(bool)>> takePings(const std::string& device);
+  void releaseLater(coap_session_t* session);
 
   coap_session_t* newSession(const std::string& uri, std::string* error);
   void resetSession(const std::string& name, const std::string& reason);
@@ -137,7 +145,13 @@ class CoapLink {
   std::uint64_t next_token_;
   CoapStats stats_;
 
-  std::map<std::pair<std::string, int>, std::function<void(bool)>> pings_;  // (device, MID)
+  struct Ping {
+    std::string device;
+    std::function<void(bool)> done;
+  };
+  std::map<std::pair<coap_session_t*, int>, Ping> pings_;  // by (probe session, MID)
+  std::vector<coap_session_t*> to_release_;                // finished probe sessions
+  EventLoop::TimerId release_timer_ = 0;
   std::vector<std::unique_ptr<ServerHandler>> server_handlers_;  // owned; resources point here
 
   friend struct CoapCallbacks;

@@ -33,7 +33,6 @@ constexpr auto kMaxAgeMargin = std::chrono::seconds(2);
 constexpr auto kStatsInterval = std::chrono::minutes(5);
 constexpr auto kStartupSpacing = std::chrono::milliseconds(2);
 constexpr int kSilentIntervals = 4;  // this many missed notifications = lost observation
-constexpr auto kMinSilence = std::chrono::milliseconds(2000);
 
 std::string stateJson(const char* state) {
   return Json{{"state", state}}.dump();
@@ -130,10 +129,15 @@ struct Gateway::Impl {
     EventLoop::TimerId timer = 0;
     EventLoop::TimerId max_age_timer = 0;  // re-register when notifications stop
     ObserveFreshness freshness;
-    SteadyClock::time_point last_notification{};
-    std::string last_payload;           // what was last published
-    bool reregistered = false;          // the next response answers a re-registration
-    std::chrono::milliseconds pace{0};  // typical time between notifications
+    // While re-registering, the registration that went quiet is kept: under loss it is
+    // often alive, merely waiting for a retransmission. Whichever answers first wins.
+    CoapLink::ObserveId previous_id = 0;
+    bool awaiting_first = false;   // the current registration has not answered yet
+    bool retried_at_once = false;  // a failed re-registration was repeated without delay
+    std::uint32_t max_age_s = 60;
+    std::string last_payload;   // what was last published
+    bool reregistered = false;  // the next response answers a re-registration
+    NotificationPace pace;      // of notifications, for the silence timer
   };
   struct DeviceState {
     EventLoop::TimerId retry_timer = 0;
@@ -439,6 +443,8 @@ struct Gateway::Impl {
         coap.cancelRequest(w.observe_id);
       }
     }
+    if (w.previous_id != 0) coap.cancelRequest(w.previous_id);
+    w.previous_id = 0;
     if (w.poll_request != 0) coap.cancelRequest(w.poll_request);
     if (w.timer != 0) loop.cancel(w.timer);
     if (w.max_age_timer != 0) loop.cancel(w.max_age_timer);
@@ -478,6 +484,14 @@ struct Gateway::Impl {
         w = std::make_unique<WatchState>();
         w->watch = std::move(watch);
         to_start.push_back(w.get());
+        // Restarted (the device came back): its current value may be the one already
+        // published from the old registration.
+        for (auto& old : state.watches) {
+          if (old && old->watch.path == w->watch.path && !old->last_payload.empty()) {
+            w->last_payload = old->last_payload;
+            w->reregistered = true;
+          }
+        }
       }
       w->rt = resource != nullptr && !resource->rt.empty() ? resource->rt.front() : std::string{};
       next.push_back(std::move(w));
@@ -493,11 +507,16 @@ struct Gateway::Impl {
 
   void startWatch(WatchState& w) {
     if (w.watch.mode == bridge::Mode::Observe) {
-      w.freshness.reset();  // a new registration starts a new sequence
-      w.observe_id =
-          coap.observe(w.watch.device, w.watch.path,
-                       [this, &w](const std::optional<CoapResponse>& response,
-                                  const std::string& error) { onObserved(w, response, error); });
+      w.awaiting_first = true;
+      // The handler learns which registration it serves (the id is known only after
+      // observe() returns; an immediate failure reports 0, which is the current one).
+      auto id = std::make_shared<CoapLink::ObserveId>(0);
+      *id = coap.observe(
+          w.watch.device, w.watch.path,
+          [this, &w, id](const std::optional<CoapResponse>& response, const std::string& error) {
+            onObserved(w, *id, response, error);
+          });
+      if (*id != 0) w.observe_id = *id;
     } else {
       poll(w);
     }
@@ -510,11 +529,51 @@ struct Gateway::Impl {
     });
   }
 
-  void onObserved(WatchState& w, const std::optional<CoapResponse>& response,
-                  const std::string& error) {
+  void onObserved(WatchState& w, CoapLink::ObserveId id,
+                  const std::optional<CoapResponse>& response, const std::string& error) {
     if (response) heard(w.watch.device);
+    const bool delivers = response && response->success() && response->observe;
+    if (id != 0 && id == w.previous_id) {
+      // The quiet registration spoke before the new one answered: it was alive after all.
+      w.previous_id = 0;
+      if (!delivers) return;
+      coap.cancelRequest(w.observe_id);
+      w.observe_id = id;
+      w.awaiting_first = false;
+      w.reregistered = false;
+    } else if (w.awaiting_first && delivers) {
+      w.awaiting_first = false;
+      w.retried_at_once = false;
+      if (w.previous_id != 0) coap.cancelRequest(w.previous_id);
+      w.previous_id = 0;
+      w.freshness.reset();  // a new registration may start a new sequence (a reboot)
+    }
+    if ((!response || !response->success()) && w.previous_id != 0) {
+      // The re-registration failed; the old registration stays until it is quiet again.
+      spdlog::debug("{}{}: registering again failed: {}", w.watch.device, w.watch.path,
+                    response ? response->codeString() : error);
+      w.observe_id = w.previous_id;
+      w.previous_id = 0;
+      w.awaiting_first = false;
+      w.reregistered = false;
+      armMaxAge(w, w.max_age_s, false);
+      return;
+    }
     if (!response || !response->success()) {
       w.observe_id = 0;
+      if (w.reregistered && response) {
+        // The device answered a re-registration with an error (e.g. 4.04 after a
+        // reconfiguration): that is worth the usual back-off.
+        w.reregistered = false;
+      } else if (w.reregistered && !w.retried_at_once) {
+        // It was delivering until a moment ago; the session has just been renewed
+        // (see CoapLink::resetSession), so the next attempt goes out on a fresh one.
+        spdlog::info("observe {}{} failed: {}; registering again at once", w.watch.device,
+                     w.watch.path, error);
+        w.retried_at_once = true;
+        startWatch(w);
+        return;
+      }
       spdlog::warn("observe {}{} failed: {}; retrying in {} ms", w.watch.device, w.watch.path,
                    response ? response->codeString() : error, config.coap.retry_interval.count());
       retryWatch(w);
@@ -540,7 +599,8 @@ struct Gateway::Impl {
                     *response->observe);
       return;
     }
-    armMaxAge(w, response->max_age.value_or(60));
+    w.max_age_s = response->max_age.value_or(60);
+    armMaxAge(w, w.max_age_s);
     // A re-registration answers with the current value, which we may have published
     // already from the old registration: the same value is not published twice.
     const bool repeat = w.reregistered && response->payload == w.last_payload;
@@ -555,27 +615,30 @@ struct Gateway::Impl {
   // notification (libcoap#1306), so one lost ACK makes the device give up on us: waiting
   // for Max-Age alone would leave a long gap. A resource that has been notifying at a
   // steady pace is re-registered once it has been silent for several of its intervals.
-  void armMaxAge(WatchState& w, std::uint32_t max_age_s) {
-    const auto now = SteadyClock::now();
-    if (w.last_notification != SteadyClock::time_point{}) {
-      const auto gap =
-          std::chrono::duration_cast<std::chrono::milliseconds>(now - w.last_notification);
-      // Exponentially weighted, 1/4 new: one odd gap does not move it far.
-      w.pace = w.pace.count() == 0 ? gap : (w.pace * 3 + gap) / 4;
-    }
-    w.last_notification = now;
+  void armMaxAge(WatchState& w, std::uint32_t max_age_s, bool notified = true) {
+    if (notified) w.pace.note(SteadyClock::now());
     if (w.max_age_timer != 0) loop.cancel(w.max_age_timer);
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::seconds(max_age_s) + kMaxAgeMargin);
-    if (w.pace.count() > 0) wait = std::min(wait, std::max(w.pace * kSilentIntervals, kMinSilence));
+    // Not before the device's first retransmission is due: a lost CON notification comes
+    // again after ACK_TIMEOUT * ACK_RANDOM_FACTOR, and re-registering earlier only churns.
+    const auto min_silence = std::chrono::ceil<std::chrono::milliseconds>(
+                                 config.coap.ack_timeout * config.coap.ack_random_factor) +
+                             std::chrono::seconds(1);
+    const auto pace = std::chrono::ceil<std::chrono::milliseconds>(w.pace.pace());
+    if (pace.count() > 0) wait = std::min(wait, std::max(pace * kSilentIntervals, min_silence));
     w.max_age_timer = loop.runAfter(wait, [this, &w, wait] {
       w.max_age_timer = 0;
       ++reregistrations;
       spdlog::info("{}{}: no notification for {} ms; registering again", w.watch.device,
                    w.watch.path, wait.count());
-      // Forgotten locally only: if the device still has it, its next notification gets
-      // an RST.
-      stopWatch(w, false);
+      // The quiet registration is kept until one of the two answers (see onObserved).
+      if (w.previous_id == 0) {
+        w.previous_id = w.observe_id;
+      } else {
+        coap.cancelRequest(w.observe_id);
+      }
+      w.observe_id = 0;
       w.reregistered = true;
       startWatch(w);
     });
@@ -935,7 +998,8 @@ struct Gateway::Impl {
                   {"notifications", c.notifications},
                   {"failures", c.failures},
                   {"unknown_token", c.unknown_token},
-                  {"session_resets", c.session_resets}}},
+                  {"session_resets", c.session_resets},
+                  {"extra_acks", c.extra_acks}}},
                 {"dropped",
                  {{"stale_notification", stale_notifications},
                   {"bad_payload", route_stats.bad_payload},

@@ -1,7 +1,9 @@
 #pragma once
 // RFC 7641 §3.4: is a notification newer than the last one accepted for an observation?
 // libcoap 4.3.1 hands stale and reordered notifications to the application; this is ours.
+#include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 
@@ -30,6 +32,40 @@ class ObserveFreshness {
     Clock::time_point at;
   };
   std::optional<Last> last_;
+};
+
+// The usual time between notifications: the shortest of the last few gaps. Under loss most
+// gaps are stalls (a lost message waits for its retransmission) and an average would grow
+// with them, delaying the very timers that end stalls; a device never notifies faster than
+// its pace, so the minimum stays put. Zero until two notifications have been seen.
+class NotificationPace {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::size_t kWindow = 8;
+
+  void note(Clock::time_point at) {
+    if (last_ != Clock::time_point{}) {
+      gaps_[next_] = at - last_;
+      next_ = (next_ + 1) % kWindow;
+      if (count_ < kWindow) ++count_;
+    }
+    last_ = at;
+  }
+  Clock::duration pace() const {
+    Clock::duration shortest = Clock::duration::zero();
+    for (std::size_t i = 0; i < count_; ++i) {
+      if (i == 0 || gaps_[i] < shortest) shortest = gaps_[i];
+    }
+    return shortest;
+  }
+  Clock::time_point last() const { return last_; }
+  void reset() { *this = NotificationPace{}; }
+
+ private:
+  std::array<Clock::duration, kWindow> gaps_{};
+  std::size_t next_ = 0;
+  std::size_t count_ = 0;
+  Clock::time_point last_{};
 };
 
 }  // namespace coap2mqtt::gateway

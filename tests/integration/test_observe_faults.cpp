@@ -224,7 +224,8 @@ class ObserveFaults : public ::testing::Test {
   void startGateway() {
     ::mkdir(dir_.file("state").c_str(), 0777);
     std::string toml = "[gateway]\nname = \"faults-gw\"\nstate_dir = \"" + dir_.file("state") +
-                       "\"\n\n[coap]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n"
+                       "\"\n\n[coap]\nrequest_timeout = \"" + request_timeout_ +
+                       "\"\nretry_interval = \"1s\"\n"
                        "offline_after = \"5s\"\n\n";
     for (int i = 0; i < kDevices; ++i) {
       toml += "[[coap.device]]\nname = \"" + deviceName(i) + "\"\nuri = \"coap://" + deviceAddr(i) +
@@ -282,6 +283,8 @@ class ObserveFaults : public ::testing::Test {
            tail(sim_ ? sim_->output() : std::string(), 30);
   }
 
+  // Short, so that a partition is noticed quickly; the loss test uses the default.
+  std::string request_timeout_ = "3s";
   // Declared first: destroyed last, after every process that runs in the namespaces.
   TempDir dir_;
   std::unique_ptr<NetNs> a_;
@@ -295,6 +298,7 @@ class ObserveFaults : public ::testing::Test {
 TEST_F(ObserveFaults, DISABLED_TwentyPercentLossEachWayKeepsValuesOnceInOrderAndFlowing) {
   constexpr double kLossSeconds = 120;
   constexpr double kMaxGap = kMaxAgeS + 5;
+  request_timeout_ = "10s";
   startSim();
   startGateway();
   ASSERT_TRUE(waitForValues(3, 20s)) << diagnostics();
@@ -346,8 +350,12 @@ TEST_F(ObserveFaults, DISABLED_TwentyPercentLossEachWayKeepsValuesOnceInOrderAnd
     }
     EXPECT_LE(gap, kMaxGap) << "a gap of " << gap << " s starting at +" << gap_at
                             << " s into the loss";
-    // 240 values were sent in 120 s; under 20% loss each way most must get through.
-    EXPECT_GE(during, 60u) << "too few values during the loss";
+    // 240 states in 120 s, but a device sends CON notifications one at a time (NSTART=1)
+    // and only its newest state: each lost notification or ACK stalls it for its
+    // retransmission timeout (2-3 s). Even a client that ACKs every retransmission gets
+    // about 0.5 s + 0.36 * 2.5 s * 1.56 = 1.9 s per state, ~63 in 120 s. Half of that
+    // shows that values flow; the gap check above is the acceptance criterion.
+    EXPECT_GE(during, 30u) << "too few values during the loss";
     total += during;
     largest_gap = std::max(largest_gap, gap);
     RecordProperty(deviceName(i) + "_values", static_cast<int>(during));

@@ -68,5 +68,35 @@ TEST(ObserveFreshness, ValuesAreTakenModulo24Bits) {
   EXPECT_TRUE(f.accept(8, t0));
 }
 
+TEST(NotificationPace, ZeroUntilTwoNotifications) {
+  NotificationPace pace;
+  EXPECT_EQ(pace.pace().count(), 0);
+  const Clock::time_point t0{};
+  pace.note(t0 + seconds(1));
+  EXPECT_EQ(pace.pace().count(), 0);
+  pace.note(t0 + seconds(1) + std::chrono::milliseconds(500));
+  EXPECT_EQ(pace.pace(), std::chrono::milliseconds(500));
+}
+
+TEST(NotificationPace, StallsDoNotRaiseItButAFasterDeviceLowersIt) {
+  NotificationPace pace;
+  Clock::time_point t{};
+  const auto step = [&](int ms) { pace.note(t += std::chrono::milliseconds(ms)); };
+  step(1000);
+  for (int ms : {500, 2500, 500, 7000, 2600}) step(ms);
+  EXPECT_EQ(pace.pace(), std::chrono::milliseconds(500));
+  step(300);
+  EXPECT_EQ(pace.pace(), std::chrono::milliseconds(300));
+}
+
+TEST(NotificationPace, ForgetsGapsOlderThanTheWindow) {
+  NotificationPace pace;
+  Clock::time_point t{};
+  pace.note(t);
+  pace.note(t += std::chrono::milliseconds(100));
+  for (std::size_t i = 0; i < NotificationPace::kWindow; ++i) pace.note(t += seconds(2));
+  EXPECT_EQ(pace.pace(), seconds(2));  // the device slowed down for good
+}
+
 }  // namespace
 }  // namespace coap2mqtt::gateway
