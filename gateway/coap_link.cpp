@@ -39,6 +39,7 @@ struct CoapLink::Exchange {
   bool established = false;  // observe: first response seen
   ResponseHandler handler;
   EventLoop::TimerId timer = 0;
+  std::optional<std::chrono::milliseconds> timeout;  // instead of request_timeout
   std::uint8_t token[8] = {};
 };
 
@@ -372,7 +373,8 @@ CoapLink::RequestId CoapLink::request(const std::string& device, bridge::Method 
 std::uint64_t CoapLink::startExchange(const std::string& device, bridge::Method method,
                                       const std::string& path, const std::string& payload,
                                       std::optional<unsigned> content_format, bool observe,
-                                      ResponseHandler handler) {
+                                      ResponseHandler handler,
+                                      std::optional<std::chrono::milliseconds> timeout) {
   auto it = devices_.find(device);
   if (it == devices_.end()) {
     handler(std::nullopt, "unknown device '" + device + "'");
@@ -383,6 +385,7 @@ std::uint64_t CoapLink::startExchange(const std::string& device, bridge::Method 
   exchange->path = path;
   exchange->observe = observe;
   exchange->handler = std::move(handler);
+  exchange->timeout = timeout;
   return send(*it->second, method, path, payload, content_format, observe, std::move(exchange));
 }
 
@@ -394,9 +397,10 @@ void CoapLink::cancelRequest(RequestId id) {
 }
 
 CoapLink::ObserveId CoapLink::observe(const std::string& device, const std::string& path,
-                                      ObserveHandler handler) {
+                                      ObserveHandler handler,
+                                      std::optional<std::chrono::milliseconds> timeout) {
   return startExchange(device, bridge::Method::Get, path, {}, std::nullopt, true,
-                       std::move(handler));
+                       std::move(handler), timeout);
 }
 
 std::uint64_t CoapLink::send(Device& device, bridge::Method method, const std::string& path,
@@ -438,13 +442,14 @@ std::uint64_t CoapLink::send(Device& device, bridge::Method method, const std::s
     return 0;
   }
   ++stats_.requests_sent;
-  exchange->timer = loop_.runAfter(config_.request_timeout, [this, token] {
-    auto it = exchanges_.find(token);
-    if (it == exchanges_.end()) return;
-    it->second->timer = 0;
-    // libcoap may still be retransmitting it: start the device over on a clean session.
-    resetSession(it->second->device, "timeout");
-  });
+  exchange->timer =
+      loop_.runAfter(exchange->timeout.value_or(config_.request_timeout), [this, token] {
+        auto it = exchanges_.find(token);
+        if (it == exchanges_.end()) return;
+        it->second->timer = 0;
+        // libcoap may still be retransmitting it: start the device over on a clean session.
+        resetSession(it->second->device, "timeout");
+      });
   spdlog::trace("coap: sent token {:016x} to {}{}", token, device.name, path);
   exchanges_[token] = std::move(exchange);
   return token;

@@ -87,7 +87,9 @@ class CoapLink {
                     ResponseHandler handler);
 
   // GET with Observe=0. The handler stays registered until an error or cancelObserve().
-  ObserveId observe(const std::string& device, const std::string& path, ObserveHandler handler);
+  // `timeout` replaces request_timeout for the registration's answer.
+  ObserveId observe(const std::string& device, const std::string& path, ObserveHandler handler,
+                    std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   // Forgets a pending request: its handler will not be called.
   void cancelRequest(RequestId id);
   // Deregisters (GET with Observe=1 via libcoap) and drops the handler.
@@ -131,7 +133,8 @@ class CoapLink {
   std::uint64_t startExchange(const std::string& device, bridge::Method method,
                               const std::string& path, const std::string& payload,
                               std::optional<unsigned> content_format, bool observe,
-                              ResponseHandler handler);
+                              ResponseHandler handler,
+                              std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   std::uint64_t send(Device& device, bridge::Method method, const std::string& path,
                      const std::string& payload, std::optional<unsigned> content_format,
                      bool observe, std::unique_ptr<Exchange> exchange);

@@ -511,11 +511,22 @@ struct Gateway::Impl {
       // The handler learns which registration it serves (the id is known only after
       // observe() returns; an immediate failure reports 0, which is the current one).
       auto id = std::make_shared<CoapLink::ObserveId>(0);
+      // A device that was delivering until a moment ago answers fast or the message was
+      // lost: after two transmissions, start over on a fresh session rather than wait
+      // out request_timeout while its notifications are missing.
+      std::optional<std::chrono::milliseconds> timeout;
+      if (w.reregistered) {
+        timeout = std::min(config.coap.request_timeout,
+                           std::chrono::ceil<std::chrono::milliseconds>(
+                               config.coap.ack_timeout * config.coap.ack_random_factor * 1.5) +
+                               std::chrono::milliseconds(500));
+      }
       *id = coap.observe(
           w.watch.device, w.watch.path,
           [this, &w, id](const std::optional<CoapResponse>& response, const std::string& error) {
             onObserved(w, *id, response, error);
-          });
+          },
+          timeout);
       if (*id != 0) w.observe_id = *id;
     } else {
       poll(w);
