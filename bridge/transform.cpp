@@ -740,12 +740,8 @@ std::optional<std::string> resolveBase(const json& pack, ResolvedRecords& out) {
     if (values == 0 && !resolved.contains("v") && !resolved.contains("s")) {
       return where + "no value (\"v\", \"vs\", \"vb\", \"vd\") and no sum (\"s\")";
     }
-    const double time = base_time + t.value_or(0);
-    if (bt || t) {
-      resolved["t"] = number(time);
-    } else {
-      resolved["t"] = 0;
-    }
+    const double time = base_time + t.value_or(0);  // the pack's base time, not just bt
+    resolved["t"] = number(time);
     if (version && *version != kSenmlVersion) resolved["bver"] = *version;
     out.relative.push_back(time < kRelativeTimeLimit);
     out.records.push_back(std::move(resolved));
