@@ -173,7 +173,9 @@ void route(const RuleSet& rules, std::string_view gateway_name,
            const std::vector<std::size_t>& rule_indices, const Notification& n,
            std::vector<Publish>& out, RouteStats& stats, RouteState* state) {
   TopicVars vars{gateway_name, n.device, withoutLeadingSlash(n.path), n.rt, {}};
-  std::vector<RenderedPayload> rendered;
+  // Reused across calls (the loop thread routes one notification at a time): no
+  // allocation for the list itself per notification.
+  thread_local std::vector<RenderedPayload> rendered;
   for (std::size_t index : rule_indices) {
     if (index >= rules.rules.size()) continue;
     const Rule& rule = rules.rules[index];

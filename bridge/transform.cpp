@@ -982,20 +982,26 @@ std::optional<std::string> renderPayload(const RenderOptions& options,
     if (!records) return error;
     std::vector<std::size_t> order;
     json resolved = resolveTimes(*records, options.now_ms, &order);
+    // The keys keep relative times relative, so "the same reading, a second later" is
+    // no change for only_changes.
     if (options.split_senml) {
       for (std::size_t i = 0; i < resolved.size(); ++i) {
         std::string name = resolved[i]["n"].get<std::string>();
-        items.push_back({std::move(name), std::move(resolved[i]), records->records[order[i]]});
+        json key = options.want_key ? std::move(records->records[order[i]]) : json();
+        items.push_back({std::move(name), std::move(resolved[i]), std::move(key)});
       }
     } else {
-      json keys = json::array();
-      for (std::size_t i : order) keys.push_back(records->records[i]);
+      json keys;
+      if (options.want_key) {
+        keys = json::array();
+        for (std::size_t i : order) keys.push_back(std::move(records->records[i]));
+      }
       items.push_back({std::string(), std::move(resolved), std::move(keys)});
     }
   } else {
     auto value = decodeValue(content_format, bytes, error);
     if (!value) return error;
-    items.push_back({std::string(), *value, json()});
+    items.push_back({std::string(), std::move(*value), json()});
   }
 
   std::vector<RenderedPayload> rendered;

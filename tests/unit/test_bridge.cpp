@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -1593,6 +1595,31 @@ TEST(Commands, ResponseToJson) {
     SCOPED_TRACE(c.json_text);
     EXPECT_EQ(responseToJson(c.format, c.payload), c.json_text);
   }
+}
+
+}  // namespace
+}  // namespace coap2mqtt::bridge
+
+namespace coap2mqtt::bridge {
+namespace {
+
+// The shipped example documents every key: it must load, and say what it shows.
+TEST(ShippedExample, RulesDExampleUsesTheNewKeys) {
+  std::ifstream in(std::string(C2M_SOURCE_DIR) + "/configs/rules.d/example.toml", std::ios::binary);
+  ASSERT_TRUE(in.good());
+  const std::string content{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  const RuleSet set = load(content);
+  ASSERT_EQ(set.rules.size(), 4u);
+  EXPECT_EQ(set.rules[2].name, "senml-records");
+  EXPECT_TRUE(set.rules[2].senml_records);
+  EXPECT_EQ(set.rules[2].ct, (std::vector<unsigned>{110, 112}));
+  EXPECT_FALSE(set.rules[2].enabled);
+  ASSERT_TRUE(set.rules[3].homeassistant.has_value());
+  EXPECT_EQ(set.rules[3].homeassistant->device_class, "humidity");
+  EXPECT_EQ(set.rules[3].payload, PayloadMode::Envelope);
+  EXPECT_EQ(set.rules[3].min_interval, std::chrono::seconds(30));
+  ASSERT_EQ(set.commands.size(), 1u);
+  EXPECT_EQ(set.commands[0].result_topic.text(), "coap2mqtt/{device}/{path}/set/result");
 }
 
 }  // namespace
