@@ -1097,6 +1097,20 @@ TEST(Senml, RouteResolvesPacksAndSplitsRecords) {
               R"({"device":"dev1","path":"/sensors/temp","value":40,"ts":1700000000123,"ct":112})");
   }
   {
+    // senml = "records" on a payload that is not SenML: one message without a name, and
+    // a {name} level left empty is no topic (counted, dropped).
+    const RuleSet set = load("[[rule]]\nname = \"r\"\ntopic = \"s/{name}\"\nsenml = \"records\"\n");
+    const Routed r = routeAll(set, ct::kJson, R"({"v":1})");
+    EXPECT_TRUE(r.out.empty());
+    EXPECT_EQ(r.stats.bad_topic, 1u);
+    const RuleSet fixed =
+        load("[[rule]]\nname = \"r\"\ntopic = \"s/x{name}\"\nsenml = \"records\"\n");
+    const Routed f = routeAll(fixed, ct::kJson, R"({"v":1})");
+    ASSERT_EQ(f.out.size(), 1u);
+    EXPECT_EQ(f.out[0].topic, "s/x");
+    EXPECT_EQ(f.out[0].payload, R"({"v":1})");
+  }
+  {
     // A record without the pointed-at field makes the whole payload bad.
     const RuleSet set =
         load("[[rule]]\nname = \"r\"\ntopic = \"s/{name}\"\nsenml = \"records\"\nvalue = \"/v\"\n");
