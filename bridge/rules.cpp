@@ -152,6 +152,61 @@ Glob defaultGlob(std::string_view pattern, Glob::Kind kind) {
   return g ? *g : Glob();
 }
 
+constexpr const char* kContentFormatExpected =
+    "a Content-Format number (0..65535) or name such as \"application/json\"";
+
+// One Content-Format: a number or a name. Reports and returns nullopt when invalid.
+std::optional<unsigned> contentFormatValue(Reporter& report, const Value& v,
+                                           const std::string& key) {
+  if (v.is_integer()) {
+    const auto n = v.as_integer();
+    if (n < 0 || n > 65535) {
+      report.error(
+          v, key, std::string("expected ") + kContentFormatExpected + ", got " + std::to_string(n));
+      return std::nullopt;
+    }
+    return static_cast<unsigned>(n);
+  }
+  if (v.is_string()) {
+    const std::string& text = v.as_string().str;
+    if (auto n = content_format::fromName(text)) return n;
+    std::string message = "unknown Content-Format " + quote(text);
+    if (auto guess = closestMatch(text, content_format::knownNames()); !guess.empty()) {
+      message += "; did you mean " + quote(guess) + "?";
+    } else {
+      message += std::string("; expected ") + kContentFormatExpected;
+    }
+    report.error(v, key, message);
+    return std::nullopt;
+  }
+  report.error(v, key, std::string("expected ") + kContentFormatExpected + ", got " + typeName(v));
+  return std::nullopt;
+}
+
+// A byte count: an integer, or a string "<n>", "<n>B", "<n>KiB", "<n>MiB".
+std::optional<std::size_t> parseBytes(std::string_view text) {
+  std::size_t i = 0;
+  std::uint64_t n = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    if (n > (std::uint64_t{1} << 40)) return std::nullopt;
+    n = n * 10 + static_cast<std::uint64_t>(text[i++] - '0');
+  }
+  if (i == 0) return std::nullopt;
+  std::string_view unit = text.substr(i);
+  while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
+  std::uint64_t factor = 1;
+  if (unit.empty() || unit == "B") {
+    factor = 1;
+  } else if (unit == "KiB") {
+    factor = 1024;
+  } else if (unit == "MiB") {
+    factor = 1024 * 1024;
+  } else {
+    return std::nullopt;
+  }
+  return static_cast<std::size_t>(n * factor);
+}
+
 class FileParser {
  public:
   FileParser(Reporter& report, std::string_view default_topic_base, RuleSet& out)
@@ -185,9 +240,9 @@ class FileParser {
 
   void parseRule(const Value& t, const std::string& prefix) {
     const std::size_t errors_before = report_.count();
-    TableReader r(
-        report_, t, prefix,
-        {"name", "match", "mode", "interval", "topic", "payload", "qos", "retain", "enabled"});
+    TableReader r(report_, t, prefix,
+                  {"name", "match", "mode", "interval", "topic", "payload", "qos", "retain",
+                   "enabled", "value", "senml", "min_interval", "only_changes", "homeassistant"});
     Rule rule;
     rule.file = report_.file();
     rule.device = defaultGlob("*", Glob::Kind::Name);
@@ -206,10 +261,26 @@ class FileParser {
     }
 
     if (const Value* m = r.table("match")) {
-      TableReader mr(report_, *m, prefix + ".match", {"device", "path", "rt"});
+      TableReader mr(report_, *m, prefix + ".match", {"device", "path", "rt", "if", "ct"});
       if (auto g = readGlob(mr, "device", Glob::Kind::Name)) rule.device = std::move(*g);
       if (auto g = readGlob(mr, "path", Glob::Kind::Path)) rule.path = std::move(*g);
       if (auto g = readGlob(mr, "rt", Glob::Kind::Name)) rule.rt = std::move(*g);
+      if (auto g = readGlob(mr, "if", Glob::Kind::Name)) rule.ifs = std::move(*g);
+      if (const Value* ct = mr.find("ct")) {
+        if (ct->is_array()) {
+          std::size_t index = 0;
+          if (ct->as_array().empty()) {
+            report_.error(*ct, mr.keyPath("ct"),
+                          std::string("expected at least one ") + kContentFormatExpected);
+          }
+          for (const Value& item : ct->as_array()) {
+            const std::string key = mr.keyPath("ct") + "[" + std::to_string(++index) + "]";
+            if (auto n = contentFormatValue(report_, item, key)) rule.ct.push_back(*n);
+          }
+        } else if (auto n = contentFormatValue(report_, *ct, mr.keyPath("ct"))) {
+          rule.ct.push_back(*n);
+        }
+      }
     }
 
     if (auto mode = r.choice<Mode>("mode", {{"observe", Mode::Observe}, {"poll", Mode::Poll}})) {
@@ -234,20 +305,101 @@ class FileParser {
       }
     }
 
-    if (auto p = r.choice<PayloadMode>("payload",
-                                       {{"raw", PayloadMode::Raw}, {"json", PayloadMode::Json}})) {
+    if (auto p = r.choice<PayloadMode>("payload", {{"raw", PayloadMode::Raw},
+                                                   {"json", PayloadMode::Json},
+                                                   {"envelope", PayloadMode::Envelope}})) {
       rule.payload = *p;
+    }
+    const bool raw = rule.payload == PayloadMode::Raw && r.find("payload") != nullptr;
+    if (auto pointer = r.string("value", false, "a JSON Pointer such as \"/temperature\"")) {
+      std::string err;
+      if (pointer->empty()) {
+        r.invalid("value",
+                  "an empty JSON Pointer selects the whole value; leave `value` out instead");
+      } else if (!isValidJsonPointer(*pointer, &err)) {
+        r.invalid("value", "invalid JSON Pointer " + quote(*pointer) + ": " + err);
+      } else if (raw) {
+        r.invalid("value",
+                  "`value` needs payload = \"json\" or \"envelope\" (raw passes the "
+                  "bytes unchanged)");
+      } else {
+        rule.value = *pointer;
+      }
+    }
+    if (auto split = r.choice<bool>("senml", {{"pack", false}, {"records", true}})) {
+      if (*split && raw) {
+        r.invalid("senml", "senml = \"records\" needs payload = \"json\" or \"envelope\"");
+      } else {
+        rule.senml_records = *split;
+      }
+    }
+    if (rule.topic.usesName() && !rule.senml_records) {
+      r.invalid("topic",
+                "{name} is the SenML record name: it needs senml = \"records\" in this rule");
     }
     if (auto q = r.integer("qos", 0, 2)) rule.qos = static_cast<int>(*q);
     if (auto b = r.boolean("retain")) rule.retain = *b;
     if (auto b = r.boolean("enabled")) rule.enabled = *b;
+    if (auto d = r.duration("min_interval", std::chrono::milliseconds(0))) rule.min_interval = *d;
+    if (auto b = r.boolean("only_changes")) rule.only_changes = *b;
+    if (const Value* ha = r.table("homeassistant")) {
+      rule.homeassistant = parseHomeAssistant(*ha, prefix + ".homeassistant");
+    }
 
     if (report_.count() == errors_before) out_.rules.push_back(std::move(rule));
   }
 
+  std::optional<HomeAssistant> parseHomeAssistant(const Value& t, const std::string& prefix) {
+    TableReader r(
+        report_, t, prefix,
+        {"component", "unit", "device_class", "state_class", "name", "value_template", "icon"});
+    HomeAssistant ha;
+    if (auto c =
+            r.string("component", true, "a Home Assistant MQTT component such as \"sensor\"")) {
+      const auto& known = homeAssistantComponents();
+      if (std::find(known.begin(), known.end(), *c) != known.end()) {
+        ha.component = *c;
+      } else {
+        std::string message = "unknown Home Assistant component " + quote(*c);
+        if (auto guess = closestMatch(*c, known); !guess.empty()) {
+          message += "; did you mean " + quote(guess) + "?";
+        } else {
+          std::string list;
+          for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+          message += "; expected one of: " + list;
+        }
+        r.invalid("component", message);
+      }
+    }
+    const auto text = [&](const char* key, std::string& into) {
+      if (auto v = r.string(key)) {
+        if (v->empty()) {
+          r.invalid(key, "expected a non-empty string (leave the key out for none)");
+        } else {
+          into = *v;
+        }
+      }
+    };
+    text("unit", ha.unit);
+    text("device_class", ha.device_class);
+    text("name", ha.name);
+    text("value_template", ha.value_template);
+    text("icon", ha.icon);
+    if (auto sc = r.choice("state_class", {"measurement", "total", "total_increasing"})) {
+      if (!ha.component.empty() && ha.component != "sensor") {
+        r.invalid("state_class", "state_class only applies to component \"sensor\"");
+      } else {
+        ha.state_class = *sc;
+      }
+    }
+    return ha;
+  }
+
   void parseCommand(const Value& t, const std::string& prefix) {
     const std::size_t errors_before = report_.count();
-    TableReader r(report_, t, prefix, {"name", "topic", "method", "allow", "qos"});
+    TableReader r(report_, t, prefix,
+                  {"name", "topic", "method", "allow", "qos", "content_format", "result_topic",
+                   "max_payload", "rate_limit", "timeout", "queue"});
     CommandRule cmd;
     cmd.file = report_.file();
     cmd.name = prefix;
@@ -296,7 +448,99 @@ class FileParser {
     }
     if (auto q = r.integer("qos", 0, 2)) cmd.qos = static_cast<int>(*q);
 
+    if (const Value* v = r.find("content_format")) {
+      if (auto n = contentFormatValue(report_, *v, r.keyPath("content_format"))) {
+        cmd.content_format = *n;
+      }
+    }
+    parseResultTopic(r, cmd);
+    if (const Value* v = r.find("max_payload")) {
+      constexpr std::size_t kMaxPayload = 16 * 1024 * 1024;
+      std::optional<std::size_t> n;
+      if (v->is_integer() && v->as_integer() >= 0) {
+        n = static_cast<std::size_t>(v->as_integer());
+      } else if (v->is_string()) {
+        n = parseBytes(v->as_string().str);
+      }
+      if (!n || *n > kMaxPayload) {
+        r.invalid("max_payload",
+                  "expected a size in bytes from 0 to 16 MiB (an integer, or a string such as "
+                  "\"64KiB\" or \"1MiB\"), got " +
+                      (v->is_string()    ? quote(v->as_string().str)
+                       : v->is_integer() ? std::to_string(v->as_integer())
+                                         : std::string(typeName(*v))));
+      } else {
+        cmd.max_payload = *n;
+      }
+    }
+    if (const Value* v = r.find("rate_limit")) {
+      std::optional<RateLimit> rate;
+      std::string shown;
+      if (v->is_string()) {
+        rate = parseRate(v->as_string().str);
+        shown = quote(v->as_string().str);
+      } else if (v->is_integer()) {
+        shown = std::to_string(v->as_integer());
+        if (v->as_integer() > 0 && v->as_integer() <= 1'000'000) {
+          rate = RateLimit{static_cast<std::uint32_t>(v->as_integer()), std::chrono::seconds(1)};
+        }
+      } else if (v->is_floating()) {
+        const double x = v->as_floating();
+        shown = std::to_string(x);
+        if (x > 0 && x <= 1000) {  // below 1/s: one command per 1/x seconds
+          const auto ms = static_cast<std::int64_t>(1000.0 / x + 0.5);
+          rate = RateLimit{1, std::chrono::milliseconds(std::max<std::int64_t>(ms, 1))};
+        }
+      } else {
+        shown = typeName(*v);
+      }
+      if (!rate) {
+        r.invalid("rate_limit",
+                  "expected a rate such as \"10/s\", \"30/m\", \"1/500ms\" or a positive "
+                  "number per second, got " +
+                      shown);
+      } else {
+        cmd.rate_limit = *rate;
+      }
+    }
+    if (auto d = r.duration("timeout", kMinInterval)) cmd.timeout = *d;
+    if (auto q = r.integer("queue", 1, 10000)) cmd.queue = static_cast<std::size_t>(*q);
+
     if (report_.count() == errors_before) out_.commands.push_back(std::move(cmd));
+  }
+
+  // result_topic: a publish template over the command's captures; by default the command
+  // topic + "/result". It must not match the command topic itself (a command loop).
+  void parseResultTopic(TableReader& r, CommandRule& cmd) {
+    const auto text = r.string("result_topic", false, "a topic template");
+    if (!text && r.find("result_topic") != nullptr) return;  // wrong type, reported
+    const bool explicit_topic = text.has_value();
+    const std::string source = explicit_topic ? *text : cmd.topic.text() + "/result";
+    if (!explicit_topic && cmd.topic.text().empty()) return;  // topic invalid, reported
+    std::string err;
+    auto tmpl = TopicTemplate::compile(source, &err);
+    const auto fail = [&](const std::string& message) { r.invalid("result_topic", message); };
+    if (!tmpl) {
+      // The default of a command topic with '+' or '#' is no topic: then no results.
+      if (explicit_topic) fail("invalid topic template " + quote(source) + ": " + err);
+      return;
+    }
+    if (tmpl->usesName() || tmpl->usesRt()) {
+      fail("invalid topic template " + quote(source) +
+           ": a result topic may only use {gateway}, {device}, {path} and {path[N]}");
+      return;
+    }
+    const TopicVars sample{"gateway", "device", "a/b", "", ""};
+    if (auto topic = tmpl->expand(sample); topic && cmd.topic.match(*topic)) {
+      // A default that loops ("x/{device}/{path}" + "/result") means: no results; only an
+      // explicit result_topic that loops is an error (existing configs keep loading).
+      if (explicit_topic) {
+        fail("would match the command topic " + quote(cmd.topic.text()) +
+             " itself (each result would be taken as a new command)");
+      }
+      return;
+    }
+    cmd.result_topic = std::move(*tmpl);
   }
 
  private:
@@ -345,6 +589,65 @@ std::string joinPath(std::string_view dir, std::string_view rel) {
 }
 
 }  // namespace
+
+const std::vector<std::string>& homeAssistantComponents() {
+  // The MQTT integration's discovery components (Home Assistant 2024.x).
+  static const std::vector<std::string> kComponents{"alarm_control_panel",
+                                                    "binary_sensor",
+                                                    "button",
+                                                    "camera",
+                                                    "climate",
+                                                    "cover",
+                                                    "device_tracker",
+                                                    "event",
+                                                    "fan",
+                                                    "humidifier",
+                                                    "image",
+                                                    "lawn_mower",
+                                                    "light",
+                                                    "lock",
+                                                    "notify",
+                                                    "number",
+                                                    "scene",
+                                                    "select",
+                                                    "sensor",
+                                                    "siren",
+                                                    "switch",
+                                                    "text",
+                                                    "update",
+                                                    "vacuum",
+                                                    "valve",
+                                                    "water_heater"};
+  return kComponents;
+}
+
+std::optional<RateLimit> parseRate(std::string_view text) {
+  const auto slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0) return std::nullopt;
+  std::uint64_t count = 0;
+  for (char c : text.substr(0, slash)) {
+    if (c < '0' || c > '9' || count > 1'000'000) return std::nullopt;
+    count = count * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  if (count == 0 || count > 1'000'000) return std::nullopt;
+  const std::string_view unit = text.substr(slash + 1);
+  std::optional<std::chrono::milliseconds> period;
+  if (unit == "s") {
+    period = std::chrono::seconds(1);
+  } else if (unit == "m" || unit == "min") {
+    period = std::chrono::minutes(1);
+  } else if (unit == "h") {
+    period = std::chrono::hours(1);
+  } else {
+    period = parseDuration(unit);
+    // A bare number after '/' would mean seconds; "10/5" reads too much like a fraction.
+    if (!unit.empty() && unit.find_first_not_of("0123456789") == std::string_view::npos) {
+      period.reset();
+    }
+  }
+  if (!period || period->count() <= 0) return std::nullopt;
+  return RateLimit{static_cast<std::uint32_t>(count), *period};
+}
 
 const char* toString(Method m) {
   switch (m) {

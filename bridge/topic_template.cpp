@@ -109,6 +109,8 @@ std::optional<TopicTemplate> TopicTemplate::compile(std::string_view text, std::
       token.var = Var::Path;
     } else if (name == "rt") {
       token.var = Var::Rt;
+    } else if (name == "name") {
+      token.var = Var::Name;
     } else if (name.size() > 6 && name.substr(0, 5) == "path[" && name.back() == ']') {
       const std::string_view digits = name.substr(5, name.size() - 6);
       unsigned index = 0;
@@ -128,8 +130,9 @@ std::optional<TopicTemplate> TopicTemplate::compile(std::string_view text, std::
       token.var = Var::PathSegment;
       token.index = index;
     } else {
-      return fail<R>(error, "unknown variable {" + std::string(name) + "}" + at(i) +
-                                ": expected {gateway}, {device}, {path}, {path[N]} or {rt}");
+      return fail<R>(error,
+                     "unknown variable {" + std::string(name) + "}" + at(i) +
+                         ": expected {gateway}, {device}, {path}, {path[N]}, {rt} or {name}");
     }
     flushLiteral();
     tmpl.tokens_.push_back(std::move(token));
@@ -160,6 +163,8 @@ std::optional<std::string> TopicTemplate::expand(const TopicVars& vars) const {
         return pathSegment(vars.path, token.index);
       case Var::Rt:
         return vars.rt;
+      case Var::Name:
+        return vars.name;
     }
     return std::nullopt;
   };
@@ -177,6 +182,20 @@ std::optional<std::string> TopicTemplate::expand(const TopicVars& vars) const {
   for (const Token& token : tokens_) topic.append(*value(token));
   if (!validPublishTopic(topic)) return std::nullopt;
   return topic;
+}
+
+bool TopicTemplate::usesName() const {
+  for (const Token& token : tokens_) {
+    if (token.var == Var::Name) return true;
+  }
+  return false;
+}
+
+bool TopicTemplate::usesRt() const {
+  for (const Token& token : tokens_) {
+    if (token.var == Var::Rt) return true;
+  }
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------

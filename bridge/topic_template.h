@@ -10,12 +10,14 @@ namespace coap2mqtt::bridge {
 struct TopicVars {
   std::string_view gateway;
   std::string_view device;
-  std::string_view path;  // resource path WITHOUT the leading '/', e.g. "sensors/temp"
-  std::string_view rt;    // first rt value, may be empty
+  std::string_view path;       // resource path WITHOUT the leading '/', e.g. "sensors/temp"
+  std::string_view rt;         // first rt value, may be empty
+  std::string_view name = {};  // resolved SenML record name (senml = "records" rules)
 };
 
 // Publish topic template: literal text plus {gateway} {device} {path} {rt} {path[N]}
-// (N-th segment of the path, 0-based). Rejected at compile time: unknown variables,
+// (N-th segment of the path, 0-based) {name} (the SenML record name; the rule parser only
+// allows it where records are split). Rejected at compile time: unknown variables,
 // unbalanced braces, '+' or '#' anywhere, a leading '$', empty levels ("a//b", leading or
 // trailing '/'), an empty template.
 class TopicTemplate {
@@ -29,9 +31,11 @@ class TopicTemplate {
   // {path[N]} names a segment the path does not have.
   std::optional<std::string> expand(const TopicVars& vars) const;
   const std::string& text() const { return text_; }
+  bool usesName() const;  // has a {name}
+  bool usesRt() const;    // has an {rt}
 
  private:
-  enum class Var { Literal, Gateway, Device, Path, PathSegment, Rt };
+  enum class Var { Literal, Gateway, Device, Path, PathSegment, Rt, Name };
   struct Token {
     Var var = Var::Literal;
     std::string literal;  // for Literal

@@ -158,6 +158,18 @@ TransformResult textToJson(std::string_view bytes) {
   return {json(std::string(bytes)).dump(), {}};
 }
 
+std::optional<json> textValue(std::string_view bytes, std::string& error) {
+  if (!registry::isValidUtf8(bytes)) {
+    error = "text payload is not valid UTF-8";
+    return std::nullopt;
+  }
+  const std::string_view trimmed = trimAscii(bytes);
+  if (isJsonNumber(trimmed) && isFiniteNumber(trimmed)) return json::parse(trimmed);
+  if (trimmed == "true") return json(true);
+  if (trimmed == "false") return json(false);
+  return json(std::string(bytes));
+}
+
 // ---------------------------------------------------------------------------------------
 // ct 50 / 110: JSON
 
@@ -185,15 +197,24 @@ bool jsonDepthWithin(std::string_view s, unsigned max_depth) {
   return true;
 }
 
-TransformResult jsonToJson(std::string_view bytes) {
+std::optional<json> jsonValue(std::string_view bytes, std::string& error) {
   if (!jsonDepthWithin(bytes, kMaxDepth)) {
-    return failed("invalid JSON: nested deeper than " + std::to_string(kMaxDepth) + " levels");
+    error = "invalid JSON: nested deeper than " + std::to_string(kMaxDepth) + " levels";
+    return std::nullopt;
   }
   try {
-    return {json::parse(bytes).dump(), {}};
+    return json::parse(bytes);
   } catch (const json::exception& e) {
-    return failed("invalid JSON: " + describeJsonError(e));
+    error = "invalid JSON: " + describeJsonError(e);
   }
+  return std::nullopt;
+}
+
+TransformResult jsonToJson(std::string_view bytes) {
+  std::string error;
+  auto value = jsonValue(bytes, error);
+  if (!value) return failed(std::move(error));
+  return {value->dump(), {}};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -480,12 +501,16 @@ TransformResult cborToJson(std::string_view bytes, bool senml) {
 // ---------------------------------------------------------------------------------------
 // ct 40: link format
 
-TransformResult linkFormatToJson(std::string_view bytes) {
-  if (!registry::isValidUtf8(bytes)) return failed("invalid link-format: not valid UTF-8");
+std::optional<json> linkFormatValue(std::string_view bytes, std::string& error) {
+  if (!registry::isValidUtf8(bytes)) {
+    error = "invalid link-format: not valid UTF-8";
+    return std::nullopt;
+  }
   const registry::LinkFormatResult parsed = registry::parseLinkFormat(bytes);
   if (!parsed.ok()) {
-    return failed("invalid link-format at byte " + std::to_string(parsed.error->offset) + ": " +
-                  parsed.error->message);
+    error = "invalid link-format at byte " + std::to_string(parsed.error->offset) + ": " +
+            parsed.error->message;
+    return std::nullopt;
   }
   json links = json::array();
   for (const registry::Link& link : parsed.links) {
@@ -507,8 +532,15 @@ TransformResult linkFormatToJson(std::string_view bytes) {
     }
     links.push_back(std::move(object));
   }
+  return links;
+}
+
+TransformResult linkFormatToJson(std::string_view bytes) {
+  std::string error;
+  auto links = linkFormatValue(bytes, error);
+  if (!links) return failed(std::move(error));
   try {
-    return {links.dump(), {}};
+    return {links->dump(), {}};
   } catch (const json::exception& e) {
     return failed("invalid link-format: " + describeJsonError(e));
   }
@@ -522,7 +554,528 @@ TransformResult opaqueToJson(std::string_view bytes) {
   return {std::move(payload), {}};
 }
 
+json opaqueValue(std::string_view bytes) {
+  std::string text;
+  appendBase64(text, bytes, /*url=*/false);
+  return json{{"base64", std::move(text)}};
+}
+
+std::optional<json> cborValue(std::string_view bytes, bool senml, std::string& error) {
+  CborToJson decoder(bytes, senml);
+  auto value = decoder.run();
+  if (!value) error = decoder.error();
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------
+// Content-Format names (IANA "CoAP Content-Formats" registry)
+
+struct FormatName {
+  unsigned number;
+  const char* name;
+};
+constexpr FormatName kFormatNames[] = {
+    {0, "text/plain"},  // also "text/plain; charset=utf-8"
+    {16, "application/cose; cose-type=\"cose-encrypt0\""},
+    {40, "application/link-format"},
+    {41, "application/xml"},
+    {42, "application/octet-stream"},
+    {47, "application/exi"},
+    {50, "application/json"},
+    {51, "application/json-patch+json"},
+    {52, "application/merge-patch+json"},
+    {60, "application/cbor"},
+    {61, "application/cwt"},
+    {62, "application/multipart-core"},
+    {63, "application/cbor-seq"},
+    {110, "application/senml+json"},
+    {111, "application/sensml+json"},
+    {112, "application/senml+cbor"},
+    {113, "application/sensml+cbor"},
+    {114, "application/senml-exi"},
+    {115, "application/sensml-exi"},
+    {310, "application/senml+xml"},
+    {311, "application/sensml+xml"},
+    {10000, "application/vnd.ocf+cbor"},
+};
+
+bool sameIgnoringCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const auto lower = [](char c) {
+      return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+    };
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// SenML (RFC 8428)
+
+constexpr double kRelativeTimeLimit = 268435456.0;  // 2^28, §4.5.3
+constexpr std::uint64_t kSenmlVersion = 10;
+
+// A double that is a whole number small enough to be exact becomes an integer, so that
+// 20 + 0 stays 20 and not 20.0.
+json number(double value) {
+  if (std::trunc(value) == value && std::fabs(value) < 9007199254740992.0) {
+    return static_cast<std::int64_t>(value);
+  }
+  return value;
+}
+
+bool validSenmlName(std::string_view name) {
+  if (name.empty()) return false;
+  const auto alnum = [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+  };
+  if (!alnum(name.front())) return false;
+  for (char c : name) {
+    if (!alnum(c) && c != '-' && c != ':' && c != '.' && c != '/' && c != '_') return false;
+  }
+  return true;
+}
+
+struct ResolvedRecords {
+  json records = json::array();  // times relative to now stay relative here
+  std::vector<bool> relative;    // per record: whether its "t" is relative to now
+};
+
+// Applies the base values (§4.6) without resolving relative times.
+std::optional<std::string> resolveBase(const json& pack, ResolvedRecords& out) {
+  if (!pack.is_array()) return std::string("SenML: expected an array of records");
+  std::string base_name;
+  double base_time = 0;
+  std::optional<std::string> base_unit;
+  std::optional<double> base_value;
+  std::optional<double> base_sum;
+  std::optional<std::uint64_t> version;
+  std::size_t index = 0;
+  for (const json& record : pack) {
+    ++index;
+    const std::string where = "SenML record " + std::to_string(index) + ": ";
+    if (!record.is_object()) return where + "expected an object";
+    for (const auto& [key, value] : record.items()) {
+      if (!key.empty() && key.back() == '_') {
+        return where + "label \"" + key + "\" must be understood (RFC 8428 §4.4)";
+      }
+    }
+    const auto str = [&](const char* key, std::optional<std::string>& into) -> bool {
+      const auto it = record.find(key);
+      if (it == record.end()) return true;
+      if (!it->is_string()) return false;
+      into = it->get<std::string>();
+      return true;
+    };
+    const auto num = [&](const char* key, std::optional<double>& into) -> bool {
+      const auto it = record.find(key);
+      if (it == record.end()) return true;
+      if (!it->is_number()) return false;
+      into = it->get<double>();
+      return true;
+    };
+    std::optional<std::string> bn, bu, n, u, vs, vd;
+    std::optional<double> bt, bv, bs, v, s, t, ut;
+    for (const auto& [key, ok] : {std::pair{"bn", str("bn", bn)},
+                                  {"bu", str("bu", bu)},
+                                  {"n", str("n", n)},
+                                  {"u", str("u", u)},
+                                  {"vs", str("vs", vs)},
+                                  {"vd", str("vd", vd)}}) {
+      if (!ok) return where + "\"" + key + "\" must be a string";
+    }
+    for (const auto& [key, ok] : {std::pair{"bt", num("bt", bt)},
+                                  {"bv", num("bv", bv)},
+                                  {"bs", num("bs", bs)},
+                                  {"v", num("v", v)},
+                                  {"s", num("s", s)},
+                                  {"t", num("t", t)},
+                                  {"ut", num("ut", ut)}}) {
+      if (!ok) return where + "\"" + key + "\" must be a number";
+    }
+    if (const auto it = record.find("bver"); it != record.end()) {
+      if (!it->is_number_unsigned()) return where + "\"bver\" must be an unsigned integer";
+      version = it->get<std::uint64_t>();
+      if (*version > kSenmlVersion) {
+        return where + "version " + std::to_string(*version) + " is newer than " +
+               std::to_string(kSenmlVersion);
+      }
+    }
+    const auto vb = record.find("vb");
+    if (vb != record.end() && !vb->is_boolean()) return where + "\"vb\" must be true or false";
+
+    if (bn) base_name = *bn;
+    if (bt) base_time = *bt;
+    if (bu) base_unit = *bu;
+    if (bv) base_value = *bv;
+    if (bs) base_sum = *bs;
+
+    const int values = (v ? 1 : 0) + (vs ? 1 : 0) + (vd ? 1 : 0) + (vb != record.end() ? 1 : 0);
+    if (values > 1) return where + "more than one value field";
+
+    json resolved = json::object();
+    for (const auto& [key, value] : record.items()) {
+      // Unknown fields stay; unknown base fields cannot be resolved and are dropped.
+      if (!key.empty() && key.front() == 'b') continue;
+      resolved[key] = value;
+    }
+    const std::string name = base_name + n.value_or("");
+    if (!validSenmlName(name)) {
+      return where + (name.empty() ? std::string("no name (neither \"bn\" nor \"n\")")
+                                   : "invalid name \"" + name + "\"");
+    }
+    resolved["n"] = name;
+    if (!u && base_unit) resolved["u"] = *base_unit;
+    if (v) {
+      if (base_value) resolved["v"] = number(*base_value + *v);
+    } else if (values == 0 && !s && base_value) {
+      resolved["v"] = number(*base_value);
+    }
+    if (s) {
+      if (base_sum) resolved["s"] = number(*base_sum + *s);
+    } else if (base_sum) {
+      resolved["s"] = number(*base_sum);
+    }
+    if (values == 0 && !resolved.contains("v") && !resolved.contains("s")) {
+      return where + "no value (\"v\", \"vs\", \"vb\", \"vd\") and no sum (\"s\")";
+    }
+    const double time = base_time + t.value_or(0);  // the pack's base time, not just bt
+    resolved["t"] = number(time);
+    if (version && *version != kSenmlVersion) resolved["bver"] = *version;
+    out.relative.push_back(time < kRelativeTimeLimit);
+    out.records.push_back(std::move(resolved));
+  }
+  // bver applies to the whole pack: a later record may carry it.
+  if (version && *version != kSenmlVersion) {
+    for (json& r : out.records) r["bver"] = *version;
+  }
+  return std::nullopt;
+}
+
+// Relative times -> now + offset; then chronological order when every time is absolute.
+json resolveTimes(const ResolvedRecords& base, std::optional<std::int64_t> now_ms,
+                  std::vector<std::size_t>* order) {
+  json records = base.records;
+  bool all_absolute = true;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (!base.relative[i]) continue;
+    if (!now_ms) {
+      all_absolute = false;
+      continue;
+    }
+    const double offset = records[i]["t"].get<double>();
+    // Whole milliseconds: now_ms / 1000 + offset, computed so that integers stay exact.
+    const double t = static_cast<double>(*now_ms) / 1000.0 + offset;
+    records[i]["t"] = number(t);
+  }
+  std::vector<std::size_t> idx(records.size());
+  for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  if (all_absolute) {
+    std::stable_sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) {
+      return records[a]["t"].get<double>() < records[b]["t"].get<double>();
+    });
+  }
+  json sorted = json::array();
+  for (std::size_t i : idx) sorted.push_back(std::move(records[i]));
+  if (order != nullptr) *order = std::move(idx);
+  return sorted;
+}
+
+std::optional<ResolvedRecords> senmlRecords(unsigned content_format, std::string_view bytes,
+                                            std::string& error) {
+  const std::optional<json> pack = content_format == content_format::kSenmlCbor
+                                       ? cborValue(bytes, /*senml=*/true, error)
+                                       : jsonValue(bytes, error);
+  if (!pack) return std::nullopt;
+  ResolvedRecords records;
+  if (auto failure = resolveBase(*pack, records)) {
+    error = std::move(*failure);
+    return std::nullopt;
+  }
+  return records;
+}
+
+bool isSenml(std::optional<unsigned> content_format) {
+  return content_format && (*content_format == content_format::kSenmlJson ||
+                            *content_format == content_format::kSenmlCbor);
+}
+
+// The JSON form of a non-SenML payload.
+std::optional<json> decodeValue(std::optional<unsigned> content_format, std::string_view bytes,
+                                std::string& error) {
+  if (!content_format) return textValue(bytes, error);
+  switch (*content_format) {
+    case content_format::kTextPlain:
+      return textValue(bytes, error);
+    case content_format::kJson:
+      return jsonValue(bytes, error);
+    case content_format::kCbor:
+      return cborValue(bytes, /*senml=*/false, error);
+    case content_format::kLinkFormat:
+      return linkFormatValue(bytes, error);
+    default:
+      return opaqueValue(bytes);
+  }
+}
+
+std::string dumpJson(const json& value) {
+  // Every string in a decoded value is valid UTF-8 (the decoders check); replace anyway
+  // rather than throw on the per-message path.
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string envelope(const RenderOptions& options, std::optional<unsigned> content_format,
+                     std::string_view value) {
+  std::string out;
+  out.reserve(value.size() + options.device.size() + options.path.size() + 64);
+  out.append("{\"device\":").append(dumpJson(json(std::string(options.device))));
+  out.append(",\"path\":").append(dumpJson(json(std::string(options.path))));
+  out.append(",\"value\":").append(value);
+  out.append(",\"ts\":").append(std::to_string(options.now_ms));
+  out.append(",\"ct\":").append(content_format ? std::to_string(*content_format) : "null");
+  out.push_back('}');
+  return out;
+}
+
+std::optional<std::string> pointAt(const json& value, std::string_view pointer, json& out) {
+  try {
+    const json::json_pointer p{std::string(pointer)};
+    if (!value.contains(p)) {
+      return "value pointer \"" + std::string(pointer) + "\" does not resolve in the payload";
+    }
+    out = value.at(p);
+    return std::nullopt;
+  } catch (const json::exception& e) {
+    return "value pointer \"" + std::string(pointer) + "\": " + describeJsonError(e);
+  }
+}
+
+// Appends one CBOR head (RFC 8949 §3).
+void cborHead(std::string& out, std::uint8_t major, std::uint64_t arg) {
+  const auto put = [&](std::uint64_t v, int bytes) {
+    for (int k = bytes - 1; k >= 0; --k) out.push_back(static_cast<char>((v >> (8 * k)) & 0xFF));
+  };
+  const auto m = static_cast<std::uint8_t>(major << 5);
+  if (arg < 24) {
+    out.push_back(static_cast<char>(m | arg));
+  } else if (arg <= 0xFF) {
+    out.push_back(static_cast<char>(m | 24));
+    put(arg, 1);
+  } else if (arg <= 0xFFFF) {
+    out.push_back(static_cast<char>(m | 25));
+    put(arg, 2);
+  } else if (arg <= 0xFFFFFFFF) {
+    out.push_back(static_cast<char>(m | 26));
+    put(arg, 4);
+  } else {
+    out.push_back(static_cast<char>(m | 27));
+    put(arg, 8);
+  }
+}
+
+std::optional<std::int64_t> senmlLabel(const std::string& name) {
+  for (std::int64_t label = -6; label <= 8; ++label) {
+    const char* n = senmlName(label);
+    if (n != nullptr && name == n) return label;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
+
+namespace content_format {
+
+std::optional<unsigned> fromName(std::string_view text) {
+  std::string_view base = text;
+  std::string_view parameter;
+  if (const auto semi = text.find(';'); semi != std::string_view::npos) {
+    base = trimAscii(text.substr(0, semi));
+    parameter = trimAscii(text.substr(semi + 1));
+  }
+  if (!parameter.empty()) {
+    if (sameIgnoringCase(base, "text/plain") && sameIgnoringCase(parameter, "charset=utf-8")) {
+      return kTextPlain;
+    }
+    for (const auto& f : kFormatNames) {
+      if (sameIgnoringCase(text, f.name)) return f.number;
+    }
+    return std::nullopt;
+  }
+  for (const auto& f : kFormatNames) {
+    if (sameIgnoringCase(base, f.name)) return f.number;
+  }
+  return std::nullopt;
+}
+
+const char* name(unsigned content_format) {
+  for (const auto& f : kFormatNames) {
+    if (f.number == content_format) return f.name;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> knownNames() {
+  std::vector<std::string> names;
+  for (const auto& f : kFormatNames) names.emplace_back(f.name);
+  return names;
+}
+
+}  // namespace content_format
+
+TransformResult resolveSenml(unsigned content_format, std::string_view bytes,
+                             std::optional<std::int64_t> now_ms) {
+  std::string error;
+  auto records = senmlRecords(content_format, bytes, error);
+  if (!records) return failed(std::move(error));
+  return {dumpJson(resolveTimes(*records, now_ms, nullptr)), {}};
+}
+
+bool isValidJsonPointer(std::string_view pointer, std::string* error) {
+  try {
+    const json::json_pointer p{std::string(pointer)};
+    (void)p;
+    return true;
+  } catch (const json::exception& e) {
+    if (error != nullptr) *error = describeJsonError(e);
+    return false;
+  }
+}
+
+std::optional<std::string> renderPayload(const RenderOptions& options,
+                                         std::optional<unsigned> content_format,
+                                         std::string_view bytes,
+                                         std::vector<RenderedPayload>& out) {
+  if (options.mode == PayloadMode::Raw) {
+    out.push_back(
+        {std::string(), std::string(bytes), options.want_key ? std::string(bytes) : std::string()});
+    return std::nullopt;
+  }
+  const bool envelope_mode = options.mode == PayloadMode::Envelope;
+
+  // The common case: no SenML, no pointer; the transform's text is the value.
+  if (!isSenml(content_format) && options.value_pointer.empty()) {
+    TransformResult value = transformPayload(PayloadMode::Json, content_format, bytes);
+    if (!value.ok()) return std::move(*value.error);
+    RenderedPayload r;
+    if (envelope_mode) {
+      r.payload = envelope(options, content_format, value.payload);
+      if (options.want_key) r.key = std::move(value.payload);
+    } else {
+      if (options.want_key) r.key = value.payload;
+      r.payload = std::move(value.payload);
+    }
+    out.push_back(std::move(r));
+    return std::nullopt;
+  }
+
+  // Each item: (name, value with times resolved, value with relative times kept).
+  struct Item {
+    std::string name;
+    json value;
+    json key;
+  };
+  std::vector<Item> items;
+  std::string error;
+  if (isSenml(content_format)) {
+    auto records = senmlRecords(*content_format, bytes, error);
+    if (!records) return error;
+    std::vector<std::size_t> order;
+    json resolved = resolveTimes(*records, options.now_ms, &order);
+    // The keys keep relative times relative, so "the same reading, a second later" is
+    // no change for only_changes.
+    if (options.split_senml) {
+      for (std::size_t i = 0; i < resolved.size(); ++i) {
+        std::string name = resolved[i]["n"].get<std::string>();
+        json key = options.want_key ? std::move(records->records[order[i]]) : json();
+        items.push_back({std::move(name), std::move(resolved[i]), std::move(key)});
+      }
+    } else {
+      json keys;
+      if (options.want_key) {
+        keys = json::array();
+        for (std::size_t i : order) keys.push_back(std::move(records->records[i]));
+      }
+      items.push_back({std::string(), std::move(resolved), std::move(keys)});
+    }
+  } else {
+    auto value = decodeValue(content_format, bytes, error);
+    if (!value) return error;
+    items.push_back({std::string(), std::move(*value), json()});
+  }
+
+  std::vector<RenderedPayload> rendered;
+  rendered.reserve(items.size());
+  for (Item& item : items) {
+    json value;
+    json key;
+    if (!options.value_pointer.empty()) {
+      if (auto failure = pointAt(item.value, options.value_pointer, value)) return failure;
+      if (!item.key.is_null()) {
+        if (pointAt(item.key, options.value_pointer, key)) key = value;
+      }
+    } else {
+      value = std::move(item.value);
+      key = std::move(item.key);
+    }
+    RenderedPayload r;
+    r.name = std::move(item.name);
+    std::string text = dumpJson(value);
+    if (options.want_key) r.key = key.is_null() ? text : dumpJson(key);
+    r.payload = envelope_mode ? envelope(options, content_format, text) : std::move(text);
+    rendered.push_back(std::move(r));
+  }
+  for (auto& r : rendered) out.push_back(std::move(r));
+  return std::nullopt;
+}
+
+TransformResult jsonToCbor(std::string_view json_text, bool senml) {
+  std::string error;
+  auto value = jsonValue(json_text, error);
+  if (!value) return failed(std::move(error));
+  try {
+    if (!senml) {
+      std::string out;
+      json::to_cbor(*value, out);
+      return {std::move(out), {}};
+    }
+    if (!value->is_array()) return failed("SenML: expected an array of records");
+    std::string out;
+    cborHead(out, 4, value->size());
+    std::size_t index = 0;
+    for (const json& record : *value) {
+      ++index;
+      if (!record.is_object()) {
+        return failed("SenML record " + std::to_string(index) + ": expected an object");
+      }
+      cborHead(out, 5, record.size());
+      for (const auto& [key, item] : record.items()) {
+        if (const auto label = senmlLabel(key)) {
+          if (*label < 0) {
+            cborHead(out, 1, static_cast<std::uint64_t>(-1 - *label));
+          } else {
+            cborHead(out, 0, static_cast<std::uint64_t>(*label));
+          }
+        } else {
+          cborHead(out, 3, key.size());
+          out.append(key);
+        }
+        json::to_cbor(item, out);
+      }
+    }
+    return {std::move(out), {}};
+  } catch (const json::exception& e) {
+    return failed("cannot encode as CBOR: " + describeJsonError(e));
+  }
+}
+
+std::string responseToJson(std::optional<unsigned> content_format, std::string_view bytes) {
+  if (bytes.empty()) return "null";
+  TransformResult r = transformPayload(PayloadMode::Json, content_format, bytes);
+  if (r.ok()) return std::move(r.payload);
+  if (registry::isValidUtf8(bytes)) return dumpJson(json(std::string(bytes)));
+  return opaqueToJson(bytes).payload;
+}
 
 TransformResult transformPayload(PayloadMode mode, std::optional<unsigned> content_format,
                                  std::string_view bytes) {

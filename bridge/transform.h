@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace coap2mqtt::bridge {
 
@@ -15,9 +16,19 @@ inline constexpr unsigned kJson = 50;
 inline constexpr unsigned kCbor = 60;
 inline constexpr unsigned kSenmlJson = 110;
 inline constexpr unsigned kSenmlCbor = 112;
+
+// The IANA "CoAP Content-Formats" name of a number and back: "application/json" <-> 50.
+// Names are compared case-insensitively, and a "; charset=utf-8" parameter is accepted on
+// text/plain only. nullopt / nullptr for names and numbers outside the table.
+std::optional<unsigned> fromName(std::string_view name);
+const char* name(unsigned content_format);
+// Every name fromName() knows, in table order (for error messages).
+std::vector<std::string> knownNames();
 }  // namespace content_format
 
-enum class PayloadMode { Raw, Json };
+// raw: the bytes as they came. json: the JSON form of the payload (see transformPayload).
+// envelope: {"device","path","value","ts","ct"} with the JSON form as "value".
+enum class PayloadMode { Raw, Json, Envelope };
 
 struct TransformResult {
   std::string payload;
@@ -50,7 +61,63 @@ struct TransformResult {
 //    is ignored in favour of the target.
 //  - JSON and CBOR nested deeper than 64 levels are refused (bounded stack use).
 //  - On error, payload is empty.
+// (PayloadMode::Envelope converts like Json: the envelope is added by renderPayload.)
 TransformResult transformPayload(PayloadMode mode, std::optional<unsigned> content_format,
                                  std::string_view bytes);
+
+// RFC 8428 §4.6: a SenML pack (ct 110 JSON or 112 CBOR) as a JSON array of resolved
+// records. Base name + name -> "n", base time + time -> "t", base unit when the record has
+// none -> "u", base value + value -> "v", base sum + sum -> "s"; no "b*" field is left,
+// "bver" only stays (in every record) when it is not 10. Times: bt + t below 2^28 are
+// relative to "now" (§4.5.3) and become now_ms / 1000 + (bt + t) when now_ms is given (they
+// stay relative otherwise). With every time absolute, records are put in chronological
+// order (stable). Unknown fields are kept; a field whose label ends in '_' is an error
+// (§4.4). Also errors: not an array of objects, wrong field types, a resolved name that is
+// empty or outside [A-Za-z0-9:./_-] (starting alphanumerically), more than one value
+// field, bver above 10.
+TransformResult resolveSenml(unsigned content_format, std::string_view bytes,
+                             std::optional<std::int64_t> now_ms);
+
+// Whether `pointer` is a syntactically valid RFC 6901 JSON Pointer ("" or "/a/0/~1b").
+bool isValidJsonPointer(std::string_view pointer, std::string* error);
+
+// What one rule does to one payload, for renderPayload.
+struct RenderOptions {
+  PayloadMode mode = PayloadMode::Json;
+  std::string_view value_pointer;  // "" (no extraction) or a valid JSON Pointer
+  bool split_senml = false;        // one message per resolved SenML record
+  std::string_view device;         // for the envelope
+  std::string_view path;           // for the envelope, with the leading '/'
+  std::int64_t now_ms = 0;         // reception time, epoch ms: envelope "ts", SenML "now"
+  bool want_key = true;            // fill RenderedPayload::key (only_changes needs it)
+};
+
+struct RenderedPayload {
+  std::string name;     // the resolved SenML record name (split_senml only), else empty
+  std::string payload;  // what to publish
+  std::string key;      // what only_changes compares: the payload without the parts that
+                        // depend on now_ms (the envelope's "ts", times resolved from now)
+};
+
+// One rule applied to one payload: appends one RenderedPayload (or, with split_senml and a
+// SenML Content-Format, one per record) to `out`. Returns the error when the payload does not
+// parse as its Content-Format says or the value pointer does not resolve (then nothing is
+// appended). Raw mode never fails and ignores value_pointer and split_senml.
+// json/envelope with a SenML Content-Format (110, 112) give resolved records (resolveSenml);
+// value_pointer is applied to the whole JSON form, or to each record when split.
+std::optional<std::string> renderPayload(const RenderOptions& options,
+                                         std::optional<unsigned> content_format,
+                                         std::string_view bytes, std::vector<RenderedPayload>& out);
+
+// JSON text -> CBOR bytes (RFC 8949 §6.2, via nlohmann::json::to_cbor), for commands sent
+// as application/cbor. With senml = true (application/senml+cbor) the RFC 8428 labels of
+// each record become their integer keys (Table 6) and the payload must be an array of
+// objects. error when the text is not valid JSON.
+TransformResult jsonToCbor(std::string_view json_text, bool senml = false);
+
+// A CoAP response payload as JSON for a command result: transformPayload's JSON form; a
+// payload that does not parse as its Content-Format says becomes a JSON string when it is
+// valid UTF-8, {"base64":"..."} otherwise. Never fails; empty payload -> null.
+std::string responseToJson(std::optional<unsigned> content_format, std::string_view bytes);
 
 }  // namespace coap2mqtt::bridge

@@ -427,7 +427,7 @@ const ErrorCase kErrorCases[] = {
     {"unknown_mode", "[[rule]]\nname = \"r\"\nmode = \"watch\"\n", 3, 8, "rule[1].mode",
      "expected one of \"observe\", \"poll\", got \"watch\""},
     {"unknown_payload", "[[rule]]\nname = \"r\"\npayload = \"xml\"\n", 3, 11, "rule[1].payload",
-     "expected one of \"raw\", \"json\", got \"xml\""},
+     "expected one of \"raw\", \"json\", \"envelope\", got \"xml\""},
     {"unknown_log_level", "[gateway]\nlog_level = \"verbose\"\n", 2, 13, "gateway.log_level",
      "expected one of \"trace\", \"debug\""},
 

@@ -62,6 +62,34 @@ TEST(TopicTemplate, ExpandsEveryVariable) {
   }
 }
 
+TEST(TopicTemplate, ExpandsSenmlRecordName) {
+  TopicVars vars = kVars;
+  vars.name = "urn:dev:ow:10e2073a01080063:voltage";
+  struct Case {
+    const char* text;
+    const char* name;
+    std::optional<std::string> topic;
+  };
+  const Case cases[] = {
+      {"s/{device}/{name}", "urn:dev:ow:10e2073a01080063:voltage",
+       "s/lamp/urn:dev:ow:10e2073a01080063:voltage"},
+      {"s/{name}", "room/1/temp", "s/room/1/temp"},  // '/' in a SenML name adds levels
+      {"s/{name}", "", std::nullopt},                // empty level
+      {"s/{name}/x", "a//b", std::nullopt},
+      {"s/x{name}", "", "s/x"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.text);
+    vars.name = c.name;
+    const TopicTemplate t = compileTemplate(c.text);
+    EXPECT_TRUE(t.usesName());
+    EXPECT_EQ(t.expand(vars), c.topic);
+  }
+  EXPECT_FALSE(compileTemplate("{device}/{path}").usesName());
+  EXPECT_TRUE(compileTemplate("{rt}/x").usesRt());
+  EXPECT_FALSE(compileTemplate("{device}/x").usesRt());
+}
+
 TEST(TopicTemplate, ExpandRefusesValuesThatMakeAnInvalidTopic) {
   struct Case {
     const char* name;
@@ -134,7 +162,10 @@ TEST(TopicTemplate, RejectsInvalidTemplates) {
       {"/a/{device}", "empty topic level at offset 0"},
       {"{device}/", "empty topic level at offset 8"},
       {"/", "empty topic level"},
-      {"{foo}", "unknown variable {foo} at offset 0: expected {gateway}, {device}"},
+      {"{foo}",
+       "unknown variable {foo} at offset 0: expected {gateway}, {device}, {path}, "
+       "{path[N]}, {rt} or {name}"},
+      {"x/{names}", "unknown variable {names} at offset 2"},
       {"x/{Device}", "unknown variable {Device} at offset 2"},
       {"x/{ device }", "unknown variable { device }"},
       {"x/{}", "unknown variable {}"},
