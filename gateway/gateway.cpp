@@ -128,6 +128,8 @@ struct Gateway::Impl {
     CoapLink::RequestId poll_request = 0;
     EventLoop::TimerId timer = 0;
     EventLoop::TimerId max_age_timer = 0;  // re-register when notifications stop
+    bridge::RouteState route_state;        // min_interval / only_changes of its rules
+    EventLoop::TimerId flush_timer = 0;    // publishes what min_interval held back
     ObserveFreshness freshness;
     // While re-registering, the registration that went quiet is kept: under loss it is
     // often alive, merely waiting for a retransmission. Whichever answers first wins.
@@ -146,6 +148,7 @@ struct Gateway::Impl {
     bool ever_online = false;
     SteadyClock::time_point last_heard{};
     std::vector<std::unique_ptr<WatchState>> watches;
+    std::map<std::string, std::string> ha_configs;  // retained HA discovery: topic -> payload
   };
 
   GatewayConfig config;
@@ -448,10 +451,12 @@ struct Gateway::Impl {
     if (w.poll_request != 0) coap.cancelRequest(w.poll_request);
     if (w.timer != 0) loop.cancel(w.timer);
     if (w.max_age_timer != 0) loop.cancel(w.max_age_timer);
+    if (w.flush_timer != 0) loop.cancel(w.flush_timer);
     w.observe_id = 0;
     w.poll_request = 0;
     w.timer = 0;
     w.max_age_timer = 0;
+    w.flush_timer = 0;
   }
 
   void stopWatches(DeviceState& state) {
@@ -500,6 +505,7 @@ struct Gateway::Impl {
       if (old) stopWatch(*old, !restart);
     }
     state.watches = std::move(next);
+    publishHomeAssistant(device, state);
     for (WatchState* w : to_start) startWatch(*w);
     spdlog::debug("device {}: watching {} resource(s), {} (re)started", device.name,
                   state.watches.size(), to_start.size());
@@ -674,12 +680,78 @@ struct Gateway::Impl {
         });
   }
 
-  void publish(const WatchState& w, const CoapResponse& response) {
+  static std::int64_t epochMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
+  void publish(WatchState& w, const CoapResponse& response) {
     bridge::Notification n{w.watch.device, w.watch.path, response.content_format, response.payload,
                            w.rt};
+    n.time_ms = epochMs();
     scratch.clear();
-    bridge::route(config.rules, config.name, w.watch.rules, n, scratch, route_stats);
+    const auto bad_before = route_stats.bad_payload + route_stats.bad_topic;
+    bridge::route(config.rules, config.name, w.watch.rules, n, scratch, route_stats,
+                  &w.route_state);
+    if (route_stats.bad_payload + route_stats.bad_topic != bad_before) {
+      spdlog::warn("{}{}: value dropped: {}", w.watch.device, w.watch.path, route_stats.last_error);
+    }
     for (const auto& p : scratch) mqtt.publish(p.topic, p.payload, p.qos, p.retain);
+    armFlush(w);
+  }
+
+  // min_interval holds values back; the latest one goes out when its interval ends.
+  void armFlush(WatchState& w) {
+    const auto due = w.route_state.nextDue();
+    if (!due) return;
+    if (w.flush_timer != 0) loop.cancel(w.flush_timer);
+    const auto wait = std::chrono::milliseconds(std::max<std::int64_t>(0, *due - epochMs()));
+    w.flush_timer = loop.runAfter(wait, [this, &w] {
+      w.flush_timer = 0;
+      scratch.clear();
+      w.route_state.flushDue(epochMs(), scratch, route_stats);
+      for (const auto& p : scratch) mqtt.publish(p.topic, p.payload, p.qos, p.retain);
+      armFlush(w);
+    });
+  }
+
+  // ---- Home Assistant discovery ---------------------------------------------------------
+
+  // The retained discovery configs of the device's watched resources, for rules that ask
+  // for them; configs that no longer apply are cleared (an empty retained message).
+  void publishHomeAssistant(const registry::Device& device, DeviceState& state) {
+    std::map<std::string, std::string> next;
+    const std::string availability = availabilityTopic(device.name);
+    for (const auto& w : state.watches) {
+      const std::string path = w->watch.path.substr(1);
+      for (std::size_t index : w->watch.rules) {
+        const bridge::Rule& rule = config.rules.rules[index];
+        // Records rules name their topics after the records a device sends: not known here.
+        if (!rule.homeassistant || rule.topic.usesName()) continue;
+        auto state_topic = rule.topic.expand({config.name, device.name, path, w->rt});
+        if (!state_topic) continue;
+        bridge::HomeAssistantContext ctx;
+        ctx.gateway = config.name;
+        ctx.device = device.name;
+        ctx.device_name = device.friendly_name;
+        ctx.path = w->watch.path;
+        ctx.state_topic = *state_topic;
+        ctx.availability_topic = availability;
+        if (auto message = bridge::homeAssistantConfig(rule, ctx)) {
+          next[message->topic] = std::move(message->payload);
+        }
+      }
+    }
+    for (const auto& [t, payload] : state.ha_configs) {
+      if (next.count(t) == 0) mqtt.publish(t, "", 1, true);
+    }
+    for (const auto& [t, payload] : next) {
+      auto old = state.ha_configs.find(t);
+      if (old == state.ha_configs.end() || old->second != payload)
+        mqtt.publish(t, payload, 1, true);
+    }
+    state.ha_configs = std::move(next);
   }
 
   // ---- multicast discovery --------------------------------------------------------------
@@ -958,6 +1030,7 @@ struct Gateway::Impl {
     auto it = states.find(name);
     if (it != states.end()) {
       stopWatches(it->second);
+      for (const auto& [t, payload] : it->second.ha_configs) mqtt.publish(t, "", 1, true);
       if (it->second.retry_timer != 0) loop.cancel(it->second.retry_timer);
       states.erase(it);
     }
@@ -1050,6 +1123,9 @@ struct Gateway::Impl {
       }
     }
     publishDevices();
+    for (const auto& [name, state] : states) {
+      for (const auto& [t, payload] : state.ha_configs) mqtt.publish(t, payload, 1, true);
+    }
   }
 
   void onMqttMessage(const std::string& t, const std::string& payload) {
