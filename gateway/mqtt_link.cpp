@@ -2,7 +2,9 @@
 
 #include <mqtt/async_client.h>
 
+#include <cctype>
 #include <filesystem>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -56,18 +58,15 @@ class MqttLink::ConnectListener : public mqtt::iaction_listener {
       if (!*alive) return;
       link_.connecting_ = false;
       if (link_.stopping_) return;
-      std::string tls;
-      {
-        std::lock_guard<std::mutex> lock(link_.tls_mutex_);
-        tls.swap(link_.last_tls_error_);
-      }
       const MqttTlsConfig& t = link_.config_.tls;
-      if (!tls.empty() || isTlsUri(link_.config_.uri)) {
+      if (isTlsUri(link_.config_.uri)) {
+        // Paho reports a failed handshake (wrong CA, host name, client certificate refused)
+        // as a TCP/TLS connect failure; say what to check.
         spdlog::error(
-            "mqtt: cannot connect to {}: {}{}{} (TLS: ca_file={}, cert_file={}, key_file={}, "
-            "verify={}); retrying in {} ms",
-            link_.config_.uri, reason, tls.empty() ? "" : "; TLS error: ", tls,
-            t.ca_file.empty() ? "(system store)" : t.ca_file,
+            "mqtt: cannot connect to {}: {} (TLS: ca_file={}, cert_file={}, key_file={}, "
+            "verify={}: check that the CA signed the broker's certificate, that the host name "
+            "matches it and that the broker accepts the client certificate); retrying in {} ms",
+            link_.config_.uri, reason, t.ca_file.empty() ? "(system store)" : t.ca_file,
             t.cert_file.empty() ? "(none)" : t.cert_file,
             t.key_file.empty() ? "(none)" : t.key_file, t.verify, link_.retry_delay_.count());
       } else {
@@ -197,21 +196,20 @@ void MqttLink::connect() {
   if (!config_.password.empty()) options.set_password(config_.password);
   options.set_will(mqtt::will_options(will_topic_, will_payload_, 1, true));
   if (isTlsUri(config_.uri)) {
-    mqtt::ssl_options ssl;
-    if (!config_.tls.ca_file.empty()) ssl.set_trust_store(config_.tls.ca_file);
-    if (!config_.tls.cert_file.empty()) ssl.set_key_store(config_.tls.cert_file);
-    if (!config_.tls.key_file.empty()) ssl.set_private_key(config_.tls.key_file);
-    ssl.set_enable_server_cert_auth(config_.tls.verify);
-    ssl.set_verify(config_.tls.verify);  // host name check
-    if (!config_.tls.alpn.empty()) ssl.set_alpn_protos(config_.tls.alpn);
-    auto alive = alive_;
-    ssl.set_error_handler([this, alive](const std::string& message) {
-      if (!*alive) return;
-      std::lock_guard<std::mutex> lock(tls_mutex_);
-      if (!last_tls_error_.empty()) last_tls_error_ += "; ";
-      last_tls_error_ += message;
-    });
-    options.set_ssl(std::move(ssl));
+    if (!ssl_) {
+      ssl_ = std::make_unique<mqtt::ssl_options>();
+      if (!config_.tls.ca_file.empty()) ssl_->set_trust_store(config_.tls.ca_file);
+      if (!config_.tls.cert_file.empty()) ssl_->set_key_store(config_.tls.cert_file);
+      if (!config_.tls.key_file.empty()) ssl_->set_private_key(config_.tls.key_file);
+      ssl_->set_enable_server_cert_auth(config_.tls.verify);
+      ssl_->set_verify(config_.tls.verify);  // host name check
+      if (!config_.tls.alpn.empty()) ssl_->set_alpn_protos(config_.tls.alpn);
+      // No ssl error handler: paho C++ 1.2 registers the handler's context as the
+      // connect_options copy that async_client::connect() takes by value and that is gone
+      // when paho calls it (a use-after-free we hit). Paho's return code and message, plus
+      // our file names, are what the log gets.
+    }
+    options.set_ssl(*ssl_);
   }
   try {
     connecting_ = true;

@@ -34,6 +34,7 @@
 namespace mqtt {
 class async_client;
 class message;
+class ssl_options;
 }  // namespace mqtt
 
 namespace coap2mqtt::gateway {
@@ -128,6 +129,7 @@ class MqttLink {
   // Declared before client_ so they outlive it: paho may call them until the client is gone.
   std::unique_ptr<ConnectListener> connect_listener_;
   std::unique_ptr<DeliveryListener> delivery_listener_;
+  std::unique_ptr<mqtt::ssl_options> ssl_;  // built at the first connect
   std::unique_ptr<mqtt::async_client> client_;
   std::function<void()> on_connected_;
   MessageHandler on_message_;
@@ -151,8 +153,6 @@ class MqttLink {
 
   std::mutex acks_mutex_;  // paho's threads -> loop
   std::vector<std::pair<std::uint64_t, Ack>> acks_;
-  std::mutex tls_mutex_;
-  std::string last_tls_error_;  // from paho's TLS error callback, for the connect log
 
   MqttStats stats_;
   // Paho callbacks may still be queued after destruction starts; they check this.
