@@ -35,6 +35,8 @@ std::uint64_t seqFromContext(void* context) {
 
 constexpr auto kDropLogInterval = std::chrono::seconds(10);
 constexpr auto kMinRetry = std::chrono::milliseconds(500);
+constexpr int kPahoQueue = 65535;
+constexpr auto kRefusedRetry = std::chrono::milliseconds(10);
 
 }  // namespace
 
@@ -122,6 +124,9 @@ MqttLink::MqttLink(EventLoop& loop, const MqttConfig& config,
   mqtt::create_options create(config_.protocol == MqttProtocol::V5 ? MQTTVERSION_5
                                                                    : MQTTVERSION_3_1_1);
   create.set_send_while_disconnected(false);
+  // Paho also refuses publishes (MQTTASYNC_MAX_BUFFERED_MESSAGES) while connected when this
+  // many commands wait in its queue, e.g. in a QoS 0 burst; refused ones are retried.
+  create.set_max_buffered_messages(kPahoQueue);
   client_ = std::make_unique<mqtt::async_client>(pahoUri(config_.uri), config_.client_id, create,
                                                  nullptr);
   connect_listener_ = std::make_unique<ConnectListener>(*this);
@@ -319,9 +324,11 @@ bool MqttLink::sendStored(std::uint64_t seq, const std::string& topic, const std
     client_->publish(makeMessage(topic, payload, qos, retain, correlation_data), seqContext(seq),
                      *delivery_listener_);
   } catch (const mqtt::exception& e) {
-    // Not connected after all (the loss is on its way to us): it stays in the outbox.
+    // Not connected after all (the loss is on its way to us) or paho's queue is full: it
+    // stays in the outbox.
     ++stats_.publish_failed;
     spdlog::debug("mqtt: publish to {} deferred: {}", topic, e.what());
+    scheduleResend();
     return false;
   }
   inflight_.insert(seq);
@@ -346,8 +353,11 @@ bool MqttLink::sendDirect(const std::string& topic, const std::string& payload, 
 void MqttLink::publish(const std::string& topic, const std::string& payload, int qos, bool retain,
                        const std::string& correlation_data) {
   if (qos <= 0) {
-    if (!connected_ || !sendDirect(topic, payload, 0, retain, correlation_data)) {
+    // Behind queued ones, or straight to paho; refused by paho: queued and retried.
+    if (!connected_ || !qos0_queue_.empty() ||
+        !sendDirect(topic, payload, 0, retain, correlation_data)) {
       queueQos0(topic, payload, retain);
+      if (connected_) scheduleResend();
     }
     return;
   }
@@ -395,9 +405,21 @@ void MqttLink::queueQos0(const std::string& topic, const std::string& payload, b
 void MqttLink::drainQos0() {
   while (!qos0_queue_.empty() && connected_) {
     const Qos0& m = qos0_queue_.front();
-    if (!sendDirect(m.topic, m.payload, 0, m.retain, {})) return;
+    if (!sendDirect(m.topic, m.payload, 0, m.retain, {})) {
+      scheduleResend();
+      return;
+    }
     qos0_queue_.pop_front();
   }
+}
+
+void MqttLink::scheduleResend() {
+  if (resend_timer_ != 0 || !connected_ || stopping_) return;
+  resend_timer_ = loop_.runAfter(kRefusedRetry, [this] {
+    resend_timer_ = 0;
+    drainQos0();
+    pump();
+  });
 }
 
 void MqttLink::pushAck(std::uint64_t seq, Ack ack) {

@@ -116,6 +116,7 @@ class MqttLink {
   void pump();
   void queueQos0(const std::string& topic, const std::string& payload, bool retain);
   void drainQos0();
+  void scheduleResend();  // paho refused a message while connected: try again soon
   void pushAck(std::uint64_t seq, Ack ack);  // paho's threads
   void drainAcks();
   void scheduleFlush();
@@ -148,6 +149,7 @@ class MqttLink {
   };
   std::deque<Qos0> qos0_queue_;
   EventLoop::TimerId flush_timer_ = 0;
+  EventLoop::TimerId resend_timer_ = 0;
   std::uint64_t drops_reported_ = 0;
   std::chrono::steady_clock::time_point last_drop_log_{};
 
