@@ -239,10 +239,11 @@ void MqttLink::onConnected(const std::string& cause) {
   connected_ = true;
   ++stats_.connects;
   retry_delay_ = kMinRetry;
-  spdlog::info("mqtt: connected to {}{}{}", config_.uri, cause.empty() ? "" : " (" + cause + ")",
-               outbox_->size() > 0
-                   ? "; sending " + std::to_string(outbox_->size()) + " stored message(s)"
-                   : std::string());
+  spdlog::info(
+      "mqtt: connected to {} with MQTT {}{}{}", config_.uri,
+      config_.protocol == MqttProtocol::V5 ? "5" : "3.1.1", cause.empty() ? "" : " (" + cause + ")",
+      outbox_->size() > 0 ? "; sending " + std::to_string(outbox_->size()) + " stored message(s)"
+                          : std::string());
   renewSubscriptions();
   // State first: what the handler publishes goes out before the backlog (see the header).
   in_on_connected_ = true;

@@ -71,12 +71,13 @@ struct TlsBroker {
 };
 
 std::string tlsConfig(const TempDir& dir, int tls_port, const std::string& ca_file, const Pki& pki,
-                      int sim_port) {
+                      int sim_port, const std::string& extra_mqtt = "") {
   return "[gateway]\nname = \"test-gw\"\nstate_dir = \"" + dir.path() +
          "\"\n\n[coap]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
          "[mqtt]\nuri = \"mqtts://127.0.0.1:" +
          std::to_string(tls_port) +
-         "\"\nclient_id = \"gw-tls\"\nbase_topic = \"c2m\"\nreconnect_max = \"2s\"\n\n"
+         "\"\nclient_id = \"gw-tls\"\nbase_topic = \"c2m\"\nreconnect_max = \"2s\"\n" + extra_mqtt +
+         "\n"
          "[mqtt.tls]\nca_file = \"" +
          ca_file + "\"\ncert_file = \"" + pki.file("client.pem") + "\"\nkey_file = \"" +
          pki.file("client.key") + "\"\n\n" + simDevices(sim_port, 1) +
@@ -120,6 +121,26 @@ TEST(MqttTls, WrongCaFailsWithAClearErrorAndKeepsRetrying) {
   EXPECT_NE(log.find(pki.file("other-ca.pem")), std::string::npos) << "names the CA file\n" << log;
   EXPECT_TRUE(probe.messagesOn("c2m/dev0/sensors/counter").empty());
   EXPECT_TRUE(probe.messagesOn("c2m/bridge/state").empty());
+}
+
+TEST(MqttTls, Mqtt5CarriesValuesAndCommands) {
+  Pki pki;
+  TlsBroker tls(pki);
+  TempDir dir;
+  MqttProbe probe(tls.broker.port(), "c2m/#");
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1, "500");
+  auto gateway = startGateway(
+      dir, tlsConfig(dir, tls.tls_port, pki.file("ca.pem"), pki, port, "protocol = \"5\"\n") +
+               "\n[[command]]\nname = \"actuators\"\ntopic = \"c2m/{device}/{path}/set\"\n"
+               "method = \"PUT\"\nallow = { device = \"*\", path = \"/actuators/*\" }\n");
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/sensors/counter", 2, 20s))
+      << gateway->output() << tls.broker.output();
+  // A broker that does not speak MQTT 5 would have refused the CONNECT.
+  EXPECT_NE(gateway->output().find("with MQTT 5"), std::string::npos) << gateway->output();
+  probe.publish("c2m/dev0/actuators/led/set", "on");
+  EXPECT_TRUE(sim->waitForOutput("REQ dev0 PUT /actuators/led on", 10s))
+      << gateway->output() << sim->output();
 }
 
 }  // namespace
