@@ -7,6 +7,7 @@
 //     timed until a separate subscriber has received all of them.
 //
 //   bench_outbox [DIR]   DIR: where the outbox files go (default: a new dir in /tmp).
+//   C2M_BENCH_INFLIGHT=N sets mqtt.max_inflight for the QoS 1 runs (default 100).
 #include <mqtt/async_client.h>
 #include <stdlib.h>
 
