@@ -147,19 +147,32 @@ std::optional<std::string> checkCoapUri(std::string_view uri) {
   return std::nullopt;
 }
 
-std::optional<std::string> checkMqttUri(std::string_view uri) {
+bool isTlsMqttUri(std::string_view uri) {
   for (const char* tls : {"mqtts://", "ssl://", "wss://"}) {
-    if (startsWithIgnoreCase(uri, tls)) return std::string(tls) + " (TLS) is not supported yet";
+    if (startsWithIgnoreCase(uri, tls)) return true;
   }
+  return false;
+}
+
+std::optional<std::string> checkMqttUri(std::string_view uri) {
   const std::string expected =
-      "expected mqtt://host[:port] or tcp://host[:port], got " + quote(uri);
+      "expected mqtt://, tcp://, mqtts://, ssl://, ws:// or wss:// followed by host[:port] "
+      "(ws/wss: host[:port][/path]), got " +
+      quote(uri);
   std::string_view authority;
-  if (startsWithIgnoreCase(uri, "mqtt://")) {
-    authority = uri.substr(7);
-  } else if (startsWithIgnoreCase(uri, "tcp://")) {
-    authority = uri.substr(6);
-  } else {
-    return expected;
+  bool websocket = false;
+  for (const char* scheme : {"mqtt://", "tcp://", "mqtts://", "ssl://", "ws://", "wss://"}) {
+    if (startsWithIgnoreCase(uri, scheme)) {
+      authority = uri.substr(std::string_view(scheme).size());
+      websocket = scheme[0] == 'w';
+      break;
+    }
+  }
+  if (authority.empty()) return expected;
+  if (websocket) {
+    if (const auto slash = authority.find('/'); slash != std::string_view::npos) {
+      authority = authority.substr(0, slash);
+    }
   }
   if (!isHostPort(authority, false, false)) return expected;
   return std::nullopt;
@@ -352,6 +365,68 @@ void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
   }
 }
 
+// A readable regular file, resolved against the config file's folder; nullopt (reported)
+// otherwise.
+std::optional<std::string> readableFile(TableReader& r, const std::string& dir,
+                                        std::string_view key) {
+  auto file = r.string(key, false, "a file path");
+  if (!file) return std::nullopt;
+  if (file->empty()) {
+    r.invalid(key, "expected a file path, got an empty string");
+    return std::nullopt;
+  }
+  const std::string path = resolve(dir, *file);
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    r.invalid(key, "cannot read " + quote(path) + ": is a directory");
+    return std::nullopt;
+  }
+  if (std::ifstream in(path, std::ios::binary); !in) {
+    r.invalid(key, "cannot read " + quote(path) + ": " + std::generic_category().message(errno));
+    return std::nullopt;
+  }
+  return path;
+}
+
+void parseMqttTls(TableReader& mqtt, Reporter& report, const std::string& dir, MqttConfig& out) {
+  const Value* section = mqtt.table("tls");
+  if (section == nullptr) return;
+  TableReader r(report, *section, "mqtt.tls",
+                {"ca_file", "cert_file", "key_file", "verify", "alpn"});
+  if (auto p = readableFile(r, dir, "ca_file")) out.tls.ca_file = *p;
+  if (auto p = readableFile(r, dir, "cert_file")) out.tls.cert_file = *p;
+  if (auto p = readableFile(r, dir, "key_file")) out.tls.key_file = *p;
+  if (r.find("cert_file") != nullptr && r.find("key_file") == nullptr) {
+    r.invalid("cert_file", "needs mqtt.tls.key_file (the client certificate's private key)");
+  }
+  if (r.find("key_file") != nullptr && r.find("cert_file") == nullptr) {
+    r.invalid("key_file", "needs mqtt.tls.cert_file (the certificate this key belongs to)");
+  }
+  if (auto b = r.boolean("verify")) out.tls.verify = *b;
+  r.stringArray("alpn", "ALPN protocol names such as \"mqtt\"",
+                [&](const Value& item, const std::string& key, const std::string& proto) {
+                  if (proto.empty() || proto.size() > 255) {
+                    report.error(item, key, "expected 1..255 bytes, got " + quote(proto));
+                  } else {
+                    out.tls.alpn.push_back(proto);
+                  }
+                });
+  if (!isTlsMqttUri(out.uri)) {
+    report.error(*section, "mqtt.tls",
+                 "TLS settings need a TLS URI (mqtts://, ssl:// or wss://), but mqtt.uri is " +
+                     quote(out.uri));
+  }
+}
+
+void parseMqttBuffer(TableReader& mqtt, Reporter& report, MqttBufferConfig& out) {
+  const Value* section = mqtt.table("buffer");
+  if (section == nullptr) return;
+  TableReader r(report, *section, "mqtt.buffer", {"max_messages", "max_bytes", "qos0_messages"});
+  if (auto n = r.integer("max_messages", 1, 100000000)) out.max_messages = std::size_t(*n);
+  if (auto n = r.integer("max_bytes", 1024, std::int64_t{1} << 40)) out.max_bytes = std::size_t(*n);
+  if (auto n = r.integer("qos0_messages", 0, 10000000)) out.qos0_messages = std::size_t(*n);
+}
+
 // Returns the base topic the rules should use (the default when the configured one is bad,
 // so a bad base_topic is reported once rather than once per rule).
 std::string parseMqttSection(TableReader& root, Reporter& report, const std::string& dir,
@@ -360,8 +435,9 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
   const Value* section = root.table("mqtt");
   if (section == nullptr) return rules_base;
   TableReader r(report, *section, "mqtt",
-                {"uri", "client_id", "base_topic", "username", "password_file", "keepalive"});
-  if (auto uri = r.string("uri", false, "a URI mqtt://host[:port]")) {
+                {"uri", "client_id", "base_topic", "username", "password_file", "keepalive",
+                 "protocol", "clean_session", "max_inflight", "reconnect_max", "tls", "buffer"});
+  if (auto uri = r.string("uri", false, "a URI such as mqtt://host[:port]")) {
     if (auto problem = checkMqttUri(*uri)) {
       r.invalid("uri", *problem);
     } else {
@@ -413,6 +489,17 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
       cfg.mqtt.keepalive = std::chrono::duration_cast<std::chrono::seconds>(*d);
     }
   }
+  if (auto v = r.choice<MqttProtocol>("protocol",
+                                      {{"3.1.1", MqttProtocol::V311}, {"5", MqttProtocol::V5}})) {
+    cfg.mqtt.protocol = *v;
+  }
+  if (auto b = r.boolean("clean_session")) cfg.mqtt.clean_session = *b;
+  if (auto n = r.integer("max_inflight", 1, 65535)) cfg.mqtt.max_inflight = std::size_t(*n);
+  if (auto d = r.duration("reconnect_max", std::chrono::milliseconds(100))) {
+    cfg.mqtt.reconnect_max = *d;
+  }
+  parseMqttTls(r, report, dir, cfg.mqtt);
+  parseMqttBuffer(r, report, cfg.mqtt.buffer);
   return rules_base;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // gateway.toml: the daemon's own settings plus the rules it loads.
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -16,14 +17,44 @@ struct StaticDevice {
   std::string uri;   // coap://host[:port]  (coaps:// later)
 };
 
+enum class MqttProtocol { V311, V5 };
+
+// [mqtt.tls]: used with mqtts://, ssl:// and wss:// URIs (and only with them).
+struct MqttTlsConfig {
+  std::string ca_file;            // PEM CA certificate(s) to trust; empty = the system's store
+  std::string cert_file;          // PEM client certificate (with key_file), for brokers that ask
+  std::string key_file;           // PEM private key of cert_file (unencrypted)
+  bool verify = true;             // check the broker's certificate chain and host name
+  std::vector<std::string> alpn;  // ALPN protocols to offer, e.g. ["mqtt"]; empty = none
+};
+
+// [mqtt.buffer]: what is kept while the broker is away.
+struct MqttBufferConfig {
+  // QoS >= 1: on disk (<state_dir>/outbox.db) until the broker acknowledges them. When a
+  // bound is reached the oldest are dropped (counted and logged).
+  std::size_t max_messages = 100000;
+  std::size_t max_bytes = std::size_t{64} * 1024 * 1024;  // topic + payload bytes
+  // QoS 0: in memory only, while disconnected; the oldest are dropped when full.
+  std::size_t qos0_messages = 1000;
+};
+
 struct MqttConfig {
-  std::string uri = "mqtt://127.0.0.1:1883";  // mqtt:// or tcp:// (mqtts:// later)
-  std::string client_id;                      // default "coap2mqtt-<gateway.name>"
-  std::string base_topic = "coap2mqtt";       // no wildcards, no empty levels
+  // mqtt://, tcp:// (plain), mqtts://, ssl:// (TLS), ws://, wss:// (WebSocket, paho's own).
+  std::string uri = "mqtt://127.0.0.1:1883";
+  std::string client_id;                 // default "coap2mqtt-<gateway.name>"
+  std::string base_topic = "coap2mqtt";  // no wildcards, no empty levels
   std::string username;
   std::string password_file;  // path; relative to the config file's folder
   std::string password;       // read from password_file at load; never logged
   std::chrono::seconds keepalive{30};
+  MqttProtocol protocol = MqttProtocol::V311;
+  // true: the broker forgets our session on every connect (MQTT 5: clean start). Safe
+  // because unacknowledged messages live in our outbox, not in the broker's session.
+  bool clean_session = true;
+  std::size_t max_inflight = 100;  // QoS >= 1 messages sent and not yet acknowledged
+  std::chrono::milliseconds reconnect_max{std::chrono::seconds(30)};  // back-off ceiling
+  MqttTlsConfig tls;
+  MqttBufferConfig buffer;
 };
 
 struct DiscoveryConfig {

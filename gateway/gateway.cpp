@@ -173,7 +173,8 @@ struct Gateway::Impl {
   explicit Impl(GatewayConfig c)
       : config(std::move(c)),
         coap(loop, config.coap),
-        mqtt(loop, config.mqtt, topic("bridge/state"), stateJson("offline")) {}
+        mqtt(loop, config.mqtt, MqttLink::openOutbox(config.state_dir, config.mqtt),
+             topic("bridge/state"), stateJson("offline")) {}
 
   std::string topic(const std::string& suffix) const {
     return config.mqtt.base_topic + "/" + suffix;
@@ -188,8 +189,8 @@ struct Gateway::Impl {
     loop.handleSignals({SIGTERM, SIGINT, SIGHUP}, [this](int sig) { onSignal(sig); });
     openStore();
     mqtt.setOnConnected([this] { onMqttConnected(); });
-    mqtt.setMessageHandler(
-        [this](const std::string& t, const std::string& payload) { onMqttMessage(t, payload); });
+    mqtt.setMessageHandler([this](const std::string& t, const std::string& payload,
+                                  const MqttMessageMeta&) { onMqttMessage(t, payload); });
     subscribeAll();
     mqtt.start();
     startServer();

@@ -2,22 +2,46 @@
 
 #include <mqtt/async_client.h>
 
+#include <cctype>
+#include <filesystem>
+#include <string_view>
+
 #include <spdlog/spdlog.h>
+
+#include "registry/outbox.h"
 
 namespace coap2mqtt::gateway {
 namespace {
 
-// paho wants tcp:// (mqtt:// is accepted by newer paho C only); ssl:// comes with TLS.
+// paho C 1.3 wants tcp:// and ssl://; ws:// and wss:// it speaks itself.
 std::string pahoUri(const std::string& uri) {
   if (uri.rfind("mqtt://", 0) == 0) return "tcp://" + uri.substr(7);
+  if (uri.rfind("mqtts://", 0) == 0) return "ssl://" + uri.substr(8);
   return uri;
 }
 
-constexpr int kMaxBufferedWhileDisconnected = 100000;
+bool isTlsUri(const std::string& uri) {
+  return uri.rfind("mqtts://", 0) == 0 || uri.rfind("ssl://", 0) == 0 ||
+         uri.rfind("wss://", 0) == 0;
+}
+
+void* seqContext(std::uint64_t seq) {
+  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq));
+}
+
+std::uint64_t seqFromContext(void* context) {
+  return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(context));
+}
+
+constexpr auto kDropLogInterval = std::chrono::seconds(10);
+constexpr auto kMinRetry = std::chrono::milliseconds(500);
+constexpr int kPahoQueue = 65535;
+constexpr auto kRefusedRetry = std::chrono::milliseconds(10);
 
 }  // namespace
 
-// Paho only reconnects by itself after a first success; before that we retry ourselves.
+// Our own retries cover the first connect and every reconnect (paho's automatic reconnect
+// is off): every failed attempt is logged with paho's reason.
 class MqttLink::ConnectListener : public mqtt::iaction_listener {
  public:
   explicit ConnectListener(MqttLink& link) : link_(link) {}
@@ -25,11 +49,32 @@ class MqttLink::ConnectListener : public mqtt::iaction_listener {
   void on_failure(const mqtt::token& token) override {
     auto alive = link_.alive_;
     if (!*alive) return;
-    std::string reason = mqtt::exception::error_str(token.get_return_code());
+    std::string reason;
+    try {
+      (void)token.get_connect_response();  // complete: throws paho's error with its message
+      reason = mqtt::exception::error_str(token.get_return_code());
+    } catch (const std::exception& e) {
+      reason = e.what();
+    }
     link_.loop_.post([this, alive, reason] {
-      if (!*alive || link_.stopping_) return;
-      spdlog::warn("mqtt: cannot connect to {}: {}; retrying in {} ms", link_.config_.uri, reason,
-                   link_.retry_delay_.count());
+      if (!*alive) return;
+      link_.connecting_ = false;
+      if (link_.stopping_) return;
+      const MqttTlsConfig& t = link_.config_.tls;
+      if (isTlsUri(link_.config_.uri)) {
+        // Paho reports a failed handshake (wrong CA, host name, client certificate refused)
+        // as a TCP/TLS connect failure; say what to check.
+        spdlog::error(
+            "mqtt: cannot connect to {}: {} (TLS: ca_file={}, cert_file={}, key_file={}, "
+            "verify={}: check that the CA signed the broker's certificate, that the host name "
+            "matches it and that the broker accepts the client certificate); retrying in {} ms",
+            link_.config_.uri, reason, t.ca_file.empty() ? "(system store)" : t.ca_file,
+            t.cert_file.empty() ? "(none)" : t.cert_file,
+            t.key_file.empty() ? "(none)" : t.key_file, t.verify, link_.retry_delay_.count());
+      } else {
+        spdlog::warn("mqtt: cannot connect to {}: {}; retrying in {} ms", link_.config_.uri, reason,
+                     link_.retry_delay_.count());
+      }
       link_.scheduleRetry();
     });
   }
@@ -38,44 +83,81 @@ class MqttLink::ConnectListener : public mqtt::iaction_listener {
   MqttLink& link_;
 };
 
-MqttLink::MqttLink(EventLoop& loop, const MqttConfig& config, std::string will_topic,
+// PUBACK/PUBCOMP (or a failure) for a stored message; the user context is its seq.
+class MqttLink::DeliveryListener : public mqtt::iaction_listener {
+ public:
+  explicit DeliveryListener(MqttLink& link) : link_(link) {}
+  void on_success(const mqtt::token& token) override {
+    link_.pushAck(seqFromContext(token.get_user_context()), Ack::Delivered);
+  }
+  void on_failure(const mqtt::token& token) override {
+    // MQTT 5: a PUBACK with a reason code >= 0x80 means the broker will not take it
+    // (not authorized, quota, bad topic); sending it again would not help.
+    const bool refused = token.get_reason_code() >= 0x80 && token.get_reason_code() != 0xFF;
+    link_.pushAck(seqFromContext(token.get_user_context()), refused ? Ack::Rejected : Ack::Failed);
+  }
+
+ private:
+  MqttLink& link_;
+};
+
+std::unique_ptr<registry::Outbox> MqttLink::openOutbox(const std::string& state_dir,
+                                                       const MqttConfig& config) {
+  std::filesystem::create_directories(state_dir);
+  registry::OutboxLimits limits;
+  limits.max_messages = config.buffer.max_messages;
+  limits.max_bytes = config.buffer.max_bytes;
+  return std::make_unique<registry::Outbox>(state_dir + "/outbox.db", limits);
+}
+
+MqttLink::MqttLink(EventLoop& loop, const MqttConfig& config,
+                   std::unique_ptr<registry::Outbox> outbox, std::string will_topic,
                    std::string will_payload)
     : loop_(loop),
       config_(config),
+      outbox_(std::move(outbox)),
       will_topic_(std::move(will_topic)),
       will_payload_(std::move(will_payload)) {
-  mqtt::create_options create(MQTTVERSION_3_1_1);
-  // Keep QoS >= 1 data while the broker is away (in memory for now; a durable outbox
-  // replaces this). anyTime: also before the first connection succeeds.
-  create.set_send_while_disconnected(true, true);
-  create.set_max_buffered_messages(kMaxBufferedWhileDisconnected);
-  create.set_delete_oldest_messages(true);
+  if (!outbox_) outbox_ = std::make_unique<registry::Outbox>(":memory:", registry::OutboxLimits{});
+  // Nothing is handed to paho while disconnected (the outbox keeps QoS >= 1, the QoS 0
+  // queue the rest), so paho's own offline buffer stays off.
+  mqtt::create_options create(config_.protocol == MqttProtocol::V5 ? MQTTVERSION_5
+                                                                   : MQTTVERSION_3_1_1);
+  create.set_send_while_disconnected(false);
+  // Paho also refuses publishes (MQTTASYNC_MAX_BUFFERED_MESSAGES) while connected when this
+  // many commands wait in its queue, e.g. in a QoS 0 burst; refused ones are retried.
+  create.set_max_buffered_messages(kPahoQueue);
   client_ = std::make_unique<mqtt::async_client>(pahoUri(config_.uri), config_.client_id, create,
                                                  nullptr);
+  connect_listener_ = std::make_unique<ConnectListener>(*this);
+  delivery_listener_ = std::make_unique<DeliveryListener>(*this);
   auto alive = alive_;
   client_->set_connected_handler([this, alive](const std::string& cause) {
     if (!*alive) return;
     loop_.post([this, alive, cause] {
-      if (!*alive) return;
-      ++stats_.connects;
-      retry_delay_ = std::chrono::milliseconds(500);
-      spdlog::info("mqtt: connected to {}{}", config_.uri, cause.empty() ? "" : " (" + cause + ")");
-      renewSubscriptions();
-      if (on_connected_) on_connected_();
+      if (*alive) onConnected(cause);
     });
   });
   client_->set_connection_lost_handler([this, alive](const std::string& cause) {
     if (!*alive) return;
     loop_.post([this, alive, cause] {
-      if (!*alive || stopping_) return;
-      spdlog::warn("mqtt: connection lost{}; reconnecting", cause.empty() ? "" : ": " + cause);
+      if (*alive) onConnectionLost(cause);
     });
   });
   client_->set_message_callback([this, alive](mqtt::const_message_ptr msg) {
     if (!*alive) return;
     ++stats_.received;
-    loop_.post([this, alive, topic = msg->get_topic(), payload = msg->get_payload_str()] {
-      if (*alive && on_message_) on_message_(topic, payload);
+    MqttMessageMeta meta;
+    const mqtt::properties& props = msg->get_properties();
+    if (props.contains(mqtt::property::RESPONSE_TOPIC)) {
+      meta.response_topic = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
+    }
+    if (props.contains(mqtt::property::CORRELATION_DATA)) {
+      meta.correlation_data = mqtt::get<std::string>(props, mqtt::property::CORRELATION_DATA);
+    }
+    loop_.post([this, alive, topic = msg->get_topic(), payload = msg->get_payload_str(),
+                meta = std::move(meta)] {
+      if (*alive && on_message_) on_message_(topic, payload, meta);
     });
   });
 }
@@ -87,41 +169,114 @@ MqttLink::~MqttLink() {
   } catch (const std::exception&) {
     // Shutting down anyway.
   }
+  client_.reset();  // no paho thread calls us any more
+  try {
+    outbox_->flush();
+  } catch (const std::exception& e) {
+    spdlog::error("mqtt: outbox flush failed: {}", e.what());
+  }
 }
 
 void MqttLink::start() {
+  if (outbox_->size() > 0) {
+    spdlog::info("mqtt: {} message(s) from the last run wait in the outbox", outbox_->size());
+  }
   connect();
 }
 
 void MqttLink::connect() {
+  if (connecting_ || stopping_) return;
   mqtt::connect_options options;
-  options.set_clean_session(true);
+  if (config_.protocol == MqttProtocol::V5) {
+    options.set_mqtt_version(MQTTVERSION_5);
+    options.set_clean_start(config_.clean_session);
+  } else {
+    options.set_mqtt_version(MQTTVERSION_3_1_1);
+    options.set_clean_session(config_.clean_session);
+  }
   options.set_keep_alive_interval(config_.keepalive);
-  options.set_automatic_reconnect(std::chrono::seconds(1), std::chrono::seconds(30));
+  options.set_automatic_reconnect(false);
   options.set_connect_timeout(std::chrono::seconds(10));
   if (!config_.username.empty()) options.set_user_name(config_.username);
   if (!config_.password.empty()) options.set_password(config_.password);
   options.set_will(mqtt::will_options(will_topic_, will_payload_, 1, true));
-  if (!connect_listener_) connect_listener_ = std::make_unique<ConnectListener>(*this);
+  if (isTlsUri(config_.uri)) {
+    if (!ssl_) {
+      ssl_ = std::make_unique<mqtt::ssl_options>();
+      if (!config_.tls.ca_file.empty()) ssl_->set_trust_store(config_.tls.ca_file);
+      if (!config_.tls.cert_file.empty()) ssl_->set_key_store(config_.tls.cert_file);
+      if (!config_.tls.key_file.empty()) ssl_->set_private_key(config_.tls.key_file);
+      ssl_->set_enable_server_cert_auth(config_.tls.verify);
+      ssl_->set_verify(config_.tls.verify);  // host name check
+      if (!config_.tls.alpn.empty()) ssl_->set_alpn_protos(config_.tls.alpn);
+      // No ssl error handler: paho C++ 1.2 registers the handler's context as the
+      // connect_options copy that async_client::connect() takes by value and that is gone
+      // when paho calls it (a use-after-free we hit). Paho's return code and message, plus
+      // our file names, are what the log gets.
+    }
+    options.set_ssl(*ssl_);
+  }
   try {
+    connecting_ = true;
     client_->connect(options, nullptr, *connect_listener_);
   } catch (const mqtt::exception& e) {
-    spdlog::warn("mqtt: connect to {} failed: {}", config_.uri, e.what());
+    connecting_ = false;
+    spdlog::error("mqtt: connect to {} failed: {}; retrying in {} ms", config_.uri, e.what(),
+                  retry_delay_.count());
     scheduleRetry();
   }
 }
 
 void MqttLink::scheduleRetry() {
   loop_.runAfter(retry_delay_, [this] {
-    if (!stopping_ && !client_->is_connected()) connect();
+    if (!stopping_ && !connected_) connect();
   });
-  retry_delay_ = std::min(retry_delay_ * 2, std::chrono::milliseconds(30000));
+  retry_delay_ = std::min(retry_delay_ * 2, std::max(config_.reconnect_max, kMinRetry));
+}
+
+void MqttLink::onConnected(const std::string& cause) {
+  connecting_ = false;
+  connected_ = true;
+  ++stats_.connects;
+  retry_delay_ = kMinRetry;
+  spdlog::info(
+      "mqtt: connected to {} with MQTT {}{}{}", config_.uri,
+      config_.protocol == MqttProtocol::V5 ? "5" : "3.1.1", cause.empty() ? "" : " (" + cause + ")",
+      outbox_->size() > 0 ? "; sending " + std::to_string(outbox_->size()) + " stored message(s)"
+                          : std::string());
+  renewSubscriptions();
+  // State first: what the handler publishes goes out before the backlog (see the header).
+  in_on_connected_ = true;
+  try {
+    if (on_connected_) on_connected_();
+  } catch (...) {
+    in_on_connected_ = false;
+    throw;
+  }
+  in_on_connected_ = false;
+  drainQos0();
+  // Everything not acknowledged is sent again, from the oldest.
+  inflight_.clear();
+  send_cursor_ = outbox_->firstSeq().value_or(outbox_->nextSeq());
+  pump();
+}
+
+void MqttLink::onConnectionLost(const std::string& cause) {
+  connected_ = false;
+  inflight_.clear();
+  if (stopping_) return;
+  spdlog::warn("mqtt: connection to {} lost{}; {} message(s) in the outbox; reconnecting in {} ms",
+               config_.uri, cause.empty() ? "" : ": " + cause, outbox_->size(),
+               retry_delay_.count());
+  scheduleRetry();
 }
 
 void MqttLink::renewSubscriptions() {
   for (const auto& [filter, qos] : subscriptions_) {
     try {
-      client_->subscribe(filter, qos);
+      // MQTT 5: no_local, so commands we publish ourselves do not come back to us.
+      client_->subscribe(filter, qos,
+                         mqtt::subscribe_options(config_.protocol == MqttProtocol::V5));
     } catch (const mqtt::exception& e) {
       spdlog::error("mqtt: subscribe {} failed: {}", filter, e.what());
     }
@@ -130,16 +285,16 @@ void MqttLink::renewSubscriptions() {
 
 void MqttLink::subscribe(const std::string& filter, int qos) {
   subscriptions_.emplace_back(filter, qos);
-  if (!client_->is_connected()) return;  // renewed on connect
+  if (!connected_) return;  // renewed on connect
   try {
-    client_->subscribe(filter, qos);
+    client_->subscribe(filter, qos, mqtt::subscribe_options(config_.protocol == MqttProtocol::V5));
   } catch (const mqtt::exception& e) {
     spdlog::error("mqtt: subscribe {} failed: {}", filter, e.what());
   }
 }
 
 void MqttLink::unsubscribeAll() {
-  if (client_->is_connected()) {
+  if (connected_) {
     for (const auto& [filter, qos] : subscriptions_) {
       try {
         client_->unsubscribe(filter);
@@ -151,29 +306,238 @@ void MqttLink::unsubscribeAll() {
   subscriptions_.clear();
 }
 
-void MqttLink::publish(const std::string& topic, const std::string& payload, int qos, bool retain) {
+std::shared_ptr<mqtt::message> MqttLink::makeMessage(const std::string& topic,
+                                                     const std::string& payload, int qos,
+                                                     bool retain,
+                                                     const std::string& correlation_data) const {
+  auto msg = mqtt::make_message(topic, payload.data(), payload.size(), qos, retain);
+  if (config_.protocol == MqttProtocol::V5 && !correlation_data.empty()) {
+    mqtt::properties props;
+    props.add(mqtt::property(mqtt::property::CORRELATION_DATA, correlation_data));
+    msg->set_properties(std::move(props));
+  }
+  return msg;
+}
+
+bool MqttLink::sendStored(std::uint64_t seq, const std::string& topic, const std::string& payload,
+                          int qos, bool retain, const std::string& correlation_data) {
   try {
-    client_->publish(topic, payload.data(), payload.size(), qos, retain);
-    ++stats_.published;
+    client_->publish(makeMessage(topic, payload, qos, retain, correlation_data), seqContext(seq),
+                     *delivery_listener_);
+  } catch (const mqtt::exception& e) {
+    // Not connected after all (the loss is on its way to us) or paho's queue is full: it
+    // stays in the outbox.
+    ++stats_.publish_failed;
+    spdlog::debug("mqtt: publish to {} deferred: {}", topic, e.what());
+    scheduleResend();
+    return false;
+  }
+  inflight_.insert(seq);
+  send_cursor_ = seq + 1;
+  ++stats_.published;
+  return true;
+}
+
+bool MqttLink::sendDirect(const std::string& topic, const std::string& payload, int qos,
+                          bool retain, const std::string& correlation_data) {
+  try {
+    client_->publish(makeMessage(topic, payload, qos, retain, correlation_data));
   } catch (const mqtt::exception& e) {
     ++stats_.publish_failed;
     spdlog::debug("mqtt: publish to {} failed: {}", topic, e.what());
+    return false;
+  }
+  ++stats_.published;
+  return true;
+}
+
+void MqttLink::publish(const std::string& topic, const std::string& payload, int qos, bool retain,
+                       const std::string& correlation_data) {
+  if (qos <= 0) {
+    // Behind queued ones, or straight to paho; refused by paho: queued and retried.
+    if (!connected_ || !qos0_queue_.empty() ||
+        !sendDirect(topic, payload, 0, retain, correlation_data)) {
+      queueQos0(topic, payload, retain);
+      if (connected_) scheduleResend();
+    }
+    return;
+  }
+  if (in_on_connected_) {
+    sendDirect(topic, payload, qos, retain, correlation_data);
+    return;
+  }
+  const std::uint64_t seq = outbox_->append(topic, payload, qos, retain, correlation_data);
+  if (outbox_->stats().dropped != drops_reported_) reportDrops();
+  scheduleFlush();
+  // The common case, nothing waiting ahead of it: straight to paho, no read-back.
+  if (connected_ && send_cursor_ == seq && inflight_.size() < config_.max_inflight) {
+    sendStored(seq, topic, payload, qos, retain, correlation_data);
+    return;
+  }
+  pump();
+}
+
+void MqttLink::pump() {
+  if (!connected_ || stopping_) return;
+  while (inflight_.size() < config_.max_inflight && send_cursor_ < outbox_->nextSeq()) {
+    auto batch = outbox_->read(send_cursor_, config_.max_inflight - inflight_.size());
+    if (batch.empty()) {
+      send_cursor_ = outbox_->nextSeq();
+      return;
+    }
+    for (const auto& m : batch) {
+      if (!sendStored(m.seq, m.topic, m.payload, m.qos, m.retain, m.correlation_data)) return;
+    }
   }
 }
 
-bool MqttLink::connected() const {
-  return client_->is_connected();
+void MqttLink::queueQos0(const std::string& topic, const std::string& payload, bool retain) {
+  if (config_.buffer.qos0_messages == 0) {
+    ++stats_.qos0_dropped;
+    return;
+  }
+  if (qos0_queue_.size() >= config_.buffer.qos0_messages) {
+    qos0_queue_.pop_front();
+    ++stats_.qos0_dropped;
+  }
+  qos0_queue_.push_back(Qos0{topic, payload, retain});
+}
+
+void MqttLink::drainQos0() {
+  while (!qos0_queue_.empty() && connected_) {
+    const Qos0& m = qos0_queue_.front();
+    if (!sendDirect(m.topic, m.payload, 0, m.retain, {})) {
+      scheduleResend();
+      return;
+    }
+    qos0_queue_.pop_front();
+  }
+}
+
+void MqttLink::scheduleResend() {
+  if (resend_timer_ != 0 || !connected_ || stopping_) return;
+  resend_timer_ = loop_.runAfter(kRefusedRetry, [this] {
+    resend_timer_ = 0;
+    drainQos0();
+    pump();
+  });
+}
+
+void MqttLink::pushAck(std::uint64_t seq, Ack ack) {
+  auto alive = alive_;
+  if (!*alive) return;
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(acks_mutex_);
+    wake = acks_.empty();
+    acks_.emplace_back(seq, ack);
+  }
+  // One wake-up for a burst of acknowledgements, not one per message.
+  if (wake) {
+    loop_.post([this, alive] {
+      if (*alive) drainAcks();
+    });
+  }
+}
+
+void MqttLink::drainAcks() {
+  std::vector<std::pair<std::uint64_t, Ack>> acks;
+  {
+    std::lock_guard<std::mutex> lock(acks_mutex_);
+    acks.swap(acks_);
+  }
+  for (const auto& [seq, ack] : acks) {
+    inflight_.erase(seq);
+    switch (ack) {
+      case Ack::Delivered:
+        outbox_->remove(seq);
+        ++stats_.delivered;
+        break;
+      case Ack::Rejected:
+        outbox_->remove(seq);
+        ++stats_.rejected;
+        spdlog::warn("mqtt: the broker refused message {} (MQTT 5 reason code); dropped", seq);
+        break;
+      case Ack::Failed:
+        // The connection went away with it: sent again after the reconnect.
+        break;
+    }
+  }
+  if (!acks.empty()) scheduleFlush();
+  pump();
+}
+
+void MqttLink::scheduleFlush() {
+  const auto deadline = outbox_->flushDeadline();
+  if (!deadline) return;
+  const auto now = registry::Outbox::Clock::now();
+  if (*deadline <= now) {
+    flushOutbox();
+    return;
+  }
+  if (flush_timer_ != 0) return;
+  flush_timer_ =
+      loop_.runAfter(std::chrono::ceil<std::chrono::milliseconds>(*deadline - now), [this] {
+        flush_timer_ = 0;
+        flushOutbox();
+      });
+}
+
+void MqttLink::flushOutbox() {
+  if (flush_timer_ != 0) {
+    loop_.cancel(flush_timer_);
+    flush_timer_ = 0;
+  }
+  try {
+    outbox_->flush();
+  } catch (const std::exception& e) {
+    // Kept in memory; the next flush tries again.
+    spdlog::error("mqtt: {}", e.what());
+  }
+}
+
+void MqttLink::reportDrops() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_drop_log_ < kDropLogInterval) return;
+  const std::uint64_t total = outbox_->stats().dropped;
+  spdlog::warn(
+      "mqtt: outbox full (max_messages={}, max_bytes={}): dropped {} oldest message(s), {} in "
+      "total",
+      outbox_->limits().max_messages, outbox_->limits().max_bytes, total - drops_reported_, total);
+  drops_reported_ = total;
+  last_drop_log_ = now;
+}
+
+std::size_t MqttLink::outboxSize() const {
+  return outbox_->size();
+}
+
+const registry::OutboxStats& MqttLink::outboxStats() const {
+  return outbox_->stats();
 }
 
 void MqttLink::stop(const std::string& final_topic, const std::string& final_payload) {
   stopping_ = true;
-  if (!client_->is_connected()) return;
-  try {
-    client_->publish(final_topic, final_payload.data(), final_payload.size(), 1, true)
-        ->wait_for(std::chrono::seconds(2));
-    client_->disconnect(std::chrono::milliseconds(1000))->wait_for(std::chrono::seconds(2));
-  } catch (const mqtt::exception& e) {
-    spdlog::warn("mqtt: clean disconnect failed: {}", e.what());
+  if (outbox_->stats().dropped != drops_reported_) {
+    last_drop_log_ = {};
+    reportDrops();
+  }
+  if (client_->is_connected()) {
+    try {
+      client_->publish(final_topic, final_payload.data(), final_payload.size(), 1, true)
+          ->wait_for(std::chrono::seconds(2));
+      // Gives in-flight messages a second to be acknowledged.
+      client_->disconnect(std::chrono::milliseconds(1000))->wait_for(std::chrono::seconds(2));
+    } catch (const mqtt::exception& e) {
+      spdlog::warn("mqtt: clean disconnect failed: {}", e.what());
+    }
+  }
+  connected_ = false;
+  drainAcks();
+  flushOutbox();
+  if (outbox_->size() > 0) {
+    spdlog::info("mqtt: {} unacknowledged message(s) kept in the outbox for the next start",
+                 outbox_->size());
   }
 }
 

@@ -355,18 +355,27 @@ bool waitUntil(const std::function<bool()>& cond, std::chrono::milliseconds time
 // ---------------------------------------------------------------------------------------
 // Mosquitto
 
-Mosquitto::Mosquitto() : port_(freeTcpPort()) {
+Mosquitto::Mosquitto() : Mosquitto(Options{}) {}
+
+Mosquitto::Mosquitto(Options options) : port_(freeTcpPort()) {
   // Started as root, mosquitto drops to the `mosquitto` user after reading this file: the
   // directory is 0777, the conf 0666, logging goes to the inherited stdout (our log file,
-  // opened before the drop) and nothing is persisted.
+  // opened before the drop).
+  std::string persistence = "persistence false\n";
+  if (options.persistence) {
+    // Unlimited queues: a persistent subscriber that is away must not lose anything.
+    persistence = "persistence true\npersistence_location " + dir_.path() +
+                  "/\nautosave_interval 1\nmax_queued_messages 0\n";
+  }
   dir_.write("mosquitto.conf", "listener " + std::to_string(port_) +
                                    " 127.0.0.1\n"
-                                   "allow_anonymous true\n"
-                                   "persistence false\n"
+                                   "allow_anonymous true\n" +
+                                   persistence +
                                    "log_dest stdout\n"
                                    "log_type error\nlog_type warning\nlog_type notice\n"
                                    "log_type information\n"
-                                   "connection_messages true\n");
+                                   "connection_messages true\n" +
+                                   options.extra_conf);
   start();
 }
 
@@ -404,9 +413,15 @@ struct MqttProbe::Impl {
   std::unique_ptr<mqtt::async_client> client;
 };
 
-MqttProbe::MqttProbe(int port, const std::string& filter) : impl_(std::make_unique<Impl>()) {
+MqttProbe::MqttProbe(int port, const std::string& filter) : MqttProbe(port, filter, Options{}) {}
+
+MqttProbe::MqttProbe(int port, const std::string& filter, const Options& options)
+    : impl_(std::make_unique<Impl>()) {
   static std::atomic<int> counter{0};
-  std::string id = "c2m-probe-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+  const bool persistent = !options.persistent_id.empty();
+  std::string id =
+      persistent ? options.persistent_id
+                 : "c2m-probe-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
   impl_->client =
       std::make_unique<mqtt::async_client>("tcp://127.0.0.1:" + std::to_string(port), id);
   Impl* impl = impl_.get();
@@ -424,11 +439,17 @@ MqttProbe::MqttProbe(int port, const std::string& filter) : impl_(std::make_uniq
     impl->cv.notify_all();
   });
   mqtt::connect_options opts;
-  opts.set_clean_session(true);
-  opts.set_keep_alive_interval(std::chrono::seconds(10));
+  opts.set_clean_session(!persistent);
+  opts.set_keep_alive_interval(std::chrono::seconds(persistent ? 2 : 10));
   opts.set_connect_timeout(std::chrono::seconds(5));
+  // The broker keeps a persistent session's subscription: reconnecting is enough.
+  if (persistent) opts.set_automatic_reconnect(std::chrono::seconds(1), std::chrono::seconds(1));
   impl_->client->connect(opts)->wait();
   impl_->client->subscribe(filter, 1)->wait();
+}
+
+bool MqttProbe::connected() const {
+  return impl_->client->is_connected();
 }
 
 MqttProbe::~MqttProbe() {

@@ -68,7 +68,15 @@ bool waitUntil(const std::function<bool()>& cond, std::chrono::milliseconds time
 // A real mosquitto on a free loopback port, in its own temp dir; ready when constructed.
 class Mosquitto {
  public:
+  struct Options {
+    // Sessions, subscriptions and queued messages survive stop()/start() (SIGTERM saves).
+    bool persistence = false;
+    // Appended to the generated conf, e.g. a second (TLS) listener. Paths in it must be
+    // readable by the mosquitto user.
+    std::string extra_conf;
+  };
   Mosquitto();
+  explicit Mosquitto(Options options);
   ~Mosquitto();
   int port() const { return port_; }
   std::string uri() const { return "mqtt://127.0.0.1:" + std::to_string(port_); }
@@ -76,6 +84,7 @@ class Mosquitto {
   void start();  // again, same port; waits until it accepts connections
   bool running() const { return proc_ != nullptr; }
   std::string output() const { return proc_ ? proc_->output() : std::string(); }
+  const TempDir& dir() const { return dir_; }
 
  private:
   TempDir dir_;
@@ -94,7 +103,14 @@ struct MqttMessage {
 // A paho client that subscribes to `filter` and records every message.
 class MqttProbe {
  public:
+  struct Options {
+    // Non-empty: a persistent session under this client id (clean_session false) that
+    // reconnects by itself; with a persistent broker it misses nothing while away.
+    std::string persistent_id;
+  };
   MqttProbe(int port, const std::string& filter);
+  MqttProbe(int port, const std::string& filter, const Options& options);
+  bool connected() const;
   ~MqttProbe();
   std::vector<MqttMessage> messages() const;
   std::vector<MqttMessage> messagesOn(const std::string& topic) const;

@@ -297,8 +297,68 @@ TEST(LoadConfig, EmptyFileHasEveryDefault) {
   EXPECT_TRUE(cfg.mqtt.password_file.empty());
   EXPECT_TRUE(cfg.mqtt.password.empty());
   EXPECT_EQ(cfg.mqtt.keepalive, 30s);
+  EXPECT_EQ(cfg.mqtt.protocol, coap2mqtt::gateway::MqttProtocol::V311);
+  EXPECT_TRUE(cfg.mqtt.clean_session);
+  EXPECT_EQ(cfg.mqtt.max_inflight, 100u);
+  EXPECT_EQ(cfg.mqtt.reconnect_max, 30s);
+  EXPECT_TRUE(cfg.mqtt.tls.ca_file.empty());
+  EXPECT_TRUE(cfg.mqtt.tls.verify);
+  EXPECT_EQ(cfg.mqtt.buffer.max_messages, 100000u);
+  EXPECT_EQ(cfg.mqtt.buffer.max_bytes, 64u * 1024 * 1024);
+  EXPECT_EQ(cfg.mqtt.buffer.qos0_messages, 1000u);
   EXPECT_TRUE(cfg.rules.rules.empty());
   EXPECT_TRUE(cfg.rules.commands.empty());
+}
+
+TEST(LoadConfig, MqttTlsProtocolAndBuffer) {
+  TempDir dir;
+  dir.write("pki/ca.pem", "ca");
+  dir.write("pki/gw.pem", "cert");
+  dir.write("pki/gw.key", "key");
+  const auto cfg = loadOk(dir, R"([mqtt]
+uri = "mqtts://broker.example.com:8883"
+protocol = "5"
+clean_session = false
+max_inflight = 20
+reconnect_max = "5s"
+[mqtt.tls]
+ca_file = "pki/ca.pem"
+cert_file = "pki/gw.pem"
+key_file = "pki/gw.key"
+verify = false
+alpn = ["mqtt"]
+[mqtt.buffer]
+max_messages = 500
+max_bytes = 1048576
+qos0_messages = 10
+)");
+  EXPECT_EQ(cfg.mqtt.uri, "mqtts://broker.example.com:8883");
+  EXPECT_EQ(cfg.mqtt.protocol, coap2mqtt::gateway::MqttProtocol::V5);
+  EXPECT_FALSE(cfg.mqtt.clean_session);
+  EXPECT_EQ(cfg.mqtt.max_inflight, 20u);
+  EXPECT_EQ(cfg.mqtt.reconnect_max, 5s);
+  EXPECT_EQ(cfg.mqtt.tls.ca_file, dir.path("pki/ca.pem"));
+  EXPECT_EQ(cfg.mqtt.tls.cert_file, dir.path("pki/gw.pem"));
+  EXPECT_EQ(cfg.mqtt.tls.key_file, dir.path("pki/gw.key"));
+  EXPECT_FALSE(cfg.mqtt.tls.verify);
+  EXPECT_EQ(cfg.mqtt.tls.alpn, std::vector<std::string>{"mqtt"});
+  EXPECT_EQ(cfg.mqtt.buffer.max_messages, 500u);
+  EXPECT_EQ(cfg.mqtt.buffer.max_bytes, 1048576u);
+  EXPECT_EQ(cfg.mqtt.buffer.qos0_messages, 10u);
+  for (const char* uri : {"ssl://b:8883", "ws://b:8080/mqtt", "wss://b/mqtt", "tcp://[::1]:1883"}) {
+    EXPECT_EQ(loadOk(dir, std::string("[mqtt]\nuri = \"") + uri + "\"\n").mqtt.uri, uri);
+  }
+}
+
+TEST(LoadConfig, MqttClientCertNeedsItsKey) {
+  TempDir dir;
+  dir.write("gw.pem", "cert");
+  const auto errors =
+      loadErrors(dir, "[mqtt]\nuri = \"mqtts://b\"\n[mqtt.tls]\ncert_file = \"gw.pem\"\n");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].key, "mqtt.tls.cert_file");
+  EXPECT_EQ(errors[0].line, 4u);
+  EXPECT_NE(errors[0].message.find("needs mqtt.tls.key_file"), std::string::npos);
 }
 
 TEST(LoadConfig, ClientIdDefaultsFromGatewayName) {
@@ -487,10 +547,26 @@ const ErrorCase kErrorCases[] = {
      "coap.device[1].uri", "expected coap://host[:port]"},
     {"bad_listen", "[coap]\nlisten = [\"0.0.0.0\"]\n", 2, 11, "coap.listen[1]",
      "expected \"host:port\""},
-    {"mqtts_uri", "[mqtt]\nuri = \"mqtts://b:8883\"\n", 2, 7, "mqtt.uri",
-     "mqtts:// (TLS) is not supported yet"},
     {"bad_mqtt_uri", "[mqtt]\nuri = \"amqp://b\"\n", 2, 7, "mqtt.uri",
-     "expected mqtt://host[:port] or tcp://host[:port]"},
+     "expected mqtt://, tcp://, mqtts://, ssl://, ws:// or wss://"},
+    {"mqtts_uri_bad_port", "[mqtt]\nuri = \"mqtts://b:0\"\n", 2, 7, "mqtt.uri",
+     "expected mqtt://, tcp://"},
+    {"mqtt_protocol", "[mqtt]\nprotocol = \"5.0\"\n", 2, 12, "mqtt.protocol",
+     "expected one of \"3.1.1\", \"5\", got \"5.0\""},
+    {"mqtt_clean_session", "[mqtt]\nclean_session = 1\n", 2, 17, "mqtt.clean_session",
+     "expected true or false, got"},
+    {"mqtt_max_inflight", "[mqtt]\nmax_inflight = 0\n", 2, 16, "mqtt.max_inflight", "1"},
+    {"mqtt_buffer_max_messages", "[mqtt.buffer]\nmax_messages = 0\n", 2, 16,
+     "mqtt.buffer.max_messages", "1"},
+    {"mqtt_buffer_unknown", "[mqtt.buffer]\nmax_mesages = 5\n", 2, 15, "mqtt.buffer.max_mesages",
+     "did you mean \"max_messages\"?"},
+    {"mqtt_tls_missing_ca",
+     "[mqtt]\nuri = \"mqtts://b\"\n[mqtt.tls]\nca_file = \"/nonexistent/ca.pem\"\n", 4, 11,
+     "mqtt.tls.ca_file", "cannot read \"/nonexistent/ca.pem\": No such file or directory"},
+    {"mqtt_tls_verify_type", "[mqtt]\nuri = \"ssl://b:8883\"\n[mqtt.tls]\nverify = \"no\"\n", 4, 10,
+     "mqtt.tls.verify", "expected true or false, got"},
+    {"mqtt_tls_with_plain_uri", "[mqtt]\nuri = \"mqtt://b\"\n[mqtt.tls]\nverify = true\n", 3, 1,
+     "mqtt.tls", "TLS settings need a TLS URI"},
 
     // base_topic.
     {"base_topic_plus", "[mqtt]\nbase_topic = \"a/+/b\"\n", 2, 14, "mqtt.base_topic",
