@@ -152,6 +152,88 @@ Glob defaultGlob(std::string_view pattern, Glob::Kind kind) {
   return g ? *g : Glob();
 }
 
+// ---- command delivery keys (issue 7, branch wt-cmd) ------------------------------------
+// Kept apart from parseCommand so that the merge with wt-bridge (same key names) is
+// mechanical.
+
+const std::vector<std::string> kCommandDeliveryKeys{
+    "content_format", "result_topic", "max_payload", "rate_limit", "timeout", "queue", "envelope"};
+
+constexpr std::pair<const char*, unsigned> kContentFormatNames[] = {
+    {"text/plain", content_format::kTextPlain},
+    {"application/link-format", content_format::kLinkFormat},
+    {"application/octet-stream", content_format::kOctetStream},
+    {"application/json", content_format::kJson},
+    {"application/cbor", content_format::kCbor},
+    {"application/senml+json", content_format::kSenmlJson},
+    {"application/senml+cbor", content_format::kSenmlCbor},
+};
+
+// "10/s", "100/m", "5/h", "3/500ms", "20/10s": a count per duration.
+std::optional<CommandRule::RateLimit> parseRateLimit(std::string_view text) {
+  const auto slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0) return std::nullopt;
+  unsigned count = 0;
+  for (char c : text.substr(0, slash)) {
+    if (c < '0' || c > '9' || count > 1'000'000) return std::nullopt;
+    count = count * 10 + static_cast<unsigned>(c - '0');
+  }
+  std::string per(text.substr(slash + 1));
+  if (!per.empty() && std::isalpha(static_cast<unsigned char>(per.front()))) per = "1" + per;
+  const auto d = parseDuration(per);
+  if (count == 0 || !d || d->count() <= 0) return std::nullopt;
+  return CommandRule::RateLimit{count, *d};
+}
+
+void parseCommandDelivery(TableReader& r, CommandRule& cmd) {
+  if (const Value* v = r.find("content_format")) {
+    if (v->is_integer()) {
+      if (auto n = r.integer("content_format", 0, 65535)) {
+        cmd.content_format = static_cast<unsigned>(*n);
+      }
+    } else if (v->is_string()) {
+      if (auto ct = contentFormatFromName(v->as_string().str)) {
+        cmd.content_format = *ct;
+      } else {
+        std::string names;
+        for (const auto& [name, number] : kContentFormatNames) {
+          names += (names.empty() ? "" : ", ") + quote(name);
+        }
+        r.invalid("content_format", "unknown content format " + quote(v->as_string().str) +
+                                        "; expected a number 0..65535 or one of " + names);
+      }
+    } else {
+      r.invalid("content_format", std::string("expected a number or a name such as "
+                                              "\"application/cbor\", got ") +
+                                      typeName(*v));
+    }
+  }
+  if (auto text = r.string("result_topic", false, "a topic template")) {
+    std::string err;
+    if (auto t = TopicTemplate::compile(*text, &err)) {
+      cmd.result_topic = std::move(*t);
+    } else {
+      r.invalid("result_topic", "invalid topic template " + quote(*text) + ": " + err);
+    }
+  }
+  if (auto n = r.integer("max_payload", 0, 16 * 1024 * 1024)) {
+    cmd.max_payload = static_cast<std::size_t>(*n);
+  }
+  if (auto text = r.string("rate_limit", false, "a rate such as \"10/s\"")) {
+    if (auto limit = parseRateLimit(*text)) {
+      cmd.rate_limit = *limit;
+    } else {
+      r.invalid("rate_limit",
+                "expected a rate such as \"10/s\", \"100/m\" or \"3/500ms\", got " + quote(*text));
+    }
+  }
+  if (auto d = r.duration("timeout", kMinInterval)) cmd.timeout = *d;
+  if (auto n = r.integer("queue", 0, 100000)) cmd.queue = static_cast<std::size_t>(*n);
+  if (auto b = r.boolean("envelope")) cmd.envelope = *b;
+}
+
+// ---- end of command delivery keys ---------------------------------------------------------
+
 class FileParser {
  public:
   FileParser(Reporter& report, std::string_view default_topic_base, RuleSet& out)
@@ -247,7 +329,9 @@ class FileParser {
 
   void parseCommand(const Value& t, const std::string& prefix) {
     const std::size_t errors_before = report_.count();
-    TableReader r(report_, t, prefix, {"name", "topic", "method", "allow", "qos"});
+    std::vector<std::string> known{"name", "topic", "method", "allow", "qos"};
+    known.insert(known.end(), kCommandDeliveryKeys.begin(), kCommandDeliveryKeys.end());
+    TableReader r(report_, t, prefix, known);
     CommandRule cmd;
     cmd.file = report_.file();
     cmd.name = prefix;
@@ -295,6 +379,7 @@ class FileParser {
           std::string(kDenied) + ", e.g. allow = { device = \"*\", path = \"/actuators/*\" }");
     }
     if (auto q = r.integer("qos", 0, 2)) cmd.qos = static_cast<int>(*q);
+    parseCommandDelivery(r, cmd);
 
     if (report_.count() == errors_before) out_.commands.push_back(std::move(cmd));
   }
@@ -358,6 +443,20 @@ const char* toString(Method m) {
       return "DELETE";
   }
   return "?";
+}
+
+std::optional<unsigned> contentFormatFromName(std::string_view name) {
+  for (const auto& [known, number] : kContentFormatNames) {
+    if (toml_reader::equalsIgnoreCase(known, name)) return number;
+  }
+  if (name.empty() || name.size() > 5) return std::nullopt;
+  unsigned n = 0;
+  for (char c : name) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (n > 65535) return std::nullopt;
+  return n;
 }
 
 std::optional<std::chrono::milliseconds> parseDuration(std::string_view text) {

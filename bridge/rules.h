@@ -1,6 +1,7 @@
 #pragma once
 // Rules are data: parsed once from TOML, matched and expanded by pure functions.
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,10 +20,10 @@ const char* toString(Method);
 
 struct Rule {
   std::string name;
-  std::string file;  // where it was defined, for messages
-  Glob device;       // match.device, default "*"
-  Glob path;         // match.path, default "**"
-  std::optional<Glob> rt;  // match.rt: the resource must have an rt value matching it
+  std::string file;           // where it was defined, for messages
+  Glob device;                // match.device, default "*"
+  Glob path;                  // match.path, default "**"
+  std::optional<Glob> rt;     // match.rt: the resource must have an rt value matching it
   Mode mode = Mode::Observe;  // observe falls back to polling when the resource lacks obs
   std::chrono::milliseconds interval{std::chrono::seconds(30)};  // poll interval
   TopicTemplate topic;  // default "{base}/{device}/{path}" with base from [mqtt]
@@ -40,7 +41,28 @@ struct CommandRule {
   Glob allow_device;  // default: nothing is allowed unless `allow` says so
   Glob allow_path;
   int qos = 1;  // subscription QoS
+
+  // ---- command delivery (issue 7, branch wt-cmd) ------------------------------------
+  // The key names match wt-bridge's, so the merge keeps one copy of this block.
+  struct RateLimit {
+    unsigned count = 0;                // commands ...
+    std::chrono::milliseconds per{0};  // ... per this period (a token bucket per device)
+  };
+  std::optional<unsigned> content_format;  // `content_format`: number or name
+  // `result_topic`: a template ({gateway} {device} {path}); unset = the command's own
+  // topic + "/result".
+  std::optional<TopicTemplate> result_topic;
+  std::size_t max_payload = 64 * 1024;  // `max_payload`, bytes
+  std::optional<RateLimit> rate_limit;  // `rate_limit` = "10/s"; unset = unlimited
+  std::chrono::milliseconds timeout{std::chrono::seconds(30)};  // `timeout`, from arrival
+  std::size_t queue = 32;  // `queue`: commands that may wait per device behind the one in flight
+  // `envelope` (wt-cmd): the MQTT payload is a JSON object {"value": ..., "transaction": ...};
+  // "value" is what goes to the device and "transaction" is echoed in the result.
+  bool envelope = false;
 };
+
+// Content-Format by name ("application/cbor") or number text ("60"); nullopt if unknown.
+std::optional<unsigned> contentFormatFromName(std::string_view name);
 
 struct RuleSet {
   std::vector<Rule> rules;
