@@ -946,6 +946,13 @@ struct Gateway::Impl {
                   {"bad_payload", route_stats.bad_payload},
                   {"bad_topic", route_stats.bad_topic},
                   {"command_refused", commands_refused}}},
+                {"commands",
+                 {{"submitted", commands.stats().submitted},
+                  {"answered", commands.stats().answered},
+                  {"failed", commands.stats().failed},
+                  {"timed_out", commands.stats().timed_out},
+                  {"queue_full", commands.stats().queue_full},
+                  {"rate_limited", commands.stats().rate_limited}}},
                 {"reregistrations", reregistrations},
                 {"published", route_stats.published},
                 {"mqtt_publish_failed", mqtt.stats().publish_failed.load()}};

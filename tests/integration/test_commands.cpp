@@ -114,14 +114,17 @@ TEST(Commands, PutToLibcoapServerChangesExampleDataAndSays204) {
   Mosquitto broker;
   const int coap_port = freeUdpPort();
   const std::string base = "coap://127.0.0.1:" + std::to_string(coap_port);
-  Process server({"coap-server-openssl", "-A", "127.0.0.1", "-p", std::to_string(coap_port)},
-                 dir.file("server.log"));
+  // -v 7: the server logs every packet, options included.
+  Process server(
+      {"coap-server-openssl", "-A", "127.0.0.1", "-p", std::to_string(coap_port), "-v", "7"},
+      dir.file("server.log"));
   ASSERT_TRUE(waitUntil([&] { return coapRequest("get", base + "/time").ok; }, 10s));
   MqttProbe probe(broker.port(), "c2m/#");
   auto gateway = startGateway(
       dir, baseConfig(broker, dir) + device("srv", coap_port) +
                "[[command]]\nname = \"data\"\ntopic = \"c2m/{device}/{path}/set\"\n"
-               "method = \"PUT\"\nallow = { device = \"srv\", path = \"/example_data\" }\n");
+               "method = \"PUT\"\nallow = { device = \"srv\", path = \"/example_data\" }\n"
+               "content_format = \"text/plain\"\n");
   waitForGateway(probe, *gateway);
   EXPECT_NE(coapRequest("get", base + "/example_data").payload, "written by coap2mqtt");
   probe.publish("c2m/srv/example_data/set", "written by coap2mqtt");
@@ -134,6 +137,12 @@ TEST(Commands, PutToLibcoapServerChangesExampleDataAndSays204) {
   EXPECT_EQ(result.value("method", ""), "PUT");
   EXPECT_TRUE(result.contains("latency_ms"));
   EXPECT_EQ(coapRequest("get", base + "/example_data").payload, "written by coap2mqtt");
+  // The request carried the rule's Content-Format.
+  EXPECT_TRUE(
+      server.waitForOutput("Uri-Path:example_data, Content-Format:text/plain ] :: "
+                           "'written by coap2mqtt'",
+                           5s))
+      << server.output();
 }
 
 // Acceptance 2: per-device order.
