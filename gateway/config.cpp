@@ -359,8 +359,9 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
   std::string rules_base = cfg.mqtt.base_topic;
   const Value* section = root.table("mqtt");
   if (section == nullptr) return rules_base;
-  TableReader r(report, *section, "mqtt",
-                {"uri", "client_id", "base_topic", "username", "password_file", "keepalive"});
+  TableReader r(
+      report, *section, "mqtt",
+      {"uri", "client_id", "base_topic", "username", "password_file", "keepalive", "version"});
   if (auto uri = r.string("uri", false, "a URI mqtt://host[:port]")) {
     if (auto problem = checkMqttUri(*uri)) {
       r.invalid("uri", *problem);
@@ -413,6 +414,7 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
       cfg.mqtt.keepalive = std::chrono::duration_cast<std::chrono::seconds>(*d);
     }
   }
+  if (auto v = r.choice<int>("version", {{"3.1.1", 4}, {"5", 5}})) cfg.mqtt.protocol_version = *v;
   return rules_base;
 }
 

@@ -24,6 +24,9 @@ struct MqttConfig {
   std::string password_file;  // path; relative to the config file's folder
   std::string password;       // read from password_file at load; never logged
   std::chrono::seconds keepalive{30};
+  // `version`: "3.1.1" or "5". MQTT 5 lets command results go to a request's Response
+  // Topic with its Correlation Data.
+  int protocol_version = 4;  // 4 = 3.1.1, 5 = MQTT 5
 };
 
 struct DiscoveryConfig {

@@ -187,7 +187,9 @@ struct Gateway::Impl {
     openStore();
     mqtt.setOnConnected([this] { onMqttConnected(); });
     mqtt.setMessageHandler(
-        [this](const std::string& t, const std::string& payload) { onMqttMessage(t, payload); });
+        [this](const std::string& t, const std::string& payload, const MqttMessageMeta& meta) {
+          onMqttMessage(t, payload, meta);
+        });
     subscribeAll();
     mqtt.start();
     startServer();
@@ -990,15 +992,14 @@ struct Gateway::Impl {
     publishDevices();
   }
 
-  void onMqttMessage(const std::string& t, const std::string& payload) {
+  void onMqttMessage(const std::string& t, const std::string& payload,
+                     const MqttMessageMeta& meta) {
     const std::string request_prefix = topic("bridge/request/");
     if (t.rfind(request_prefix, 0) == 0) {
       onAdminRequest(t.substr(request_prefix.size()), payload);
       return;
     }
-    // MQTT 5: pass the message's Response Topic and Correlation Data here once MqttLink
-    // delivers them (MqttMessageMeta, branch wt-mqtt).
-    onCommand(t, payload, {}, {});
+    onCommand(t, payload, meta.response_topic, meta.correlation_data);
   }
 
   // ---- admin API (<base>/bridge/request/<op>) --------------------------------------------
@@ -1178,9 +1179,8 @@ struct Gateway::Impl {
   void publishResult(const std::string& result_topic, const std::string& response_topic,
                      const std::string& correlation, const std::string& payload) {
     const std::string& to = response_topic.empty() ? result_topic : response_topic;
-    // MQTT 5 (branch wt-mqtt): pass `correlation` to publish() as Correlation Data.
-    (void)correlation;
-    mqtt.publish(to, payload, 1, false);
+    mqtt.publish(to, payload, 1, false,
+                 correlation.empty() ? std::nullopt : std::optional<std::string>(correlation));
   }
 
   void onCommand(const std::string& t, const std::string& payload,

@@ -44,7 +44,7 @@ MqttLink::MqttLink(EventLoop& loop, const MqttConfig& config, std::string will_t
       config_(config),
       will_topic_(std::move(will_topic)),
       will_payload_(std::move(will_payload)) {
-  mqtt::create_options create(MQTTVERSION_3_1_1);
+  mqtt::create_options create(config_.protocol_version == 5 ? MQTTVERSION_5 : MQTTVERSION_3_1_1);
   // Keep QoS >= 1 data while the broker is away (in memory for now; a durable outbox
   // replaces this). anyTime: also before the first connection succeeds.
   create.set_send_while_disconnected(true, true);
@@ -74,8 +74,17 @@ MqttLink::MqttLink(EventLoop& loop, const MqttConfig& config, std::string will_t
   client_->set_message_callback([this, alive](mqtt::const_message_ptr msg) {
     if (!*alive) return;
     ++stats_.received;
-    loop_.post([this, alive, topic = msg->get_topic(), payload = msg->get_payload_str()] {
-      if (*alive && on_message_) on_message_(topic, payload);
+    MqttMessageMeta meta;
+    const mqtt::properties& props = msg->get_properties();
+    if (props.contains(mqtt::property::RESPONSE_TOPIC)) {
+      meta.response_topic = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
+    }
+    if (props.contains(mqtt::property::CORRELATION_DATA)) {
+      meta.correlation_data = mqtt::get<std::string>(props, mqtt::property::CORRELATION_DATA);
+    }
+    loop_.post([this, alive, topic = msg->get_topic(), payload = msg->get_payload_str(),
+                meta = std::move(meta)] {
+      if (*alive && on_message_) on_message_(topic, payload, meta);
     });
   });
 }
@@ -95,7 +104,12 @@ void MqttLink::start() {
 
 void MqttLink::connect() {
   mqtt::connect_options options;
-  options.set_clean_session(true);
+  if (config_.protocol_version == 5) {
+    options.set_mqtt_version(MQTTVERSION_5);
+    options.set_clean_start(true);
+  } else {
+    options.set_clean_session(true);
+  }
   options.set_keep_alive_interval(config_.keepalive);
   options.set_automatic_reconnect(std::chrono::seconds(1), std::chrono::seconds(30));
   options.set_connect_timeout(std::chrono::seconds(10));
@@ -151,9 +165,17 @@ void MqttLink::unsubscribeAll() {
   subscriptions_.clear();
 }
 
-void MqttLink::publish(const std::string& topic, const std::string& payload, int qos, bool retain) {
+void MqttLink::publish(const std::string& topic, const std::string& payload, int qos, bool retain,
+                       const std::optional<std::string>& correlation_data) {
   try {
-    client_->publish(topic, payload.data(), payload.size(), qos, retain);
+    if (correlation_data && config_.protocol_version == 5) {
+      auto msg = mqtt::make_message(topic, payload, qos, retain);
+      msg->set_properties(
+          mqtt::properties{mqtt::property(mqtt::property::CORRELATION_DATA, *correlation_data)});
+      client_->publish(msg);
+    } else {
+      client_->publish(topic, payload.data(), payload.size(), qos, retain);
+    }
     ++stats_.published;
   } catch (const mqtt::exception& e) {
     ++stats_.publish_failed;

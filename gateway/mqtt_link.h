@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,12 @@ class async_client;
 
 namespace coap2mqtt::gateway {
 
+// MQTT 5 properties of a received message (empty with MQTT 3.1.1).
+struct MqttMessageMeta {
+  std::string response_topic;
+  std::string correlation_data;  // binary, as received
+};
+
 struct MqttStats {
   std::atomic<std::uint64_t> published{0};
   std::atomic<std::uint64_t> publish_failed{0};  // rejected by paho (e.g. buffer full)
@@ -26,7 +33,8 @@ struct MqttStats {
 
 class MqttLink {
  public:
-  using MessageHandler = std::function<void(const std::string& topic, const std::string& payload)>;
+  using MessageHandler = std::function<void(const std::string& topic, const std::string& payload,
+                                            const MqttMessageMeta& meta)>;
 
   // `will_topic`/`will_payload`: retained, QoS 1, sent by the broker if we vanish.
   MqttLink(EventLoop& loop, const MqttConfig& config, std::string will_topic,
@@ -46,7 +54,9 @@ class MqttLink {
   // Remembered and renewed on every reconnect.
   void subscribe(const std::string& filter, int qos);
   void unsubscribeAll();
-  void publish(const std::string& topic, const std::string& payload, int qos, bool retain);
+  // `correlation_data`: sent as the MQTT 5 Correlation Data property (ignored on 3.1.1).
+  void publish(const std::string& topic, const std::string& payload, int qos, bool retain,
+               const std::optional<std::string>& correlation_data = std::nullopt);
   bool connected() const;
   const MqttStats& stats() const { return stats_; }
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include <mqtt/async_client.h>
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/gateway_process.h"
@@ -387,6 +388,58 @@ TEST(Commands, EnvelopeTransactionIsEchoed) {
   ASSERT_TRUE(probe.waitForCount("c2m/results/dev0/actuators/led", 2, 15s));
   EXPECT_EQ(jsonOn(probe, "c2m/results/dev0/actuators/led")[1].value("reason", ""),
             "invalid_envelope");
+}
+
+// Acceptance 4: an MQTT 5 request with Response Topic and Correlation Data is answered
+// there, with the same Correlation Data.
+TEST(Commands, Mqtt5ResponseTopicAndCorrelationData) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1, "1000");
+  MqttProbe probe(broker.port(), "c2m/#");
+  std::string config = baseConfig(broker, dir);
+  config.replace(config.find("base_topic"), 0, "version = \"5\"\n");
+  auto gateway = startGateway(dir, config + simDevices(port, 1) + kSetRule);
+  waitForGateway(probe, *gateway);
+
+  mqtt::async_client client("tcp://127.0.0.1:" + std::to_string(broker.port()), "v5-requester",
+                            mqtt::create_options(MQTTVERSION_5));
+  mqtt::connect_options options;
+  options.set_mqtt_version(MQTTVERSION_5);
+  options.set_clean_start(true);
+  client.start_consuming();
+  ASSERT_NO_THROW(client.connect(options)->wait_for(5s));
+  ASSERT_NO_THROW(client.subscribe("replies/#", 1)->wait_for(5s));
+  const std::string correlation("\x00\x01corr-7", 7);
+  auto request = mqtt::make_message("c2m/dev0/actuators/led/set", "mqtt5", 1, false);
+  request->set_properties(
+      mqtt::properties{mqtt::property(mqtt::property::RESPONSE_TOPIC, std::string("replies/me")),
+                       mqtt::property(mqtt::property::CORRELATION_DATA, correlation)});
+  client.publish(request)->wait_for(5s);
+  mqtt::const_message_ptr reply;
+  ASSERT_TRUE(client.try_consume_message_for(&reply, 15s)) << gateway->output();
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->get_topic(), "replies/me");
+  EXPECT_EQ(Json::parse(reply->get_payload_str()).value("code", ""), "2.04")
+      << reply->get_payload_str();
+  ASSERT_TRUE(reply->get_properties().contains(mqtt::property::CORRELATION_DATA));
+  EXPECT_EQ(mqtt::get<std::string>(reply->get_properties(), mqtt::property::CORRELATION_DATA),
+            correlation);
+  EXPECT_TRUE(sim->waitForOutput("REQ dev0 PUT /actuators/led mqtt5", 5s));
+  // Not also on the default result topic.
+  EXPECT_TRUE(probe.messagesOn("c2m/dev0/actuators/led/set/result").empty()) << dump(probe);
+  // A refusal goes there too.
+  auto refused = mqtt::make_message("c2m/dev0/config/name/set", "x", 1, false);
+  refused->set_properties(
+      mqtt::properties{mqtt::property(mqtt::property::RESPONSE_TOPIC, std::string("replies/me")),
+                       mqtt::property(mqtt::property::CORRELATION_DATA, std::string("c2"))});
+  client.publish(refused)->wait_for(5s);
+  ASSERT_TRUE(client.try_consume_message_for(&reply, 15s));
+  EXPECT_EQ(Json::parse(reply->get_payload_str()).value("reason", ""), "not_allowed");
+  EXPECT_EQ(mqtt::get<std::string>(reply->get_properties(), mqtt::property::CORRELATION_DATA),
+            "c2");
+  client.disconnect()->wait_for(5s);
 }
 
 }  // namespace
