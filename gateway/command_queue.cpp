@@ -83,6 +83,7 @@ void CommandQueue::submit(CommandRequest request, const CommandLimits& limits, D
   command->request = std::move(request);
   command->done = std::move(done);
   command->submitted = now;
+  command->timeout = limits.timeout;
   const std::string device = command->request.device;
   const std::uint64_t id = command->id;
   std::weak_ptr<bool> alive = alive_;
@@ -130,6 +131,12 @@ void CommandQueue::onReply(const std::string& device, std::uint64_t id, const Co
   auto it = lanes_.find(device);
   if (it == lanes_.end() || !it->second.in_flight || it->second.in_flight->id != id) return;
   std::unique_ptr<Command> command = std::move(it->second.in_flight);
+  if (command->abandoned) {
+    // Its timeout result is out already; the device is free for the next one now.
+    if (command->deadline_timer != 0) io_.cancelTimer(command->deadline_timer);
+    if (!in_send_) startNext(device);
+    return;
+  }
   CommandOutcome out;
   out.sent = true;
   if (reply.answered) {
@@ -158,14 +165,33 @@ void CommandQueue::onDeadline(const std::string& device, std::uint64_t id) {
   CommandOutcome out;
   out.kind = CommandOutcome::Kind::TimedOut;
   if (lane.in_flight && lane.in_flight->id == id) {
-    std::unique_ptr<Command> command = std::move(lane.in_flight);
-    command->deadline_timer = 0;
-    if (command->exchange != 0) io_.cancel(command->exchange);
+    Command& command = *lane.in_flight;
+    command.deadline_timer = 0;
+    if (command.abandoned) {
+      // The CoAP side never ended it (it normally does within its own request timeout):
+      // give up on it for good.
+      if (command.exchange != 0) io_.cancel(command.exchange);
+      lane.in_flight.reset();
+      startNext(device);
+      return;
+    }
+    // The result says timeout now, but the exchange is left to end by itself: libcoap
+    // keeps retransmitting a cancelled CON and, with NSTART=1, would hold the device's
+    // next requests behind it; the CoAP layer's own request timeout instead starts the
+    // device over on a fresh session. Until then the device's lane stays busy, bounded
+    // by a second `timeout`.
     ++stats_.timed_out;
     out.sent = true;
     out.error = "timeout: no response from " + device;
-    finish(std::move(command), std::move(out));
-    startNext(device);
+    out.latency =
+        std::chrono::duration_cast<std::chrono::milliseconds>(io_.now() - command.submitted);
+    command.abandoned = true;
+    Done done = std::move(command.done);
+    std::weak_ptr<bool> alive = alive_;
+    command.deadline_timer = io_.runAfter(command.timeout, [this, alive, device, id] {
+      if (auto a = alive.lock(); a && *a) onDeadline(device, id);
+    });
+    done(out);
     return;
   }
   auto w = std::find_if(lane.waiting.begin(), lane.waiting.end(),
@@ -198,6 +224,10 @@ void CommandQueue::dropDevice(const std::string& device, const std::string& reas
   }
   for (auto& c : lane.waiting) gone.push_back(std::move(c));
   for (auto& c : gone) {
+    if (c->abandoned) {
+      if (c->deadline_timer != 0) io_.cancelTimer(c->deadline_timer);
+      continue;  // its result is out already
+    }
     CommandOutcome out;
     out.kind = CommandOutcome::Kind::Dropped;
     out.sent = c->exchange != 0;

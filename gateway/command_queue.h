@@ -90,8 +90,10 @@ class CommandQueue {
 
   // `done` is called exactly once: at once for a refusal (queue full, rate limited), else
   // when the device answers, the exchange fails or the deadline (limits.timeout after
-  // submit(), waiting included) passes. The rate limit is a token bucket per device of
-  // `rate.count` tokens refilled over `rate.per`, using the limits of each submit().
+  // submit(), waiting included) passes. A command whose deadline passes in flight keeps
+  // the device busy until its exchange ends (or another `timeout` passes; then it is
+  // cancelled): the CoAP side may still be retransmitting it. The rate limit is a token bucket per
+  // device of `rate.count` tokens refilled over `rate.per`, using the limits of each submit().
   void submit(CommandRequest request, const CommandLimits& limits, Done done);
 
   // The device is gone: every waiting or in-flight command of it ends as Dropped.
@@ -109,6 +111,8 @@ class CommandQueue {
     TimePoint submitted;
     std::uint64_t deadline_timer = 0;
     std::uint64_t exchange = 0;  // CoAP request id while in flight
+    std::chrono::milliseconds timeout{0};
+    bool abandoned = false;  // timed out in flight: result published, exchange still open
   };
   struct Lane {
     std::deque<std::unique_ptr<Command>> waiting;
