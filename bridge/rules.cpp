@@ -216,7 +216,7 @@ void parseCommandDelivery(TableReader& r, CommandRule& cmd) {
       r.invalid("result_topic", "invalid topic template " + quote(*text) + ": " + err);
     }
   }
-  if (auto n = r.integer("max_payload", 0, 16 * 1024 * 1024)) {
+  if (auto n = r.integer("max_payload", 0, std::int64_t{16} * 1024 * 1024)) {
     cmd.max_payload = static_cast<std::size_t>(*n);
   }
   if (auto text = r.string("rate_limit", false, "a rate such as \"10/s\"")) {

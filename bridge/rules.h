@@ -52,8 +52,8 @@ struct CommandRule {
   // `result_topic`: a template ({gateway} {device} {path}); unset = the command's own
   // topic + "/result".
   std::optional<TopicTemplate> result_topic;
-  std::size_t max_payload = 64 * 1024;  // `max_payload`, bytes
-  std::optional<RateLimit> rate_limit;  // `rate_limit` = "10/s"; unset = unlimited
+  std::size_t max_payload = std::size_t{64} * 1024;  // `max_payload`, bytes
+  std::optional<RateLimit> rate_limit;               // `rate_limit` = "10/s"; unset = unlimited
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};  // `timeout`, from arrival
   std::size_t queue = 32;  // `queue`: commands that may wait per device behind the one in flight
   // `envelope` (wt-cmd): the MQTT payload is a JSON object {"value": ..., "transaction": ...};
