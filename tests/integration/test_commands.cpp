@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <sstream>
 
 #include <mqtt/async_client.h>
@@ -252,6 +253,33 @@ TEST(Commands, UnreachableDeviceTimesOutEachCommand) {
     EXPECT_LE(refused, 1u);
   }
   EXPECT_LT(std::chrono::steady_clock::now() - sent, 2s + 8s) << "all results within the timeout";
+}
+
+// A device that stalls (SIGSTOP) times the commands out; once it is back, the next
+// command gets through promptly (the timed-out exchange does not hold it up for the
+// minute libcoap would retransmit it).
+TEST(Commands, StalledDeviceRecoversForLaterCommands) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1, "1000");
+  MqttProbe probe(broker.port(), "c2m/#");
+  auto gateway = startGateway(
+      dir, baseConfig(broker, dir) + simDevices(port, 1) + kSetRule + "timeout = \"2s\"\n");
+  waitForGateway(probe, *gateway);
+  const std::string results = "c2m/dev0/actuators/led/set/result";
+  ASSERT_EQ(::kill(sim->pid(), SIGSTOP), 0);
+  probe.publish("c2m/dev0/actuators/led/set", "while-stopped");
+  const bool timed_out = probe.waitForCount(results, 1, 10s);
+  ASSERT_EQ(::kill(sim->pid(), SIGCONT), 0);
+  ASSERT_TRUE(timed_out) << gateway->output();
+  EXPECT_EQ(jsonOn(probe, results).front().value("reason", ""), "timeout");
+  probe.publish("c2m/dev0/actuators/led/set", "after");
+  ASSERT_TRUE(probe.waitForCount(results, 2, 15s)) << gateway->output();
+  EXPECT_EQ(jsonOn(probe, results)[1].value("code", ""), "2.04") << jsonOn(probe, results)[1];
+  EXPECT_TRUE(sim->waitForOutput("REQ dev0 PUT /actuators/led after", 5s));
+  const std::string led = "coap://127.0.0.1:" + std::to_string(port) + "/actuators/led";
+  EXPECT_EQ(coapRequest("get", led).payload, "after");
 }
 
 // Acceptance 3: refused commands get an error result, and the device hears nothing.
