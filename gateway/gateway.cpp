@@ -1026,10 +1026,10 @@ struct Gateway::Impl {
         respond(request, Json{{"devices", names}}, "");
       });
     } else if (op == "device/rename") {
-      std::string from = request.body.value("from", std::string{});
-      std::string to = request.body.value("to", std::string{});
-      error = rename(from, to);
-      respond(request, Json{{"from", from}, {"to", to}}, error);
+      auto from = admin::stringField(request, "from", &error);
+      auto to = from ? admin::stringField(request, "to", &error) : std::nullopt;
+      if (from && to) error = rename(*from, *to);
+      respond(request, Json{{"from", from.value_or("")}, {"to", to.value_or("")}}, error);
     } else if (op == "device/remove") {
       auto name = admin::stringField(request, "device", &error);
       if (name) error = forget(*name);

@@ -232,6 +232,12 @@ TEST_F(AdminApi, DeviceRenameErrors) {
   EXPECT_NE(r.value("error", "").find("rename it there"), std::string::npos) << r;
   r = request("device/rename", {{"from", "ghost"}, {"to", "x"}});
   EXPECT_EQ(r.value("error", ""), "unknown device 'ghost'") << r;
+  r = request("device/rename", {{"from", 5}, {"to", "x"}});
+  EXPECT_EQ(r.value("error", ""), "\"from\" must be a non-empty string") << r;
+  r = request("device/rename", {{"from", "dev0"}});
+  EXPECT_EQ(r.value("error", ""), "missing \"to\"") << r;
+  r = request("device/read", {{"device", "dev0"}, {"path", 7}});
+  EXPECT_EQ(r.value("error", ""), "\"path\" must be a non-empty string") << r;
   const std::string base = "coap://127.0.0.1:" + std::to_string(sim_port_ + 1);
   ASSERT_EQ(coapRequest("post", gw("/rd?ep=node&base=" + base), "</actuators/led>").code, "2.01");
   ASSERT_TRUE(
