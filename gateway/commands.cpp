@@ -91,22 +91,25 @@ std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
                                              " bytes is larger than max_payload (" +
                                              std::to_string(rule.max_payload) + ")");
     }
-    // The envelope first: its transaction belongs in every later refusal too.
+    // The envelope first: its transaction belongs in every later refusal too. Its own
+    // errors are reported after `allow` and the device are checked.
     std::optional<Json> value;  // the envelope's "value", when there is an envelope
+    std::string envelope_error;
     if (rule.envelope) {
       Json envelope = Json::parse(payload, nullptr, false);
       if (envelope.is_discarded() || !envelope.is_object()) {
-        return refuse("invalid_envelope",
-                      "expected a JSON object {\"value\": ..., \"transaction\": ...} (the rule "
-                      "sets envelope = true)");
-      }
-      if (auto t = envelope.find("transaction"); t != envelope.end()) {
-        context.transaction = t->dump();
-      }
-      if (auto v = envelope.find("value"); v != envelope.end()) {
-        value = *v;
-      } else if (carriesPayload(rule.method)) {
-        return refuse("invalid_envelope", "the envelope has no \"value\"");
+        envelope_error =
+            "expected a JSON object {\"value\": ..., \"transaction\": ...} (the rule sets "
+            "envelope = true)";
+      } else {
+        if (auto t = envelope.find("transaction"); t != envelope.end()) {
+          context.transaction = t->dump();
+        }
+        if (auto v = envelope.find("value"); v != envelope.end()) {
+          value = *v;
+        } else if (carriesPayload(rule.method)) {
+          envelope_error = "the envelope has no \"value\"";
+        }
       }
     }
     if (!rule.allow_device.matches(context.device) || !rule.allow_path.matches(context.path)) {
@@ -116,6 +119,7 @@ std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
     if (registry.find(context.device) == nullptr) {
       return refuse("unknown_device", "unknown device '" + context.device + "'");
     }
+    if (!envelope_error.empty()) return refuse("invalid_envelope", envelope_error);
     PlannedCommand planned;
     planned.rule_index = i;
     planned.request.device = context.device;

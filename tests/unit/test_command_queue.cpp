@@ -401,6 +401,12 @@ TEST(PlanCommand, EnvelopeCarriesValueAndTransaction) {
   EXPECT_EQ(std::get<RefusedCommand>(missing.value()).reason, "invalid_envelope");
   EXPECT_EQ(std::get<RefusedCommand>(missing.value()).context.transaction, "7")
       << "echoed in refusals too";
+  // `allow` is decided before the envelope's shape.
+  auto outside = planCommand(rules, reg, "gw", "c2m/lamp/config/name/set", "not an envelope");
+  EXPECT_EQ(std::get<RefusedCommand>(outside.value()).reason, "not_allowed");
+  auto ghost = planCommand(rules, reg, "gw", "c2m/ghost/actuators/led/set", R"({"transaction":1})");
+  EXPECT_EQ(std::get<RefusedCommand>(ghost.value()).reason, "unknown_device");
+  EXPECT_EQ(std::get<RefusedCommand>(ghost.value()).context.transaction, "1");
 }
 
 TEST(CommandResult, AnsweredAndErrorMessages) {
