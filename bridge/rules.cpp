@@ -399,7 +399,7 @@ class FileParser {
     const std::size_t errors_before = report_.count();
     TableReader r(report_, t, prefix,
                   {"name", "topic", "method", "allow", "qos", "content_format", "result_topic",
-                   "max_payload", "rate_limit", "timeout", "queue"});
+                   "max_payload", "rate_limit", "timeout", "queue", "envelope"});
     CommandRule cmd;
     cmd.file = report_.file();
     cmd.name = prefix;
@@ -505,6 +505,7 @@ class FileParser {
     }
     if (auto d = r.duration("timeout", kMinInterval)) cmd.timeout = *d;
     if (auto q = r.integer("queue", 1, 10000)) cmd.queue = static_cast<std::size_t>(*q);
+    if (auto b = r.boolean("envelope")) cmd.envelope = *b;
 
     if (report_.count() == errors_before) out_.commands.push_back(std::move(cmd));
   }

@@ -88,6 +88,9 @@ struct CommandRule {
   RateLimit rate_limit;                 // "10/s", "5/m", "1/500ms" or a number per second
   std::chrono::milliseconds timeout{std::chrono::seconds(30)};  // for the CoAP exchange
   std::size_t queue = 32;  // commands queued per device before more are refused
+  // `envelope`: the MQTT payload is a JSON object {"value": ..., "transaction": ...};
+  // "value" is what goes to the device and "transaction" is echoed in the result.
+  bool envelope = false;
 };
 
 struct RuleSet {

@@ -8,7 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include "bridge/bridge.h"
+#include "gateway/admin_api.h"
 #include "gateway/coap_link.h"
+#include "gateway/command_queue.h"
+#include "gateway/commands.h"
 #include "gateway/device_names.h"
 #include "gateway/event_loop.h"
 #include "gateway/mqtt_link.h"
@@ -165,6 +168,8 @@ struct Gateway::Impl {
   std::uint64_t stale_notifications = 0;  // dropped by the RFC 7641 §3.4 rule
   std::uint64_t reregistrations = 0;      // Max-Age ran out without a notification
   std::uint64_t commands_refused = 0;
+  CommandQueue commands{commandIo()};  // after coap and loop: its handlers use them
+  const SteadyClock::time_point started = SteadyClock::now();
   std::vector<bridge::Publish> scratch;  // reused per notification: no allocation churn
   bool devices_publish_pending = false;
   bool stopping = false;
@@ -189,8 +194,10 @@ struct Gateway::Impl {
     loop.handleSignals({SIGTERM, SIGINT, SIGHUP}, [this](int sig) { onSignal(sig); });
     openStore();
     mqtt.setOnConnected([this] { onMqttConnected(); });
-    mqtt.setMessageHandler([this](const std::string& t, const std::string& payload,
-                                  const MqttMessageMeta&) { onMqttMessage(t, payload); });
+    mqtt.setMessageHandler(
+        [this](const std::string& t, const std::string& payload, const MqttMessageMeta& meta) {
+          onMqttMessage(t, payload, meta);
+        });
     subscribeAll();
     mqtt.start();
     startServer();
@@ -1090,19 +1097,27 @@ struct Gateway::Impl {
                   {"bad_payload", route_stats.bad_payload},
                   {"bad_topic", route_stats.bad_topic},
                   {"command_refused", commands_refused}}},
+                {"commands",
+                 {{"submitted", commands.stats().submitted},
+                  {"answered", commands.stats().answered},
+                  {"failed", commands.stats().failed},
+                  {"timed_out", commands.stats().timed_out},
+                  {"queue_full", commands.stats().queue_full},
+                  {"rate_limited", commands.stats().rate_limited}}},
                 {"reregistrations", reregistrations},
                 {"published", route_stats.published},
                 {"mqtt_publish_failed", mqtt.stats().publish_failed.load()}};
   }
 
   // Retained: who we are and how we are doing (refreshed every kStatsInterval).
-  void publishInfo() {
-    Json info{{"version", COAP2MQTT_VERSION},
-              {"gateway", config.name},
-              {"rules", config.rules.rules.size()},
-              {"commands", config.rules.commands.size()},
-              {"stats", statsJson()}};
-    mqtt.publish(topic("bridge/info"), info.dump(), 1, true);
+  void publishInfo() { mqtt.publish(topic("bridge/info"), infoJson().dump(), 1, true); }
+
+  Json infoJson() const {
+    return Json{{"version", COAP2MQTT_VERSION},
+                {"gateway", config.name},
+                {"rules", config.rules.rules.size()},
+                {"commands", config.rules.commands.size()},
+                {"stats", statsJson()}};
   }
 
   void scheduleStats() {
@@ -1129,48 +1144,129 @@ struct Gateway::Impl {
     }
   }
 
-  void onMqttMessage(const std::string& t, const std::string& payload) {
+  void onMqttMessage(const std::string& t, const std::string& payload,
+                     const MqttMessageMeta& meta) {
     const std::string request_prefix = topic("bridge/request/");
     if (t.rfind(request_prefix, 0) == 0) {
       onAdminRequest(t.substr(request_prefix.size()), payload);
       return;
     }
-    onCommand(t, payload);
+    onCommand(t, payload, meta.response_topic, meta.correlation_data);
   }
 
-  void respond(const std::string& op, const Json& request, const std::string& status, Json data,
-               const std::string& error) {
-    Json response{{"status", status}, {"data", std::move(data)}};
-    if (!error.empty()) response["error"] = error;
-    if (request.is_object() && request.contains("transaction")) {
-      response["transaction"] = request["transaction"];
-    }
-    mqtt.publish(topic("bridge/response/" + op), response.dump(), 1, false);
+  // ---- admin API (<base>/bridge/request/<op>) --------------------------------------------
+
+  void respond(const admin::Request& request, const admin::Json& data, const std::string& error) {
+    mqtt.publish(topic("bridge/response/" + request.op), admin::response(request, data, error), 1,
+                 false);
   }
 
   void onAdminRequest(const std::string& op, const std::string& payload) {
-    Json request = Json::parse(payload.empty() ? std::string("{}") : payload, nullptr, false);
-    if (request.is_discarded()) {
-      respond(op, Json{}, "error", Json::object(), "invalid JSON");
+    admin::Request request = admin::parseRequest(op, payload);
+    if (request.error) {
+      respond(request, admin::Json::object(), *request.error);
       return;
     }
+    std::string error;
     if (op == "discover") {
       if (!multicast) {
-        respond(op, request, "error", Json::object(),
+        respond(request, admin::Json::object(),
                 "multicast discovery is off (coap.discovery.multicast is empty)");
         return;
       }
-      runDiscoveryRound([this, op, request](const std::vector<std::string>& names) {
-        respond(op, request, "ok", Json{{"devices", names}}, "");
+      runDiscoveryRound([this, request](const std::vector<std::string>& names) {
+        respond(request, Json{{"devices", names}}, "");
       });
     } else if (op == "device/rename") {
-      std::string from = request.value("from", std::string{});
-      std::string to = request.value("to", std::string{});
-      std::string error = rename(from, to);
-      respond(op, request, error.empty() ? "ok" : "error", Json{{"from", from}, {"to", to}}, error);
+      auto from = admin::stringField(request, "from", &error);
+      auto to = from ? admin::stringField(request, "to", &error) : std::nullopt;
+      if (from && to) error = rename(*from, *to);
+      respond(request, Json{{"from", from.value_or("")}, {"to", to.value_or("")}}, error);
+    } else if (op == "device/remove") {
+      auto name = admin::stringField(request, "device", &error);
+      if (name) error = forget(*name);
+      respond(request, name ? Json{{"device", *name}} : Json::object(), error);
+    } else if (op == "device/read") {
+      adminRead(request);
+    } else if (op == "rules/reload") {
+      error = reload();
+      respond(request,
+              error.empty() ? Json{{"rules", config.rules.rules.size()},
+                                   {"commands", config.rules.commands.size()}}
+                            : Json::object(),
+              error);
+    } else if (op == "health_check") {
+      respond(request, healthJson(), "");
+    } else if (op == "info") {
+      respond(request, infoJson(), "");
     } else {
-      respond(op, request, "error", Json::object(), "unknown request '" + op + "'");
+      respond(request, admin::Json::object(), admin::unknownOperation(op));
     }
+  }
+
+  Json healthJson() const {
+    std::size_t online = 0;
+    for (const registry::Device* d : registry.all()) online += d->online ? 1 : 0;
+    const bool mqtt_up = mqtt.connected();
+    return Json{
+        {"healthy", mqtt_up},
+        {"mqtt_connected", mqtt_up},
+        {"devices", registry.size()},
+        {"devices_online", online},
+        {"uptime_s",
+         std::chrono::duration_cast<std::chrono::seconds>(SteadyClock::now() - started).count()}};
+  }
+
+  // device/read {"device","path"}: a CoAP GET now, through the device's command queue.
+  void adminRead(const admin::Request& request) {
+    std::string error;
+    auto device = admin::stringField(request, "device", &error);
+    auto path = device ? admin::stringField(request, "path", &error) : std::nullopt;
+    if (path && path->front() != '/') *path = "/" + *path;
+    if (device && path && registry.find(*device) == nullptr) {
+      error = "unknown device '" + *device + "'";
+    }
+    if (!error.empty()) {
+      Json data = Json::object();
+      if (device) data["device"] = *device;
+      if (path) data["path"] = *path;
+      respond(request, data, error);
+      return;
+    }
+    CommandRequest get{*device, *path, bridge::Method::Get, {}, std::nullopt};
+    CommandLimits limits;
+    limits.timeout = config.coap.request_timeout;
+    commands.submit(
+        std::move(get), limits,
+        [this, request, device = *device, path = *path](const CommandOutcome& o) {
+          Json data{{"device", device}, {"path", path}, {"latency_ms", o.latency.count()}};
+          std::string problem;
+          if (o.kind == CommandOutcome::Kind::Answered) {
+            heard(device);
+            data["code"] = coapCodeString(o.reply.code);
+            data["payload"] = Json::parse(
+                responsePayloadJson(o.reply.content_format, o.reply.payload), nullptr, false);
+            if (o.reply.code / 100 != 2)
+              problem = "device answered " + data["code"].get<std::string>();
+          } else {
+            problem = o.error;
+          }
+          respond(request, data, problem);
+        });
+  }
+
+  // device/remove: forget a discovered or registered device (a configured one stays).
+  std::string forget(const std::string& name) {
+    const registry::Device* device = registry.find(name);
+    if (device == nullptr) return "unknown device '" + name + "'";
+    if (device->source == registry::Source::Static) {
+      return "'" + name + "' is configured in " + config.file + "; remove it there";
+    }
+    publishEvent("device_left", *device);
+    commands.dropDevice(name, "device removed");
+    removeDevice(name);  // stops watches, cancels observations, clears retained availability
+    spdlog::info("device {} removed on request", name);
+    return {};
   }
 
   std::string rename(const std::string& from, const std::string& to) {
@@ -1184,6 +1280,7 @@ struct Gateway::Impl {
     registry::Device renamed = *device;
     renamed.name = to;
     std::string error;
+    commands.dropDevice(from, "device renamed to '" + to + "'");
     removeDevice(from);  // stops watches, clears retained availability of the old name
     if (!coap.addDevice(to, renamed.uri, &error)) return error;
     const registry::Device& added = registry.upsert(std::move(renamed));
@@ -1200,28 +1297,69 @@ struct Gateway::Impl {
     return {};
   }
 
-  void onCommand(const std::string& t, const std::string& payload) {
-    auto routed = bridge::routeCommand(config.rules, registry, t, payload);
-    if (!routed) return;  // not a command topic (e.g. our own publications)
-    if (auto* refused = std::get_if<bridge::CommandRefused>(&*routed)) {
+  // ---- commands (MQTT -> CoAP) -----------------------------------------------------------
+
+  CommandQueue::Io commandIo() {
+    CommandQueue::Io io;
+    io.now = [] { return SteadyClock::now(); };
+    io.send = [this](const CommandRequest& r, CommandQueue::ReplyHandler reply) {
+      return coap.request(r.device, r.method, r.path, r.payload, r.content_format,
+                          [reply = std::move(reply)](const std::optional<CoapResponse>& response,
+                                                     const std::string& error) {
+                            CommandReply out;
+                            if (response) {
+                              out.answered = true;
+                              out.code = response->code;
+                              out.content_format = response->content_format;
+                              out.payload = response->payload;
+                            } else {
+                              out.error = error;
+                            }
+                            reply(out);
+                          });
+    };
+    io.cancel = [this](std::uint64_t id) { coap.cancelRequest(id); };
+    io.runAfter = [this](std::chrono::milliseconds d, std::function<void()> f) {
+      return loop.runAfter(d, std::move(f));
+    };
+    io.cancelTimer = [this](std::uint64_t id) { loop.cancel(id); };
+    return io;
+  }
+
+  // The result goes to the MQTT 5 Response Topic with its Correlation Data when the command
+  // had them, else to the rule's result topic.
+  void publishResult(const std::string& result_topic, const std::string& response_topic,
+                     const std::string& correlation, const std::string& payload) {
+    const std::string& to = response_topic.empty() ? result_topic : response_topic;
+    mqtt.publish(to, payload, 1, false, correlation);
+  }
+
+  void onCommand(const std::string& t, const std::string& payload,
+                 const std::string& response_topic, const std::string& correlation) {
+    auto planned = planCommand(config.rules, registry, config.name, t, payload);
+    if (!planned) return;  // not a command topic (e.g. our own publications)
+    if (auto* refused = std::get_if<RefusedCommand>(&*planned)) {
       ++commands_refused;
-      spdlog::warn("command on {} refused: {}", t, refused->reason);
+      spdlog::warn("command on {} refused: {}", t, refused->error);
+      publishResult(refused->context.result_topic, response_topic, correlation,
+                    commandRefusedJson(*refused));
       return;
     }
-    auto& request = std::get<bridge::CoapRequest>(*routed);
-    spdlog::debug("command {} {}{} ({} bytes)", bridge::toString(request.method), request.device,
-                  request.path, request.payload.size());
-    coap.request(request.device, request.method, request.path, request.payload, std::nullopt,
-                 [this, device = request.device, path = request.path](
-                     const std::optional<CoapResponse>& response, const std::string& error) {
-                   if (response) heard(device);
-                   if (response && response->success()) {
-                     spdlog::debug("command {}{}: {}", device, path, response->codeString());
-                   } else {
-                     spdlog::warn("command {}{} failed: {}", device, path,
-                                  response ? response->codeString() : error);
-                   }
-                 });
+    auto& command = std::get<PlannedCommand>(*planned);
+    spdlog::debug("command {} {}{} ({} bytes)", bridge::toString(command.request.method),
+                  command.request.device, command.request.path, command.request.payload.size());
+    commands.submit(std::move(command.request), command.limits,
+                    [this, context = std::move(command.context), response_topic,
+                     correlation](const CommandOutcome& outcome) {
+                      if (outcome.kind == CommandOutcome::Kind::Answered) {
+                        heard(context.device);
+                      } else {
+                        spdlog::warn("command {} {}{}: {}", bridge::toString(context.method),
+                                     context.device, context.path, outcome.error);
+                      }
+                      publishResult(context.result_topic, response_topic, correlation,
+                                    commandResultJson(context, outcome));
+                    });
   }
 
   // ---- signals, reload, shutdown --------------------------------------------------------
@@ -1235,22 +1373,24 @@ struct Gateway::Impl {
     shutdown();
   }
 
-  void reload() {
+  // Empty on success, else what was wrong (the old rules stay).
+  std::string reload() {
     try {
       GatewayConfig fresh = loadConfig(config.file);
       config.rules = std::move(fresh.rules);
     } catch (const bridge::ConfigErrors& e) {
       spdlog::error("reload failed, keeping the old rules:\n{}", e.what());
-      return;
+      return e.what();
     } catch (const std::exception& e) {
       spdlog::error("reload failed, keeping the old rules: {}", e.what());
-      return;
+      return e.what();
     }
     mqtt.unsubscribeAll();
     subscribeAll();
     for (const registry::Device* device : registry.all()) applyPlan(*device);
     spdlog::info("rules reloaded: {} rule(s), {} command(s)", config.rules.rules.size(),
                  config.rules.commands.size());
+    return {};
   }
 
   void shutdown() {

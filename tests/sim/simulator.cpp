@@ -183,7 +183,7 @@ Options parseOptions(int argc, char** argv) {
 // ---------------------------------------------------------------------------------------
 // Resources
 
-enum class Kind { Temp, Counter, Info, Led, ConfigName, WellKnown, Unknown };
+enum class Kind { Temp, Counter, Info, Led, ConfigName, Blob, WellKnown, Unknown };
 
 constexpr unsigned bit(coap_request_t m) {
   return 1u << m;
@@ -213,6 +213,20 @@ const ResourceSpec kWellKnown = {Kind::WellKnown, ".well-known/core",
                                  nullptr,         COAP_MEDIATYPE_APPLICATION_LINK_FORMAT,
                                  false,           bit(COAP_REQUEST_GET)};
 const ResourceSpec kUnknown = {Kind::Unknown, "", nullptr, 0, false, 0};
+// Not listed in /.well-known/core (discovery tests count the listed ones): accepts large
+// PUT bodies (Block1, reassembled by libcoap) and logs their size and FNV-1a hash instead
+// of the bytes: "REQ <dev> PUT /actuators/blob size=<n> fnv1a=<8 hex digits>".
+const ResourceSpec kBlob = {Kind::Blob, "actuators/blob",
+                            nullptr,    COAP_MEDIATYPE_TEXT_PLAIN,
+                            false,      bit(COAP_REQUEST_GET) | bit(COAP_REQUEST_PUT)};
+
+std::string blobSummary(std::string_view body) {
+  std::uint32_t h = 2166136261u;
+  for (unsigned char c : body) h = (h ^ c) * 16777619u;
+  char text[64];
+  std::snprintf(text, sizeof(text), "size=%zu fnv1a=%08x", body.size(), h);
+  return text;
+}
 
 const char* methodName(coap_pdu_code_t code) {
   switch (code) {
@@ -279,6 +293,7 @@ struct Device {
   std::uint64_t seq = 0;
   std::string led = "off";
   std::string config_name;
+  std::string blob;  // summary of the last PUT to /actuators/blob
   std::mt19937 rng;
 };
 
@@ -553,6 +568,7 @@ void Simulator::start() {
   epoll_ = coap_context_get_coap_fd(ctx_) >= 0;
 
   for (const ResourceSpec& spec : kResources) addResource(spec);
+  addResource(kBlob);
   addResource(kWellKnown);  // ours, so that discovery requests are logged too
   addResource(kUnknown);    // logs (and 4.04s) requests for unknown paths
 
@@ -828,7 +844,11 @@ void Simulator::handle(const ResourceSpec& spec, Device& dev, coap_resource_t* r
     }
     if (!q.empty()) path.append("?").append(q);
     std::string line = "REQ " + dev.name + " " + methodName(code) + " " + path;
-    if (!payload.empty()) line += " " + printablePayload(data, len);
+    if (spec.kind == Kind::Blob && !payload.empty()) {
+      line += " " + blobSummary(payload);
+    } else if (!payload.empty()) {
+      line += " " + printablePayload(data, len);
+    }
     line += "\n";
     std::fwrite(line.data(), 1, line.size(), stdout);
     std::fflush(stdout);
@@ -881,6 +901,15 @@ void Simulator::handle(const ResourceSpec& spec, Device& dev, coap_resource_t* r
                 -1, dev.config_name);
       } else {
         dev.config_name = payload;
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE_CHANGED);
+      }
+      return;
+    case Kind::Blob:
+      if (code == COAP_REQUEST_CODE_GET) {
+        respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct,
+                -1, dev.blob);
+      } else {
+        dev.blob = blobSummary(payload);
         coap_pdu_set_code(response, COAP_RESPONSE_CODE_CHANGED);
       }
       return;

@@ -1685,8 +1685,12 @@ TEST(ShippedExample, RulesDExampleUsesTheNewKeys) {
   EXPECT_EQ(set.rules[3].homeassistant->device_class, "humidity");
   EXPECT_EQ(set.rules[3].payload, PayloadMode::Envelope);
   EXPECT_EQ(set.rules[3].min_interval, std::chrono::seconds(30));
-  ASSERT_EQ(set.commands.size(), 1u);
+  ASSERT_EQ(set.commands.size(), 2u);
   EXPECT_EQ(set.commands[0].result_topic.text(), "coap2mqtt/{device}/{path}/set/result");
+  EXPECT_EQ(set.commands[1].name, "scenes");
+  EXPECT_TRUE(set.commands[1].envelope);
+  EXPECT_EQ(set.commands[1].content_format, 60u);
+  EXPECT_EQ(set.commands[1].rate_limit.count, 2u);
 }
 
 }  // namespace

@@ -1,0 +1,196 @@
+#include "gateway/commands.h"
+
+#include <nlohmann/json.hpp>
+
+#include "bridge/transform.h"
+
+namespace coap2mqtt::gateway {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr std::string_view kResultSuffix = "/result";
+
+bool isJsonFormat(std::optional<unsigned> ct) {
+  return ct && (*ct == bridge::content_format::kJson || *ct == bridge::content_format::kSenmlJson);
+}
+
+bool isCborFormat(std::optional<unsigned> ct) {
+  return ct && (*ct == bridge::content_format::kCbor || *ct == bridge::content_format::kSenmlCbor);
+}
+
+bool carriesPayload(bridge::Method m) {
+  return m == bridge::Method::Put || m == bridge::Method::Post;
+}
+
+std::string resultTopic(const bridge::CommandRule& rule, std::string_view gateway,
+                        std::string_view topic, const std::string& device,
+                        const std::string& path) {
+  // An empty template: the parser found no usable default (see bridge::CommandRule).
+  if (!rule.result_topic.text().empty()) {
+    std::string_view p = path;
+    if (!p.empty() && p.front() == '/') p.remove_prefix(1);
+    if (auto t = rule.result_topic.expand(bridge::TopicVars{gateway, device, p, {}})) return *t;
+  }
+  return std::string(topic) + std::string(kResultSuffix);
+}
+
+bool isResultTopic(const bridge::RuleSet& rules, std::string_view topic) {
+  if (topic.size() <= kResultSuffix.size() ||
+      topic.substr(topic.size() - kResultSuffix.size()) != kResultSuffix) {
+    return false;
+  }
+  const std::string_view command = topic.substr(0, topic.size() - kResultSuffix.size());
+  for (const auto& rule : rules.commands) {
+    if (rule.topic.match(command)) return true;
+  }
+  return false;
+}
+
+void addContext(Json& j, const CommandContext& c) {
+  j["device"] = c.device;
+  j["path"] = c.path;
+  j["method"] = bridge::toString(c.method);
+  if (c.transaction) j["transaction"] = Json::parse(*c.transaction, nullptr, false);
+}
+
+}  // namespace
+
+std::string coapCodeString(unsigned code) {
+  std::string detail = std::to_string(code % 100);
+  return std::to_string(code / 100) + (detail.size() < 2 ? ".0" : ".") + detail;
+}
+
+std::string responsePayloadJson(std::optional<unsigned> content_format, std::string_view body) {
+  if (body.empty()) return "null";
+  bridge::TransformResult r =
+      bridge::transformPayload(bridge::PayloadMode::Json, content_format, body);
+  if (r.ok()) return r.payload;
+  return bridge::transformPayload(bridge::PayloadMode::Json, bridge::content_format::kOctetStream,
+                                  body)
+      .payload;
+}
+
+std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
+    const bridge::RuleSet& rules, const registry::Registry& registry, std::string_view gateway,
+    std::string_view topic, std::string_view payload) {
+  if (isResultTopic(rules, topic)) return std::nullopt;
+  for (std::size_t i = 0; i < rules.commands.size(); ++i) {
+    const bridge::CommandRule& rule = rules.commands[i];
+    auto captures = rule.topic.match(topic);
+    if (!captures) continue;
+    CommandContext context;
+    context.device = captures->device;
+    context.path = captures->path;
+    context.method = rule.method;
+    context.result_topic = resultTopic(rule, gateway, topic, context.device, context.path);
+    auto refuse = [&](std::string reason, std::string error) {
+      return RefusedCommand{std::move(context), std::move(reason), std::move(error)};
+    };
+    if (payload.size() > rule.max_payload) {
+      return refuse("payload_too_large", "payload of " + std::to_string(payload.size()) +
+                                             " bytes is larger than max_payload (" +
+                                             std::to_string(rule.max_payload) + ")");
+    }
+    // The envelope first: its transaction belongs in every later refusal too. Its own
+    // errors are reported after `allow` and the device are checked.
+    std::optional<Json> value;  // the envelope's "value", when there is an envelope
+    std::string envelope_error;
+    if (rule.envelope) {
+      Json envelope = Json::parse(payload, nullptr, false);
+      if (envelope.is_discarded() || !envelope.is_object()) {
+        envelope_error =
+            "expected a JSON object {\"value\": ..., \"transaction\": ...} (the rule sets "
+            "envelope = true)";
+      } else {
+        if (auto t = envelope.find("transaction"); t != envelope.end()) {
+          context.transaction = t->dump();
+        }
+        if (auto v = envelope.find("value"); v != envelope.end()) {
+          value = *v;
+        } else if (carriesPayload(rule.method)) {
+          envelope_error = "the envelope has no \"value\"";
+        }
+      }
+    }
+    if (!rule.allow_device.matches(context.device) || !rule.allow_path.matches(context.path)) {
+      return refuse("not_allowed", "not allowed by " + rule.name + ": device '" + context.device +
+                                       "' path '" + context.path + "'");
+    }
+    if (registry.find(context.device) == nullptr) {
+      return refuse("unknown_device", "unknown device '" + context.device + "'");
+    }
+    if (!envelope_error.empty()) return refuse("invalid_envelope", envelope_error);
+    PlannedCommand planned;
+    planned.rule_index = i;
+    planned.request.device = context.device;
+    planned.request.path = context.path;
+    planned.request.method = rule.method;
+    planned.request.content_format = rule.content_format;
+    planned.limits.queue = rule.queue;
+    if (!rule.rate_limit.unlimited()) planned.limits.rate = rule.rate_limit;
+    planned.limits.timeout = rule.timeout;
+    if (carriesPayload(rule.method)) {
+      const bool json = isJsonFormat(rule.content_format);
+      const bool cbor = isCborFormat(rule.content_format);
+      std::optional<Json> doc;
+      if (value) {
+        if (json || cbor) {
+          doc = *value;
+        } else if (value->is_string()) {
+          planned.request.payload = value->get<std::string>();
+        } else if (!value->is_null()) {
+          planned.request.payload = value->dump();
+        }
+      } else if (json || cbor) {
+        Json parsed = Json::parse(payload, nullptr, false);
+        if (parsed.is_discarded()) {
+          return refuse("invalid_json",
+                        "payload is not valid JSON (the rule sends content_format " +
+                            std::to_string(*rule.content_format) + ")");
+        }
+        if (json) {
+          planned.request.payload = std::string(payload);  // valid: passed as written
+        } else {
+          doc = std::move(parsed);
+        }
+      } else {
+        planned.request.payload = std::string(payload);
+      }
+      if (doc) {
+        if (cbor) {
+          const std::vector<std::uint8_t> bytes = Json::to_cbor(*doc);
+          planned.request.payload.assign(bytes.begin(), bytes.end());
+        } else {
+          planned.request.payload = doc->dump();
+        }
+      }
+    }
+    planned.context = std::move(context);
+    return planned;
+  }
+  return std::nullopt;
+}
+
+std::string commandResultJson(const CommandContext& context, const CommandOutcome& outcome) {
+  Json j = Json::object();
+  if (outcome.kind == CommandOutcome::Kind::Answered) {
+    j["code"] = coapCodeString(outcome.reply.code);
+    j["payload"] = Json::parse(
+        responsePayloadJson(outcome.reply.content_format, outcome.reply.payload), nullptr, false);
+  } else {
+    j["error"] = outcome.error;
+    j["reason"] = toString(outcome.kind);
+  }
+  j["latency_ms"] = outcome.latency.count();
+  addContext(j, context);
+  return j.dump();
+}
+
+std::string commandRefusedJson(const RefusedCommand& refused) {
+  Json j{{"error", refused.error}, {"reason", refused.reason}};
+  addContext(j, refused.context);
+  return j.dump();
+}
+
+}  // namespace coap2mqtt::gateway

@@ -1,0 +1,284 @@
+// Issue 7, acceptance 5: every admin op over MQTT, with its error paths.
+// <base>/bridge/request/<op> -> <base>/bridge/response/<op>, transaction echoed.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/gateway_process.h"
+#include "tests/integration/harness.h"
+
+namespace coap2mqtt::test {
+namespace {
+
+using Json = nlohmann::json;
+
+class AdminApi : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sim_port_ = freeUdpPortRange(2);
+    sim_ = startSim(dir_, sim_port_, 2, "1000");
+    probe_ = std::make_unique<MqttProbe>(broker_.port(), "c2m/#");
+    gw_port_ = freeUdpPort();
+    dir_.write("rules.toml", kRules);
+    std::string config = baseConfig(broker_, dir_);
+    config.replace(config.find("[coap]\n"), 7,
+                   "rules = [\"rules.toml\"]\n\n[coap]\nlisten = [\"127.0.0.1:" +
+                       std::to_string(gw_port_) + "\"]\n");
+    // dev0 is configured (static); dev1 registers through the Resource Directory.
+    gateway_ = startGateway(dir_, config + simDevices(sim_port_, 1));
+    ASSERT_TRUE(waitUntil(
+        [&] {
+          return !gateway_->running() ||
+                 !coapRequest("get", gw("/.well-known/core"), "", 2s).code.empty();
+        },
+        15s));
+    ASSERT_TRUE(gateway_->running()) << gateway_->output();
+    int attempt = 0;
+    ASSERT_TRUE(waitUntil(
+        [&] {
+          const std::string tx = "ready-" + std::to_string(++attempt);
+          probe_->publish("c2m/bridge/request/health_check", R"({"transaction":")" + tx + "\"}");
+          return probe_->waitFor(
+              [&](const std::vector<MqttMessage>& msgs) {
+                return std::any_of(msgs.begin(), msgs.end(), [&](const MqttMessage& m) {
+                  return m.payload.find(tx) != std::string::npos &&
+                         m.topic == "c2m/bridge/response/health_check";
+                });
+              },
+              1s);
+        },
+        20s))
+        << gateway_->output();
+  }
+
+  std::string gw(const std::string& path) const {
+    return "coap://127.0.0.1:" + std::to_string(gw_port_) + path;
+  }
+
+  // Sends `body` (with a fresh transaction added when it is an object) and returns the
+  // response carrying that transaction, or null after `timeout`.
+  Json request(const std::string& op, Json body = Json::object(),
+               std::chrono::milliseconds timeout = 15s) {
+    const std::string tx = "t" + std::to_string(++transactions_);
+    body["transaction"] = tx;
+    return requestRaw(op, body.dump(), tx, timeout);
+  }
+  Json requestRaw(const std::string& op, const std::string& payload, const std::string& tx,
+                  std::chrono::milliseconds timeout = 15s) {
+    const std::size_t before = probe_->messagesOn("c2m/bridge/response/" + op).size();
+    probe_->publish("c2m/bridge/request/" + op, payload);
+    Json found;
+    waitUntil(
+        [&] {
+          const auto msgs = probe_->messagesOn("c2m/bridge/response/" + op);
+          for (std::size_t i = before; i < msgs.size(); ++i) {
+            Json j = Json::parse(msgs[i].payload, nullptr, false);
+            if (tx.empty() || (j.is_object() && j.value("transaction", "") == tx)) {
+              found = j;
+              return true;
+            }
+          }
+          return false;
+        },
+        timeout);
+    return found;
+  }
+
+  std::vector<Json> events(const std::string& type) const {
+    std::vector<Json> out;
+    for (const auto& m : probe_->messagesOn("c2m/bridge/event")) {
+      Json j = Json::parse(m.payload, nullptr, false);
+      if (j.is_object() && j.value("type", "") == type) out.push_back(j);
+    }
+    return out;
+  }
+
+  std::string dump() const {
+    std::string out = gateway_->output() + "\nmqtt:\n";
+    for (const auto& m : probe_->messages()) out += m.topic + " " + m.payload + "\n";
+    return out;
+  }
+
+  static constexpr const char* kRules =
+      "[[command]]\nname = \"set\"\ntopic = \"c2m/{device}/{path}/set\"\n"
+      "allow = { device = \"*\", path = \"/actuators/*\" }\n";
+
+  TempDir dir_;
+  Mosquitto broker_;
+  int sim_port_ = 0;
+  int gw_port_ = 0;
+  int transactions_ = 0;
+  std::unique_ptr<Process> sim_;
+  std::unique_ptr<MqttProbe> probe_;
+  std::unique_ptr<Process> gateway_;
+};
+
+TEST_F(AdminApi, HealthCheckAndInfo) {
+  ASSERT_TRUE(waitUntil(
+      [&] { return request("health_check")["data"].value("devices_online", 0) == 1; }, 15s))
+      << dump();
+  Json r = request("health_check");
+  EXPECT_EQ(r.value("status", ""), "ok") << r;
+  EXPECT_EQ(r["data"].value("healthy", false), true) << r;
+  EXPECT_EQ(r["data"].value("mqtt_connected", false), true) << r;
+  EXPECT_EQ(r["data"].value("devices", 0), 1) << r;
+  EXPECT_GE(r["data"].value("uptime_s", -1), 0) << r;
+
+  r = request("info");
+  EXPECT_EQ(r.value("status", ""), "ok") << r;
+  EXPECT_EQ(r["data"].value("gateway", ""), "test-gw") << r;
+  EXPECT_TRUE(r["data"].contains("version")) << r;
+  EXPECT_EQ(r["data"].value("commands", 0), 1) << r;
+  EXPECT_TRUE(r["data"].contains("stats")) << r;
+}
+
+TEST_F(AdminApi, MalformedAndUnknownRequestsGetErrors) {
+  Json r = requestRaw("info", "{not json", "");
+  EXPECT_EQ(r.value("status", ""), "error") << dump();
+  EXPECT_EQ(r.value("error", ""), "invalid JSON");
+  r = requestRaw("health_check", "[1,2]", "");
+  EXPECT_EQ(r.value("status", ""), "error");
+  EXPECT_NE(r.value("error", "").find("JSON object"), std::string::npos) << r;
+  r = request("no/such/op");
+  EXPECT_EQ(r.value("status", ""), "error") << dump();
+  EXPECT_NE(r.value("error", "").find("unknown request 'no/such/op'"), std::string::npos) << r;
+  EXPECT_NE(r.value("error", "").find("device/read"), std::string::npos) << "lists the ops";
+  // A request without a transaction is answered too.
+  r = requestRaw("info", "", "");
+  EXPECT_EQ(r.value("status", ""), "ok");
+  EXPECT_FALSE(r.contains("transaction"));
+}
+
+TEST_F(AdminApi, DiscoverWithoutMulticastIsAnError) {
+  Json r = request("discover");
+  EXPECT_EQ(r.value("status", ""), "error") << dump();
+  EXPECT_NE(r.value("error", "").find("multicast discovery is off"), std::string::npos) << r;
+}
+
+TEST_F(AdminApi, DeviceReadGetsTheValueNow) {
+  Json r = request("device/read", {{"device", "dev0"}, {"path", "/info"}});
+  EXPECT_EQ(r.value("status", ""), "ok") << dump();
+  EXPECT_EQ(r["data"].value("code", ""), "2.05") << r;
+  EXPECT_EQ(r["data"]["payload"], Json::parse(R"({"name":"dev0","model":"c2m-sim"})")) << r;
+  EXPECT_TRUE(sim_->waitForOutput("REQ dev0 GET /info", 5s));
+  // A path without its leading '/' is the same path.
+  r = request("device/read", {{"device", "dev0"}, {"path", "actuators/led"}});
+  EXPECT_EQ(r["data"].value("path", ""), "/actuators/led") << r;
+  EXPECT_EQ(r["data"]["payload"], "off") << r;
+
+  r = request("device/read", {{"device", "dev0"}, {"path", "/nothing/here"}});
+  EXPECT_EQ(r.value("status", ""), "error") << r;
+  EXPECT_EQ(r["data"].value("code", ""), "4.04") << r;
+  r = request("device/read", {{"device", "ghost"}, {"path", "/info"}});
+  EXPECT_EQ(r.value("status", ""), "error") << r;
+  EXPECT_EQ(r.value("error", ""), "unknown device 'ghost'") << r;
+  r = request("device/read", {{"device", "dev0"}});
+  EXPECT_EQ(r.value("error", ""), "missing \"path\"") << r;
+  EXPECT_EQ(sim_->countInOutput("/nothing/here"), 1u);
+  EXPECT_EQ(sim_->countInOutput("ghost"), 0u);
+}
+
+TEST_F(AdminApi, DeviceRemoveForgetsARegisteredDevice) {
+  // dev1 registers itself (RD); dev0 is configured.
+  const std::string base = "coap://127.0.0.1:" + std::to_string(sim_port_ + 1);
+  CoapResult reg = coapRequest("post", gw("/rd?ep=dev1&base=" + base), "</actuators/led>;obs");
+  ASSERT_EQ(reg.code, "2.01") << dump();
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        auto a = probe_->messagesOn("c2m/dev1/availability");
+        return !a.empty() && a.back().payload == "online";
+      },
+      15s))
+      << dump();
+
+  Json r = request("device/remove", {{"device", "dev0"}});
+  EXPECT_EQ(r.value("status", ""), "error") << r;
+  EXPECT_NE(r.value("error", "").find("configured"), std::string::npos) << r;
+  r = request("device/remove", {{"device", "ghost"}});
+  EXPECT_EQ(r.value("error", ""), "unknown device 'ghost'") << r;
+  r = request("device/remove", Json::object());
+  EXPECT_EQ(r.value("error", ""), "missing \"device\"") << r;
+
+  r = request("device/remove", {{"device", "dev1"}});
+  EXPECT_EQ(r.value("status", ""), "ok") << r << dump();
+  EXPECT_EQ(r["data"].value("device", ""), "dev1");
+  EXPECT_TRUE(waitUntil([&] { return !events("device_left").empty(); }, 5s)) << dump();
+  EXPECT_EQ(events("device_left").front()["data"].value("name", ""), "dev1");
+  // Retained availability cleared (an empty retained message).
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        auto a = probe_->messagesOn("c2m/dev1/availability");
+        return !a.empty() && a.back().payload.empty();
+      },
+      5s));
+  // Gone: health counts one device, reads and commands to it are refused.
+  EXPECT_EQ(request("health_check")["data"].value("devices", 0), 1);
+  r = request("device/read", {{"device", "dev1"}, {"path", "/info"}});
+  EXPECT_EQ(r.value("error", ""), "unknown device 'dev1'") << r;
+  probe_->publish("c2m/dev1/actuators/led/set", "on");
+  ASSERT_TRUE(probe_->waitForCount("c2m/dev1/actuators/led/set/result", 1, 10s));
+  EXPECT_EQ(Json::parse(probe_->messagesOn("c2m/dev1/actuators/led/set/result")[0].payload)
+                .value("reason", ""),
+            "unknown_device");
+  r = request("device/remove", {{"device", "dev1"}});
+  EXPECT_EQ(r.value("status", ""), "error") << "already gone";
+}
+
+TEST_F(AdminApi, DeviceRenameErrors) {
+  Json r = request("device/rename", {{"from", "dev0"}, {"to", "boiler"}});
+  EXPECT_EQ(r.value("status", ""), "error") << r;
+  EXPECT_NE(r.value("error", "").find("rename it there"), std::string::npos) << r;
+  r = request("device/rename", {{"from", "ghost"}, {"to", "x"}});
+  EXPECT_EQ(r.value("error", ""), "unknown device 'ghost'") << r;
+  r = request("device/rename", {{"from", 5}, {"to", "x"}});
+  EXPECT_EQ(r.value("error", ""), "\"from\" must be a non-empty string") << r;
+  r = request("device/rename", {{"from", "dev0"}});
+  EXPECT_EQ(r.value("error", ""), "missing \"to\"") << r;
+  r = request("device/read", {{"device", "dev0"}, {"path", 7}});
+  EXPECT_EQ(r.value("error", ""), "\"path\" must be a non-empty string") << r;
+  const std::string base = "coap://127.0.0.1:" + std::to_string(sim_port_ + 1);
+  ASSERT_EQ(coapRequest("post", gw("/rd?ep=node&base=" + base), "</actuators/led>").code, "2.01");
+  ASSERT_TRUE(
+      waitUntil([&] { return request("health_check")["data"].value("devices", 0) == 2; }, 10s));
+  r = request("device/rename", {{"from", "node"}, {"to", "bad name"}});
+  EXPECT_NE(r.value("error", "").find("invalid name"), std::string::npos) << r;
+  r = request("device/rename", {{"from", "node"}, {"to", "dev0"}});
+  EXPECT_EQ(r.value("error", ""), "name 'dev0' is taken") << r;
+  r = request("device/rename", {{"from", "node"}, {"to", "lamp"}});
+  EXPECT_EQ(r.value("status", ""), "ok") << r << dump();
+  r = request("device/read", {{"device", "lamp"}, {"path", "/actuators/led"}});
+  EXPECT_EQ(r["data"].value("code", ""), "2.05") << r;
+}
+
+TEST_F(AdminApi, RulesReloadAnswersWithCountsOrTheError) {
+  Json r = request("rules/reload");
+  EXPECT_EQ(r.value("status", ""), "ok") << r << dump();
+  EXPECT_EQ(r["data"].value("commands", -1), 1) << r;
+  EXPECT_EQ(r["data"].value("rules", -1), 0) << r;
+
+  dir_.write("rules.toml", std::string(kRules) +
+                               "\n[[rule]]\nname = \"led\"\nmatch = { path = \"/actuators/led\" }\n"
+                               "topic = \"c2m/{device}/{path}\"\n");
+  r = request("rules/reload");
+  EXPECT_EQ(r.value("status", ""), "ok") << r;
+  EXPECT_EQ(r["data"].value("rules", -1), 1) << r;
+  EXPECT_TRUE(probe_->waitForCount("c2m/dev0/actuators/led", 1, 15s)) << "the new rule works";
+
+  dir_.write("rules.toml", "[[command]]\nname = \"broken\"\ntopic = \"c2m/{device}/set\"\n");
+  r = request("rules/reload");
+  EXPECT_EQ(r.value("status", ""), "error") << r;
+  EXPECT_NE(r.value("error", "").find("rules.toml:1:1"), std::string::npos) << r;
+  EXPECT_NE(r.value("error", "").find("allow"), std::string::npos) << r;
+  // The old rules stay: commands still pass.
+  probe_->publish("c2m/dev0/actuators/led/set", "after-failed-reload");
+  ASSERT_TRUE(probe_->waitForCount("c2m/dev0/actuators/led/set/result", 1, 10s)) << dump();
+  EXPECT_EQ(Json::parse(probe_->messagesOn("c2m/dev0/actuators/led/set/result")[0].payload)
+                .value("code", ""),
+            "2.04");
+  EXPECT_EQ(request("info")["data"].value("rules", -1), 1);
+}
+
+}  // namespace
+}  // namespace coap2mqtt::test
