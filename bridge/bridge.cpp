@@ -312,48 +312,4 @@ TransformResult commandPayload(std::optional<unsigned> content_format, std::stri
   }
 }
 
-std::optional<std::variant<CoapRequest, CommandRefused>> routeCommand(
-    const RuleSet& rules, const registry::Registry& registry, std::string_view topic,
-    std::string_view payload, std::string_view gateway_name) {
-  for (std::size_t i = 0; i < rules.commands.size(); ++i) {
-    const CommandRule& command = rules.commands[i];
-    auto captures = command.topic.match(topic);
-    if (!captures) continue;
-    const std::string& path = captures->path;
-    const TopicVars vars{gateway_name, captures->device, withoutLeadingSlash(path), {}, {}};
-    std::string result_topic = command.result_topic.expand(vars).value_or(std::string());
-    auto refuse = [&](std::string reason) {
-      return CommandRefused{std::move(reason), i, captures->device, path, std::move(result_topic)};
-    };
-    if (!command.allow_device.matches(captures->device) || !command.allow_path.matches(path)) {
-      return refuse("not allowed by " + command.name + ": device '" + captures->device +
-                    "' path '" + path + "'");
-    }
-    if (registry.find(captures->device) == nullptr) {
-      return refuse("unknown device '" + captures->device + "'");
-    }
-    if (payload.size() > command.max_payload) {
-      return refuse("payload of " + std::to_string(payload.size()) + " bytes exceeds max_payload " +
-                    std::to_string(command.max_payload) + " of " + command.name);
-    }
-    TransformResult body = commandPayload(command.content_format, payload);
-    if (!body.ok()) {
-      const char* format =
-          command.content_format ? content_format::name(*command.content_format) : nullptr;
-      return refuse(std::string("payload cannot be sent as ") +
-                    (format != nullptr ? format : "its Content-Format") + ": " + *body.error);
-    }
-    CoapRequest request;
-    request.device = captures->device;
-    request.path = path;
-    request.method = command.method;
-    request.payload = std::move(body.payload);
-    request.command_index = i;
-    request.content_format = command.content_format;
-    request.result_topic = std::move(result_topic);
-    return request;
-  }
-  return std::nullopt;
-}
-
 }  // namespace coap2mqtt::bridge

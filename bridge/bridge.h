@@ -143,34 +143,6 @@ std::string homeAssistantObjectId(const Rule& rule, const HomeAssistantContext& 
 // nullopt when the rule has no homeassistant table.
 std::optional<Publish> homeAssistantConfig(const Rule& rule, const HomeAssistantContext& ctx);
 
-struct CoapRequest {
-  std::string device;
-  std::string path;  // with leading '/'
-  Method method = Method::Put;
-  std::string payload;  // converted for content_format (JSON -> CBOR for application/cbor)
-  std::size_t command_index = 0;           // into RuleSet::commands
-  std::optional<unsigned> content_format;  // the rule's content_format
-  std::string result_topic;                // expanded; empty if it could not be
-};
-
-struct CommandRefused {
-  std::string reason;             // for the log and the result message
-  std::size_t command_index = 0;  // into RuleSet::commands
-  std::string device;             // as captured from the topic
-  std::string path;               // as captured, with leading '/'
-  std::string result_topic;       // where to report the refusal; empty if it cannot be
-};
-
-// Maps an incoming MQTT message to a CoAP request: the first [[command]] whose topic
-// matches decides. Refused when its `allow` does not cover (device, path), the device is
-// unknown, the payload is larger than max_payload, or the payload is not valid JSON where
-// content_format needs JSON (application/json, senml+json, and the JSON -> CBOR formats
-// application/cbor and senml+cbor). nullopt when no command topic matches at all (not
-// ours). `gateway_name` is for {gateway} in result topics.
-std::optional<std::variant<CoapRequest, CommandRefused>> routeCommand(
-    const RuleSet& rules, const registry::Registry& registry, std::string_view topic,
-    std::string_view payload, std::string_view gateway_name = {});
-
 // The MQTT payload of a command converted to what the device gets for `content_format`:
 // JSON -> CBOR for application/cbor (60) and senml+cbor (112), checked JSON for
 // application/json (50) and senml+json (110), unchanged otherwise. error on invalid JSON.

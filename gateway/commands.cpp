@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bridge/bridge.h"
 #include "bridge/transform.h"
 
 namespace coap2mqtt::gateway {
@@ -131,40 +132,25 @@ std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
     if (!rule.rate_limit.unlimited()) planned.limits.rate = rule.rate_limit;
     planned.limits.timeout = rule.timeout;
     if (carriesPayload(rule.method)) {
-      const bool json = isJsonFormat(rule.content_format);
-      const bool cbor = isCborFormat(rule.content_format);
-      std::optional<Json> doc;
+      const bool json_based =
+          isJsonFormat(rule.content_format) || isCborFormat(rule.content_format);
+      std::string text(payload);  // what the device gets, before conversion
       if (value) {
-        if (json || cbor) {
-          doc = *value;
-        } else if (value->is_string()) {
-          planned.request.payload = value->get<std::string>();
-        } else if (!value->is_null()) {
-          planned.request.payload = value->dump();
-        }
-      } else if (json || cbor) {
-        Json parsed = Json::parse(payload, nullptr, false);
-        if (parsed.is_discarded()) {
-          return refuse("invalid_json",
-                        "payload is not valid JSON (the rule sends content_format " +
-                            std::to_string(*rule.content_format) + ")");
-        }
-        if (json) {
-          planned.request.payload = std::string(payload);  // valid: passed as written
+        if (json_based || !value->is_string()) {
+          text = value->is_null() && !json_based ? std::string() : value->dump();
         } else {
-          doc = std::move(parsed);
-        }
-      } else {
-        planned.request.payload = std::string(payload);
-      }
-      if (doc) {
-        if (cbor) {
-          const std::vector<std::uint8_t> bytes = Json::to_cbor(*doc);
-          planned.request.payload.assign(bytes.begin(), bytes.end());
-        } else {
-          planned.request.payload = doc->dump();
+          text = value->get<std::string>();
         }
       }
+      // One converter for every command path: JSON is checked, and turned into CBOR
+      // (SenML labels included) where the Content-Format says so.
+      bridge::TransformResult converted = bridge::commandPayload(rule.content_format, text);
+      if (!converted.ok()) {
+        return refuse("invalid_json", "payload is not valid JSON (the rule sends content_format " +
+                                          std::to_string(*rule.content_format) +
+                                          "): " + *converted.error);
+      }
+      planned.request.payload = std::move(converted.payload);
     }
     planned.context = std::move(context);
     return planned;
