@@ -123,6 +123,7 @@ CoapServerResponse fromRd(const registry::RdResult& r) {
 }  // namespace
 
 struct Gateway::Impl {
+  struct DeviceState;
   // One watched resource: its plan and its live observation or poll timer.
   struct WatchState {
     bridge::Watch watch;
@@ -140,9 +141,10 @@ struct Gateway::Impl {
     bool awaiting_first = false;   // the current registration has not answered yet
     bool retried_at_once = false;  // a failed re-registration was repeated without delay
     std::uint32_t max_age_s = 60;
-    std::string last_payload;   // what was last published
-    bool reregistered = false;  // the next response answers a re-registration
-    NotificationPace pace;      // of notifications, for the silence timer
+    std::string last_payload;       // what was last published
+    bool reregistered = false;      // the next response answers a re-registration
+    NotificationPace pace;          // of notifications, for the silence timer
+    DeviceState* device = nullptr;  // the owner (DeviceState::watches), for its counters
   };
   struct DeviceState {
     EventLoop::TimerId retry_timer = 0;
@@ -152,6 +154,11 @@ struct Gateway::Impl {
     SteadyClock::time_point last_heard{};
     std::vector<std::unique_ptr<WatchState>> watches;
     std::map<std::string, std::string> ha_configs;  // retained HA discovery: topic -> payload
+    // Observe counters of this device (bridge/info "per_device").
+    std::uint64_t notifications = 0;    // accepted (fresh) notifications
+    std::uint64_t stale = 0;            // dropped by the RFC 7641 §3.4 rule
+    std::uint64_t reregistrations = 0;  // registered again after going quiet
+    std::uint64_t failures = 0;         // registrations that failed (timeout, error, RST)
   };
 
   GatewayConfig config;
@@ -495,6 +502,7 @@ struct Gateway::Impl {
         w->watch.rules = std::move(watch.rules);
       } else {
         w = std::make_unique<WatchState>();
+        w->device = &state;
         w->watch = std::move(watch);
         to_start.push_back(w.get());
         // Restarted (the device came back): its current value may be the one already
@@ -586,6 +594,7 @@ struct Gateway::Impl {
     }
     if (!response || !response->success()) {
       w.observe_id = 0;
+      ++w.device->failures;
       if (w.reregistered && response) {
         // The device answered a re-registration with an error (e.g. 4.04 after a
         // reconfiguration): that is worth the usual back-off.
@@ -620,10 +629,12 @@ struct Gateway::Impl {
     }
     if (!w.freshness.accept(*response->observe, SteadyClock::now())) {
       ++stale_notifications;
+      ++w.device->stale;
       spdlog::debug("{}{}: stale notification {} dropped", w.watch.device, w.watch.path,
                     *response->observe);
       return;
     }
+    ++w.device->notifications;
     w.max_age_s = response->max_age.value_or(60);
     armMaxAge(w, w.max_age_s);
     // A re-registration answers with the current value, which we may have published
@@ -655,6 +666,7 @@ struct Gateway::Impl {
     w.max_age_timer = loop.runAfter(wait, [this, &w, wait] {
       w.max_age_timer = 0;
       ++reregistrations;
+      ++w.device->reregistrations;
       spdlog::info("{}{}: no notification for {} ms; registering again", w.watch.device,
                    w.watch.path, wait.count());
       // The quiet registration is kept until one of the two answers (see onObserved).
@@ -1106,7 +1118,12 @@ struct Gateway::Impl {
                   {"rate_limited", commands.stats().rate_limited}}},
                 {"reregistrations", reregistrations},
                 {"published", route_stats.published},
-                {"mqtt_publish_failed", mqtt.stats().publish_failed.load()}};
+                {"mqtt",
+                 {{"publish_failed", mqtt.stats().publish_failed.load()},
+                  {"delivered", mqtt.stats().delivered.load()},
+                  {"qos0_dropped", mqtt.stats().qos0_dropped.load()},
+                  {"outbox", mqtt.outboxSize()},
+                  {"outbox_dropped", mqtt.outboxStats().dropped}}}};
   }
 
   // Retained: who we are and how we are doing (refreshed every kStatsInterval).
@@ -1117,7 +1134,21 @@ struct Gateway::Impl {
                 {"gateway", config.name},
                 {"rules", config.rules.rules.size()},
                 {"commands", config.rules.commands.size()},
-                {"stats", statsJson()}};
+                {"stats", statsJson()},
+                {"per_device", perDeviceJson()}};
+  }
+
+  // Observe counters of every device that has any.
+  Json perDeviceJson() const {
+    Json out = Json::object();
+    for (const auto& [name, st] : states) {
+      if (st.notifications + st.stale + st.reregistrations + st.failures == 0) continue;
+      out[name] = Json{{"notifications", st.notifications},
+                       {"stale", st.stale},
+                       {"reregistrations", st.reregistrations},
+                       {"failures", st.failures}};
+    }
+    return out;
   }
 
   void scheduleStats() {

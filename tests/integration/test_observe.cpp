@@ -11,7 +11,11 @@
 #include <csignal>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
+#include <nlohmann/json.hpp>
 #include "tests/integration/gateway_process.h"
+
 #include "tests/integration/harness.h"
 
 namespace coap2mqtt::test {
@@ -273,6 +277,16 @@ TEST(Observe, RestartedDeviceIsObservedAgainWithinTenSeconds) {
       << gateway->output();
   EXPECT_LT(std::chrono::steady_clock::now() - back, 10s);
   EXPECT_TRUE(sim->waitForOutput("GET /sensors/counter", 1s)) << "registered again";
+
+  // The per-device counters say what happened (admin request "info").
+  MqttProbe admin(broker.port(), "c2m/bridge/response/#");
+  ASSERT_TRUE(admin.connected());
+  admin.publish("c2m/bridge/request/info", R"({"transaction":"counters"})");
+  ASSERT_TRUE(admin.waitForCount("c2m/bridge/response/info", 1, 10s)) << gateway->output();
+  const auto info = nlohmann::json::parse(admin.messagesOn("c2m/bridge/response/info")[0].payload);
+  const auto& dev0 = info["data"]["per_device"]["dev0"];
+  EXPECT_GE(dev0.value("notifications", 0), 5) << info.dump();
+  EXPECT_GE(dev0.value("reregistrations", 0) + dev0.value("failures", 0), 1) << info.dump();
 }
 
 }  // namespace
