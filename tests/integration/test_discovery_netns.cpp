@@ -333,6 +333,23 @@ TEST(DiscoveryNetns, DiscoversIpv4AndIpv6ServersAcrossVethAndBridgesTime) {
     EXPECT_TRUE(paths.count("/example_data") == 1) << d.dump(2);
     EXPECT_TRUE(paths.count("/async") == 1) << d.dump(2);
   }
+
+  // On demand: the admin request runs a round now and answers with who answered.
+  const std::string response_topic = "coap2mqtt/bridge/response/discover";
+  run(NetnsPair::in(net.b(),
+                    {"mosquitto_pub", "-p", mqtt_port, "-t", "coap2mqtt/bridge/request/discover",
+                     "-m", R"({"transaction":"d1"})"}),
+      3s);
+  ASSERT_TRUE(waitUntil([&] { return !payloadsOn(tap.output(), response_topic).empty(); }, 20s))
+      << gateway.output();
+  auto response =
+      nlohmann::json::parse(payloadsOn(tap.output(), response_topic).back(), nullptr, false);
+  ASSERT_FALSE(response.is_discarded()) << tap.output();
+  EXPECT_EQ(response.value("status", ""), "ok") << response.dump();
+  EXPECT_EQ(response.value("transaction", ""), "d1") << response.dump();
+  std::set<std::string> answered;
+  for (const auto& name : response["data"]["devices"]) answered.insert(name.get<std::string>());
+  EXPECT_EQ(answered, (std::set<std::string>{dev4, dev6})) << response.dump();
 }
 
 }  // namespace
