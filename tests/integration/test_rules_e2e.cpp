@@ -284,6 +284,30 @@ TEST(RulesEndToEnd, MinIntervalLimitsRateAndPublishesTheLatestValue) {
       << rig.logs();
 }
 
+// A value min_interval held back under the old rules must not come out on the old topic
+// after a reload moved the rule to a new one.
+TEST(RulesEndToEnd, ReloadMovesRateLimitedRuleWithoutLateValuesOnTheOldTopic) {
+  Rig rig;
+  MqttProbe probe(rig.broker.port(), "#");
+  // "all" shows each notification as it passes.
+  const std::string all = rule("all", "/sensors/counter", "all/{device}");
+  rig.start(rule("slow", "/sensors/counter", "old/{device}/slow", "min_interval = \"2s\"\n") + all);
+  ASSERT_TRUE(probe.waitForCount("old/dev0/slow", 1, 15s)) << rig.logs();
+  // Right after a value went out, two more arrive: they are held back for ~2 s.
+  ASSERT_TRUE(probe.waitForCount("old/dev0/slow", 2, 5s)) << rig.logs();
+  const std::size_t seen = probe.messagesOn("all/dev0").size();
+  ASSERT_TRUE(probe.waitForCount("all/dev0", seen + 2, 5s)) << rig.logs();
+  rig.reload(rule("slow", "/sensors/counter", "new/{device}/slow", "min_interval = \"2s\"\n") +
+             all);
+  ASSERT_TRUE(rig.gateway->waitForOutput("rules reloaded", 5s)) << rig.logs();
+  const std::size_t old_count = probe.messagesOn("old/dev0/slow").size();
+  // Two values on the new topic take at least min_interval: by then the old topic's held-back
+  // value would have been due.
+  ASSERT_TRUE(probe.waitForCount("new/dev0/slow", 2, 10s)) << rig.logs();
+  EXPECT_EQ(probe.messagesOn("old/dev0/slow").size(), old_count) << rig.logs();
+  EXPECT_EQ(rig.sim->countInOutput("REQ dev0 GET /sensors/counter"), 1u) << rig.logs();
+}
+
 // only_changes on a value that never changes (/info, polled): published once.
 TEST(RulesEndToEnd, OnlyChangesPublishesAConstantValueOnce) {
   Rig rig;
