@@ -499,9 +499,20 @@ struct Gateway::Impl {
         // Restarted (the device came back): its current value may be the one already
         // published from the old registration.
         for (auto& old : state.watches) {
-          if (old && old->watch.path == w->watch.path && !old->last_payload.empty()) {
+          if (!old || old->watch.path != w->watch.path) continue;
+          if (!old->last_payload.empty()) {
             w->last_payload = old->last_payload;
             w->reregistered = true;
+          }
+          // What min_interval holds back (and only_changes remembers) goes on: the new
+          // registration's first value is dropped as a repeat when it equals last_payload,
+          // so a value held back here would otherwise never be published.
+          w->route_state = std::move(old->route_state);
+          if (old->have_value) {
+            w->last_value = old->last_value;
+            w->last_ct = old->last_ct;
+            w->last_time_ms = old->last_time_ms;
+            w->have_value = true;
           }
         }
       }
@@ -513,7 +524,10 @@ struct Gateway::Impl {
     }
     state.watches = std::move(next);
     publishHomeAssistant(device, state);
-    for (WatchState* w : to_start) startWatch(*w);
+    for (WatchState* w : to_start) {
+      armFlush(*w);  // for a RouteState carried over (the old watch's timer is cancelled)
+      startWatch(*w);
+    }
     spdlog::debug("device {}: watching {} resource(s), {} (re)started", device.name,
                   state.watches.size(), to_start.size());
   }

@@ -308,6 +308,45 @@ TEST(RulesEndToEnd, ReloadMovesRateLimitedRuleWithoutLateValuesOnTheOldTopic) {
   EXPECT_EQ(rig.sim->countInOutput("REQ dev0 GET /sensors/counter"), 1u) << rig.logs();
 }
 
+// A value held back by min_interval is still published when the device drops out and
+// comes back (its observation is registered again) before the interval ends.
+TEST(RulesEndToEnd, HeldBackValueSurvivesTheDeviceComingBack) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1, "1000");
+  MqttProbe probe(broker.port(), "c2m/#");
+  std::string config = baseConfig(broker, dir) + simDevices(port, 1) +
+                       rule("led", "/actuators/led", "c2m/{device}/led", "min_interval = \"8s\"\n");
+  config.replace(config.find("request_timeout"), 0, "offline_after = \"1s\"\n");
+  auto gateway = startGateway(dir, config);
+  const auto logs = [&] {
+    return "--- gateway:\n" + gateway->output() + "--- sim:\n" + sim->output();
+  };
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/led", 1, 15s)) << logs();
+  EXPECT_EQ(probe.messagesOn("c2m/dev0/led").back().payload, "\"off\"");
+  const std::string led = "coap://127.0.0.1:" + std::to_string(port) + "/actuators/led";
+  ASSERT_TRUE(coapRequest("put", led, "on").ok);  // notified at once, held back for 8 s
+
+  // The device goes quiet until the gateway calls it offline, then comes back.
+  ASSERT_EQ(kill(sim->pid(), SIGSTOP), 0);
+  const bool went_offline = gateway->waitForOutput("device dev0 is offline", 10s);
+  ASSERT_EQ(kill(sim->pid(), SIGCONT), 0);
+  ASSERT_TRUE(went_offline) << logs();
+  ASSERT_TRUE(
+      waitUntil([&] { return sim->countInOutput("REQ dev0 GET /actuators/led") >= 2; }, 10s))
+      << "observed again\n"
+      << logs();
+  // The held-back "on" arrives when the 8 s are over.
+  EXPECT_TRUE(probe.waitFor(
+      [](const std::vector<MqttMessage>& msgs) {
+        return !msgs.empty() && msgs.back().topic == "c2m/dev0/led" &&
+               msgs.back().payload == "\"on\"";
+      },
+      20s))
+      << logs();
+}
+
 // only_changes on a value that never changes (/info, polled): published once.
 TEST(RulesEndToEnd, OnlyChangesPublishesAConstantValueOnce) {
   Rig rig;
