@@ -347,6 +347,39 @@ TEST(RulesEndToEnd, HeldBackValueSurvivesTheDeviceComingBack) {
       << logs();
 }
 
+// A device that shuts down cleanly (its observers get 4.04) and comes back later: one
+// observation again, every value published once.
+// DISABLED: fails today, outside the rules code (observe engine). The returning simulator
+// gets 5-11 registrations (REQ ... GET /sensors/counter) instead of 1, the gateway RSTs
+// notifications of registrations it no longer knows (stats unknown_token > 0) and keeps
+// "registering again" although the device notifies. One cause seen in the log: after the
+// 4.04 the failure path arms retryWatch() while the silence timer (armMaxAge) stays armed,
+// so two registration chains run side by side; cancelling it there was not enough.
+TEST(RulesEndToEnd, DISABLED_DeviceBackAfterCleanShutdownIsObservedOnce) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1, "200");
+  MqttProbe probe(broker.port(), "c2m/#");
+  auto gateway = startGateway(dir, baseConfig(broker, dir) + simDevices(port, 1) + kCounterRule);
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/sensors/counter", 3, 15s)) << gateway->output();
+  sim->stop();
+  // Gone for a few retries, longer than the silence timer (4 intervals, at least ~4 s).
+  ASSERT_TRUE(waitUntil([&] { return gateway->countInOutput("retrying in") >= 5; }, 15s))
+      << gateway->output();
+  sim = startSim(dir, port, 1, "200", "sim2.log");
+  const std::size_t before = probe.messagesOn("c2m/dev0/sensors/counter").size();
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/sensors/counter", before + 10, 15s))
+      << gateway->output();
+  const auto msgs = probe.messagesOn("c2m/dev0/sensors/counter");
+  std::set<long> seen;
+  for (std::size_t i = before; i < msgs.size(); ++i) {
+    EXPECT_TRUE(seen.insert(seqOf(msgs[i].payload)).second)
+        << "published twice: " << msgs[i].payload;
+  }
+  EXPECT_EQ(sim->countInOutput("REQ dev0 GET /sensors/counter"), 1u) << sim->output();
+}
+
 // only_changes on a value that never changes (/info, polled): published once.
 TEST(RulesEndToEnd, OnlyChangesPublishesAConstantValueOnce) {
   Rig rig;
