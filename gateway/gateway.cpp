@@ -134,6 +134,13 @@ struct Gateway::Impl {
     EventLoop::TimerId max_age_timer = 0;  // re-register when notifications stop
     bridge::RouteState route_state;        // min_interval / only_changes of its rules
     EventLoop::TimerId flush_timer = 0;    // publishes what min_interval held back
+    // The latest value received (not necessarily published), for a reload that drops what
+    // min_interval held back under the old rules (see reload()).
+    std::string last_value;
+    std::optional<unsigned> last_ct;
+    std::int64_t last_time_ms = 0;
+    bool have_value = false;
+    bool reroute = false;  // reload(): route last_value again under the new rules
     ObserveFreshness freshness;
     // While re-registering, the registration that went quiet is kept: under loss it is
     // often alive, merely waiting for a retransmission. Whichever answers first wins.
@@ -508,9 +515,20 @@ struct Gateway::Impl {
         // Restarted (the device came back): its current value may be the one already
         // published from the old registration.
         for (auto& old : state.watches) {
-          if (old && old->watch.path == w->watch.path && !old->last_payload.empty()) {
+          if (!old || old->watch.path != w->watch.path) continue;
+          if (!old->last_payload.empty()) {
             w->last_payload = old->last_payload;
             w->reregistered = true;
+          }
+          // What min_interval holds back (and only_changes remembers) goes on: the new
+          // registration's first value is dropped as a repeat when it equals last_payload,
+          // so a value held back here would otherwise never be published.
+          w->route_state = std::move(old->route_state);
+          if (old->have_value) {
+            w->last_value = old->last_value;
+            w->last_ct = old->last_ct;
+            w->last_time_ms = old->last_time_ms;
+            w->have_value = true;
           }
         }
       }
@@ -522,7 +540,10 @@ struct Gateway::Impl {
     }
     state.watches = std::move(next);
     publishHomeAssistant(device, state);
-    for (WatchState* w : to_start) startWatch(*w);
+    for (WatchState* w : to_start) {
+      armFlush(*w);  // for a RouteState carried over (the old watch's timer is cancelled)
+      startWatch(*w);
+    }
     spdlog::debug("device {}: watching {} resource(s), {} (re)started", device.name,
                   state.watches.size(), to_start.size());
   }
@@ -707,13 +728,20 @@ struct Gateway::Impl {
   }
 
   void publish(WatchState& w, const CoapResponse& response) {
-    bridge::Notification n{w.watch.device, w.watch.path, response.content_format, response.payload,
-                           w.rt};
-    n.time_ms = epochMs();
+    w.last_value.assign(response.payload);
+    w.last_ct = response.content_format;
+    w.last_time_ms = epochMs();
+    w.have_value = true;
+    routeLast(w, w.watch.rules);
+  }
+
+  // Routes the watch's latest value to `rule_indices` and publishes what comes out now.
+  void routeLast(WatchState& w, const std::vector<std::size_t>& rule_indices) {
+    bridge::Notification n{w.watch.device, w.watch.path, w.last_ct, w.last_value, w.rt};
+    n.time_ms = w.last_time_ms;
     scratch.clear();
     const auto bad_before = route_stats.bad_payload + route_stats.bad_topic;
-    bridge::route(config.rules, config.name, w.watch.rules, n, scratch, route_stats,
-                  &w.route_state);
+    bridge::route(config.rules, config.name, rule_indices, n, scratch, route_stats, &w.route_state);
     if (route_stats.bad_payload + route_stats.bad_topic != bad_before) {
       spdlog::warn("{}{}: value dropped: {}", w.watch.device, w.watch.path, route_stats.last_error);
     }
@@ -1408,6 +1436,7 @@ struct Gateway::Impl {
   std::string reload() {
     try {
       GatewayConfig fresh = loadConfig(config.file);
+      dropHeldBack();
       config.rules = std::move(fresh.rules);
     } catch (const bridge::ConfigErrors& e) {
       spdlog::error("reload failed, keeping the old rules:\n{}", e.what());
@@ -1419,9 +1448,40 @@ struct Gateway::Impl {
     mqtt.unsubscribeAll();
     subscribeAll();
     for (const registry::Device* device : registry.all()) applyPlan(*device);
+    // Held back under the old rules: the held-back messages carry the old topics, qos and
+    // retain, so they must not go out any more. The latest value goes through the new rules
+    // that rate-limit instead (rules without min_interval published it already).
+    for (auto& [name, state] : states) {
+      for (auto& w : state.watches) {
+        if (!w->reroute) continue;
+        w->reroute = false;
+        if (!w->have_value) continue;
+        std::vector<std::size_t> limited;
+        for (std::size_t index : w->watch.rules) {
+          if (config.rules.rules[index].min_interval.count() > 0) limited.push_back(index);
+        }
+        if (!limited.empty()) routeLast(*w, limited);
+      }
+    }
     spdlog::info("rules reloaded: {} rule(s), {} command(s)", config.rules.rules.size(),
                  config.rules.commands.size());
     return {};
+  }
+
+  // Before the rules change: forgets what min_interval holds back (it was routed with the
+  // old rules) and marks those watches for routing their latest value again (see reload()).
+  // The rest of their RouteState goes too; only_changes then publishes the next value even
+  // if unchanged. Watches with nothing held back keep theirs.
+  void dropHeldBack() {
+    for (auto& [name, state] : states) {
+      for (auto& w : state.watches) {
+        if (!w->route_state.nextDue()) continue;
+        if (w->flush_timer != 0) loop.cancel(w->flush_timer);
+        w->flush_timer = 0;
+        w->route_state.clear();
+        w->reroute = true;
+      }
+    }
   }
 
   void shutdown() {
