@@ -313,9 +313,18 @@ void CoapLink::resetSession(const std::string& name, const std::string& reason) 
   ++stats_.session_resets;
   spdlog::debug("coap: new session for {} ({}); {} exchange(s) dropped", name, reason,
                 tokens.size());
-  coap_session_release(old);  // drops what libcoap still had queued for the old one
   for (std::uint64_t token : tokens) fail(token, reason);
   for (auto& done : pings) done(false);
+  discardSession(old);
+}
+
+void CoapLink::discardSession(coap_session_t* session) {
+  // Releasing alone is not enough: libcoap's send queue holds a reference and would keep
+  // retransmitting what was queued (an abandoned registration reaching a device that came
+  // back would replace the current one there). Disconnecting empties the queue; its nack
+  // callbacks find no exchange left.
+  coap_session_disconnected(session, COAP_NACK_NOT_DELIVERABLE);
+  coap_session_release(session);
 }
 
 void CoapLink::removeDevice(const std::string& name) {
@@ -330,8 +339,9 @@ void CoapLink::removeDevice(const std::string& name) {
     }
   }
   forgetConNotification(*it->second);
-  coap_session_release(it->second->session);
+  coap_session_t* session = it->second->session;
   devices_.erase(it);
+  discardSession(session);
   for (auto& done : takePings(name)) done(false);
 }
 
@@ -601,7 +611,22 @@ void CoapLink::onNack(coap_session_t* session, const void* sent_ptr, int reason,
   }
   coap_bin_const_t token_bin = coap_pdu_get_token(sent);
   if (token_bin.length != 8) return;
-  fail(tokenValue(token_bin.s), nackReason(reason));
+  const std::uint64_t token = tokenValue(token_bin.s);
+  if (static_cast<coap_nack_reason_t>(reason) == COAP_NACK_ICMP_ISSUE) {
+    // libcoap 4.3.1 keeps retransmitting a request that met an ICMP error. When the device
+    // comes back, that stale registration would replace the current one on the device (same
+    // session, same request): start the device over on a clean session instead. Not from
+    // inside this callback: libcoap still uses the session.
+    auto it = exchanges_.find(token);
+    if (it != exchanges_.end()) {
+      loop_.runAfter(std::chrono::milliseconds(0), [this, device = it->second->device, session] {
+        auto d = devices_.find(device);
+        if (d != devices_.end() && d->second->session == session)
+          resetSession(device, "ICMP error");
+      });
+    }
+  }
+  fail(token, nackReason(reason));
 }
 
 void CoapLink::cancelObserve(ObserveId id) {

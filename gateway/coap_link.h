@@ -127,6 +127,7 @@ class CoapLink {
   static void sendEmptyAck(coap_session_t* session, int mid);
   std::vector<std::function<void(bool)>> takePings(const std::string& device);
   void releaseLater(coap_session_t* session);
+  void discardSession(coap_session_t* session);
 
   coap_session_t* newSession(const std::string& uri, std::string* error);
   void resetSession(const std::string& name, const std::string& reason);

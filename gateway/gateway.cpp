@@ -586,6 +586,11 @@ struct Gateway::Impl {
   void onObserved(WatchState& w, CoapLink::ObserveId id,
                   const std::optional<CoapResponse>& response, const std::string& error) {
     if (response) heard(w.watch.device);
+    if (id != 0 && id != w.observe_id && id != w.previous_id) {
+      // A registration this watch has since given up on: it must not count as current.
+      coap.cancelRequest(id);
+      return;
+    }
     const bool delivers = response && response->success() && response->observe;
     if (id != 0 && id == w.previous_id) {
       // The quiet registration spoke before the new one answered: it was alive after all.
@@ -616,6 +621,9 @@ struct Gateway::Impl {
     if (!response || !response->success()) {
       w.observe_id = 0;
       ++w.device->failures;
+      // Nothing to watch for silence until a registration answers again.
+      if (w.max_age_timer != 0) loop.cancel(w.max_age_timer);
+      w.max_age_timer = 0;
       if (w.reregistered && response) {
         // The device answered a re-registration with an error (e.g. 4.04 after a
         // reconfiguration): that is worth the usual back-off.

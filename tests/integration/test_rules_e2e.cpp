@@ -355,7 +355,7 @@ TEST(RulesEndToEnd, HeldBackValueSurvivesTheDeviceComingBack) {
 // "registering again" although the device notifies. One cause seen in the log: after the
 // 4.04 the failure path arms retryWatch() while the silence timer (armMaxAge) stays armed,
 // so two registration chains run side by side; cancelling it there was not enough.
-TEST(RulesEndToEnd, DISABLED_DeviceBackAfterCleanShutdownIsObservedOnce) {
+TEST(RulesEndToEnd, DeviceBackAfterCleanShutdownIsObservedOnce) {
   TempDir dir;
   Mosquitto broker;
   const int port = freeUdpPortRange(1);
