@@ -729,16 +729,10 @@ struct Gateway::Impl {
         });
   }
 
-  static std::int64_t epochMs() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  }
-
   void publish(WatchState& w, const CoapResponse& response) {
     w.last_value.assign(response.payload);
     w.last_ct = response.content_format;
-    w.last_time_ms = epochMs();
+    w.last_time_ms = epochMs(SystemClock::now());
     w.have_value = true;
     routeLast(w, w.watch.rules);
   }
@@ -762,11 +756,12 @@ struct Gateway::Impl {
     const auto due = w.route_state.nextDue();
     if (!due) return;
     if (w.flush_timer != 0) loop.cancel(w.flush_timer);
-    const auto wait = std::chrono::milliseconds(std::max<std::int64_t>(0, *due - epochMs()));
+    const auto wait =
+        std::chrono::milliseconds(std::max<std::int64_t>(0, *due - epochMs(SystemClock::now())));
     w.flush_timer = loop.runAfter(wait, [this, &w] {
       w.flush_timer = 0;
       scratch.clear();
-      w.route_state.flushDue(epochMs(), scratch, route_stats);
+      w.route_state.flushDue(epochMs(SystemClock::now()), scratch, route_stats);
       for (const auto& p : scratch) mqtt.publish(p.topic, p.payload, p.qos, p.retain);
       armFlush(w);
     });
