@@ -52,7 +52,10 @@ struct CoapCallbacks {
                                   const coap_pdu_t* received, const coap_mid_t /*mid*/) noexcept {
     if (link(session) == nullptr) return COAP_RESPONSE_OK;  // a server-side session
     try {
-      return link(session)->onResponse(session, received) ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
+      const bool ok = link(session)->onResponse(session, received);
+      // libcoap sends the ACK of a CON response when this returns.
+      if (ok && coap_pdu_get_type(received) == COAP_MESSAGE_CON) link(session)->beforeAck();
+      return ok ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
     } catch (const std::exception& e) {
       spdlog::error("coap: response handler failed: {}", e.what());
       return COAP_RESPONSE_OK;

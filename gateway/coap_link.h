@@ -110,6 +110,11 @@ class CoapLink {
   // Every other path (e.g. the RD's registration resources "/rd/<n>").
   void serveUnknown(ServerHandler handler);
 
+  // Runs after the handler of a response that came in a CON message and before libcoap
+  // ACKs it, e.g. to make what the handler queued durable first: once ACKed, the device
+  // will not send it again.
+  void setBeforeAck(std::function<void()> before_ack) { before_ack_ = std::move(before_ack); }
+
   const CoapStats& stats() const { return stats_; }
 
  private:
@@ -118,6 +123,9 @@ class CoapLink {
 
   // libcoap callbacks (noexcept trampolines into these).
   int onResponse(coap_session_t* session, const void* received);
+  void beforeAck() {
+    if (before_ack_) before_ack_();
+  }
   void onNack(coap_session_t* session, const void* sent, int reason, int mid);
   void processIo();
   void noteConNotification(Device& device, int mid);
@@ -148,6 +156,7 @@ class CoapLink {
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
   std::uint64_t next_token_;
   CoapStats stats_;
+  std::function<void()> before_ack_;
 
   struct Ping {
     std::string device;

@@ -208,6 +208,9 @@ struct Gateway::Impl {
     loop.handleSignals({SIGTERM, SIGINT, SIGHUP}, [this](int sig) { onSignal(sig); });
     openStore();
     mqtt.setOnConnected([this] { onMqttConnected(); });
+    // A device forgets a notification once it has our ACK: what the notification queued
+    // for MQTT is committed to the outbox first (one small WAL commit per CON message).
+    coap.setBeforeAck([this] { mqtt.flushOutbox(); });
     mqtt.setMessageHandler(
         [this](const std::string& t, const std::string& payload, const MqttMessageMeta& meta) {
           onMqttMessage(t, payload, meta);
@@ -592,6 +595,9 @@ struct Gateway::Impl {
       return;
     }
     const bool delivers = response && response->success() && response->observe;
+    // The answer to a registration is not a notification: it comes whenever we ask (every
+    // few seconds while a device is stalled) and must not shorten the pace estimate.
+    bool registration_answer = false;
     if (id != 0 && id == w.previous_id) {
       // The quiet registration spoke before the new one answered: it was alive after all.
       w.previous_id = 0;
@@ -601,6 +607,7 @@ struct Gateway::Impl {
       w.awaiting_first = false;
       w.reregistered = false;
     } else if (w.awaiting_first && delivers) {
+      registration_answer = true;
       w.awaiting_first = false;
       w.retried_at_once = false;
       if (w.previous_id != 0) coap.cancelRequest(w.previous_id);
@@ -665,7 +672,7 @@ struct Gateway::Impl {
     }
     ++w.device->notifications;
     w.max_age_s = response->max_age.value_or(60);
-    armMaxAge(w, w.max_age_s);
+    armMaxAge(w, w.max_age_s, !registration_answer);
     // A re-registration answers with the current value, which we may have published
     // already from the old registration: the same value is not published twice.
     const bool repeat = w.reregistered && response->payload == w.last_payload;

@@ -9,23 +9,28 @@
 
 #include <atomic>
 #include <csignal>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
-#include <nlohmann/json.hpp>
+#include "registry/outbox.h"
 #include "tests/integration/gateway_process.h"
-
 #include "tests/integration/harness.h"
 
 namespace coap2mqtt::test {
 namespace {
 
 // A scripted CoAP device on a UDP socket: answers discovery and the observe registration
-// of /seq itself, then sends the notifications the test asks for, in the order given.
+// of /seq itself, then sends the notifications the test asks for, in the order given: NON,
+// or CON when `on_ack` is set, which is called with each notification's value as soon as
+// its ACK arrives.
 class ScriptedDevice {
  public:
-  explicit ScriptedDevice(std::vector<std::uint32_t> sequence) : sequence_(std::move(sequence)) {
+  explicit ScriptedDevice(std::vector<std::uint32_t> sequence,
+                          std::function<void(std::uint32_t)> on_ack = {})
+      : sequence_(std::move(sequence)), on_ack_(std::move(on_ack)) {
     fd_ = socket(AF_INET, SOCK_DGRAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -78,7 +83,21 @@ class ScriptedDevice {
     return r;
   }
 
-  // type: 1 NON, 2 ACK.
+  // Waits up to 2 s for the ACK of `mid` (requests arriving meanwhile are not answered).
+  bool awaitAck(std::uint16_t mid) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (!stop_ && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      char buf[1500];
+      ssize_t n = recv(fd_, buf, sizeof buf, 0);
+      auto r = parse(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
+      if (r && r->type == 2 && r->mid == mid) return true;
+    }
+    return false;
+  }
+
+  // type: 0 CON, 1 NON, 2 ACK.
   std::string message(std::uint8_t type, std::uint16_t mid, const std::string& token,
                       std::optional<std::uint32_t> observe, unsigned ct,
                       const std::string& payload) {
@@ -128,7 +147,10 @@ class ScriptedDevice {
         registered_ = true;
         for (std::size_t k = 1; k < sequence_.size(); ++k) {
           std::this_thread::sleep_for(std::chrono::milliseconds(100));  // pacing, not sync
-          send(message(1, mid++, token, sequence_[k], 0, std::to_string(sequence_[k])));
+          const std::uint16_t this_mid = mid++;
+          send(message(on_ack_ ? 0 : 1, this_mid, token, sequence_[k], 0,
+                       std::to_string(sequence_[k])));
+          if (on_ack_ && awaitAck(this_mid)) on_ack_(sequence_[k]);
         }
       } else {
         send(message(2, r->mid, r->token, std::nullopt, 0, ""));
@@ -137,6 +159,7 @@ class ScriptedDevice {
   }
 
   std::vector<std::uint32_t> sequence_;
+  std::function<void(std::uint32_t)> on_ack_;
   int fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
@@ -164,6 +187,44 @@ TEST(Observe, ReorderedNotificationIsNotPublishedAfterANewerOne) {
   std::vector<std::string> got;
   for (const auto& m : probe.messages()) got.push_back(m.payload);
   EXPECT_EQ(got, (std::vector<std::string>{"9", "11", "12"})) << gateway->output();
+}
+
+// Issue 6: a device forgets a CON notification once it has our ACK, so the ACK must wait
+// until the message is in the outbox. The device kills the gateway the moment its last
+// ACK arrives, with the broker away: every ACKed value must be in outbox.db.
+TEST(Observe, AckedConNotificationIsInTheOutboxEvenIfTheGatewayDiesAtOnce) {
+  TempDir dir;
+  Mosquitto broker;
+  broker.stop();  // everything at QoS 1 goes to the outbox and stays there
+  std::atomic<int> gateway_pid{0};
+  std::mutex acked_mutex;
+  std::vector<std::string> acked;
+  const std::vector<std::uint32_t> sequence{1, 2, 3, 4, 5, 6};
+  ScriptedDevice device(sequence, [&](std::uint32_t value) {
+    {
+      std::lock_guard<std::mutex> lock(acked_mutex);
+      acked.push_back(std::to_string(value));
+    }
+    if (value == sequence.back() && gateway_pid > 0) kill(gateway_pid, SIGKILL);
+  });
+  auto gateway =
+      startGateway(dir, baseConfig(broker, dir) + "[[coap.device]]\nname = \"scripted\"\nuri = " +
+                            "\"coap://127.0.0.1:" + std::to_string(device.port()) +
+                            "\"\n\n[[rule]]\nname = \"seq\"\nmatch = { path = \"/seq\" }\n"
+                            "topic = \"c2m/{device}/{path}\"\npayload = \"raw\"\nqos = 1\n");
+  gateway_pid = gateway->pid();
+  ASSERT_EQ(gateway->stop(0, 15s), 128 + SIGKILL) << gateway->output();
+  {
+    std::lock_guard<std::mutex> lock(acked_mutex);
+    ASSERT_EQ(acked.size(), sequence.size() - 1) << "every CON notification was ACKed";
+  }
+  std::vector<std::string> stored;
+  registry::Outbox outbox(dir.file("outbox.db"), {});
+  for (const auto& m : outbox.read(0, 1000)) {
+    if (m.topic == "c2m/scripted/seq") stored.push_back(m.payload);
+  }
+  // The registration's answer (1) and every ACKed notification, in order.
+  EXPECT_EQ(stored, (std::vector<std::string>{"1", "2", "3", "4", "5", "6"})) << gateway->output();
 }
 
 TEST(Observe, FourKilobyteResourceArrivesWholeThroughBlockwise) {
