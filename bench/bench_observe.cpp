@@ -2,7 +2,7 @@
 // (/sensors/counter and /sensors/temp), all configured statically, in a fresh network
 // namespace on its loopback (needs root).
 //
-//   bench_observe [--devices N] [--interval MS] [--steady S]
+//   bench_observe [--devices N] [--interval MS] [--steady S] [--qos 0|1]
 //
 // Measures:
 //   - "all observed": from the gateway's spawn until every one of the 2N observations
@@ -47,6 +47,7 @@ struct Options {
   int devices = 1000;
   int interval_ms = 1000;
   int steady_s = 30;
+  int qos = 0;  // of both rules; 1 puts every message through the outbox
 };
 
 double now() {
@@ -91,7 +92,7 @@ std::string deviceAddress(int i) {
   return "127.0." + std::to_string(n / 256) + "." + std::to_string(n % 256);
 }
 
-std::string gatewayToml(const TempDir& dir, int devices) {
+std::string gatewayToml(const TempDir& dir, int devices, int qos) {
   std::string toml = "[gateway]\nname = \"bench-gw\"\nstate_dir = \"" + dir.path() +
                      "\"\n\n[coap]\nrequest_timeout = \"10s\"\nretry_interval = \"5s\"\n\n";
   for (int i = 0; i < devices; ++i) {
@@ -101,9 +102,12 @@ std::string gatewayToml(const TempDir& dir, int devices) {
   toml += "\n[mqtt]\nuri = \"mqtt://127.0.0.1:" + std::to_string(kMqttPort) +
           "\"\nclient_id = \"gw-bench\"\nbase_topic = \"c2m\"\n\n"
           "[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
-          "topic = \"c2m/{device}/{path}\"\n\n"
+          "topic = \"c2m/{device}/{path}\"\nqos = " +
+          std::to_string(qos) +
+          "\n\n"
           "[[rule]]\nname = \"temp\"\nmatch = { path = \"/sensors/temp\" }\n"
-          "topic = \"c2m/{device}/{path}\"\n";
+          "topic = \"c2m/{device}/{path}\"\nqos = " +
+          std::to_string(qos) + "\n";
   return toml;
 }
 
@@ -200,7 +204,7 @@ int run(const Options& o) {
     throw std::runtime_error("tap: " + tap.output());
   }
 
-  state.write("gateway.toml", gatewayToml(state, o.devices));
+  state.write("gateway.toml", gatewayToml(state, o.devices, o.qos));
   const double t_spawn = now();
   Process gateway(ns.exec({gatewayBinary(), "run", "-c", state.file("gateway.toml"), "-l", "info"}),
                   state.file("gateway.log"));
@@ -296,8 +300,12 @@ int main(int argc, char** argv) {
         o.interval_ms = parseInt("--interval", v), ++i;
       } else if (a == "--steady") {
         o.steady_s = parseInt("--steady", v), ++i;
+      } else if (a == "--qos") {
+        o.qos = parseInt("--qos", v), ++i;
       } else {
-        std::fprintf(stderr, "usage: bench_observe [--devices N] [--interval MS] [--steady S]\n");
+        std::fprintf(
+            stderr,
+            "usage: bench_observe [--devices N] [--interval MS] [--steady S] [--qos 0|1]\n");
         return 2;
       }
     }
