@@ -63,6 +63,18 @@ long procStatusKb(int pid, const std::string& field) {
   return -1;
 }
 
+// A field of /proc/<pid>/smaps_rollup in KiB: Pss (shared library pages divided among the
+// processes that map them) and Private_Dirty (the gateway's own heap and stacks) say more
+// about what the gateway costs than VmRSS, which counts every shared page whole.
+long smapsRollupKb(int pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, 0, 10);
+  }
+  return -1;
+}
+
 // utime + stime of `pid`, in seconds.
 double cpuSeconds(int pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -251,6 +263,8 @@ int run(const Options& o) {
   const std::size_t msgs = reader.countBetween(w0, w1);
   const long rss_steady = procStatusKb(pid, "VmRSS");
   const long hwm = procStatusKb(pid, "VmHWM");
+  const long pss = smapsRollupKb(pid, "Pss");
+  const long private_dirty = smapsRollupKb(pid, "Private_Dirty");
   const double cpu_s = cpu1 - cpu0;
   const double window = w1 - w0;
 
@@ -273,6 +287,8 @@ int run(const Options& o) {
   row("gateway VmRSS when all observed (KiB)", std::to_string(rss_all));
   row("gateway VmRSS after steady state (KiB)", std::to_string(rss_steady));
   row("gateway VmHWM (KiB)", std::to_string(hwm));
+  row("gateway Pss after steady state (KiB)", std::to_string(pss));
+  row("gateway Private_Dirty after steady state (KiB)", std::to_string(private_dirty));
   row("steady-state window (s)", fmt("%.1f", window));
   row("messages on MQTT in the window", std::to_string(msgs));
   row("messages per second", fmt("%.0f", static_cast<double>(msgs) / window));

@@ -1118,9 +1118,15 @@ struct Gateway::Impl {
   }
 
   void publishDevices() {
-    Json list = Json::array();
-    for (const registry::Device* d : registry.all()) list.push_back(deviceJson(*d));
-    mqtt.publish(topic("bridge/devices"), list.dump(), 1, true);
+    // One device's JSON at a time: a document of 1,000 devices would be megabytes of
+    // nodes at its peak, and the heap keeps that high-water mark as RSS.
+    std::string list = "[";
+    for (const registry::Device* d : registry.all()) {
+      if (list.size() > 1) list += ',';
+      list += deviceJson(*d).dump();
+    }
+    list += ']';
+    mqtt.publish(topic("bridge/devices"), list, 1, true);
   }
 
   Json statsJson() const {
