@@ -861,10 +861,8 @@ struct Gateway::Impl {
   }
 
   std::string nameForUri(const std::string& uri) const {
-    for (const registry::Device* d : registry.all()) {
-      if (d->uri == uri) return d->name;
-    }
-    return {};
+    const registry::Device* d = registry.findByUri(uri);
+    return d == nullptr ? std::string{} : d->name;
   }
 
   // Returns the device's name.

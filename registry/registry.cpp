@@ -24,9 +24,21 @@ const Resource* Device::findResource(std::string_view path) const {
 }
 
 const Device& Registry::upsert(Device device) {
+  if (const auto old = devices_.find(device.name); old != devices_.end()) {
+    const auto indexed = names_by_uri_.find(old->second.uri);
+    if (indexed != names_by_uri_.end() && indexed->second == device.name) {
+      names_by_uri_.erase(indexed);
+    }
+  }
+  names_by_uri_.insert_or_assign(device.uri, device.name);
   // Copy the key first: the argument is moved into the map in the same expression.
   std::string key = device.name;
   return devices_.insert_or_assign(std::move(key), std::move(device)).first->second;
+}
+
+const Device* Registry::findByUri(std::string_view uri) const {
+  const auto it = names_by_uri_.find(uri);
+  return it == names_by_uri_.end() ? nullptr : find(it->second);
 }
 
 const Device* Registry::find(std::string_view name) const {
@@ -42,6 +54,10 @@ Device* Registry::findMutable(std::string_view name) {
 bool Registry::remove(std::string_view name) {
   const auto it = devices_.find(name);
   if (it == devices_.end()) return false;
+  const auto indexed = names_by_uri_.find(it->second.uri);
+  if (indexed != names_by_uri_.end() && indexed->second == it->second.name) {
+    names_by_uri_.erase(indexed);
+  }
   devices_.erase(it);
   return true;
 }

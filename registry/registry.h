@@ -43,6 +43,9 @@ class Registry {
   // Inserts or replaces by name; returns the stored device.
   const Device& upsert(Device device);
   const Device* find(std::string_view name) const;
+  // The device at `uri` (discovery answers and RD registrations name the address, not the
+  // device). Without a linear scan: an answer from each of 1,000 devices asks once each.
+  const Device* findByUri(std::string_view uri) const;
   Device* findMutable(std::string_view name);
   bool remove(std::string_view name);
   std::vector<const Device*> all() const;
@@ -50,6 +53,7 @@ class Registry {
 
  private:
   std::map<std::string, Device, std::less<>> devices_;
+  std::map<std::string, std::string, std::less<>> names_by_uri_;  // uri -> name
 };
 
 }  // namespace coap2mqtt::registry

@@ -101,6 +101,30 @@ TEST(Registry, RemoveOnlyTheNamedDevice) {
   EXPECT_NE(reg.find("b"), nullptr);
 }
 
+TEST(Registry, FindByUriFollowsUpsertsAndRemovals) {
+  Registry reg;
+  reg.upsert(makeDevice("a", "coap://10.0.0.1"));
+  reg.upsert(makeDevice("b", "coap://10.0.0.2"));
+  ASSERT_NE(reg.findByUri("coap://10.0.0.1"), nullptr);
+  EXPECT_EQ(reg.findByUri("coap://10.0.0.1")->name, "a");
+  EXPECT_EQ(reg.findByUri("coap://10.0.0.2")->name, "b");
+  EXPECT_EQ(reg.findByUri("coap://10.0.0.3"), nullptr);
+  EXPECT_EQ(reg.findByUri("coap://10.0.0.1:5683"), nullptr) << "exact match only";
+
+  // a moves: its old address is free, the new one names it.
+  reg.upsert(makeDevice("a", "coap://10.0.0.3"));
+  EXPECT_EQ(reg.findByUri("coap://10.0.0.1"), nullptr);
+  EXPECT_EQ(reg.findByUri("coap://10.0.0.3")->name, "a");
+
+  // c takes b's address: the address names c; removing b does not unname it.
+  reg.upsert(makeDevice("c", "coap://10.0.0.2"));
+  EXPECT_EQ(reg.findByUri("coap://10.0.0.2")->name, "c");
+  EXPECT_TRUE(reg.remove("b"));
+  EXPECT_EQ(reg.findByUri("coap://10.0.0.2")->name, "c");
+  EXPECT_TRUE(reg.remove("c"));
+  EXPECT_EQ(reg.findByUri("coap://10.0.0.2"), nullptr);
+}
+
 TEST(Registry, AllIsOrderedByName) {
   Registry reg;
   for (const char* n : {"zeta", "alpha", "mid"}) reg.upsert(makeDevice(n));
