@@ -7,7 +7,8 @@ PACKAGES="build-essential cmake pkg-config libcoap3-dev libcoap3-bin libpaho-mqt
 libpaho-mqtt-dev libtoml11-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
 libsqlite3-dev libgtest-dev mosquitto mosquitto-clients"
 if [ "${1:-}" = "--test" ]; then
-  PACKAGES="$PACKAGES clang libclang-rt-14-dev iproute2 nftables"
+  # websockify: a WebSocket front for mosquitto (Debian's has none) in the ws:// tests
+  PACKAGES="$PACKAGES clang libclang-rt-14-dev iproute2 nftables websockify"
 fi
 
 missing=""

@@ -39,14 +39,16 @@ inline std::string simDevices(int port, int count) {
 }
 
 // The device simulator with `count` devices on 127.0.0.1:port.., ready when returned.
+// `extra_args` go to the simulator as well (e.g. "--senml").
 inline std::unique_ptr<Process> startSim(const TempDir& dir, int port, int count,
                                          const std::string& interval_ms = "200",
-                                         const std::string& log = "sim.log") {
-  auto sim = std::make_unique<Process>(
-      std::vector<std::string>{simulatorBinary(), "--devices", std::to_string(count), "--address",
-                               "127.0.0.1", "--port", std::to_string(port), "--interval",
-                               interval_ms},
-      dir.file(log));
+                                         const std::string& log = "sim.log",
+                                         const std::vector<std::string>& extra_args = {}) {
+  std::vector<std::string> argv{simulatorBinary(),    "--devices",  std::to_string(count),
+                                "--address",          "127.0.0.1",  "--port",
+                                std::to_string(port), "--interval", interval_ms};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  auto sim = std::make_unique<Process>(std::move(argv), dir.file(log));
   EXPECT_TRUE(sim->waitForOutput("READY", 10s)) << sim->output();
   return sim;
 }

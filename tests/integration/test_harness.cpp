@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <nlohmann/json.hpp>
 #include <string>
 
+#include "bridge/transform.h"
 #include "tests/integration/harness.h"
 
 namespace coap2mqtt::test {
@@ -300,6 +302,54 @@ TEST(Simulator, RejectsBadArguments) {
   Process p({simulatorBinary(), "--devices", "zero"}, dir.file("p.log"));
   EXPECT_EQ(p.stop(0, 5s), 2);
   EXPECT_NE(p.output().find("usage:"), std::string::npos);
+}
+
+// --senml: two more observable resources in /.well-known/core, serving the pack the SENML
+// line shows, once as SenML JSON and once as SenML CBOR with RFC 8428's integer labels
+// (decoded here by the bridge's CBOR reader, not by anything of the simulator's).
+TEST(Simulator, SenmlResourcesServeTheLoggedPack) {
+  int base = freeUdpPortRange(2);
+  // No sensor update during the test: the pack stays the one logged at start.
+  Sim sim({"--port", std::to_string(base), "--interval", "600000", "--senml"}, 2);
+
+  CoapResult wk = coapRequest("GET", coapUri(base + 1, "/.well-known/core"));
+  ASSERT_TRUE(wk.ok) << wk.code;
+  for (const char* link : {"</sensors/senml>;rt=\"senml\";ct=110;obs",
+                           "</sensors/senml-cbor>;rt=\"senml\";ct=112;obs"}) {
+    EXPECT_NE(wk.payload.find(link), std::string::npos) << link << " in " << wk.payload;
+  }
+  EXPECT_EQ(std::count(wk.payload.begin(), wk.payload.end(), '<'), 7) << wk.payload;
+  EXPECT_EQ(coapRequest("GET", coapUri(base, "/.well-known/core?ct=112")).payload,
+            "</sensors/senml-cbor>;rt=\"senml\";ct=112;obs");
+
+  const std::string out = sim.proc->output();
+  const std::string prefix = "SENML dev1 ";
+  const std::size_t at = out.find(prefix);
+  ASSERT_NE(at, std::string::npos) << out;
+  const std::string logged =
+      out.substr(at + prefix.size(), out.find('\n', at) - at - prefix.size());
+  EXPECT_EQ(logged.rfind(R"([{"bn":"dev1/","bt":)", 0), 0u) << logged;
+  const std::string rest =
+      R"(,"n":"seq","v":0},{"n":"temp","t":-0.5,"u":"Cel","v":20.10},{"n":"even","vb":true},)"
+      R"({"n":"trend","vs":"steady"}])";
+  ASSERT_GT(logged.size(), rest.size());
+  EXPECT_EQ(logged.substr(logged.size() - rest.size()), rest) << logged;
+
+  CoapResult json = coapRequest("GET", coapUri(base + 1, "/sensors/senml"));
+  EXPECT_EQ(json.code, "2.05");
+  EXPECT_EQ(json.payload, logged);
+
+  CoapResult cbor = coapRequest("GET", coapUri(base + 1, "/sensors/senml-cbor"));
+  EXPECT_EQ(cbor.code, "2.05");
+  // An array of 4, a map of 4, label -2 (bn): integer labels, not text.
+  ASSERT_GE(cbor.payload.size(), 3u);
+  EXPECT_EQ(cbor.payload.substr(0, 3), "\x84\xa4\x21");
+  const auto decoded = bridge::transformPayload(bridge::PayloadMode::Json,
+                                                bridge::content_format::kSenmlCbor, cbor.payload);
+  ASSERT_TRUE(decoded.ok()) << *decoded.error;
+  EXPECT_EQ(nlohmann::json::parse(decoded.payload), nlohmann::json::parse(logged))
+      << decoded.payload;
+  EXPECT_TRUE(sim.proc->waitForOutput("REQ dev1 GET /sensors/senml-cbor\n", 2s));
 }
 
 TEST(Simulator, TwoHundredDevices) {

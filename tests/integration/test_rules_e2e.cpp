@@ -1,12 +1,15 @@
 // The rule features of issue 6 on real processes: mosquitto, the simulator, the gateway.
 // Home Assistant discovery, hot reload, envelope, value pointer, min_interval, only_changes,
-// fan-out.
+// fan-out, SenML (JSON and CBOR packs, one message per record).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <csignal>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "tests/integration/gateway_process.h"
 #include "tests/integration/harness.h"
@@ -25,8 +28,9 @@ struct Rig {
   std::unique_ptr<Process> sim;
   std::unique_ptr<Process> gateway;
 
-  explicit Rig(const std::string& interval_ms = "200") {
-    sim = startSim(dir, port, 1, interval_ms);
+  explicit Rig(const std::string& interval_ms = "200",
+               const std::vector<std::string>& sim_args = {}) {
+    sim = startSim(dir, port, 1, interval_ms, "sim.log", sim_args);
   }
 
   void start(const std::string& rules) {
@@ -415,6 +419,170 @@ TEST(RulesEndToEnd, TwoRulesOnOneResourceFanOut) {
   EXPECT_GE(common + 1, std::min(a.size(), b.size()));
   EXPECT_EQ(probe.messagesOn("b/dev0/seq").front().qos, 1);
   EXPECT_EQ(rig.sim->countInOutput("REQ dev0 GET /sensors/counter"), 1u) << rig.logs();
+}
+
+// ---- SenML (RFC 8428) -------------------------------------------------------------------
+// coap2mqtt-sim --senml serves /sensors/senml (ct 110) and /sensors/senml-cbor (ct 112), the
+// same pack in both, and logs every pack it serves as "SENML <device> <pack>" before any
+// notification carries it (see tests/sim/simulator.cpp):
+//   [{"bn":"dev0/","bt":<epoch s>,"n":"seq","v":<seq>},
+//    {"n":"temp","t":-0.5,"u":"Cel","v":<temperature>},
+//    {"n":"even","vb":<seq is even>},{"n":"trend","vs":"up"|"down"|"steady"}]
+
+// The packs dev0 logged so far, by their seq.
+std::map<long, Json> senmlPacks(const Process& sim) {
+  std::map<long, Json> packs;
+  std::istringstream lines(sim.output());
+  const std::string prefix = "SENML dev0 ";
+  for (std::string line; std::getline(lines, line);) {
+    if (!startsWith(line, prefix)) continue;
+    Json pack = Json::parse(line.substr(prefix.size()), nullptr, false);
+    if (!pack.is_array() || pack.size() != 4 || !pack[0].contains("v")) {
+      ADD_FAILURE() << "unexpected SENML line: " << line;
+      continue;
+    }
+    const long seq = pack[0]["v"].get<long>();
+    packs[seq] = std::move(pack);
+  }
+  return packs;
+}
+
+// What the gateway must make of one of those packs (RFC 8428 §4.6), written out by hand:
+// absolute names (base name + name) and absolute times (base time + time), no base fields,
+// in chronological order: the temperature, taken 0.5 s before the rest, comes first.
+Json resolvedPack(const Json& pack) {
+  const double bt = pack[0]["bt"].get<double>();
+  return Json::array({
+      {{"n", "dev0/temp"}, {"t", bt - 0.5}, {"u", "Cel"}, {"v", pack[1]["v"]}},
+      {{"n", "dev0/seq"}, {"t", bt}, {"v", pack[0]["v"]}},
+      {{"n", "dev0/even"}, {"t", bt}, {"vb", pack[2]["vb"]}},
+      {{"n", "dev0/trend"}, {"t", bt}, {"vs", pack[3]["vs"]}},
+  });
+}
+
+// The seq record of a resolved pack as published (the second record), or -1.
+long resolvedSeq(const Json& records) {
+  if (!records.is_array() || records.size() != 4 || !records[1].contains("v")) return -1;
+  return records[1]["v"].get<long>();
+}
+
+// The simulator's pack itself, as it is on the wire, for the failure messages.
+std::string packText(const std::map<long, Json>& packs, long seq) {
+  const auto it = packs.find(seq);
+  return it == packs.end() ? "(no SENML line for seq " + std::to_string(seq) + ")"
+                           : it->second.dump();
+}
+
+// payload = "json" on the SenML JSON resource: one message per notification, the resolved
+// records of the pack the device sent; the values move on in order.
+TEST(RulesEndToEnd, SenmlJsonPackPublishesResolvedRecords) {
+  Rig rig("200", {"--senml"});
+  MqttProbe probe(rig.broker.port(), "c2m/#");
+  // Matched by the ct the device advertises: the CBOR twin and the other sensors stay out.
+  rig.start(
+      "[[rule]]\nname = \"senml\"\nmatch = { path = \"/sensors/*\", ct = "
+      "\"application/senml+json\" }\ntopic = \"c2m/{device}/{path}\"\npayload = \"json\"\n");
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/sensors/senml", 6, 15s)) << rig.logs();
+  const auto msgs = probe.messagesOn("c2m/dev0/sensors/senml");
+  const auto packs = senmlPacks(*rig.sim);
+  long last = -1;
+  std::set<std::string> temperatures;
+  for (const auto& m : msgs) {
+    const Json got = Json::parse(m.payload, nullptr, false);
+    const long seq = resolvedSeq(got);
+    ASSERT_GE(seq, 0) << m.payload;
+    EXPECT_GT(seq, last) << "in order: " << m.payload;
+    last = seq;
+    const auto pack = packs.find(seq);
+    ASSERT_NE(pack, packs.end()) << "the device never sent seq " << seq << "\n" << rig.logs();
+    EXPECT_EQ(got, resolvedPack(pack->second))
+        << "published " << m.payload << "\nfrom pack " << pack->second.dump();
+    // Absolute times: the device's clock, seconds since the epoch (not relative to now).
+    EXPECT_LT(std::abs(got[1]["t"].get<double>() * 1000 - static_cast<double>(nowEpochMs())),
+              60'000)
+        << m.payload;
+    EXPECT_EQ(got[2]["vb"], seq % 2 == 0) << m.payload;
+    temperatures.insert(got[0]["v"].dump());
+  }
+  EXPECT_GE(msgs.size(), 6u);
+  EXPECT_GE(temperatures.size(), msgs.size() / 2) << "the values change from pack to pack";
+  for (const auto& m : probe.messages()) {
+    EXPECT_TRUE(startsWith(m.topic, "c2m/bridge/") || m.topic == "c2m/dev0/availability" ||
+                m.topic == "c2m/dev0/sensors/senml")
+        << "only the ct 110 resource matches: " << m.topic;
+  }
+  EXPECT_EQ(rig.gateway->countInOutput("value dropped"), 0u) << rig.logs();
+}
+
+// senml = "records" with {name} in the topic: one message per record, on the record's own
+// topic, in the pack's resolved (chronological) order, pack after pack.
+TEST(RulesEndToEnd, SenmlRecordsPublishOneMessagePerRecordOnItsOwnTopic) {
+  Rig rig("200", {"--senml"});
+  MqttProbe probe(rig.broker.port(), "senml/#");
+  rig.start(rule("records", "/sensors/senml", "senml/{name}",
+                 "senml = \"records\"\npayload = \"json\"\nqos = 1\n"));
+  ASSERT_TRUE(probe.waitForCount("senml/dev0/trend", 5, 15s)) << rig.logs();
+  const auto msgs = probe.messages();
+  const auto packs = senmlPacks(*rig.sim);
+  // The probe subscribed before the gateway started: the messages come in whole packs of
+  // four (temp, seq, even, trend), each record on "senml/" + its name.
+  ASSERT_GE(msgs.size(), 20u);
+  long last = -1;
+  for (std::size_t i = 0; i + 4 <= msgs.size(); i += 4) {
+    const Json seq_record = Json::parse(msgs[i + 1].payload, nullptr, false);
+    ASSERT_TRUE(seq_record.is_object() && seq_record.contains("v")) << msgs[i + 1].payload;
+    const long seq = seq_record["v"].get<long>();
+    EXPECT_GT(seq, last) << "packs in order";
+    last = seq;
+    const auto pack = packs.find(seq);
+    ASSERT_NE(pack, packs.end()) << "the device never sent seq " << seq << "\n" << rig.logs();
+    const Json expected = resolvedPack(pack->second);
+    for (std::size_t k = 0; k < 4; ++k) {
+      const MqttMessage& m = msgs[i + k];
+      EXPECT_EQ(m.topic, "senml/" + expected[k]["n"].get<std::string>()) << "message " << i + k;
+      EXPECT_EQ(Json::parse(m.payload, nullptr, false), expected[k])
+          << "message " << i + k << ": " << m.payload << "\nfrom pack " << pack->second.dump();
+      EXPECT_EQ(m.qos, 1);
+    }
+  }
+  std::set<std::string> topics;
+  for (const auto& m : msgs) topics.insert(m.topic);
+  EXPECT_EQ(topics, (std::set<std::string>{"senml/dev0/temp", "senml/dev0/seq", "senml/dev0/even",
+                                           "senml/dev0/trend"}));
+}
+
+// The same pack as SenML CBOR (integer labels, float64 and integer values) arrives as the
+// same resolved JSON as the SenML JSON one, byte for byte.
+TEST(RulesEndToEnd, SenmlCborPackArrivesAsTheSameResolvedJson) {
+  Rig rig("200", {"--senml"});
+  MqttProbe probe(rig.broker.port(), "c2m/#");
+  rig.start(rule("json", "/sensors/senml", "c2m/{device}/json") +
+            rule("cbor", "/sensors/senml-cbor", "c2m/{device}/cbor"));
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/cbor", 6, 15s)) << rig.logs();
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/json", 6, 5s)) << rig.logs();
+  const auto packs = senmlPacks(*rig.sim);
+  std::map<long, std::string> from_json;
+  for (const auto& m : probe.messagesOn("c2m/dev0/json")) {
+    from_json[resolvedSeq(Json::parse(m.payload, nullptr, false))] = m.payload;
+  }
+  long last = -1;
+  std::size_t compared = 0;
+  for (const auto& m : probe.messagesOn("c2m/dev0/cbor")) {
+    const Json got = Json::parse(m.payload, nullptr, false);
+    const long seq = resolvedSeq(got);
+    ASSERT_GE(seq, 0) << m.payload;
+    EXPECT_GT(seq, last) << "in order: " << m.payload;
+    last = seq;
+    ASSERT_TRUE(packs.count(seq)) << "the device never sent seq " << seq << "\n" << rig.logs();
+    EXPECT_EQ(got, resolvedPack(packs.at(seq)))
+        << "published " << m.payload << "\nfrom pack " << packText(packs, seq);
+    if (const auto it = from_json.find(seq); it != from_json.end()) {
+      EXPECT_EQ(m.payload, it->second) << "seq " << seq;
+      ++compared;
+    }
+  }
+  EXPECT_GE(compared, 5u) << "the same packs went out on both resources";
+  EXPECT_EQ(rig.gateway->countInOutput("value dropped"), 0u) << rig.logs();
 }
 
 }  // namespace

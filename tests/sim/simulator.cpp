@@ -3,7 +3,7 @@
 //   coap2mqtt-sim --devices N --address 127.0.0.1 --port P [--address-step]
 //                 [--interval MS] [--non | --non-always] [--max-age S]
 //                 [--name-prefix dev] [--log-level L]
-//                 [--multicast GROUP]... [--leisure MS]
+//                 [--multicast GROUP]... [--leisure MS] [--senml]
 //
 // Device i is named <prefix><i> and listens on address:(P+i), or with --address-step on
 // (address+i):P. Every device serves the same resource tree (see kResources below).
@@ -16,6 +16,10 @@
 //       payload prints nothing (no trailing space).
 //   MCAST <n>                                    a multicast GET /.well-known/core arrived;
 //       n devices will answer it (each after its own random delay in [0, leisure) ms)
+//   SENML <device> <pack>                        (--senml only) the SenML pack, as JSON,
+//       that the device's /sensors/senml and /sensors/senml-cbor serve from now on; one
+//       line per device when it is bound (before READY) and at every sensor update
+//       (before its notifications go out)
 // Everything else (errors, libcoap's own log) goes to stderr.
 //
 // libcoap 4.3.1 notes that shape this file:
@@ -50,6 +54,17 @@
 // the first Uri-Query is applied as a link filter exactly like the unicast one (href, rt,
 // ct); a device whose filtered link-format is empty does not answer (RFC 7252 §8.2).
 // Other critical options, CON requests and garbage are ignored (noted on stderr).
+//
+// SenML (--senml): two more observable resources, listed in /.well-known/core after the
+// others, serve one RFC 8428 pack per device that changes at every sensor update:
+//   /sensors/senml       rt="senml" ct=110 (application/senml+json)
+//   /sensors/senml-cbor  rt="senml" ct=112 (application/senml+cbor, integer labels)
+// Both carry the same pack (the CBOR numbers are the doubles the JSON text denotes):
+//   [{"bn":"<device>/","bt":<update time, epoch s with ms>,"n":"seq","v":<seq>},
+//    {"n":"temp","t":-0.5,"u":"Cel","v":<temperature>},
+//    {"n":"even","vb":<seq is even>},{"n":"trend","vs":"up"|"down"|"steady"}]
+// <seq> and <temperature> are those of /sensors/counter and /sensors/temp. Without
+// --senml these resources do not exist (tests count the listed resources).
 #include <arpa/inet.h>
 #include <coap3/coap.h>
 #include <netinet/in.h>
@@ -63,6 +78,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -96,13 +112,14 @@ struct Options {
   int log_level = LOG_WARNING;
   std::vector<in_addr> multicast;  // groups whose GET /.well-known/core every device answers
   int leisure_ms = 2000;           // each device waits a random [0, leisure) ms to answer
+  bool senml = false;              // serve /sensors/senml and /sensors/senml-cbor
 };
 
 const char kUsage[] =
     "usage: coap2mqtt-sim --devices N --address ADDR --port P [--address-step]\n"
     "                     [--interval MS] [--non | --non-always] [--max-age S]\n"
     "                     [--name-prefix PREFIX] [--log-level 0-8]\n"
-    "                     [--multicast GROUP]... [--leisure MS]\n"
+    "                     [--multicast GROUP]... [--leisure MS] [--senml]\n"
     "  Device i (named PREFIX<i>) listens on ADDR:(P+i), or with --address-step on\n"
     "  (ADDR+i):P (IPv4 only). --interval: sensor update period (default 1000 ms).\n"
     "  --non: NON notifications (libcoap still sends every 5th as CON);\n"
@@ -110,6 +127,8 @@ const char kUsage[] =
     "  --multicast GROUP (IPv4, repeatable; needs --address-step): every device answers a\n"
     "  NON GET /.well-known/core sent to GROUP:P from its own address, after a random\n"
     "  delay in [0, --leisure) ms (default 2000).\n"
+    "  --senml: also serve observable SenML packs on /sensors/senml (ct 110) and\n"
+    "  /sensors/senml-cbor (ct 112), logged as 'SENML <device> <pack as JSON>'.\n"
     "  stdout: 'READY <N>' once bound, then 'REQ <device> <METHOD> <path> [payload]',\n"
     "  and 'MCAST <n>' per multicast request (n = devices that will answer).\n";
 
@@ -164,6 +183,8 @@ Options parseOptions(int argc, char** argv) {
       o.multicast.push_back(group);
     } else if (arg == "--leisure") {
       o.leisure_ms = parseInt(arg, take(), 1, 3600 * 1000);
+    } else if (arg == "--senml") {
+      o.senml = true;
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
@@ -183,7 +204,18 @@ Options parseOptions(int argc, char** argv) {
 // ---------------------------------------------------------------------------------------
 // Resources
 
-enum class Kind { Temp, Counter, Info, Led, ConfigName, Blob, WellKnown, Unknown };
+enum class Kind {
+  Temp,
+  Counter,
+  Info,
+  Led,
+  ConfigName,
+  SenmlJson,
+  SenmlCbor,
+  Blob,
+  WellKnown,
+  Unknown
+};
 
 constexpr unsigned bit(coap_request_t m) {
   return 1u << m;
@@ -208,6 +240,13 @@ const ResourceSpec kResources[] = {
      bit(COAP_REQUEST_GET) | bit(COAP_REQUEST_PUT) | bit(COAP_REQUEST_POST)},
     {Kind::ConfigName, "config/name", "config", COAP_MEDIATYPE_TEXT_PLAIN, false,
      bit(COAP_REQUEST_GET) | bit(COAP_REQUEST_PUT)},
+};
+// With --senml only; listed in /.well-known/core after kResources.
+const ResourceSpec kSenmlResources[] = {
+    {Kind::SenmlJson, "sensors/senml", "senml", COAP_MEDIATYPE_APPLICATION_SENML_JSON, true,
+     bit(COAP_REQUEST_GET)},
+    {Kind::SenmlCbor, "sensors/senml-cbor", "senml", COAP_MEDIATYPE_APPLICATION_SENML_CBOR, true,
+     bit(COAP_REQUEST_GET)},
 };
 const ResourceSpec kWellKnown = {Kind::WellKnown, ".well-known/core",
                                  nullptr,         COAP_MEDIATYPE_APPLICATION_LINK_FORMAT,
@@ -293,9 +332,114 @@ struct Device {
   std::uint64_t seq = 0;
   std::string led = "off";
   std::string config_name;
-  std::string blob;  // summary of the last PUT to /actuators/blob
+  std::string blob;              // summary of the last PUT to /actuators/blob
+  std::int64_t updated_ms = 0;   // epoch ms of the last sensor update (SenML base time)
+  std::string trend = "steady";  // how the last update moved the temperature: up | down
   std::mt19937 rng;
 };
+
+std::int64_t epochMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// SenML (RFC 8428). A field is its JSON label, its CBOR label (§6, Table 4) and its value
+// as a JSON literal: a number, true/false, or a string without escapes. The CBOR form is
+// derived from the same literal, so both packs denote the same values.
+struct SenmlField {
+  const char* label;
+  int cbor_label;
+  std::string value;
+};
+using SenmlRecord = std::vector<SenmlField>;
+
+std::string quoted(const std::string& s) {
+  return "\"" + s + "\"";
+}
+
+// The pack a device serves (see the file header).
+std::vector<SenmlRecord> senmlPack(const Device& d) {
+  char bt[48];
+  std::snprintf(bt, sizeof(bt), "%lld.%03lld", static_cast<long long>(d.updated_ms / 1000),
+                static_cast<long long>(d.updated_ms % 1000));
+  char temp[32];
+  std::snprintf(temp, sizeof(temp), "%.2f", d.temp);
+  return {
+      {{"bn", -2, quoted(d.name + "/")},
+       {"bt", -3, bt},
+       {"n", 0, quoted("seq")},
+       {"v", 2, std::to_string(d.seq)}},
+      {{"n", 0, quoted("temp")}, {"t", 6, "-0.5"}, {"u", 1, quoted("Cel")}, {"v", 2, temp}},
+      {{"n", 0, quoted("even")}, {"vb", 4, d.seq % 2 == 0 ? "true" : "false"}},
+      {{"n", 0, quoted("trend")}, {"vs", 3, quoted(d.trend)}},
+  };
+}
+
+std::string senmlJson(const std::vector<SenmlRecord>& pack) {
+  std::string out = "[";
+  for (const SenmlRecord& record : pack) {
+    if (out.size() > 1) out += ',';
+    out += '{';
+    for (const SenmlField& f : record) {
+      if (out.back() != '{') out += ',';
+      out += quoted(f.label) + ":" + f.value;
+    }
+    out += '}';
+  }
+  return out + "]";
+}
+
+void cborHead(std::string& out, unsigned major, std::uint64_t value) {
+  const auto byte = [&out](std::uint64_t b) { out.push_back(static_cast<char>(b & 0xff)); };
+  if (value < 24) {
+    byte((major << 5) | value);
+    return;
+  }
+  const int size = value <= 0xff ? 1 : value <= 0xffff ? 2 : value <= 0xffffffffu ? 4 : 8;
+  byte((major << 5) | (size == 1 ? 24u : size == 2 ? 25u : size == 4 ? 26u : 27u));
+  for (int i = size - 1; i >= 0; --i) byte(value >> (8 * i));
+}
+
+void cborInt(std::string& out, std::int64_t value) {
+  if (value >= 0) {
+    cborHead(out, 0, static_cast<std::uint64_t>(value));
+  } else {
+    cborHead(out, 1, static_cast<std::uint64_t>(-(value + 1)));
+  }
+}
+
+// A SenmlField value (JSON literal) as CBOR: text string, true/false, a float64 when the
+// literal has a fraction or exponent, an integer otherwise.
+void cborLiteral(std::string& out, const std::string& literal) {
+  if (literal == "true" || literal == "false") {
+    out.push_back(static_cast<char>(literal == "true" ? 0xf5 : 0xf4));
+  } else if (literal.front() == '"') {
+    cborHead(out, 3, literal.size() - 2);
+    out.append(literal, 1, literal.size() - 2);
+  } else if (literal.find_first_of(".eE") != std::string::npos) {
+    const double d = std::strtod(literal.c_str(), nullptr);
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &d, sizeof bits);
+    out.push_back(static_cast<char>(0xfb));
+    for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((bits >> (8 * i)) & 0xff));
+  } else {
+    cborInt(out, std::stoll(literal));
+  }
+}
+
+std::string senmlCbor(const std::vector<SenmlRecord>& pack) {
+  std::string out;
+  cborHead(out, 4, pack.size());
+  for (const SenmlRecord& record : pack) {
+    cborHead(out, 5, record.size());
+    for (const SenmlField& f : record) {
+      cborInt(out, f.cbor_label);
+      cborLiteral(out, f.value);
+    }
+  }
+  return out;
+}
 
 // Link-format query filter (RFC 6690 §4.1), like libcoap's own /.well-known/core:
 // href=/path[*], rt/if/rel match one space-separated word, other attributes the value.
@@ -454,6 +598,8 @@ class Simulator {
   void addResource(const ResourceSpec& spec);
   void bindDevice(int index);
   void tick();
+  // Writes the SENML lines of every device (--senml only).
+  void logSenml() const;
   void prepareIo();
   void openMulticast();
   void readMulticast();
@@ -555,6 +701,7 @@ void Simulator::bindDevice(int index) {
   dev.config_name = dev.name;
   dev.rng.seed(static_cast<std::mt19937::result_type>(index) * 7919u + 1u);
   dev.temp = 20.0 + static_cast<double>(index % 100) / 10.0;
+  dev.updated_ms = epochMs();
   by_address_[addressKey(&addr)] = index;
   if (addr.addr.sa.sa_family == AF_INET) device_v4_.push_back(addr.addr.sin.sin_addr);
   devices_.push_back(std::move(dev));
@@ -568,6 +715,9 @@ void Simulator::start() {
   epoll_ = coap_context_get_coap_fd(ctx_) >= 0;
 
   for (const ResourceSpec& spec : kResources) addResource(spec);
+  if (opts_.senml) {
+    for (const ResourceSpec& spec : kSenmlResources) addResource(spec);
+  }
   addResource(kBlob);
   addResource(kWellKnown);  // ours, so that discovery requests are logged too
   addResource(kUnknown);    // logs (and 4.04s) requests for unknown paths
@@ -577,6 +727,7 @@ void Simulator::start() {
   // After the devices: our SO_REUSEADDR socket on port P would make their plain probe
   // binds fail.
   if (!opts_.multicast.empty()) openMulticast();
+  logSenml();
   std::printf("READY %d\n", opts_.devices);
   std::fflush(stdout);
 }
@@ -690,15 +841,34 @@ bool Simulator::sendDueAnswers(std::chrono::steady_clock::time_point now) {
 }
 
 void Simulator::tick() {
+  const std::int64_t now_ms = epochMs();
   for (Device& d : devices_) {
     std::uniform_real_distribution<double> step(-0.25, 0.25);
+    const double previous = d.temp;
     double before = std::round(d.temp * 100.0);
     d.temp = std::clamp(d.temp + step(d.rng), 15.0, 30.0);
     if (std::round(d.temp * 100.0) == before) d.temp += 0.01;  // always a new value
+    d.trend = d.temp > previous ? "up" : "down";
     ++d.seq;
+    d.updated_ms = now_ms;
   }
   coap_resource_notify_observers(resources_.at(Kind::Temp), nullptr);
   coap_resource_notify_observers(resources_.at(Kind::Counter), nullptr);
+  if (opts_.senml) {
+    logSenml();  // before the notifications leave (prepareIo): a test that sees one can
+                 // already read the pack it carries
+    coap_resource_notify_observers(resources_.at(Kind::SenmlJson), nullptr);
+    coap_resource_notify_observers(resources_.at(Kind::SenmlCbor), nullptr);
+  }
+}
+
+void Simulator::logSenml() const {
+  if (!opts_.senml) return;
+  for (const Device& d : devices_) {
+    const std::string line = "SENML " + d.name + " " + senmlJson(senmlPack(d)) + "\n";
+    std::fwrite(line.data(), 1, line.size(), stdout);
+  }
+  std::fflush(stdout);
 }
 
 // Sends pending notifications (and retransmits) with in_prepare_ set; see the file header.
@@ -806,8 +976,14 @@ void Simulator::respond(coap_resource_t* resource, coap_session_t* session,
 }
 
 std::string Simulator::wellKnown(std::string_view query) const {
+  std::vector<const ResourceSpec*> listed;
+  for (const ResourceSpec& spec : kResources) listed.push_back(&spec);
+  if (opts_.senml) {
+    for (const ResourceSpec& spec : kSenmlResources) listed.push_back(&spec);
+  }
   std::string out;
-  for (const ResourceSpec& spec : kResources) {
+  for (const ResourceSpec* listed_spec : listed) {
+    const ResourceSpec& spec = *listed_spec;
     if (!linkMatches(spec, query)) continue;
     unsigned char buf[256];
     size_t len = sizeof(buf);
@@ -912,6 +1088,14 @@ void Simulator::handle(const ResourceSpec& spec, Device& dev, coap_resource_t* r
         dev.blob = blobSummary(payload);
         coap_pdu_set_code(response, COAP_RESPONSE_CODE_CHANGED);
       }
+      return;
+    case Kind::SenmlJson:
+      respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct,
+              opts_.max_age, senmlJson(senmlPack(dev)));
+      return;
+    case Kind::SenmlCbor:
+      respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct,
+              opts_.max_age, senmlCbor(senmlPack(dev)));
       return;
     case Kind::WellKnown:
       respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct, -1,
