@@ -42,6 +42,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/netns.h"
 
@@ -49,6 +50,8 @@ namespace {
 
 using namespace coap2mqtt::test;
 using SystemClock = std::chrono::system_clock;
+using coap2mqtt::bench::median;
+using coap2mqtt::bench::procStatusKb;
 
 constexpr int kCoapPort = 5683;
 constexpr int kMqttPort = 1883;
@@ -74,15 +77,6 @@ struct Result {
   double restart_bridged_s = -1;   // spawn -> a value from every device again
   long restart_rss_kb = -1;        // VmRSS once all were bridged again
 };
-
-long procStatusKb(int pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, 0, 10);
-  }
-  return -1;
-}
 
 double seconds(SystemClock::duration d) {
   return std::chrono::duration<double>(d).count();
@@ -249,49 +243,19 @@ Result runRound(const Options& o, int round) {
   return r;
 }
 
-template <typename T>
-T median(std::vector<T> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-int parseInt(const char* flag, const char* value) {
-  if (value == nullptr) throw std::invalid_argument(std::string(flag) + " needs a value");
-  char* end = nullptr;
-  long v = std::strtol(value, &end, 10);
-  if (*end != '\0' || v <= 0 || v > 100000000) {
-    throw std::invalid_argument(std::string(flag) + ": bad value " + value);
-  }
-  return static_cast<int>(v);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
-      if (a == "--devices") {
-        o.devices = parseInt("--devices", v), ++i;
-      } else if (a == "--leisure") {
-        o.leisure_ms = parseInt("--leisure", v), ++i;
-      } else if (a == "--rounds") {
-        o.rounds = parseInt("--rounds", v), ++i;
-      } else if (a == "--interval") {
-        o.interval_ms = parseInt("--interval", v), ++i;
-      } else {
-        std::fprintf(stderr,
-                     "usage: bench_discovery [--devices N] [--leisure MS] [--rounds R] "
-                     "[--interval MS]\n");
-        return 2;
-      }
-    }
-    if (o.devices > 60000) throw std::invalid_argument("--devices: at most 60000");
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_discovery: %s\n", e.what());
-    return 2;
+  if (int rc =
+          coap2mqtt::bench::parseFlags(argc, argv, "bench_discovery",
+                                       "[--devices N] [--leisure MS] [--rounds R] [--interval MS]",
+                                       {{"--devices", {&o.devices, 1, 60000}},
+                                        {"--leisure", {&o.leisure_ms}},
+                                        {"--rounds", {&o.rounds}},
+                                        {"--interval", {&o.interval_ms}}});
+      rc != 0) {
+    return rc;
   }
   std::string why;
   if (!NetNs::available(&why)) {

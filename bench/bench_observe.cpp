@@ -32,12 +32,15 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/netns.h"
 
 namespace {
 
 using namespace coap2mqtt::test;
+using coap2mqtt::bench::procStatusKb;
+using coap2mqtt::bench::smapsRollupKb;
 
 constexpr int kCoapPort = 5683;
 constexpr int kMqttPort = 1883;
@@ -52,27 +55,6 @@ struct Options {
 
 double now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-long procStatusKb(int pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, 0, 10);
-  }
-  return -1;
-}
-
-// A field of /proc/<pid>/smaps_rollup in KiB: Pss (shared library pages divided among the
-// processes that map them) and Private_Dirty (the gateway's own heap and stacks) say more
-// about what the gateway costs than VmRSS, which counts every shared page whole.
-long smapsRollupKb(int pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, 0, 10);
-  }
-  return -1;
 }
 
 // utime + stime of `pid`, in seconds.
@@ -177,16 +159,6 @@ class TapReader {
   std::vector<double> times_;
   std::map<std::string, double> first_;
 };
-
-int parseInt(const char* flag, const char* value) {
-  if (value == nullptr) throw std::invalid_argument(std::string(flag) + " needs a value");
-  char* end = nullptr;
-  long v = std::strtol(value, &end, 10);
-  if (*end != '\0' || v <= 0 || v > 100000000) {
-    throw std::invalid_argument(std::string(flag) + ": bad value " + value);
-  }
-  return static_cast<int>(v);
-}
 
 int run(const Options& o) {
   const std::size_t want = 2 * static_cast<std::size_t>(o.devices);
@@ -306,29 +278,14 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
-  try {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
-      if (a == "--devices") {
-        o.devices = parseInt("--devices", v), ++i;
-      } else if (a == "--interval") {
-        o.interval_ms = parseInt("--interval", v), ++i;
-      } else if (a == "--steady") {
-        o.steady_s = parseInt("--steady", v), ++i;
-      } else if (a == "--qos") {
-        o.qos = parseInt("--qos", v), ++i;
-      } else {
-        std::fprintf(
-            stderr,
-            "usage: bench_observe [--devices N] [--interval MS] [--steady S] [--qos 0|1]\n");
-        return 2;
-      }
-    }
-    if (o.devices > 60000) throw std::invalid_argument("--devices: at most 60000");
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_observe: %s\n", e.what());
-    return 2;
+  if (int rc = coap2mqtt::bench::parseFlags(
+          argc, argv, "bench_observe", "[--devices N] [--interval MS] [--steady S] [--qos 0|1]",
+          {{"--devices", {&o.devices, 1, 60000}},
+           {"--interval", {&o.interval_ms}},
+           {"--steady", {&o.steady_s}},
+           {"--qos", {&o.qos, 0, 2}}});
+      rc != 0) {
+    return rc;
   }
   std::string why;
   if (!NetNs::available(&why)) {
