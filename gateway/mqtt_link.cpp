@@ -33,6 +33,32 @@ std::uint64_t seqFromContext(void* context) {
   return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(context));
 }
 
+// What a refused CONNECT means, by its CONNACK code (MQTT 3.1.1 §3.2.2.3 and the MQTT 5
+// reason codes paho reports the same way); empty for codes that are not a refusal.
+std::string connackRefusal(int code) {
+  switch (code) {
+    case 1:
+    case 132:
+      return "the broker does not accept this MQTT protocol version (try mqtt.protocol)";
+    case 2:
+    case 133:
+      return "the broker rejected the client id (mqtt.client_id)";
+    case 3:
+    case 136:
+      return "the broker is unavailable";
+    case 4:
+    case 134:
+      return "bad user name or password";
+    case 5:
+    case 135:
+      return "not authorized";
+    case 138:
+      return "the client is banned";
+    default:
+      return {};
+  }
+}
+
 constexpr auto kDropLogInterval = std::chrono::seconds(10);
 constexpr auto kMinRetry = std::chrono::milliseconds(500);
 constexpr int kPahoQueue = 65535;
@@ -50,13 +76,14 @@ class MqttLink::ConnectListener : public mqtt::iaction_listener {
     auto alive = link_.alive_;
     if (!*alive) return;
     std::string reason;
+    const int code = token.get_return_code();
     try {
       (void)token.get_connect_response();  // complete: throws paho's error with its message
-      reason = mqtt::exception::error_str(token.get_return_code());
+      reason = mqtt::exception::error_str(code);
     } catch (const std::exception& e) {
       reason = e.what();
     }
-    link_.loop_.post([this, alive, reason] {
+    link_.loop_.post([this, alive, reason, code] {
       if (!*alive) return;
       link_.connecting_ = false;
       if (link_.stopping_) return;
@@ -71,6 +98,14 @@ class MqttLink::ConnectListener : public mqtt::iaction_listener {
             link_.config_.uri, reason, t.ca_file.empty() ? "(system store)" : t.ca_file,
             t.cert_file.empty() ? "(none)" : t.cert_file,
             t.key_file.empty() ? "(none)" : t.key_file, t.verify, link_.retry_delay_.count());
+      } else if (const std::string refusal = connackRefusal(code); !refusal.empty()) {
+        const MqttConfig& c = link_.config_;
+        spdlog::error(
+            "mqtt: cannot connect to {}: the broker refused it: {} ({}; user {}, password {}); "
+            "retrying in {} ms",
+            c.uri, refusal, reason, c.username.empty() ? "(none)" : "'" + c.username + "'",
+            c.password_file.empty() ? "(none)" : "from " + c.password_file,
+            link_.retry_delay_.count());
       } else {
         spdlog::warn("mqtt: cannot connect to {}: {}; retrying in {} ms", link_.config_.uri, reason,
                      link_.retry_delay_.count());

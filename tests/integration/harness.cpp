@@ -367,7 +367,10 @@ Mosquitto::Mosquitto(Options options) : port_(freeTcpPort()) {
     persistence = "persistence true\npersistence_location " + dir_.path() +
                   "/\nautosave_interval 1\nmax_queued_messages 0\n";
   }
-  dir_.write("mosquitto.conf", "listener " + std::to_string(port_) +
+  // mosquitto wants this before any listener or security setting.
+  const std::string per_listener =
+      options.per_listener_settings ? "per_listener_settings true\n" : "";
+  dir_.write("mosquitto.conf", per_listener + "listener " + std::to_string(port_) +
                                    " 127.0.0.1\n"
                                    "allow_anonymous true\n" +
                                    persistence +

@@ -74,6 +74,9 @@ class Mosquitto {
     // Appended to the generated conf, e.g. a second (TLS) listener. Paths in it must be
     // readable by the mosquitto user.
     std::string extra_conf;
+    // Security settings (allow_anonymous, password_file) per listener: the first, plain
+    // listener stays anonymous and extra_conf's listeners set their own.
+    bool per_listener_settings = false;
   };
   Mosquitto();
   explicit Mosquitto(Options options);

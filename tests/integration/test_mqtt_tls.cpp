@@ -143,5 +143,74 @@ TEST(MqttTls, Mqtt5CarriesValuesAndCommands) {
       << gateway->output() << sim->output();
 }
 
+// A broker whose second listener wants a user name and password (mosquitto_passwd); the
+// first, anonymous one is for the probe.
+struct PasswordBroker {
+  PasswordBroker()
+      : auth_port(freeTcpPort()),
+        broker(Mosquitto::Options{false,
+                                  "\nlistener " + std::to_string(auth_port) +
+                                      " 127.0.0.1\nallow_anonymous false\npassword_file " +
+                                      passwords.file("passwd") + "\n",
+                                  true}) {}
+  // Written before the broker starts (members are initialised in order).
+  struct Passwords {
+    Passwords() {
+      EXPECT_EQ(run(dir, {"mosquitto_passwd", "-b", "-c", file("passwd"), "gw", "s3cret word"}),
+                "");
+      ::chmod(file("passwd").c_str(), 0644);
+    }
+    std::string file(const std::string& name) const { return dir.file(name); }
+    TempDir dir;
+  } passwords;
+  int auth_port;
+  Mosquitto broker;
+};
+
+std::string authConfig(const TempDir& dir, int auth_port, const std::string& password,
+                       int sim_port) {
+  dir.write("mqtt-password", password + "\n");  // the trailing newline is not part of it
+  return "[gateway]\nname = \"test-gw\"\nstate_dir = \"" + dir.path() +
+         "\"\n\n[coap]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
+         "[mqtt]\nuri = \"mqtt://127.0.0.1:" +
+         std::to_string(auth_port) +
+         "\"\nclient_id = \"gw-auth\"\nbase_topic = \"c2m\"\nreconnect_max = \"2s\"\n"
+         "username = \"gw\"\npassword_file = \"" +
+         dir.file("mqtt-password") + "\"\n\n" + simDevices(sim_port, 1) +
+         "[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
+         "topic = \"c2m/{device}/{path}\"\nqos = 1\n";
+}
+
+TEST(MqttAuth, UserNameAndPasswordFileBridgeValues) {
+  PasswordBroker auth;
+  TempDir dir;
+  MqttProbe probe(auth.broker.port(), "c2m/#");
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1);
+  auto gateway = startGateway(dir, authConfig(dir, auth.auth_port, "s3cret word", port));
+  EXPECT_TRUE(probe.waitForCount("c2m/dev0/sensors/counter", 3, 20s))
+      << gateway->output() << auth.broker.output();
+  // The listener refuses anonymous clients (see the next test): the credentials worked.
+}
+
+TEST(MqttAuth, WrongPasswordIsRefusedWithAClearErrorAndRetried) {
+  PasswordBroker auth;
+  TempDir dir;
+  MqttProbe probe(auth.broker.port(), "c2m/#");
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1);
+  auto gateway = startGateway(dir, authConfig(dir, auth.auth_port, "not it", port));
+  ASSERT_TRUE(
+      waitUntil([&] { return gateway->countInOutput("cannot connect to mqtt://") >= 2; }, 20s))
+      << gateway->output();
+  const std::string log = gateway->output();
+  EXPECT_NE(log.find("not authorized"), std::string::npos) << log;
+  EXPECT_NE(log.find("user 'gw'"), std::string::npos) << "names the user\n" << log;
+  EXPECT_NE(log.find(dir.file("mqtt-password")), std::string::npos) << "names the password file\n"
+                                                                    << log;
+  EXPECT_EQ(log.find("not it"), std::string::npos) << "never logs the password\n" << log;
+  EXPECT_TRUE(probe.messagesOn("c2m/dev0/sensors/counter").empty());
+}
+
 }  // namespace
 }  // namespace coap2mqtt::test
