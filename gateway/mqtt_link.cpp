@@ -1,10 +1,13 @@
 #include "gateway/mqtt_link.h"
 
+#include <MQTTAsync.h>
 #include <mqtt/async_client.h>
 
 #include <cctype>
 #include <filesystem>
+#include <mutex>
 #include <string_view>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -59,6 +62,51 @@ std::string connackRefusal(int code) {
   }
 }
 
+// Paho reports every failed TLS handshake as "TCP/TLS connect failure"; the TLS alert that
+// says why ("unknown CA", "certificate required", ...) is only in its protocol trace. That
+// level also traces every MQTT packet, so it is on only while a TLS connect is under way.
+// Paho's trace settings are per process: so is this.
+class TlsAlerts {
+ public:
+  static void begin() {
+    std::lock_guard<std::mutex> lock(mutex());
+    alerts().clear();
+    MQTTAsync_setTraceCallback(&TlsAlerts::onTrace);
+    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_PROTOCOL);
+  }
+  // What the handshake's alerts said, e.g. "we sent: unknown CA"; tracing stops.
+  static std::string end() {
+    MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_FATAL);
+    std::lock_guard<std::mutex> lock(mutex());
+    return std::exchange(alerts(), {});
+  }
+
+ private:
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::string& alerts() {
+    static std::string a;
+    return a;
+  }
+  // "... SSL alert write:fatal:unknown CA" (write: we sent it; read: the broker did).
+  static void onTrace(enum MQTTASYNC_TRACE_LEVELS, char* message) {
+    const std::string_view line(message);
+    const auto at = line.find("SSL alert ");
+    if (at == std::string_view::npos) return;
+    const std::string_view alert = line.substr(at + 10);
+    const auto last_colon = alert.rfind(':');
+    if (last_colon == std::string_view::npos) return;
+    std::string what = alert.rfind("write", 0) == 0 ? "we sent: " : "the broker sent: ";
+    what += alert.substr(last_colon + 1);
+    std::lock_guard<std::mutex> lock(mutex());
+    if (alerts().find(what) != std::string::npos || alerts().size() > 200) return;
+    if (!alerts().empty()) alerts() += ", ";
+    alerts() += what;
+  }
+};
+
 constexpr auto kDropLogInterval = std::chrono::seconds(10);
 constexpr auto kMinRetry = std::chrono::milliseconds(500);
 constexpr int kPahoQueue = 65535;
@@ -82,6 +130,9 @@ class MqttLink::ConnectListener : public mqtt::iaction_listener {
       reason = mqtt::exception::error_str(code);
     } catch (const std::exception& e) {
       reason = e.what();
+    }
+    if (isTlsUri(link_.config_.uri)) {
+      if (std::string alerts = TlsAlerts::end(); !alerts.empty()) reason += "; TLS alert " + alerts;
     }
     link_.loop_.post([this, alive, reason, code] {
       if (!*alive) return;
@@ -246,10 +297,11 @@ void MqttLink::connect() {
       if (!config_.tls.alpn.empty()) ssl_->set_alpn_protos(config_.tls.alpn);
       // No ssl error handler: paho C++ 1.2 registers the handler's context as the
       // connect_options copy that async_client::connect() takes by value and that is gone
-      // when paho calls it (a use-after-free we hit). Paho's return code and message, plus
-      // our file names, are what the log gets.
+      // when paho calls it (a use-after-free we hit). The handshake's alerts come from
+      // paho's trace instead (TlsAlerts).
     }
     options.set_ssl(*ssl_);
+    TlsAlerts::begin();
   }
   try {
     connecting_ = true;
@@ -270,6 +322,7 @@ void MqttLink::scheduleRetry() {
 }
 
 void MqttLink::onConnected(const std::string& cause) {
+  if (isTlsUri(config_.uri)) TlsAlerts::end();
   connecting_ = false;
   connected_ = true;
   ++stats_.connects;

@@ -116,6 +116,8 @@ TEST(MqttTls, WrongCaFailsWithAClearErrorAndKeepsRetrying) {
   const std::string log = gateway->output();
   // Paho's code and message, and what to check.
   EXPECT_NE(log.find("MQTT error [-1]: TCP/TLS connect failure"), std::string::npos) << log;
+  // And why, from the handshake: we did not know the CA of the broker's certificate.
+  EXPECT_NE(log.find("TLS alert we sent: unknown CA"), std::string::npos) << log;
   EXPECT_NE(log.find("check that the CA signed the broker's certificate"), std::string::npos)
       << log;
   EXPECT_NE(log.find(pki.file("other-ca.pem")), std::string::npos) << "names the CA file\n" << log;
