@@ -198,6 +198,50 @@ TEST(Outbox, ReopenKeepsUnsentMessagesInOrder) {
   EXPECT_GT(box.append("t", "new", 1, false), last) << "seq keeps growing after a reopen";
 }
 
+// A flush writes many rows per INSERT statement and the rest one by one: every field of
+// every live row must come back, also across a reopen, whatever the batch's size.
+TEST(Outbox, LargeFlushWritesEveryFieldOfEveryLiveMessage) {
+  TempDir dir;
+  const std::string path = dir.file("outbox.db");
+  OutboxLimits limits;
+  limits.batch_messages = 1000;  // one flush for all of them
+  std::vector<OutboxMessage> expected;
+  {
+    Outbox box(path, limits);
+    for (int i = 0; i < 101; ++i) {  // 3 statements of 32 and 5 single rows, minus removals
+      const std::string corr = i % 3 == 0 ? "corr-" + std::to_string(i) : "";
+      const std::string payload = std::string("p\0", 2) + std::to_string(i);
+      const int qos = i % 2 == 0 ? 1 : 2;
+      const std::uint64_t seq =
+          box.append("t/" + std::to_string(i), payload, qos, i % 5 == 0, corr);
+      if (i % 7 == 3) {
+        box.remove(seq);  // acknowledged before the flush: never written
+        continue;
+      }
+      expected.push_back(
+          OutboxMessage{seq, "t/" + std::to_string(i), payload, qos, i % 5 == 0, corr, 0});
+    }
+    box.flush();
+    EXPECT_EQ(box.stats().commits, 1u);
+    EXPECT_EQ(box.stats().written, expected.size());
+  }
+  EXPECT_EQ(query(path, "SELECT count(*) FROM outbox"),
+            std::vector<std::string>{std::to_string(expected.size())});
+  Outbox box(path, limits);
+  const auto msgs = all(box);
+  ASSERT_EQ(msgs.size(), expected.size());
+  for (std::size_t i = 0; i < msgs.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(msgs[i].seq, expected[i].seq);
+    EXPECT_EQ(msgs[i].topic, expected[i].topic);
+    EXPECT_EQ(msgs[i].payload, expected[i].payload);
+    EXPECT_EQ(msgs[i].qos, expected[i].qos);
+    EXPECT_EQ(msgs[i].retain, expected[i].retain);
+    EXPECT_EQ(msgs[i].correlation_data, expected[i].correlation_data);
+    EXPECT_GT(msgs[i].enqueued_at_ms, 0);
+  }
+}
+
 TEST(Outbox, ReopenWithSmallerBoundsDropsTheOldest) {
   TempDir dir;
   const std::string path = dir.file("outbox.db");
