@@ -57,10 +57,12 @@ std::uint32_t messageBytes(const std::string& topic, const std::string& payload,
   return static_cast<std::uint32_t>(std::min<std::size_t>(n, UINT32_MAX));
 }
 
-std::string columnBytes(sqlite3_stmt* s, int col) {
+// Valid until the statement steps again or is reset.
+std::string_view columnView(sqlite3_stmt* s, int col) {
   const void* p = sqlite3_column_blob(s, col);
   const int n = sqlite3_column_bytes(s, col);
-  return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), std::size_t(n));
+  return p == nullptr ? std::string_view()
+                      : std::string_view(static_cast<const char*>(p), std::size_t(n));
 }
 
 // Binds one message to the columns first+1 .. first+kInsertColumns of an insert statement
@@ -277,52 +279,74 @@ std::optional<std::uint64_t> Outbox::firstSeq() const {
 
 std::vector<OutboxMessage> Outbox::read(std::uint64_t from, std::size_t limit) const {
   std::vector<OutboxMessage> out;
+  out.reserve(std::min(limit, live_count_));
+  forEach(from, limit, [&](const OutboxMessageView& m) {
+    out.push_back(OutboxMessage{m.seq, std::string(m.topic), std::string(m.payload), m.qos,
+                                m.retain, std::string(m.correlation_data), m.enqueued_at_ms});
+    return true;
+  });
+  return out;
+}
+
+std::size_t Outbox::forEach(std::uint64_t from, std::size_t limit,
+                            const std::function<bool(const OutboxMessageView&)>& visit) const {
+  std::size_t visited = 0;
   auto it = std::lower_bound(index_.begin(), index_.end(), from,
                              [](const Entry& e, std::uint64_t s) { return e.seq < s; });
-  // Committed entries come before uncommitted ones: collect the committed run first.
-  std::vector<std::uint64_t> wanted;
-  for (; it != index_.end() && out.size() + wanted.size() < limit; ++it) {
-    if (!it->live) continue;
-    if (it->committed) {
-      wanted.push_back(it->seq);
+  auto pending = pending_.begin();
+  while (it != index_.end() && visited < limit) {
+    if (!it->live) {
+      ++it;
       continue;
     }
-    if (!wanted.empty()) break;  // fetch the file's part first, then continue from memory
-    auto p = std::lower_bound(pending_.begin(), pending_.end(), it->seq,
-                              [](const OutboxMessage& m, std::uint64_t s) { return m.seq < s; });
-    if (p != pending_.end() && p->seq == it->seq) out.push_back(*p);
-  }
-  if (!wanted.empty()) {
+    if (!it->committed) {
+      // From memory: pending_ holds every uncommitted entry, in seq order.
+      pending = std::lower_bound(pending, pending_.end(), it->seq,
+                                 [](const OutboxMessage& m, std::uint64_t s) { return m.seq < s; });
+      if (pending != pending_.end() && pending->seq == it->seq) {
+        const OutboxMessage& m = *pending;
+        ++visited;
+        if (!visit(OutboxMessageView{m.seq, m.topic, m.payload, m.qos, m.retain, m.correlation_data,
+                                     m.enqueued_at_ms})) {
+          return visited;
+        }
+      }
+      ++it;
+      continue;
+    }
+    // From the file: the run of committed live entries starting here, in one query.
+    wanted_.clear();
+    for (; it != index_.end() && it->committed && visited + wanted_.size() < limit; ++it) {
+      if (it->live) wanted_.push_back(it->seq);
+    }
     sqlite3_stmt* s = db_->select_range.get();
-    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(wanted.front()));
-    sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(wanted.back()));
+    // Reset also when `visit` throws: the statement is shared.
+    struct Reset {
+      sqlite3_stmt* s;
+      ~Reset() {
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+      }
+    } reset{s};
+    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(wanted_.front()));
+    sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(wanted_.back()));
     std::size_t next = 0;
+    bool more = true;
     int rc = 0;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    while (more && (rc = sqlite3_step(s)) == SQLITE_ROW) {
       const auto seq = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
-      while (next < wanted.size() && wanted[next] < seq) ++next;
-      if (next == wanted.size()) break;
-      if (wanted[next] != seq) continue;  // removed since, not yet deleted from the file
-      OutboxMessage m;
-      m.seq = seq;
-      m.topic = columnBytes(s, 1);
-      m.payload = columnBytes(s, 2);
-      m.qos = sqlite3_column_int(s, 3);
-      m.retain = sqlite3_column_int(s, 4) != 0;
-      m.correlation_data = columnBytes(s, 5);
-      m.enqueued_at_ms = sqlite3_column_int64(s, 6);
-      out.push_back(std::move(m));
+      while (next < wanted_.size() && wanted_[next] < seq) ++next;
+      if (next == wanted_.size()) break;
+      if (wanted_[next] != seq) continue;  // removed since, not yet deleted from the file
+      ++visited;
+      more = visit(OutboxMessageView{seq, columnView(s, 1), columnView(s, 2),
+                                     sqlite3_column_int(s, 3), sqlite3_column_int(s, 4) != 0,
+                                     columnView(s, 5), sqlite3_column_int64(s, 6)});
     }
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) db_->fail("cannot read");
-    // The memory part may follow.
-    if (out.size() < limit) {
-      auto more = read(wanted.back() + 1, limit - out.size());
-      for (auto& m : more) out.push_back(std::move(m));
-    }
+    if (more && rc != SQLITE_ROW && rc != SQLITE_DONE) db_->fail("cannot read");
+    if (!more) return visited;
   }
-  return out;
+  return visited;
 }
 
 std::optional<Outbox::Clock::time_point> Outbox::flushDeadline() const {

@@ -242,6 +242,52 @@ TEST(Outbox, LargeFlushWritesEveryFieldOfEveryLiveMessage) {
   }
 }
 
+// forEach shows the messages read() copies, across the file and memory, honours the limit
+// and stops where the visitor says.
+TEST(Outbox, ForEachVisitsInOrderAndStopsWhenAsked) {
+  TempDir dir;
+  Outbox box(dir.file("outbox.db"), {});
+  for (int i = 0; i < 6; ++i) box.append("t/" + std::to_string(i), std::to_string(i), 1, false);
+  box.flush();  // 1..6 in the file
+  box.remove(2);
+  for (int i = 6; i < 9; ++i) box.append("t/" + std::to_string(i), std::to_string(i), 1, false);
+  box.remove(8);  // 7..9 in memory, 8 gone
+
+  std::vector<std::string> seen;
+  auto collect = [&](const coap2mqtt::registry::OutboxMessageView& m) {
+    seen.push_back(std::string(m.payload) + "@" + std::string(m.topic));
+    return true;
+  };
+  EXPECT_EQ(box.forEach(0, 100, collect), 7u);
+  EXPECT_EQ(seen, (std::vector<std::string>{"0@t/0", "2@t/2", "3@t/3", "4@t/4", "5@t/5", "6@t/6",
+                                            "8@t/8"}));
+  EXPECT_EQ(payloads(all(box)), (std::vector<std::string>{"0", "2", "3", "4", "5", "6", "8"}));
+
+  seen.clear();
+  EXPECT_EQ(box.forEach(4, 3, collect), 3u) << "limit across file and memory";
+  EXPECT_EQ(seen, (std::vector<std::string>{"3@t/3", "4@t/4", "5@t/5"}));
+
+  for (std::uint64_t from : {1u, 6u}) {  // stop inside the file's part, then in memory
+    seen.clear();
+    EXPECT_EQ(box.forEach(from, 100,
+                          [&](const coap2mqtt::registry::OutboxMessageView& m) {
+                            seen.push_back(std::string(m.payload));
+                            return seen.size() < 2;
+                          }),
+              2u);
+    EXPECT_EQ(seen.size(), 2u);
+  }
+  // A visitor that throws leaves the outbox usable.
+  EXPECT_THROW(box.forEach(0, 100,
+                           [](const coap2mqtt::registry::OutboxMessageView&) -> bool {
+                             throw std::runtime_error("visitor");
+                           }),
+               std::runtime_error);
+  EXPECT_EQ(all(box).size(), 7u);
+  box.flush();
+  EXPECT_EQ(all(box).size(), 7u);
+}
+
 TEST(Outbox, ReopenWithSmallerBoundsDropsTheOldest) {
   TempDir dir;
   const std::string path = dir.file("outbox.db");
