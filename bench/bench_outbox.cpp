@@ -5,20 +5,38 @@
 //  2. End to end through the real MqttLink to a real mosquitto on loopback: N messages
 //     published back to back at QoS 0 and at QoS 1 (outbox on disk, deleted on PUBACK),
 //     timed until a separate subscriber has received all of them.
+//  3. paho-mqtt-cpp alone to the same mosquitto, QoS 0 and QoS 1 (with the link's window
+//     and without one): what the library itself allows, the ceiling for (2).
 //
 //   bench_outbox [DIR]   DIR: where the outbox files go (default: a new dir in /tmp).
 //   C2M_BENCH_INFLIGHT=N sets mqtt.max_inflight for the QoS 1 runs (default 100).
+//   C2M_BENCH_SKIP_OUTBOX=1 skips (1).
+//   C2M_BENCH_COUNTER=own|in: only that subscriber placement (see CounterMode; default both).
+//   C2M_BENCH_ONLY=outbox|link0|link1|paho0|paho1 runs only that part, e.g. under perf.
+#include <fcntl.h>
 #include <mqtt/async_client.h>
+#include <spawn.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "gateway/config.h"
@@ -50,9 +68,85 @@ double median(std::vector<double> v) {
 
 // Messages per second of `n` messages, median over kRuns runs of `run` (which returns the
 // elapsed seconds).
+// CPU time by thread name ("bench_outbox" is the loop / publishing thread; paho's are
+// MQTTAsync_send and MQTTAsync_rcv) plus the broker's, from /proc/.../schedstat (ns). Wall
+// time on a shared 2-core machine is noisy; CPU per message much less so.
+using CpuByName = std::map<std::string, std::uint64_t>;
+
+std::uint64_t schedNs(const std::string& dir) {
+  std::ifstream in(dir + "/schedstat");
+  std::uint64_t ns = 0;
+  in >> ns;
+  return ns;
+}
+
+std::string commOf(const std::string& dir) {
+  std::ifstream in(dir + "/comm");
+  std::string name;
+  std::getline(in, name);
+  return name;
+}
+
+// Our threads, and every child named "mosquitto" as "broker".
+CpuByName cpuNow() {
+  CpuByName cpu;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    const std::string d = task.path().string();
+    cpu[commOf(d)] += schedNs(d);
+  }
+  const std::string self = std::to_string(::getpid());
+  for (const auto& proc : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = proc.path().filename().string();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    std::ifstream stat(proc.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // pid (comm) state ppid ...
+    const auto close = line.rfind(')');
+    if (close == std::string::npos || line.find("(mosquitto)") == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    std::string state;
+    std::string ppid;
+    rest >> state >> ppid;
+    if (ppid == self) cpu["broker"] += schedNs(proc.path().string());
+  }
+  return cpu;
+}
+
+// Per-run CPU µs per message by name, collected by the runs and printed by rate().
+std::map<std::string, std::vector<double>> g_cpu_us;
+
+void noteCpu(const CpuByName& before, const CpuByName& after, int messages) {
+  double total = 0;
+  for (const auto& [name, ns] : after) {
+    const auto it = before.find(name);
+    const std::uint64_t was = it == before.end() ? 0 : it->second;
+    const double us = static_cast<double>(ns - std::min(ns, was)) / 1000.0 / messages;
+    g_cpu_us[name].push_back(us);
+    total += us;
+  }
+  g_cpu_us["total"].push_back(total);
+}
+
+// The individual runs are printed too: on a shared machine their spread says how far
+// to trust the median.
 double rate(int n, const std::function<double(int)>& run) {
   std::vector<double> rates;
+  g_cpu_us.clear();
   for (int r = 0; r < kRuns; ++r) rates.push_back(n / run(r));
+  std::string runs;
+  for (double v : rates) runs += " " + std::to_string(static_cast<long>(v));
+  std::printf("    runs (msg/s):%s\n", runs.c_str());
+  if (!g_cpu_us.empty()) {
+    std::string cpu;
+    for (const auto& [name, us] : g_cpu_us) {
+      if (us.size() != static_cast<std::size_t>(kRuns)) continue;  // not in every run
+      char item[80];
+      std::snprintf(item, sizeof item, " %s %.2f", name.c_str(), median(us));
+      cpu += item;
+    }
+    std::printf("    CPU us/msg (median):%s\n", cpu.c_str());
+  }
   return median(rates);
 }
 
@@ -95,11 +189,16 @@ double outboxOutage(const std::string& dir, int run) {
   return s;
 }
 
-// A subscriber that only counts.
+// A subscriber that only counts; `on_count(n)` runs on paho's thread after each message.
 class Counter {
  public:
-  explicit Counter(int port) : client_("tcp://127.0.0.1:" + std::to_string(port), "bench-counter") {
-    client_.set_message_callback([this](mqtt::const_message_ptr) { ++count_; });
+  Counter(int port, std::function<void(int)> on_count = {})
+      : on_count_(std::move(on_count)),
+        client_("tcp://127.0.0.1:" + std::to_string(port), "bench-counter") {
+    client_.set_message_callback([this](mqtt::const_message_ptr) {
+      const int n = ++count_;
+      if (on_count_) on_count_(n);
+    });
     mqtt::connect_options opts;
     opts.set_clean_session(true);
     client_.connect(opts)->wait();
@@ -111,16 +210,189 @@ class Counter {
     } catch (...) {
     }
   }
-  std::atomic<int>& count() { return count_; }
+  int count() const { return count_; }
 
  private:
   std::atomic<int> count_{0};
+  std::function<void(int)> on_count_;
   mqtt::async_client client_;
 };
 
-double throughLink(const coap2mqtt::test::Mosquitto& broker, const std::string& dir, int qos,
-                   int run) {
-  Counter counter(broker.port());
+// `bench_outbox --count PORT N`: a Counter in a process of its own. Writes "ready\n" to
+// stdout once subscribed and "done\n" at the N-th message; exits when stdin closes.
+int counterMain(int port, int n) {
+  Counter counter(port, [n](int count) {
+    if (count == n) [[maybe_unused]]
+      auto w = ::write(STDOUT_FILENO, "done\n", 5);
+  });
+  [[maybe_unused]] auto w = ::write(STDOUT_FILENO, "ready\n", 6);
+  char buf[64];
+  while (::read(STDIN_FILENO, buf, sizeof buf) > 0) {
+  }
+  return 0;
+}
+
+// Where the counting subscriber runs. Paho C runs one receive thread and one send thread
+// for all clients of a process, under one global mutex: a subscriber inside the process
+// shares them with the client under test (at QoS 1 the same thread reads the PUBACKs and
+// the subscriber's 20000 messages). A gateway never has its subscribers inside it, so the
+// main figures use a separate process; the in-process variant is kept for comparison.
+enum class CounterMode { InProcess, OwnProcess };
+
+class Subscriber {
+ public:
+  Subscriber(int port, int n, CounterMode mode) : n_(n) {
+    if (mode == CounterMode::InProcess) {
+      counter_ = std::make_unique<Counter>(port);
+      return;
+    }
+    int to_child[2];
+    int from_child[2];
+    if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0) {
+      throw std::runtime_error("pipe2 failed");
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, to_child[0], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, from_child[1], STDOUT_FILENO);
+    std::string exe = std::filesystem::read_symlink("/proc/self/exe");
+    std::string port_arg = std::to_string(port);
+    std::string n_arg = std::to_string(n);
+    std::string flag = "--count";
+    char* args[] = {exe.data(), flag.data(), port_arg.data(), n_arg.data(), nullptr};
+    const int rc = ::posix_spawn(&pid_, exe.c_str(), &fa, nullptr, args, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(to_child[0]);
+    ::close(from_child[1]);
+    to_child_ = to_child[1];
+    from_child_ = from_child[0];
+    if (rc != 0) throw std::runtime_error("posix_spawn failed");
+    if (readLine(true) != "ready") throw std::runtime_error("counter process did not start");
+    ::fcntl(from_child_, F_SETFL, O_NONBLOCK);
+  }
+  ~Subscriber() {
+    if (pid_ <= 0) return;
+    ::close(to_child_);
+    int status = 0;
+    for (int i = 0; i < 500 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (::waitpid(pid_, &status, WNOHANG) == 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+    }
+    ::close(from_child_);
+  }
+  Subscriber(const Subscriber&) = delete;
+  Subscriber& operator=(const Subscriber&) = delete;
+
+  // Non-blocking: has the subscriber received all n messages?
+  bool reached() {
+    if (counter_) return counter_->count() >= n_;
+    if (!done_) done_ = readLine(false) == "done";
+    return done_;
+  }
+  // For the give-up message (-1: not known, the count is in the other process).
+  int count() const { return counter_ ? counter_->count() : -1; }
+
+ private:
+  std::string readLine(bool block) {
+    char c = 0;
+    while (true) {
+      const ssize_t r = ::read(from_child_, &c, 1);
+      if (r == 1) {
+        if (c == '\n') return std::exchange(line_, {});
+        line_ += c;
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno == EAGAIN && !block) return {};
+      return {};  // EOF or error
+    }
+  }
+
+  int n_;
+  std::unique_ptr<Counter> counter_;
+  pid_t pid_ = -1;
+  int to_child_ = -1;
+  int from_child_ = -1;
+  std::string line_;
+  bool done_ = false;
+};
+
+// The library's own ceiling: paho-mqtt-cpp alone, no outbox, no event loop. QoS 0 is
+// published back to back; QoS 1 with at most `window` unacknowledged (0 = no limit),
+// counted by a delivery listener like MqttLink's. Timed the same way as throughLink.
+double pahoAlone(const coap2mqtt::test::Mosquitto& broker, CounterMode mode, int qos,
+                 std::size_t window, int run) {
+  Subscriber counter(broker.port(), kLinkMessages, mode);
+  mqtt::create_options create(MQTTVERSION_3_1_1);
+  create.set_send_while_disconnected(false);
+  create.set_max_buffered_messages(65535);
+  mqtt::async_client client("tcp://127.0.0.1:" + std::to_string(broker.port()), "bench-paho",
+                            create, nullptr);
+  mqtt::connect_options opts;
+  opts.set_clean_session(true);
+  client.connect(opts)->wait();
+
+  class Acks : public mqtt::iaction_listener {
+   public:
+    void on_success(const mqtt::token&) override { done(); }
+    void on_failure(const mqtt::token&) override { done(); }
+    void waitBelow(std::size_t window) {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [&] { return outstanding_ < window; });
+    }
+    void sent() {
+      std::lock_guard lock(mutex_);
+      ++outstanding_;
+    }
+
+   private:
+    void done() {
+      {
+        std::lock_guard lock(mutex_);
+        --outstanding_;
+      }
+      cv_.notify_one();
+    }
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::size_t outstanding_ = 0;
+  } acks;
+
+  const CpuByName cpu0 = cpuNow();
+  const auto t0 = SteadyClock::now();
+  for (int i = 0; i < kLinkMessages; ++i) {
+    const std::string payload = payloadFor(i);
+    auto msg = mqtt::make_message("bench/node-17/sensors/temp", payload.data(), payload.size(), qos,
+                                  false);
+    if (qos == 0) {
+      client.publish(msg);
+      continue;
+    }
+    if (window != 0) acks.waitBelow(window);
+    acks.sent();
+    client.publish(msg, nullptr, acks);
+  }
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(60);
+  while (!counter.reached() && SteadyClock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  double elapsed = seconds(t0);
+  noteCpu(cpu0, cpuNow(), kLinkMessages);
+  if (!counter.reached()) {
+    std::printf("    paho run %d QoS %d: gave up after 60 s: received %d\n", run, qos,
+                counter.count());
+    elapsed = 1e9;
+  }
+  client.disconnect()->wait();
+  return elapsed;
+}
+
+double throughLink(const coap2mqtt::test::Mosquitto& broker, const std::string& dir,
+                   CounterMode mode, int qos, int run) {
+  Subscriber counter(broker.port(), kLinkMessages, mode);
   EventLoop loop;
   MqttConfig config;
   config.uri = broker.uri();
@@ -129,9 +401,11 @@ double throughLink(const coap2mqtt::test::Mosquitto& broker, const std::string& 
   const std::string state = dir + "/link-" + std::to_string(qos) + "-" + std::to_string(run);
   MqttLink link(loop, config, MqttLink::openOutbox(state, config), "bench-state/gw", "offline");
   SteadyClock::time_point t0;
+  CpuByName cpu0;
   double elapsed = 0;
   link.setOnConnected([&] {
     loop.runAfter(std::chrono::milliseconds(0), [&] {
+      cpu0 = cpuNow();
       t0 = SteadyClock::now();
       for (int i = 0; i < kLinkMessages; ++i) {
         link.publish("bench/node-17/sensors/temp", payloadFor(i), qos, false);
@@ -144,8 +418,7 @@ double throughLink(const coap2mqtt::test::Mosquitto& broker, const std::string& 
       std::printf(
           "    run %d QoS %d: gave up after 60 s: received %d, published %llu, failed %llu, "
           "delivered %llu\n",
-          run, qos, counter.count().load(),
-          static_cast<unsigned long long>(link.stats().published.load()),
+          run, qos, counter.count(), static_cast<unsigned long long>(link.stats().published.load()),
           static_cast<unsigned long long>(link.stats().publish_failed.load()),
           static_cast<unsigned long long>(link.stats().delivered.load()));
       elapsed = 1e9;
@@ -153,8 +426,9 @@ double throughLink(const coap2mqtt::test::Mosquitto& broker, const std::string& 
       loop.stop();
       return;
     }
-    if (t0 != SteadyClock::time_point{} && counter.count() >= kLinkMessages) {
+    if (t0 != SteadyClock::time_point{} && counter.reached()) {
       elapsed = seconds(t0);
+      noteCpu(cpu0, cpuNow(), kLinkMessages);
       link.stop("bench-state/gw", "offline");
       loop.stop();
       return;
@@ -171,6 +445,9 @@ double throughLink(const coap2mqtt::test::Mosquitto& broker, const std::string& 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "--count") {
+    return counterMain(std::stoi(argv[2]), std::stoi(argv[3]));
+  }
   std::string dir;
   if (argc > 1) {
     dir = argv[1];
@@ -180,21 +457,68 @@ int main(int argc, char** argv) {
     if (::mkdtemp(tmpl) == nullptr) return 1;
     dir = tmpl;
   }
-  std::printf("outbox (%d messages, median of %d runs, in %s)\n", kOutboxMessages, kRuns,
-              dir.c_str());
-  const double live = rate(kOutboxMessages, [&](int r) { return outboxLive(dir, r); });
-  std::printf("  append+flush+remove, 100 unacked : %10.0f msg/s\n", live);
-  const double outage = rate(kOutboxMessages, [&](int r) { return outboxOutage(dir, r); });
-  std::printf("  append+flush, all written        : %10.0f msg/s\n", outage);
+  const char* only_env = std::getenv("C2M_BENCH_ONLY");
+  const std::string only = only_env != nullptr ? only_env : "";
+  if (std::getenv("C2M_BENCH_SKIP_OUTBOX") == nullptr && (only.empty() || only == "outbox")) {
+    std::printf("outbox (%d messages, median of %d runs, in %s)\n", kOutboxMessages, kRuns,
+                dir.c_str());
+    const double live = rate(kOutboxMessages, [&](int r) { return outboxLive(dir, r); });
+    std::printf("  append+flush+remove, 100 unacked : %10.0f msg/s\n", live);
+    const double outage = rate(kOutboxMessages, [&](int r) { return outboxOutage(dir, r); });
+    std::printf("  append+flush, all written        : %10.0f msg/s\n", outage);
+  }
 
+  if (only == "outbox") return 0;
   coap2mqtt::test::Mosquitto broker;
-  std::printf("through MqttLink to mosquitto (%d messages, median of %d runs)\n", kLinkMessages,
-              kRuns);
-  const double q0 = rate(kLinkMessages, [&](int r) { return throughLink(broker, dir, 0, r); });
-  std::printf("  QoS 0                            : %10.0f msg/s\n", q0);
-  const double q1 = rate(kLinkMessages, [&](int r) { return throughLink(broker, dir, 1, r); });
-  std::printf("  QoS 1 (outbox on disk)           : %10.0f msg/s\n", q1);
-  std::printf("  QoS 1 / QoS 0                    : %10.2f (target >= 0.5)\n", q1 / q0);
+  std::size_t window = MqttConfig{}.max_inflight;
+  if (const char* w = std::getenv("C2M_BENCH_INFLIGHT")) window = std::stoul(w);
+  std::vector<CounterMode> modes{CounterMode::OwnProcess, CounterMode::InProcess};
+  if (const char* c = std::getenv("C2M_BENCH_COUNTER")) {
+    modes = {std::string(c) == "in" ? CounterMode::InProcess : CounterMode::OwnProcess};
+  }
+  if (!only.empty()) {
+    const CounterMode mode = modes.front();
+    std::printf("%s only (%d messages, %d runs)\n", only_env, kLinkMessages, kRuns);
+    if (only == "link0" || only == "link1") {
+      const int qos = only == "link1" ? 1 : 0;
+      rate(kLinkMessages, [&](int r) { return throughLink(broker, dir, mode, qos, r); });
+    } else if (only == "paho0" || only == "paho1") {
+      const int qos = only == "paho1" ? 1 : 0;
+      rate(kLinkMessages, [&](int r) { return pahoAlone(broker, mode, qos, window, r); });
+    }
+    if (argc <= 1) std::filesystem::remove_all(dir);
+    return 0;
+  }
+
+  std::string summary;
+  for (const CounterMode mode : modes) {
+    const char* where =
+        mode == CounterMode::OwnProcess ? "subscriber in its own process" : "subscriber in-process";
+    std::printf("through MqttLink to mosquitto (%d messages, median of %d runs, %s)\n",
+                kLinkMessages, kRuns, where);
+    const double q0 =
+        rate(kLinkMessages, [&](int r) { return throughLink(broker, dir, mode, 0, r); });
+    std::printf("  QoS 0                            : %10.0f msg/s\n", q0);
+    const double q1 =
+        rate(kLinkMessages, [&](int r) { return throughLink(broker, dir, mode, 1, r); });
+    std::printf("  QoS 1 (outbox on disk)           : %10.0f msg/s\n", q1);
+    std::printf("  QoS 1 / QoS 0                    : %10.2f (target >= 0.5)\n", q1 / q0);
+
+    std::printf("paho-mqtt-cpp alone to mosquitto (%d messages, median of %d runs, %s)\n",
+                kLinkMessages, kRuns, where);
+    const double p0 = rate(kLinkMessages, [&](int r) { return pahoAlone(broker, mode, 0, 0, r); });
+    std::printf("  QoS 0                            : %10.0f msg/s\n", p0);
+    const double p1 =
+        rate(kLinkMessages, [&](int r) { return pahoAlone(broker, mode, 1, window, r); });
+    std::printf("  QoS 1, %5zu unacknowledged      : %10.0f msg/s\n", window, p1);
+    std::printf("  QoS 1 / QoS 0                    : %10.2f\n", p1 / p0);
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "  %-30s: link %6.0f / %6.0f = %.2f; paho alone %6.0f / %6.0f = %.2f\n", where,
+                  q1, q0, q1 / q0, p1, p0, p1 / p0);
+    summary += line;
+  }
+  std::printf("summary (QoS 1 / QoS 0 msg/s, window %zu):\n%s", window, summary.c_str());
   if (argc <= 1) std::filesystem::remove_all(dir);
   return 0;
 }

@@ -394,21 +394,21 @@ void MqttLink::unsubscribeAll() {
   subscriptions_.clear();
 }
 
-std::shared_ptr<mqtt::message> MqttLink::makeMessage(const std::string& topic,
-                                                     const std::string& payload, int qos,
-                                                     bool retain,
-                                                     const std::string& correlation_data) const {
-  auto msg = mqtt::make_message(topic, payload.data(), payload.size(), qos, retain);
+std::shared_ptr<mqtt::message> MqttLink::makeMessage(std::string_view topic,
+                                                     std::string_view payload, int qos, bool retain,
+                                                     std::string_view correlation_data) const {
+  auto msg = mqtt::make_message(mqtt::string_ref(topic.data(), topic.size()), payload.data(),
+                                payload.size(), qos, retain);
   if (config_.protocol == MqttProtocol::V5 && !correlation_data.empty()) {
     mqtt::properties props;
-    props.add(mqtt::property(mqtt::property::CORRELATION_DATA, correlation_data));
+    props.add(mqtt::property(mqtt::property::CORRELATION_DATA, std::string(correlation_data)));
     msg->set_properties(std::move(props));
   }
   return msg;
 }
 
-bool MqttLink::sendStored(std::uint64_t seq, const std::string& topic, const std::string& payload,
-                          int qos, bool retain, const std::string& correlation_data) {
+bool MqttLink::sendStored(std::uint64_t seq, std::string_view topic, std::string_view payload,
+                          int qos, bool retain, std::string_view correlation_data) {
   try {
     client_->publish(makeMessage(topic, payload, qos, retain, correlation_data), seqContext(seq),
                      *delivery_listener_);
@@ -468,13 +468,18 @@ void MqttLink::publish(const std::string& topic, const std::string& payload, int
 void MqttLink::pump() {
   if (!connected_ || stopping_) return;
   while (inflight_.size() < config_.max_inflight && send_cursor_ < outbox_->nextSeq()) {
-    auto batch = outbox_->read(send_cursor_, config_.max_inflight - inflight_.size());
-    if (batch.empty()) {
+    // Straight from the outbox's memory or the file to paho, no copy of our own.
+    bool refused = false;
+    const std::size_t visited = outbox_->forEach(
+        send_cursor_, config_.max_inflight - inflight_.size(),
+        [&](const registry::OutboxMessageView& m) {
+          refused = !sendStored(m.seq, m.topic, m.payload, m.qos, m.retain, m.correlation_data);
+          return !refused;
+        });
+    if (refused) return;
+    if (visited == 0) {
       send_cursor_ = outbox_->nextSeq();
       return;
-    }
-    for (const auto& m : batch) {
-      if (!sendStored(m.seq, m.topic, m.payload, m.qos, m.retain, m.correlation_data)) return;
     }
   }
 }

@@ -25,6 +25,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "gateway/config.h"
@@ -106,11 +107,11 @@ class MqttLink {
   void renewSubscriptions();
   void onConnected(const std::string& cause);
   void onConnectionLost(const std::string& cause);
-  std::shared_ptr<mqtt::message> makeMessage(const std::string& topic, const std::string& payload,
+  std::shared_ptr<mqtt::message> makeMessage(std::string_view topic, std::string_view payload,
                                              int qos, bool retain,
-                                             const std::string& correlation_data) const;
-  bool sendStored(std::uint64_t seq, const std::string& topic, const std::string& payload, int qos,
-                  bool retain, const std::string& correlation_data);
+                                             std::string_view correlation_data) const;
+  bool sendStored(std::uint64_t seq, std::string_view topic, std::string_view payload, int qos,
+                  bool retain, std::string_view correlation_data);
   bool sendDirect(const std::string& topic, const std::string& payload, int qos, bool retain,
                   const std::string& correlation_data);
   void pump();

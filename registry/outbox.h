@@ -13,9 +13,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace coap2mqtt::registry {
@@ -35,6 +37,17 @@ struct OutboxMessage {
   bool retain = false;
   std::string correlation_data;     // MQTT 5 correlation data; empty = none
   std::int64_t enqueued_at_ms = 0;  // wall clock, ms since the Unix epoch
+};
+
+// A message as forEach() shows it: the views are valid only during the call.
+struct OutboxMessageView {
+  std::uint64_t seq = 0;
+  std::string_view topic;
+  std::string_view payload;
+  int qos = 1;
+  bool retain = false;
+  std::string_view correlation_data;
+  std::int64_t enqueued_at_ms = 0;
 };
 
 struct OutboxStats {
@@ -67,6 +80,10 @@ class Outbox {
 
   // Up to `limit` live messages with seq >= `from`, in order (from memory or the file).
   std::vector<OutboxMessage> read(std::uint64_t from, std::size_t limit) const;
+  // The same messages without copying them: calls `visit` for each, in order, until it
+  // returns false. `visit` must not change the outbox. Returns how many were visited.
+  std::size_t forEach(std::uint64_t from, std::size_t limit,
+                      const std::function<bool(const OutboxMessageView&)>& visit) const;
   // The seq the next append() will get.
   std::uint64_t nextSeq() const { return next_seq_; }
   // Seq of the oldest live message, or nullopt when empty.
@@ -109,6 +126,7 @@ class Outbox {
   std::deque<Entry> index_;
   std::deque<OutboxMessage> pending_;           // appended since the last flush, by seq
   std::vector<std::uint64_t> pending_deletes_;  // committed, to delete at the next flush
+  mutable std::vector<std::uint64_t> wanted_;   // forEach's scratch: seqs to fetch from the file
   std::uint64_t next_seq_ = 1;
   std::size_t live_count_ = 0;
   std::size_t live_bytes_ = 0;

@@ -198,6 +198,96 @@ TEST(Outbox, ReopenKeepsUnsentMessagesInOrder) {
   EXPECT_GT(box.append("t", "new", 1, false), last) << "seq keeps growing after a reopen";
 }
 
+// A flush writes many rows per INSERT statement and the rest one by one: every field of
+// every live row must come back, also across a reopen, whatever the batch's size.
+TEST(Outbox, LargeFlushWritesEveryFieldOfEveryLiveMessage) {
+  TempDir dir;
+  const std::string path = dir.file("outbox.db");
+  OutboxLimits limits;
+  limits.batch_messages = 1000;  // one flush for all of them
+  std::vector<OutboxMessage> expected;
+  {
+    Outbox box(path, limits);
+    for (int i = 0; i < 101; ++i) {  // 3 statements of 32 and 5 single rows, minus removals
+      const std::string corr = i % 3 == 0 ? "corr-" + std::to_string(i) : "";
+      const std::string payload = std::string("p\0", 2) + std::to_string(i);
+      const int qos = i % 2 == 0 ? 1 : 2;
+      const std::uint64_t seq =
+          box.append("t/" + std::to_string(i), payload, qos, i % 5 == 0, corr);
+      if (i % 7 == 3) {
+        box.remove(seq);  // acknowledged before the flush: never written
+        continue;
+      }
+      expected.push_back(
+          OutboxMessage{seq, "t/" + std::to_string(i), payload, qos, i % 5 == 0, corr, 0});
+    }
+    box.flush();
+    EXPECT_EQ(box.stats().commits, 1u);
+    EXPECT_EQ(box.stats().written, expected.size());
+  }
+  EXPECT_EQ(query(path, "SELECT count(*) FROM outbox"),
+            std::vector<std::string>{std::to_string(expected.size())});
+  Outbox box(path, limits);
+  const auto msgs = all(box);
+  ASSERT_EQ(msgs.size(), expected.size());
+  for (std::size_t i = 0; i < msgs.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(msgs[i].seq, expected[i].seq);
+    EXPECT_EQ(msgs[i].topic, expected[i].topic);
+    EXPECT_EQ(msgs[i].payload, expected[i].payload);
+    EXPECT_EQ(msgs[i].qos, expected[i].qos);
+    EXPECT_EQ(msgs[i].retain, expected[i].retain);
+    EXPECT_EQ(msgs[i].correlation_data, expected[i].correlation_data);
+    EXPECT_GT(msgs[i].enqueued_at_ms, 0);
+  }
+}
+
+// forEach shows the messages read() copies, across the file and memory, honours the limit
+// and stops where the visitor says.
+TEST(Outbox, ForEachVisitsInOrderAndStopsWhenAsked) {
+  TempDir dir;
+  Outbox box(dir.file("outbox.db"), {});
+  for (int i = 0; i < 6; ++i) box.append("t/" + std::to_string(i), std::to_string(i), 1, false);
+  box.flush();  // 1..6 in the file
+  box.remove(2);
+  for (int i = 6; i < 9; ++i) box.append("t/" + std::to_string(i), std::to_string(i), 1, false);
+  box.remove(8);  // 7..9 in memory, 8 gone
+
+  std::vector<std::string> seen;
+  auto collect = [&](const coap2mqtt::registry::OutboxMessageView& m) {
+    seen.push_back(std::string(m.payload) + "@" + std::string(m.topic));
+    return true;
+  };
+  EXPECT_EQ(box.forEach(0, 100, collect), 7u);
+  EXPECT_EQ(seen, (std::vector<std::string>{"0@t/0", "2@t/2", "3@t/3", "4@t/4", "5@t/5", "6@t/6",
+                                            "8@t/8"}));
+  EXPECT_EQ(payloads(all(box)), (std::vector<std::string>{"0", "2", "3", "4", "5", "6", "8"}));
+
+  seen.clear();
+  EXPECT_EQ(box.forEach(4, 3, collect), 3u) << "limit across file and memory";
+  EXPECT_EQ(seen, (std::vector<std::string>{"3@t/3", "4@t/4", "5@t/5"}));
+
+  for (std::uint64_t from : {1u, 6u}) {  // stop inside the file's part, then in memory
+    seen.clear();
+    EXPECT_EQ(box.forEach(from, 100,
+                          [&](const coap2mqtt::registry::OutboxMessageView& m) {
+                            seen.push_back(std::string(m.payload));
+                            return seen.size() < 2;
+                          }),
+              2u);
+    EXPECT_EQ(seen.size(), 2u);
+  }
+  // A visitor that throws leaves the outbox usable.
+  EXPECT_THROW(box.forEach(0, 100,
+                           [](const coap2mqtt::registry::OutboxMessageView&) -> bool {
+                             throw std::runtime_error("visitor");
+                           }),
+               std::runtime_error);
+  EXPECT_EQ(all(box).size(), 7u);
+  box.flush();
+  EXPECT_EQ(all(box).size(), 7u);
+}
+
 TEST(Outbox, ReopenWithSmallerBoundsDropsTheOldest) {
   TempDir dir;
   const std::string path = dir.file("outbox.db");
