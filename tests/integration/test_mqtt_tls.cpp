@@ -183,25 +183,28 @@ std::string authConfig(const TempDir& dir, int auth_port, const std::string& pas
          "topic = \"c2m/{device}/{path}\"\nqos = 1\n";
 }
 
-TEST(MqttAuth, UserNameAndPasswordFileBridgeValues) {
+// The password broker, a probe on its anonymous listener and one simulated device.
+class MqttAuth : public ::testing::Test {
+ protected:
+  std::unique_ptr<Process> startGatewayWithPassword(const std::string& password) {
+    return startGateway(dir, authConfig(dir, auth.auth_port, password, port));
+  }
   PasswordBroker auth;
   TempDir dir;
-  MqttProbe probe(auth.broker.port(), "c2m/#");
+  MqttProbe probe{auth.broker.port(), "c2m/#"};
   const int port = freeUdpPortRange(1);
-  auto sim = startSim(dir, port, 1);
-  auto gateway = startGateway(dir, authConfig(dir, auth.auth_port, "s3cret word", port));
+  std::unique_ptr<Process> sim = startSim(dir, port, 1);
+};
+
+TEST_F(MqttAuth, UserNameAndPasswordFileBridgeValues) {
+  auto gateway = startGatewayWithPassword("s3cret word");
   EXPECT_TRUE(probe.waitForCount("c2m/dev0/sensors/counter", 3, 20s))
       << gateway->output() << auth.broker.output();
   // The listener refuses anonymous clients (see the next test): the credentials worked.
 }
 
-TEST(MqttAuth, WrongPasswordIsRefusedWithAClearErrorAndRetried) {
-  PasswordBroker auth;
-  TempDir dir;
-  MqttProbe probe(auth.broker.port(), "c2m/#");
-  const int port = freeUdpPortRange(1);
-  auto sim = startSim(dir, port, 1);
-  auto gateway = startGateway(dir, authConfig(dir, auth.auth_port, "not it", port));
+TEST_F(MqttAuth, WrongPasswordIsRefusedWithAClearErrorAndRetried) {
+  auto gateway = startGatewayWithPassword("not it");
   ASSERT_TRUE(
       waitUntil([&] { return gateway->countInOutput("cannot connect to mqtt://") >= 2; }, 20s))
       << gateway->output();
