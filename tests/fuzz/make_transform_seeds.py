@@ -122,6 +122,9 @@ CBOR_VALUES = {
     "indefinite_array": "9f018202039f0405ffff", "indefinite_map": "bf6346756ef563416d7421ff",
     "map_int_keys": "a201020304", "map_array_key": "a1810102", "map_nested_key": "a1a1010203",
     "deep_64": "81" * 64 + "00",
+    # Regressions found by this fuzzer: 65 levels with an empty innermost array, map keys
+    # that are maps nested 40 deep (exponential key text).
+    "deep_65_empty": "81" * 64 + "80", "nested_map_keys": "a1" * 40 + "00" * 41,
 }
 for name, hexdata in CBOR_VALUES.items():
     seeds[f"cbor_{name}"] = header(TRANSFORM, CBOR) + bytes.fromhex(hexdata)
@@ -133,6 +136,7 @@ seeds["text_number"] = header(TRANSFORM, TEXT) + b" 21.5\n"
 seeds["text_exponent"] = header(TRANSFORM, ABSENT | ENVELOPE) + b"-1e400"
 seeds["text_string"] = header(TRANSFORM, TEXT) + "on \u00e9\"\\".encode()
 seeds["json_object"] = header(TRANSFORM, JSON) + b'{ "b": 1, "a": [true, null, 1e3, "\\u00e9"] }'
+seeds["json_nul_trailing"] = header(TRANSFORM, JSON) + b"{}\0\x82"  # a regression
 seeds["json_deep_64"] = header(TRANSFORM, JSON) + b"[" * 64 + b"]" * 64
 seeds["link_format"] = header(TRANSFORM, LINK | ENVELOPE) + \
     b'</sensors/temp>;rt="temperature-c";if="sensor";obs,</a>;rt="x";rt="y";ct=40'
