@@ -18,6 +18,10 @@ using nlohmann::json;  // std::map objects: sorted keys, O(log n) inserts on hos
 
 // Bounds the recursion of the CBOR decoder and of json::dump() on hostile input.
 constexpr unsigned kMaxDepth = 64;
+// Bounds the JSON text of a CBOR map key that is an array or a map. Each level of maps used
+// as keys escapes the quotes of the level below again, so unbounded key text doubles with
+// every level: 40 nested one-pair maps (81 bytes) would need terabytes.
+constexpr std::size_t kMaxKeyText = 256;
 
 TransformResult failed(std::string message) {
   return {std::string(), std::move(message)};
@@ -198,6 +202,13 @@ bool jsonDepthWithin(std::string_view s, unsigned max_depth) {
 }
 
 std::optional<json> jsonValue(std::string_view bytes, std::string& error) {
+  // nlohmann's lexer takes a NUL byte for the end of the input and would ignore whatever
+  // follows it ("{}\0garbage" parses as {}). JSON has no place for one (RFC 8259: not
+  // outside strings, only escaped inside them), so refuse it.
+  if (const std::size_t nul = bytes.find('\0'); nul != std::string_view::npos) {
+    error = "invalid JSON: NUL byte at byte " + std::to_string(nul);
+    return std::nullopt;
+  }
   if (!jsonDepthWithin(bytes, kMaxDepth)) {
     error = "invalid JSON: nested deeper than " + std::to_string(kMaxDepth) + " levels";
     return std::nullopt;
@@ -365,28 +376,35 @@ class CborToJson {
     return true;
   }
 
-  std::string key(json&& k) const {
-    if (k.is_string()) return std::move(k.get_ref<std::string&>());
-    if (k.is_number_unsigned()) {
+  bool key(json&& k, std::size_t at, std::string& out) {
+    if (k.is_string()) {
+      out = std::move(k.get_ref<std::string&>());
+    } else if (k.is_number_unsigned()) {
       const auto v = k.get<std::uint64_t>();
-      if (senml_ && v <= 8) return senmlName(static_cast<std::int64_t>(v));
-      return std::to_string(v);
-    }
-    if (k.is_number_integer()) {
+      out = senml_ && v <= 8 ? senmlName(static_cast<std::int64_t>(v)) : std::to_string(v);
+    } else if (k.is_number_integer()) {
       const auto v = k.get<std::int64_t>();
-      if (const char* name = senml_ ? senmlName(v) : nullptr) return name;
-      return std::to_string(v);
+      const char* name = senml_ ? senmlName(v) : nullptr;
+      out = name != nullptr ? name : std::to_string(v);
+    } else {
+      out = k.dump();
+      if (out.size() > kMaxKeyText) {
+        return fail(at,
+                    "map key longer than " + std::to_string(kMaxKeyText) + " bytes as JSON text");
+      }
     }
-    return k.dump();
+    return true;
   }
 
+  // depth: how many arrays and maps enclose this item; one more is one level too many.
   bool item(json& out, unsigned depth) {
-    if (depth > kMaxDepth)
-      return fail(pos_, "nested deeper than " + std::to_string(kMaxDepth) + " levels");
     Head h;
     if (!head(h)) return false;
     while (h.major == 6) {  // a tag: keep the content, drop the tag (RFC 8949 §6.1)
       if (!head(h)) return false;
+    }
+    if ((h.major == 4 || h.major == 5) && depth >= kMaxDepth) {
+      return fail(h.at, "nested deeper than " + std::to_string(kMaxDepth) + " levels");
     }
     switch (h.major) {
       case 0:
@@ -435,8 +453,13 @@ class CborToJson {
         for (std::uint64_t k = 0; h.indefinite() ? !atBreak() : k < h.arg; ++k) {
           json name;
           json value;
-          if (!item(name, depth + 1) || !item(value, depth + 1)) return false;
-          out[key(std::move(name))] = std::move(value);
+          std::string text;
+          const std::size_t key_at = pos_;
+          if (!item(name, depth + 1) || !key(std::move(name), key_at, text) ||
+              !item(value, depth + 1)) {
+            return false;
+          }
+          out[std::move(text)] = std::move(value);
         }
         if (h.indefinite()) ++pos_;
         return true;

@@ -47,6 +47,7 @@ struct TransformResult {
 //  - ct 110 (SenML JSON) is treated as ct 50, ct 112 (SenML CBOR) as ct 60 with the
 //    RFC 8428 integer labels (-2 -> "bn", 2 -> "v", ...) turned into their JSON names.
 //  - Objects come out with their keys sorted; duplicate keys keep the last value.
+//  - JSON (ct 50/110, and jsonToCbor's input) with a NUL byte anywhere is invalid.
 //  - Text: surrounding ASCII whitespace is ignored when deciding number/boolean, and the
 //    number is then emitted exactly as written ("1e3" stays 1e3). Numbers follow the JSON
 //    grammar ("+1", ".5", "007", "0x1f", "nan", "inf" stay strings); one that overflows a
@@ -55,11 +56,13 @@ struct TransformResult {
 //  - CBOR (RFC 8949 §6.1): tags are dropped (their content kept), byte strings become
 //    base64url strings without padding, NaN/Infinity/undefined/other simple values become
 //    null, non-string map keys become their JSON text (1 -> "1"). Trailing bytes, invalid
-//    UTF-8 in text strings and indefinite-length misuse are errors.
+//    UTF-8 in text strings, indefinite-length misuse and a key whose JSON text is longer
+//    than 256 bytes (only an array or map key can be) are errors.
 //  - Link format: attribute values stay strings, a bare attribute is true, a repeated one
 //    has its values joined with a space (as rt/if lists are), an attribute named "href"
 //    is ignored in favour of the target.
-//  - JSON and CBOR nested deeper than 64 levels are refused (bounded stack use).
+//  - JSON and CBOR nested deeper than 64 levels (arrays and maps, empty ones included)
+//    are refused (bounded stack use).
 //  - On error, payload is empty.
 // (PayloadMode::Envelope converts like Json: the envelope is added by renderPayload.)
 TransformResult transformPayload(PayloadMode mode, std::optional<unsigned> content_format,

@@ -216,6 +216,31 @@ TEST(Transform, InvalidJson) {
   expectError(ct::kSenmlJson, kJsonErrors);
 }
 
+TEST(Transform, JsonWithANulByteIsInvalid) {
+  // nlohmann's parser stops at a NUL byte as if the input ended there: "{}\0<anything>"
+  // used to pass as {} (found by fuzz_transform).
+  const std::vector<ErrorCase> cases = {
+      {"{}\0garbage"s, "invalid JSON: NUL byte at byte 2"},
+      {"8\0\0\0"s + bytes({0x82, 0x01}), "invalid JSON: NUL byte at byte 1"},
+      {"[1]\0"s, "invalid JSON: NUL byte at byte 3"},
+      {"\0"s, "invalid JSON: NUL byte at byte 0"},
+      {"\"a\0\""s, "invalid JSON"},
+  };
+  expectError(ct::kJson, cases);
+  expectError(ct::kSenmlJson, cases);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.input);
+    EXPECT_FALSE(jsonToCbor(c.input).ok());
+    EXPECT_FALSE(jsonToCbor(c.input, /*senml=*/true).ok());
+  }
+  const TransformResult senml =
+      resolveSenml(ct::kSenmlJson, R"([{"n":"a","v":1}])"s + "\0x"s, std::nullopt);
+  ASSERT_FALSE(senml.ok());
+  EXPECT_EQ(*senml.error, "invalid JSON: NUL byte at byte 17");
+  // Escaped, a NUL is fine.
+  expectJson(ct::kJson, {{"\"a\\u0000\"", "\"a\\u0000\""}});
+}
+
 TEST(Transform, JsonErrorsDoNotEchoThePayload) {
   const TransformResult result =
       transformPayload(PayloadMode::Json, ct::kJson, "{\"password\": secret-value}");
@@ -304,6 +329,29 @@ TEST(Transform, CborNonStringKeysBecomeTheirJsonText) {
                         });
 }
 
+TEST(Transform, CborMapKeysThatAreMapsOrArraysAreBounded) {
+  // Each level of maps used as keys escapes the level below again, so the key text doubled
+  // per level: these 81 bytes (40 nested one-pair maps as keys) ran out of memory (found by
+  // fuzz_transform).
+  const std::string nested_keys =
+      std::string(40, static_cast<char>(0xa1)) + std::string(41, static_cast<char>(0x00));
+  expectError(ct::kCbor, {{nested_keys, "map key longer than 256 bytes as JSON text"}});
+  expectError(ct::kSenmlCbor, {{nested_keys, "map key longer than 256 bytes as JSON text"}});
+  // A few levels are fine.
+  expectJson(ct::kCbor, {{bytes({0xa1, 0xa1, 0xa1, 0x00, 0x00, 0x00, 0x00}),
+                          R"({"{\"{\\\"0\\\":0}\":0}":0})"}});
+  // The limit is on the key's JSON text: ["<250 x a>"] is 254 bytes, ["<253 x a>"] 257.
+  const auto array_key = [](std::size_t n) {
+    return bytes({0xa1, 0x81, 0x78, static_cast<int>(n)}) + std::string(n, 'a') + bytes({0x01});
+  };
+  expectJson(ct::kCbor, {{array_key(250), "{\"[\\\"" + std::string(250, 'a') + "\\\"]\":1}"}});
+  expectError(ct::kCbor, {{array_key(253), "invalid CBOR at byte 1: map key longer than 256"}});
+  // Integer and string keys have no such limit.
+  const std::string long_text_key =
+      bytes({0xa1, 0x79, 0x03, 0xe8}) + std::string(1000, 'k') + bytes({0x01});
+  expectJson(ct::kCbor, {{long_text_key, "{\"" + std::string(1000, 'k') + "\":1}"}});
+}
+
 TEST(Transform, CborRoundTripsWhatNlohmannEncodes) {
   const nlohmann::json docs[] = {
       nlohmann::json::parse(R"({"a":1,"b":[true,false,null],"c":"x","d":-5,"e":1.5})"),
@@ -352,6 +400,14 @@ TEST(Transform, InvalidCbor) {
   tags.push_back(0x01);
   expectJson(ct::kCbor, {{tags, "1"}});  // a tag chain is not nesting
 
+  // Empty arrays and maps count as a level too, as "[]" does in JSON: 64 levels in all.
+  expectJson(ct::kCbor, {{std::string(63, static_cast<char>(0x81)) + bytes({0x80}),
+                          repeat("[", 64) + repeat("]", 64)},
+                         {std::string(63, static_cast<char>(0x81)) + bytes({0xa0}),
+                          repeat("[", 63) + "{}" + repeat("]", 63)}});
+  const std::string deep_empty = std::string(64, static_cast<char>(0x81)) + bytes({0x80});
+  const std::string deep_empty_map = std::string(64, static_cast<char>(0x81)) + bytes({0xa0});
+
   const std::vector<ErrorCase> cases = {
       {"", "invalid CBOR at byte 0: truncated"},
       {bytes({0x18}), "truncated: expected 1 argument bytes"},
@@ -379,6 +435,8 @@ TEST(Transform, InvalidCbor) {
       {bytes({0x7f, 0x7f, 0xff, 0xff}), "same type"},
       {bytes({0xf8, 0x10}), "simple value 16 in two bytes"},
       {deep, "nested deeper than 64 levels"},
+      {deep_empty, "invalid CBOR at byte 64: nested deeper than 64 levels"},
+      {deep_empty_map, "invalid CBOR at byte 64: nested deeper than 64 levels"},
       {std::string(100000, static_cast<char>(0x81)), "nested deeper than 64 levels"},
   };
   expectError(ct::kCbor, cases);
