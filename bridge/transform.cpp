@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bridge/json_parse.h"
 #include "registry/link_format.h"
 #include "registry/utf8.h"
 
@@ -202,23 +203,7 @@ bool jsonDepthWithin(std::string_view s, unsigned max_depth) {
 }
 
 std::optional<json> jsonValue(std::string_view bytes, std::string& error) {
-  // nlohmann's lexer takes a NUL byte for the end of the input and would ignore whatever
-  // follows it ("{}\0garbage" parses as {}). JSON has no place for one (RFC 8259: not
-  // outside strings, only escaped inside them), so refuse it.
-  if (const std::size_t nul = bytes.find('\0'); nul != std::string_view::npos) {
-    error = "invalid JSON: NUL byte at byte " + std::to_string(nul);
-    return std::nullopt;
-  }
-  if (!jsonDepthWithin(bytes, kMaxDepth)) {
-    error = "invalid JSON: nested deeper than " + std::to_string(kMaxDepth) + " levels";
-    return std::nullopt;
-  }
-  try {
-    return json::parse(bytes);
-  } catch (const json::exception& e) {
-    error = "invalid JSON: " + describeJsonError(e);
-  }
-  return std::nullopt;
+  return parseJson(bytes, &error);
 }
 
 TransformResult jsonToJson(std::string_view bytes) {
@@ -1119,6 +1104,26 @@ TransformResult transformPayload(PayloadMode mode, std::optional<unsigned> conte
     default:
       return opaqueToJson(bytes);
   }
+}
+
+std::optional<nlohmann::json> parseJson(std::string_view text, std::string* error) {
+  // nlohmann's lexer takes a NUL byte for the end of the input and would ignore whatever
+  // follows it ("{}\0garbage" parses as {}). JSON has no place for one (RFC 8259: not
+  // outside strings, only escaped inside them), so refuse it.
+  if (const std::size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    *error = "invalid JSON: NUL byte at byte " + std::to_string(nul);
+    return std::nullopt;
+  }
+  if (!jsonDepthWithin(text, kMaxDepth)) {
+    *error = "invalid JSON: nested deeper than " + std::to_string(kMaxDepth) + " levels";
+    return std::nullopt;
+  }
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    *error = "invalid JSON: " + describeJsonError(e);
+  }
+  return std::nullopt;
 }
 
 }  // namespace coap2mqtt::bridge

@@ -1,5 +1,7 @@
 #include "gateway/admin_api.h"
 
+#include "bridge/json_parse.h"
+
 namespace coap2mqtt::gateway::admin {
 
 const std::vector<std::string>& operations() {
@@ -14,13 +16,14 @@ Request parseRequest(std::string_view op, std::string_view payload) {
   r.op = std::string(op);
   const bool blank = payload.find_first_not_of(" \t\r\n") == std::string_view::npos;
   if (blank) return r;
-  Json body = Json::parse(payload, nullptr, false);
-  if (body.is_discarded()) {
-    r.error = "invalid JSON";
-  } else if (!body.is_object()) {
-    r.error = std::string("expected a JSON object, got ") + body.type_name();
+  std::string parse_error;
+  std::optional<Json> body = bridge::parseJson(payload, &parse_error);
+  if (!body) {
+    r.error = parse_error;
+  } else if (!body->is_object()) {
+    r.error = std::string("expected a JSON object, got ") + body->type_name();
   } else {
-    r.body = std::move(body);
+    r.body = std::move(*body);
   }
   return r;
 }

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bridge/bridge.h"
+#include "bridge/json_parse.h"
 #include "bridge/transform.h"
 
 namespace coap2mqtt::gateway {
@@ -98,8 +99,9 @@ std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
     std::optional<Json> value;  // the envelope's "value", when there is an envelope
     std::string envelope_error;
     if (rule.envelope) {
-      Json envelope = Json::parse(payload, nullptr, false);
-      if (envelope.is_discarded() || !envelope.is_object()) {
+      std::string parse_error;
+      Json envelope = bridge::parseJson(payload, &parse_error).value_or(Json());
+      if (!envelope.is_object()) {
         envelope_error =
             "expected a JSON object {\"value\": ..., \"transaction\": ...} (the rule sets "
             "envelope = true)";

@@ -137,7 +137,7 @@ TEST_F(AdminApi, HealthCheckAndInfo) {
 TEST_F(AdminApi, MalformedAndUnknownRequestsGetErrors) {
   Json r = requestRaw("info", "{not json", "");
   EXPECT_EQ(r.value("status", ""), "error") << dump();
-  EXPECT_EQ(r.value("error", ""), "invalid JSON");
+  EXPECT_EQ(r.value("error", "").rfind("invalid JSON: ", 0), 0u) << r.dump();
   r = requestRaw("health_check", "[1,2]", "");
   EXPECT_EQ(r.value("status", ""), "error");
   EXPECT_NE(r.value("error", "").find("JSON object"), std::string::npos) << r;

@@ -397,6 +397,13 @@ TEST(PlanCommand, EnvelopeCarriesValueAndTransaction) {
   EXPECT_EQ(p.context.transaction, "\"abc\"");
   EXPECT_EQ(std::get<PlannedCommand>(*plan(R"({"value":21.5})")).request.payload, "21.5");
   EXPECT_EQ(std::get<RefusedCommand>(*plan("on")).reason, "invalid_envelope");
+  EXPECT_EQ(std::get<RefusedCommand>(*plan(std::string("{\"value\":1}\0garbage", 19))).reason,
+            "invalid_envelope")
+      << "a NUL byte does not end the JSON";
+  EXPECT_EQ(std::get<RefusedCommand>(
+                *plan("{\"value\":" + std::string(200, '[') + std::string(200, ']') + "}"))
+                .reason,
+            "invalid_envelope");
   auto missing = plan(R"({"transaction":7})");
   EXPECT_EQ(std::get<RefusedCommand>(missing.value()).reason, "invalid_envelope");
   EXPECT_EQ(std::get<RefusedCommand>(missing.value()).context.transaction, "7")
@@ -509,7 +516,14 @@ TEST(AdminApi, ParsesRequestsAndEchoesTransactions) {
   EXPECT_EQ(j["status"], "error");
   EXPECT_EQ(j["error"], "unknown device 'x'");
   EXPECT_EQ(j["transaction"], 42);
-  EXPECT_EQ(admin::parseRequest("x", "{nope").error, "invalid JSON");
+  EXPECT_EQ(admin::parseRequest("x", "{nope").error.value_or("").rfind("invalid JSON: ", 0), 0u);
+  // What nlohmann alone would take: a NUL ends its input, and dump() recurses.
+  EXPECT_EQ(admin::parseRequest("x", std::string("{}\0{\"op\":1}", 11)).error,
+            "invalid JSON: NUL byte at byte 2");
+  EXPECT_EQ(
+      admin::parseRequest("x", "{\"a\":" + std::string(100, '[') + std::string(100, ']') + "}")
+          .error,
+      "invalid JSON: nested deeper than 64 levels");
   EXPECT_EQ(admin::parseRequest("x", "[1]").error, "expected a JSON object, got array");
   std::string error;
   EXPECT_EQ(admin::stringField(r, "device", &error), "x");
