@@ -1165,7 +1165,8 @@ struct Gateway::Impl {
                   {"delivered", mqtt.stats().delivered.load()},
                   {"qos0_dropped", mqtt.stats().qos0_dropped.load()},
                   {"outbox", mqtt.outboxSize()},
-                  {"outbox_dropped", mqtt.outboxStats().dropped}}}};
+                  {"outbox_dropped", mqtt.outboxStats().dropped},
+                  {"outbox_write_failures", mqtt.stats().outbox_write_failures.load()}}}};
   }
 
   // Retained: who we are and how we are doing (refreshed every kStatsInterval).

@@ -111,6 +111,7 @@ constexpr auto kDropLogInterval = std::chrono::seconds(10);
 constexpr auto kMinRetry = std::chrono::milliseconds(500);
 constexpr int kPahoQueue = 65535;
 constexpr auto kRefusedRetry = std::chrono::milliseconds(10);
+constexpr auto kFlushRetry = std::chrono::milliseconds(1000);
 
 }  // namespace
 
@@ -581,12 +582,35 @@ void MqttLink::flushOutbox() {
     loop_.cancel(flush_timer_);
     flush_timer_ = 0;
   }
-  try {
-    outbox_->flush();
-  } catch (const std::exception& e) {
-    // Kept in memory; the next flush tries again.
-    spdlog::error("mqtt: {}", e.what());
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= flush_retry_at_) {
+    try {
+      outbox_->flush();
+      flush_retry_at_ = {};
+      return;
+    } catch (const std::exception& e) {
+      // Kept in memory (the live messages only; see Outbox::flush). A full disk fails every
+      // attempt: try again after a pause, and say so once per interval with a count.
+      ++stats_.outbox_write_failures;
+      ++flush_errors_unlogged_;
+      flush_retry_at_ = now + kFlushRetry;
+      if (flush_error_logged_at_ == std::chrono::steady_clock::time_point{} ||
+          now - flush_error_logged_at_ >= kDropLogInterval) {
+        spdlog::error(
+            "mqtt: cannot write the outbox ({} failure(s) since the last report): {}; {} "
+            "message(s) wait in memory, retrying every {} ms",
+            flush_errors_unlogged_, e.what(), outbox_->pendingCount(), kFlushRetry.count());
+        flush_error_logged_at_ = now;
+        flush_errors_unlogged_ = 0;
+      }
+    }
   }
+  if (!outbox_->hasPending()) return;
+  flush_timer_ =
+      loop_.runAfter(std::chrono::ceil<std::chrono::milliseconds>(flush_retry_at_ - now), [this] {
+        flush_timer_ = 0;
+        flushOutbox();
+      });
 }
 
 void MqttLink::reportDrops() {

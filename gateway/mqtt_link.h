@@ -48,6 +48,7 @@ struct MqttStats {
   std::atomic<std::uint64_t> qos0_dropped{0};    // QoS 0 queue full while disconnected
   std::atomic<std::uint64_t> received{0};
   std::atomic<std::uint64_t> connects{0};
+  std::atomic<std::uint64_t> outbox_write_failures{0};  // failed flushes (e.g. disk full)
 };
 
 // MQTT 5 properties of an incoming message (empty with 3.1.1 or when absent).
@@ -153,6 +154,10 @@ class MqttLink {
   EventLoop::TimerId resend_timer_ = 0;
   std::uint64_t drops_reported_ = 0;
   std::chrono::steady_clock::time_point last_drop_log_{};
+  // After a failed flush: no new attempt before this, and one log line per interval.
+  std::chrono::steady_clock::time_point flush_retry_at_{};
+  std::chrono::steady_clock::time_point flush_error_logged_at_{};
+  std::uint64_t flush_errors_unlogged_ = 0;
 
   std::mutex acks_mutex_;  // paho's threads -> loop
   std::vector<std::pair<std::uint64_t, Ack>> acks_;

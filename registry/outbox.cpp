@@ -234,6 +234,13 @@ void Outbox::kill(Entry& e) {
   }
 }
 
+void Outbox::dropDeadPending() {
+  std::erase_if(pending_, [this](const OutboxMessage& m) {
+    const Entry* e = findEntry(m.seq);
+    return e == nullptr || !e->live;
+  });
+}
+
 void Outbox::trimFront() {
   while (!index_.empty() && !index_.front().live) index_.pop_front();
 }
@@ -369,7 +376,12 @@ void Outbox::flush() {
     rows.push_back(&m);
     inserted.push_back(e);
   }
-  d.step(d.begin.get(), "BEGIN");
+  try {
+    d.step(d.begin.get(), "BEGIN");
+  } catch (...) {
+    dropDeadPending();
+    throw;
+  }
   try {
     for (std::size_t i = 0; i < rows.size();) {
       const bool many = rows.size() - i >= static_cast<std::size_t>(kInsertRows);
@@ -398,6 +410,9 @@ void Outbox::flush() {
   } catch (...) {
     sqlite3_step(d.rollback.get());
     sqlite3_reset(d.rollback.get());
+    // While the file cannot be written (a full disk), memory holds the batch: only what is
+    // still live, or acknowledged messages would pile up at the full message rate.
+    dropDeadPending();
     throw;
   }
   for (Entry* e : inserted) e->committed = true;

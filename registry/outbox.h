@@ -101,7 +101,9 @@ class Outbox {
     return d && *d <= now;
   }
 
-  std::size_t size() const { return live_count_; }   // live messages
+  std::size_t size() const { return live_count_; }  // live messages
+  // Messages held in memory for the next flush (live ones only after a failed flush).
+  std::size_t pendingCount() const { return pending_.size(); }
   std::size_t bytes() const { return live_bytes_; }  // their topic+payload+correlation bytes
   const OutboxStats& stats() const { return stats_; }
   const OutboxLimits& limits() const { return limits_; }
@@ -118,6 +120,7 @@ class Outbox {
   void enforceLimits();
   void trimFront();
   void notePending();
+  void dropDeadPending();
 
   struct Db;
   std::unique_ptr<Db> db_;

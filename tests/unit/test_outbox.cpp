@@ -288,6 +288,43 @@ TEST(Outbox, ForEachVisitsInOrderAndStopsWhenAsked) {
   EXPECT_EQ(all(box).size(), 7u);
 }
 
+// A flush that cannot write (here: another connection holds the write lock until the busy
+// timeout, 5 s; in the field: a full disk) keeps the live messages and lets go of the
+// acknowledged ones, which would otherwise pile up in memory at the message rate.
+TEST(Outbox, AFailedFlushKeepsOnlyLiveMessagesAndTheNextOneWritesThem) {
+  TempDir dir;
+  const std::string path = dir.file("outbox.db");
+  auto box = std::make_unique<Outbox>(path, OutboxLimits{});
+  box->append("t", "first", 1, false, {});
+  box->flush();
+
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> other(raw, &sqlite3_close);
+  ASSERT_EQ(sqlite3_exec(other.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+
+  std::vector<std::string> live{"first"};
+  for (int i = 0; i < 200; ++i) {
+    const std::uint64_t seq = box->append("t", "m" + std::to_string(i), 1, false, {});
+    if (i % 4 == 0) {
+      live.push_back("m" + std::to_string(i));
+    } else {
+      box->remove(seq);  // acknowledged before any flush could write it
+    }
+  }
+  EXPECT_EQ(box->pendingCount(), 200u);
+  EXPECT_ANY_THROW(box->flush());
+  EXPECT_EQ(box->pendingCount(), 50u) << "only the live ones stay in memory";
+  EXPECT_EQ(payloads(all(*box)), live);
+
+  ASSERT_EQ(sqlite3_exec(other.get(), "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  box->flush();
+  EXPECT_EQ(box->pendingCount(), 0u);
+  box.reset();
+  Outbox reopened(path, OutboxLimits{});
+  EXPECT_EQ(payloads(all(reopened)), live);
+}
+
 TEST(Outbox, ReopenWithSmallerBoundsDropsTheOldest) {
   TempDir dir;
   const std::string path = dir.file("outbox.db");
