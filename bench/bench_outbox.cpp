@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "gateway/config.h"
 #include "gateway/event_loop.h"
 #include "gateway/mqtt_link.h"
@@ -47,6 +48,7 @@
 
 namespace {
 
+using coap2mqtt::bench::median;
 using coap2mqtt::gateway::EventLoop;
 using coap2mqtt::gateway::MqttConfig;
 using coap2mqtt::gateway::MqttLink;
@@ -59,11 +61,6 @@ constexpr int kLinkMessages = 20000;
 
 std::string payloadFor(int i) {
   return "{\"seq\":" + std::to_string(i) + ",\"device\":\"node-17\",\"t\":21.37}";
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 // Messages per second of `n` messages, median over kRuns runs of `run` (which returns the
