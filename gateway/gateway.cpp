@@ -17,6 +17,7 @@
 #include "gateway/mqtt_link.h"
 #include "gateway/multicast_discovery.h"
 #include "gateway/observe_freshness.h"
+#include "gateway/repeated_failure.h"
 #include "registry/link_format.h"
 #include "registry/registry.h"
 #include "registry/resource_directory.h"
@@ -182,6 +183,7 @@ struct Gateway::Impl {
   std::uint64_t stale_notifications = 0;  // dropped by the RFC 7641 §3.4 rule
   std::uint64_t reregistrations = 0;      // Max-Age ran out without a notification
   std::uint64_t commands_refused = 0;
+  RepeatedFailure store_failures{std::chrono::seconds(10)};  // registry flushes, logged sparingly
   CommandQueue commands{commandIo()};  // after coap and loop: its handlers use them
   const SteadyClock::time_point started = SteadyClock::now();
   std::vector<bridge::Publish> scratch;  // reused per notification: no allocation churn
@@ -454,8 +456,17 @@ struct Gateway::Impl {
   void flushStore() {
     try {
       store->flush();
+      if (store_failures.failing()) {
+        spdlog::info("registry: writing again, after {} failed flush(es)",
+                     store_failures.succeeded());
+      }
     } catch (const std::exception& e) {
-      spdlog::error("registry: flush failed: {}", e.what());
+      // Kept for the next flush. A full disk fails every one: said once per interval.
+      if (store_failures.failed(SteadyClock::now())) {
+        spdlog::error("registry: flush failed ({} failure(s) since the last report): {}",
+                      store_failures.unreported(), e.what());
+        store_failures.reported();
+      }
     }
   }
 

@@ -587,21 +587,22 @@ void MqttLink::flushOutbox() {
     try {
       outbox_->flush();
       flush_retry_at_ = {};
+      if (flush_failures_.failing()) {
+        spdlog::info("mqtt: writing the outbox again, after {} failed attempt(s)",
+                     flush_failures_.succeeded());
+      }
       return;
     } catch (const std::exception& e) {
       // Kept in memory (the live messages only; see Outbox::flush). A full disk fails every
       // attempt: try again after a pause, and say so once per interval with a count.
       ++stats_.outbox_write_failures;
-      ++flush_errors_unlogged_;
       flush_retry_at_ = now + kFlushRetry;
-      if (flush_error_logged_at_ == std::chrono::steady_clock::time_point{} ||
-          now - flush_error_logged_at_ >= kDropLogInterval) {
+      if (flush_failures_.failed(now)) {
         spdlog::error(
             "mqtt: cannot write the outbox ({} failure(s) since the last report): {}; {} "
             "message(s) wait in memory, retrying every {} ms",
-            flush_errors_unlogged_, e.what(), outbox_->pendingCount(), kFlushRetry.count());
-        flush_error_logged_at_ = now;
-        flush_errors_unlogged_ = 0;
+            flush_failures_.unreported(), e.what(), outbox_->pendingCount(), kFlushRetry.count());
+        flush_failures_.reported();
       }
     }
   }

@@ -30,6 +30,7 @@
 
 #include "gateway/config.h"
 #include "gateway/event_loop.h"
+#include "gateway/repeated_failure.h"
 #include "registry/outbox.h"
 
 namespace mqtt {
@@ -156,8 +157,7 @@ class MqttLink {
   std::chrono::steady_clock::time_point last_drop_log_{};
   // After a failed flush: no new attempt before this, and one log line per interval.
   std::chrono::steady_clock::time_point flush_retry_at_{};
-  std::chrono::steady_clock::time_point flush_error_logged_at_{};
-  std::uint64_t flush_errors_unlogged_ = 0;
+  RepeatedFailure flush_failures_{std::chrono::seconds(10)};  // logged once per 10 s
 
   std::mutex acks_mutex_;  // paho's threads -> loop
   std::vector<std::pair<std::uint64_t, Ack>> acks_;

@@ -1,6 +1,7 @@
 // Store-and-forward on real parts: 20 simulated devices stream /sensors/counter at QoS 1
 // through the gateway into mosquitto while the broker goes away for a minute (and, in the
-// second test, the gateway is SIGKILLed and restarted during the outage).
+// second test, the gateway is SIGKILLed and restarted during the outage; in the third, the
+// state dir is a tmpfs too small for the outbox).
 //
 // Why the check is not lucky: the probe holds a persistent session (clean_session false)
 // on a broker with persistence and unlimited queues, so the broker keeps queueing for it
@@ -8,9 +9,13 @@
 // simulator's counters go up by one per tick on every device, so a missing value is a gap
 // in `seq`, and a value seen for the first time must be larger than every value before it.
 #include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -88,20 +93,65 @@ std::string describe(const std::map<int, DeviceReport>& reports) {
   return s;
 }
 
-std::string config(const Mosquitto& broker, const TempDir& dir, int port) {
+std::string config(const Mosquitto& broker, const TempDir& dir, int port,
+                   const std::string& state_dir = {}) {
+  std::string base = baseConfig(broker, dir);
+  if (!state_dir.empty()) {
+    const std::string key = "state_dir = \"" + dir.path() + "\"";
+    base.replace(base.find(key), key.size(), "state_dir = \"" + state_dir + "\"");
+  }
   // reconnect_max keeps the back-off short so the test does not wait on it.
-  return baseConfig(broker, dir) + "reconnect_max = \"2s\"\n\n" + simDevices(port, kDevices) +
+  return base + "reconnect_max = \"2s\"\n\n" + simDevices(port, kDevices) +
          "[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
          "topic = \"c2m/{device}/{path}\"\nqos = 1\n";
 }
 
+// A tmpfs of `bytes` at `path` (root only), unmounted again at the end.
+class SmallTmpfs {
+ public:
+  SmallTmpfs(const std::string& path, std::size_t bytes) : path_(path) {
+    std::filesystem::create_directories(path);
+    const std::string options = "size=" + std::to_string(bytes) + ",mode=0777";
+    if (::mount("c2m-full", path.c_str(), "tmpfs", 0, options.c_str()) != 0) {
+      error_ = std::strerror(errno);
+    }
+  }
+  ~SmallTmpfs() {
+    if (error_.empty()) ::umount2(path_.c_str(), MNT_DETACH);
+  }
+  SmallTmpfs(const SmallTmpfs&) = delete;
+  SmallTmpfs& operator=(const SmallTmpfs&) = delete;
+  const std::string& error() const { return error_; }  // empty: mounted
+  // Room again, as when the operator frees space.
+  bool grow(std::size_t bytes) {
+    const std::string options = "size=" + std::to_string(bytes);
+    return ::mount("c2m-full", path_.c_str(), "tmpfs", MS_REMOUNT, options.c_str()) == 0;
+  }
+
+ private:
+  std::string path_;
+  std::string error_;
+};
+
 struct Streaming {
+  // state_dir_bytes > 0: the gateway's state dir is a tmpfs of that size (root only).
+  explicit Streaming(std::size_t state_dir_bytes = 0) {
+    std::string state_dir;
+    if (state_dir_bytes > 0) {
+      state_dir = dir.file("state");
+      tmpfs = std::make_unique<SmallTmpfs>(state_dir, state_dir_bytes);
+      if (!tmpfs->error().empty()) return;  // the test skips itself
+    }
+    gateway = startGateway(dir, config(broker, dir, port, state_dir));
+  }
+
   TempDir dir;
   Mosquitto broker{Mosquitto::Options{true, ""}};
   MqttProbe probe{broker.port(), "c2m/+/sensors/counter", MqttProbe::Options{"c2m-outage-probe"}};
   int port = freeUdpPortRange(kDevices);
   std::unique_ptr<Process> sim = startSim(dir, port, kDevices, std::to_string(kIntervalMs));
-  std::unique_ptr<Process> gateway = startGateway(dir, config(broker, dir, port));
+  std::unique_ptr<SmallTmpfs> tmpfs;
+  std::unique_ptr<Process> gateway;
 
   // Every device streaming; returns each device's newest value.
   std::map<int, long> warmUp() {
@@ -213,6 +263,58 @@ TEST(MqttOutage, GatewayKilledDuringTheOutageLosesNothingItHadStored) {
   RecordProperty("stored_at_kill", static_cast<int>(stored_count));
   std::printf("gateway killed: %zu value(s) were stored, %zu duplicate(s)\n%s", stored_count,
               duplicates, summary.c_str());
+}
+
+// A full disk (here a 1 MiB tmpfs as the state dir, with the broker away for a minute) is
+// not a crash and not a loss: the outbox keeps what it cannot write in memory, says so
+// once in a while with a count, and delivers it in order when the broker is back.
+TEST(MqttOutage, FullDiskKeepsMessagesInMemoryAndDeliversThem) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root";
+  Streaming s(std::size_t{1} << 20);
+  if (!s.tmpfs->error().empty()) GTEST_SKIP() << "cannot mount a tmpfs: " << s.tmpfs->error();
+  const auto before = s.warmUp();
+  const auto t0 = std::chrono::steady_clock::now();
+  s.broker.stop();
+  ASSERT_TRUE(s.gateway->waitForOutput("mqtt: connection to", 15s)) << s.gateway->output();
+  EXPECT_TRUE(s.gateway->waitForOutput("mqtt: cannot write the outbox", 50s))
+      << "the outage should have filled 1 MiB\n"
+      << s.gateway->output();
+  std::this_thread::sleep_until(t0 + kOutage);
+  ASSERT_TRUE(s.gateway->running()) << s.gateway->output();
+  // While the disk stays full, the failure is reported once per 10 s, not per message.
+  EXPECT_LE(s.gateway->countInOutput("mqtt: cannot write the outbox"), 8u) << s.gateway->output();
+  EXPECT_LE(s.gateway->countInOutput("registry: flush failed"), 8u) << s.gateway->output();
+
+  s.broker.start();
+  MqttProbe info(s.broker.port(), "c2m/bridge/info");  // retained, renewed on every connect
+  const bool caught_up = s.awaitPastOutage(before, 90s);
+  const auto reports = analyzeAll(s.probe);
+  const std::string summary = describe(reports);
+  ASSERT_TRUE(caught_up) << summary << s.gateway->output();
+  for (const auto& [d, r] : reports) {
+    EXPECT_TRUE(r.gaps.empty()) << "dev" << d << " lost values\n" << summary;
+    EXPECT_EQ(r.reordered, 0u) << "dev" << d << " out of order\n" << summary;
+  }
+  EXPECT_TRUE(info.waitFor(
+      [](const std::vector<MqttMessage>& msgs) {
+        for (const auto& m : msgs) {
+          const auto pos = m.payload.find("\"outbox_write_failures\":");
+          if (pos != std::string::npos && m.payload[pos + 24] != '0') return true;
+        }
+        return false;
+      },
+      10s))
+      << "bridge/info counts the failed writes";
+
+  // Space again: both stores write again, and what the broker acknowledged leaves the file.
+  ASSERT_TRUE(s.tmpfs->grow(std::size_t{64} << 20)) << std::strerror(errno);
+  EXPECT_TRUE(s.gateway->waitForOutput("mqtt: writing the outbox again", 10s))
+      << s.gateway->output();
+  EXPECT_TRUE(s.gateway->waitForOutput("registry: writing again", 10s)) << s.gateway->output();
+  ASSERT_TRUE(s.gateway->running()) << s.gateway->output();
+  ASSERT_EQ(s.gateway->stop(SIGTERM, 10s), 0) << s.gateway->output();
+  registry::Outbox outbox(s.dir.file("state/outbox.db"), {});
+  EXPECT_LT(outbox.size(), 100u) << "delivered messages are deleted once the disk has room";
 }
 
 }  // namespace
