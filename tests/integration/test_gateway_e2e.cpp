@@ -78,6 +78,25 @@ TEST(GatewayEndToEnd, BridgeStateOnlineThenOfflineOnShutdown) {
       5s));
 }
 
+// Two gateways on one state_dir would both send the outbox's messages: the second refuses
+// to start and says why; the first goes on.
+TEST(GatewayEndToEnd, SecondGatewayOnTheSameStateDirRefusesToStart) {
+  TempDir dir;
+  Mosquitto broker;
+  MqttProbe probe(broker.port(), "c2m/bridge/state");
+  auto first = startGateway(dir, baseConfig(broker, dir));
+  ASSERT_TRUE(probe.waitForCount("c2m/bridge/state", 1, 10s)) << first->output();
+  TempDir second_dir;  // its own config and log, the first one's state_dir
+  second_dir.write("gateway.toml", baseConfig(broker, dir));
+  Process second({gatewayBinary(), "run", "-c", second_dir.file("gateway.toml")},
+                 second_dir.file("gateway.log"));
+  EXPECT_EQ(second.stop(0, 20s), 2) << second.output();  // signal 0: wait for its exit
+  EXPECT_NE(second.output().find("in use by another process"), std::string::npos)
+      << second.output();
+  EXPECT_TRUE(first->running()) << first->output();
+  EXPECT_EQ(first->stop(15, 10s), 0) << first->output();
+}
+
 TEST(GatewayEndToEnd, SimulatedCountersArriveInOrderAsJson) {
   TempDir dir;
   Mosquitto broker;

@@ -99,21 +99,24 @@ TEST(Outbox, KeepsOrderAcrossMemoryAndFile) {
 TEST(Outbox, RemovedMessagesAreSkippedAndDeletedAtFlush) {
   TempDir dir;
   const std::string path = dir.file("outbox.db");
-  Outbox box(path, {});
-  std::vector<std::uint64_t> seqs;
-  for (int i = 0; i < 5; ++i) seqs.push_back(box.append("t", std::to_string(i), 1, false));
-  box.remove(seqs[0]);  // never written: acknowledged before the flush
-  box.flush();
-  EXPECT_EQ(box.stats().written, 4u);
-  box.remove(seqs[2]);  // out of order
-  box.remove(seqs[2]);  // twice: ignored
-  box.remove(999);      // unknown: ignored
-  EXPECT_EQ(payloads(all(box)), (std::vector<std::string>{"1", "3", "4"}));
-  EXPECT_EQ(box.size(), 3u);
-  box.flush();
+  {
+    Outbox box(path, {});
+    std::vector<std::uint64_t> seqs;
+    for (int i = 0; i < 5; ++i) seqs.push_back(box.append("t", std::to_string(i), 1, false));
+    box.remove(seqs[0]);  // never written: acknowledged before the flush
+    box.flush();
+    EXPECT_EQ(box.stats().written, 4u);
+    box.remove(seqs[2]);  // out of order
+    box.remove(seqs[2]);  // twice: ignored
+    box.remove(999);      // unknown: ignored
+    EXPECT_EQ(payloads(all(box)), (std::vector<std::string>{"1", "3", "4"}));
+    EXPECT_EQ(box.size(), 3u);
+    box.flush();
+    EXPECT_EQ(box.stats().removed, 2u);
+    EXPECT_FALSE(box.hasPending());
+  }  // the open outbox locks its file: read it afterwards
   EXPECT_EQ(query(path, "SELECT payload FROM outbox ORDER BY seq"),
             (std::vector<std::string>{"1", "3", "4"}));
-  EXPECT_EQ(box.stats().removed, 2u);
 }
 
 TEST(Outbox, GroupCommitBatchesWritesAndSaysWhenAFlushIsDue) {
@@ -145,17 +148,19 @@ TEST(Outbox, DropsTheOldestWhenFullAndCountsThem) {
   const std::string path = dir.file("outbox.db");
   OutboxLimits limits;
   limits.max_messages = 10;
-  Outbox box(path, limits);
-  for (int i = 0; i < 5; ++i) box.append("t", std::to_string(i), 1, false);
-  box.flush();  // 0..4 in the file, 5..14 in memory
-  for (int i = 5; i < 15; ++i) box.append("t", std::to_string(i), 1, false);
-  EXPECT_EQ(box.size(), 10u);
-  EXPECT_EQ(box.stats().dropped, 5u);
-  auto msgs = all(box);
-  ASSERT_EQ(msgs.size(), 10u);
-  EXPECT_EQ(msgs.front().payload, "5");
-  EXPECT_EQ(msgs.back().payload, "14");
-  box.flush();
+  {
+    Outbox box(path, limits);
+    for (int i = 0; i < 5; ++i) box.append("t", std::to_string(i), 1, false);
+    box.flush();  // 0..4 in the file, 5..14 in memory
+    for (int i = 5; i < 15; ++i) box.append("t", std::to_string(i), 1, false);
+    EXPECT_EQ(box.size(), 10u);
+    EXPECT_EQ(box.stats().dropped, 5u);
+    auto msgs = all(box);
+    ASSERT_EQ(msgs.size(), 10u);
+    EXPECT_EQ(msgs.front().payload, "5");
+    EXPECT_EQ(msgs.back().payload, "14");
+    box.flush();
+  }
   EXPECT_EQ(query(path, "SELECT count(*) FROM outbox"), std::vector<std::string>{"10"});
   EXPECT_EQ(query(path, "SELECT min(payload) FROM outbox"), std::vector<std::string>{"10"})
       << "text order; the oldest five are gone from the file";
@@ -288,41 +293,85 @@ TEST(Outbox, ForEachVisitsInOrderAndStopsWhenAsked) {
   EXPECT_EQ(all(box).size(), 7u);
 }
 
-// A flush that cannot write (here: another connection holds the write lock until the busy
-// timeout, 5 s; in the field: a full disk) keeps the live messages and lets go of the
-// acknowledged ones, which would otherwise pile up in memory at the message rate.
+// A flush that cannot write (here: the file's page bound; in the field: a full disk)
+// keeps the live messages and lets go of the acknowledged ones, which would otherwise pile
+// up in memory at the message rate; once there is room, the next flush writes them.
 TEST(Outbox, AFailedFlushKeepsOnlyLiveMessagesAndTheNextOneWritesThem) {
   TempDir dir;
   const std::string path = dir.file("outbox.db");
-  auto box = std::make_unique<Outbox>(path, OutboxLimits{});
+  OutboxLimits limits;
+  limits.max_file_bytes = 128 * 1024;  // 32 pages of 4 KiB: about 90 rows of 1 KB
+  const std::string kilobyte(1000, 'x');
+  auto box = std::make_unique<Outbox>(path, limits);
   box->append("t", "first", 1, false, {});
   box->flush();
 
-  sqlite3* raw = nullptr;
-  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
-  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> other(raw, &sqlite3_close);
-  ASSERT_EQ(sqlite3_exec(other.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
-
   std::vector<std::string> live{"first"};
-  for (int i = 0; i < 200; ++i) {
-    const std::uint64_t seq = box->append("t", "m" + std::to_string(i), 1, false, {});
-    if (i % 4 == 0) {
-      live.push_back("m" + std::to_string(i));
+  std::vector<std::uint64_t> live_seqs;
+  for (int i = 0; i < 400; ++i) {
+    const std::string payload = std::to_string(1000 + i) + kilobyte;
+    const std::uint64_t seq = box->append("t", payload, 1, false, {});
+    if (i % 2 == 0) {
+      live.push_back(payload);
+      live_seqs.push_back(seq);
     } else {
       box->remove(seq);  // acknowledged before any flush could write it
     }
   }
-  EXPECT_EQ(box->pendingCount(), 200u);
-  EXPECT_ANY_THROW(box->flush());
-  EXPECT_EQ(box->pendingCount(), 50u) << "only the live ones stay in memory";
+  EXPECT_EQ(box->pendingCount(), 400u);
+  try {
+    box->flush();
+    ADD_FAILURE() << "200 KB of live messages in a 128 KiB file";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("full"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(box->pendingCount(), 200u) << "only the live ones stay in memory";
   EXPECT_EQ(payloads(all(*box)), live);
 
-  ASSERT_EQ(sqlite3_exec(other.get(), "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  // Room again: the broker acknowledges the oldest 150 of them.
+  for (int i = 0; i < 150; ++i) box->remove(live_seqs[std::size_t(i)]);
+  live.erase(live.begin() + 1, live.begin() + 151);
   box->flush();
   EXPECT_EQ(box->pendingCount(), 0u);
   box.reset();
-  Outbox reopened(path, OutboxLimits{});
+  Outbox reopened(path, limits);
   EXPECT_EQ(payloads(all(reopened)), live);
+}
+
+// On a full file, a flush that deletes acknowledged rows and inserts new ones fits when the
+// deletes free their pages first.
+TEST(Outbox, AFlushOnAFullFileDeletesBeforeItInserts) {
+  TempDir dir;
+  OutboxLimits limits;
+  limits.max_file_bytes = 128 * 1024;
+  const std::string kilobyte(1000, 'x');
+  Outbox box(dir.file("outbox.db"), limits);
+  std::vector<std::uint64_t> old;
+  for (int i = 0; i < 60; ++i) old.push_back(box.append("t", "old" + kilobyte, 1, false, {}));
+  box.flush();  // about two thirds of the bound
+  for (std::uint64_t seq : old) box.remove(seq);
+  for (int i = 0; i < 60; ++i) box.append("t", "new" + kilobyte, 1, false, {});
+  EXPECT_NO_THROW(box.flush()) << "120 rows at once would not fit, 60 do";
+  EXPECT_EQ(box.size(), 60u);
+  EXPECT_EQ(box.stats().written, 120u);
+}
+
+// Two outboxes on one file would both send its messages: the second is refused, with a
+// message that says why.
+TEST(Outbox, ASecondOutboxOnTheSameFileIsRefused) {
+  TempDir dir;
+  const std::string path = dir.file("outbox.db");
+  Outbox first(path, {});
+  first.append("t", "x", 1, false);
+  first.flush();
+  try {
+    Outbox second(path, {});
+    ADD_FAILURE() << "opened a locked outbox";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("in use by another process"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(payloads(all(first)), std::vector<std::string>{"x"}) << "the first still works";
 }
 
 TEST(Outbox, ReopenWithSmallerBoundsDropsTheOldest) {
