@@ -94,6 +94,9 @@ TEST(GatewayEndToEnd, SecondGatewayOnTheSameStateDirRefusesToStart) {
   EXPECT_NE(second.output().find("in use by another process"), std::string::npos)
       << second.output();
   EXPECT_TRUE(first->running()) << first->output();
+  // The second never reached the broker: with the same client id it would have thrown the
+  // first one off.
+  EXPECT_EQ(first->countInOutput("mqtt: connected to"), 1u) << first->output();
   EXPECT_EQ(first->stop(15, 10s), 0) << first->output();
 }
 
