@@ -184,14 +184,20 @@ Paired paired(int n, const char* label0, const std::function<double(int)>& run0,
   for (int r = 0; r < kPairs; ++r) {
     double r0 = 0;
     double r1 = 0;
-    for (int k = 0; k < 2; ++k) {
-      if ((k == 0) == (r % 2 == 0)) {
-        g_cpu_us = &cpu0;
-        r0 = n / run0(r);
-      } else {
-        g_cpu_us = &cpu1;
-        r1 = n / run1(r);
-      }
+    auto take0 = [&] {
+      g_cpu_us = &cpu0;
+      r0 = n / run0(r);
+    };
+    auto take1 = [&] {
+      g_cpu_us = &cpu1;
+      r1 = n / run1(r);
+    };
+    if (r % 2 == 0) {
+      take0();
+      take1();
+    } else {
+      take1();
+      take0();
     }
     g_cpu_us = nullptr;
     rates0.push_back(r0);

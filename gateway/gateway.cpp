@@ -183,7 +183,7 @@ struct Gateway::Impl {
   std::uint64_t stale_notifications = 0;  // dropped by the RFC 7641 §3.4 rule
   std::uint64_t reregistrations = 0;      // Max-Age ran out without a notification
   std::uint64_t commands_refused = 0;
-  RepeatedFailure store_failures{std::chrono::seconds(10)};  // registry flushes, logged sparingly
+  RepeatedFailure store_failures;      // registry flushes, logged once per interval
   CommandQueue commands{commandIo()};  // after coap and loop: its handlers use them
   const SteadyClock::time_point started = SteadyClock::now();
   std::vector<bridge::Publish> scratch;  // reused per notification: no allocation churn

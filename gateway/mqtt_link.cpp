@@ -107,7 +107,7 @@ class TlsAlerts {
   }
 };
 
-constexpr auto kDropLogInterval = std::chrono::seconds(10);
+constexpr auto kDropLogInterval = RepeatedFailure::kLogInterval;
 constexpr auto kMinRetry = std::chrono::milliseconds(500);
 constexpr int kPahoQueue = 65535;
 constexpr auto kRefusedRetry = std::chrono::milliseconds(10);

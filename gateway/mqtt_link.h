@@ -157,7 +157,7 @@ class MqttLink {
   std::chrono::steady_clock::time_point last_drop_log_{};
   // After a failed flush: no new attempt before this, and one log line per interval.
   std::chrono::steady_clock::time_point flush_retry_at_{};
-  RepeatedFailure flush_failures_{std::chrono::seconds(10)};  // logged once per 10 s
+  RepeatedFailure flush_failures_;  // logged once per interval
 
   std::mutex acks_mutex_;  // paho's threads -> loop
   std::vector<std::pair<std::uint64_t, Ack>> acks_;

@@ -10,8 +10,9 @@ namespace coap2mqtt::gateway {
 class RepeatedFailure {
  public:
   using Clock = std::chrono::steady_clock;
+  static constexpr Clock::duration kLogInterval = std::chrono::seconds(10);
 
-  explicit RepeatedFailure(Clock::duration interval) : interval_(interval) {}
+  explicit RepeatedFailure(Clock::duration interval = kLogInterval) : interval_(interval) {}
 
   // Counts a failure. True when it is to be logged now: the first of a run of failures,
   // then at most once per interval. unreported() is then the count to name.

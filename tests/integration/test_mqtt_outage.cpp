@@ -298,8 +298,9 @@ TEST(MqttOutage, FullDiskKeepsMessagesInMemoryAndDeliversThem) {
   EXPECT_TRUE(info.waitFor(
       [](const std::vector<MqttMessage>& msgs) {
         for (const auto& m : msgs) {
-          const auto pos = m.payload.find("\"outbox_write_failures\":");
-          if (pos != std::string::npos && m.payload[pos + 24] != '0') return true;
+          const std::string key = "\"outbox_write_failures\":";
+          const auto pos = m.payload.find(key);
+          if (pos != std::string::npos && m.payload[pos + key.size()] != '0') return true;
         }
         return false;
       },
