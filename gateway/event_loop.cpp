@@ -71,10 +71,15 @@ void EventLoop::setTimeoutProvider(std::function<unsigned()> provider) {
 }
 
 void EventLoop::post(Task task) {
+  bool wake = false;
   {
     std::lock_guard lock(mutex_);
+    // Tasks already waiting mean a wake-up is already on its way: the loop takes them all
+    // at once (drainPosted swaps the queue after reading the eventfd).
+    wake = posted_.empty();
     posted_.push_back(std::move(task));
   }
+  if (!wake) return;
   std::uint64_t one = 1;
   // A full counter (EAGAIN) still means the loop will wake: nothing to handle.
   [[maybe_unused]] auto n = write(wake_fd_, &one, sizeof one);

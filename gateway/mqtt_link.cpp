@@ -112,6 +112,10 @@ constexpr auto kMinRetry = std::chrono::milliseconds(500);
 constexpr int kPahoQueue = 65535;
 constexpr auto kRefusedRetry = std::chrono::milliseconds(10);
 constexpr auto kFlushRetry = std::chrono::milliseconds(1000);
+// Acknowledgements nobody waits for are collected this often (with the outbox's group
+// commit, whose batch interval is the same).
+constexpr auto kAckSweep = std::chrono::milliseconds(5);
+constexpr std::size_t kNoAckWake = SIZE_MAX;
 
 }  // namespace
 
@@ -251,6 +255,7 @@ MqttLink::MqttLink(EventLoop& loop, const MqttConfig& config,
 
 MqttLink::~MqttLink() {
   *alive_ = false;
+  if (ack_sweep_timer_ != 0) loop_.cancel(ack_sweep_timer_);
   try {
     if (client_->is_connected()) client_->disconnect(std::chrono::milliseconds(0))->wait_for(500);
   } catch (const std::exception&) {
@@ -344,7 +349,9 @@ void MqttLink::onConnected(const std::string& cause) {
   }
   in_on_connected_ = false;
   drainQos0();
-  // Everything not acknowledged is sent again, from the oldest.
+  // Everything not acknowledged is sent again, from the oldest (what was acknowledged
+  // before the connection went is not).
+  takeAcks();
   inflight_.clear();
   send_cursor_ = outbox_->firstSeq().value_or(outbox_->nextSeq());
   pump();
@@ -460,13 +467,20 @@ void MqttLink::publish(const std::string& topic, const std::string& payload, int
   scheduleFlush();
   // The common case, nothing waiting ahead of it: straight to paho, no read-back.
   if (connected_ && send_cursor_ == seq && inflight_.size() < config_.max_inflight) {
-    sendStored(seq, topic, payload, qos, retain, correlation_data);
+    if (sendStored(seq, topic, payload, qos, retain, correlation_data) && ack_sweep_timer_ == 0) {
+      paceAcks();
+    }
     return;
   }
   pump();
 }
 
 void MqttLink::pump() {
+  fillWindow();
+  paceAcks();
+}
+
+void MqttLink::fillWindow() {
   if (!connected_ || stopping_) return;
   while (inflight_.size() < config_.max_inflight && send_cursor_ < outbox_->nextSeq()) {
     // Straight from the outbox's memory or the file to paho, no copy of our own.
@@ -523,10 +537,13 @@ void MqttLink::pushAck(std::uint64_t seq, Ack ack) {
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(acks_mutex_);
-    wake = acks_.empty();
     acks_.emplace_back(seq, ack);
+    // One wake-up per batch (see paceAcks); a failure is news at once.
+    if (!acks_wake_posted_ &&
+        (acks_.size() >= acks_wake_at_.load(std::memory_order_relaxed) || ack != Ack::Delivered)) {
+      acks_wake_posted_ = wake = true;
+    }
   }
-  // One wake-up for a burst of acknowledgements, not one per message.
   if (wake) {
     loop_.post([this, alive] {
       if (*alive) drainAcks();
@@ -534,11 +551,49 @@ void MqttLink::pushAck(std::uint64_t seq, Ack ack) {
   }
 }
 
+// Waking the loop for every PUBACK (an eventfd write on paho's receive thread, an epoll
+// return and a read on ours) cost as much as the rest of the loop's work per QoS 1
+// message. The loop needs acknowledgements promptly only while stored messages wait for
+// room in the window: then paho's thread wakes it once a quarter of the window is
+// acknowledged (the other three quarters keep the connection busy). Otherwise they only
+// free outbox rows, and a sweep collects them every kAckSweep, with the group commit.
+void MqttLink::paceAcks() {
+  const bool waiting = connected_ && !stopping_ && send_cursor_ < outbox_->nextSeq();
+  const std::size_t wake_at = waiting ? std::max<std::size_t>(1, inflight_.size() / 4) : kNoAckWake;
+  acks_wake_at_.store(wake_at, std::memory_order_relaxed);
+  if (waiting) {
+    // Enough may have arrived before the threshold came down.
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> lock(acks_mutex_);
+      if (!acks_wake_posted_ && acks_.size() >= wake_at) acks_wake_posted_ = wake = true;
+    }
+    if (wake) {
+      auto alive = alive_;
+      loop_.post([this, alive] {
+        if (*alive) drainAcks();
+      });
+    }
+  }
+  if (!inflight_.empty() && ack_sweep_timer_ == 0 && !stopping_) {
+    ack_sweep_timer_ = loop_.runAfter(kAckSweep, [this] {
+      ack_sweep_timer_ = 0;
+      drainAcks();
+    });
+  }
+}
+
 void MqttLink::drainAcks() {
+  takeAcks();
+  pump();
+}
+
+void MqttLink::takeAcks() {
   std::vector<std::pair<std::uint64_t, Ack>> acks;
   {
     std::lock_guard<std::mutex> lock(acks_mutex_);
     acks.swap(acks_);
+    acks_wake_posted_ = false;
   }
   for (const auto& [seq, ack] : acks) {
     inflight_.erase(seq);
@@ -558,7 +613,6 @@ void MqttLink::drainAcks() {
     }
   }
   if (!acks.empty()) scheduleFlush();
-  pump();
 }
 
 void MqttLink::scheduleFlush() {
@@ -652,6 +706,10 @@ void MqttLink::stop(const std::string& final_topic, const std::string& final_pay
   }
   connected_ = false;
   drainAcks();
+  if (ack_sweep_timer_ != 0) {
+    loop_.cancel(ack_sweep_timer_);
+    ack_sweep_timer_ = 0;
+  }
   flushOutbox();
   if (outbox_->size() > 0) {
     spdlog::info("mqtt: {} unacknowledged message(s) kept in the outbox for the next start",

@@ -116,12 +116,15 @@ class MqttLink {
                   bool retain, std::string_view correlation_data);
   bool sendDirect(const std::string& topic, const std::string& payload, int qos, bool retain,
                   const std::string& correlation_data);
-  void pump();
+  void pump();  // fillWindow, then paceAcks
+  void fillWindow();
   void queueQos0(const std::string& topic, const std::string& payload, bool retain);
   void drainQos0();
   void scheduleResend();  // paho refused a message while connected: try again soon
   void pushAck(std::uint64_t seq, Ack ack);  // paho's threads
-  void drainAcks();
+  void takeAcks();   // applies what paho acknowledged: outbox rows go, the window opens
+  void drainAcks();  // takeAcks, then fills the window again
+  void paceAcks();
   void scheduleFlush();
   void reportDrops();
 
@@ -161,6 +164,11 @@ class MqttLink {
 
   std::mutex acks_mutex_;  // paho's threads -> loop
   std::vector<std::pair<std::uint64_t, Ack>> acks_;
+  bool acks_wake_posted_ = false;  // under acks_mutex_: a drainAcks is on its way
+  // How many acknowledgements paho's receive thread collects before it wakes the loop
+  // (see paceAcks); the rest wait for the sweep timer.
+  std::atomic<std::size_t> acks_wake_at_{1};
+  EventLoop::TimerId ack_sweep_timer_ = 0;
 
   MqttStats stats_;
   // Paho callbacks may still be queued after destruction starts; they check this.

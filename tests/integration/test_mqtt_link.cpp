@@ -1,0 +1,158 @@
+// MqttLink on its own against a real mosquitto: the delivery bookkeeping that the gateway
+// tests only see from outside. The link runs on an EventLoop in a thread of the test; every
+// call into it is posted there.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <string>
+#include <thread>
+
+#include "gateway/config.h"
+#include "gateway/event_loop.h"
+#include "gateway/mqtt_link.h"
+#include "tests/integration/harness.h"
+
+namespace coap2mqtt::test {
+namespace {
+
+using gateway::EventLoop;
+using gateway::MqttConfig;
+using gateway::MqttLink;
+
+// A link on its own loop thread, connected to `broker`.
+class LinkRunner {
+ public:
+  LinkRunner(const Mosquitto& broker, const TempDir& dir, std::size_t max_inflight) {
+    config_.uri = broker.uri();
+    config_.client_id = "link-test";
+    config_.max_inflight = max_inflight;
+    link_ =
+        std::make_unique<MqttLink>(loop_, config_, MqttLink::openOutbox(dir.file("state"), config_),
+                                   "link-test/state", "offline");
+    link_->setOnConnected([this] { connected_ = true; });
+    thread_ = std::thread([this] {
+      link_->start();
+      loop_.run();
+      link_->stop("link-test/state", "offline");
+    });
+  }
+  ~LinkRunner() {
+    loop_.stop();
+    thread_.join();
+  }
+  bool waitConnected() {
+    return waitUntil([&] { return connected_.load(); }, 10s);
+  }
+  // Runs `f` on the loop thread and waits for it.
+  template <typename F>
+  auto onLoop(F f) {
+    std::packaged_task<decltype(f(std::declval<MqttLink&>()))(MqttLink&)> task(std::move(f));
+    auto result = task.get_future();
+    loop_.post([&] { task(*link_); });
+    return result.get();
+  }
+
+ private:
+  EventLoop loop_;
+  MqttConfig config_;
+  std::unique_ptr<MqttLink> link_;
+  std::atomic<bool> connected_{false};
+  std::thread thread_;
+};
+
+std::string payloadOf(int i) {
+  return "value " + std::to_string(i);
+}
+
+// Messages published one at a time with nothing waiting behind them: no acknowledgement
+// wakes the loop (see MqttLink::paceAcks), yet every delivered message leaves the outbox
+// soon after its PUBACK, with no further traffic to carry the news.
+TEST(MqttLink, AcknowledgedMessagesLeaveTheOutboxWithoutFurtherTraffic) {
+  Mosquitto broker;
+  TempDir dir;
+  MqttProbe probe(broker.port(), "link-test/values");
+  LinkRunner runner(broker, dir, 100);
+  ASSERT_TRUE(runner.waitConnected());
+  for (int i = 0; i < 10; ++i) {
+    runner.onLoop([i](MqttLink& link) {
+      link.publish("link-test/values", payloadOf(i), 1, false);
+      return 0;
+    });
+    ASSERT_TRUE(probe.waitForCount("link-test/values", std::size_t(i) + 1, 5s));
+  }
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        return runner.onLoop(
+            [](MqttLink& link) { return link.outboxSize() == 0 && link.stats().delivered == 10; });
+      },
+      5s))
+      << "outbox " << runner.onLoop([](MqttLink& link) { return link.outboxSize(); })
+      << ", delivered " << runner.onLoop([](MqttLink& link) {
+           return static_cast<std::uint64_t>(link.stats().delivered);
+         });
+}
+
+// A burst many times the window: paho's thread wakes the loop once per quarter of the
+// window, the window refills, and everything arrives once, in order, and leaves the outbox.
+TEST(MqttLink, BurstFarBeyondTheWindowArrivesInOrderAndEmptiesTheOutbox) {
+  Mosquitto broker;
+  TempDir dir;
+  MqttProbe probe(broker.port(), "link-test/burst");
+  constexpr int kMessages = 3000;
+  for (const std::size_t window : {std::size_t(1), std::size_t(3), std::size_t(40)}) {
+    SCOPED_TRACE("max_inflight " + std::to_string(window));
+    TempDir state;
+    LinkRunner runner(broker, state, window);
+    ASSERT_TRUE(runner.waitConnected());
+    const std::size_t before = probe.messagesOn("link-test/burst").size();
+    runner.onLoop([](MqttLink& link) {
+      for (int i = 0; i < kMessages; ++i) link.publish("link-test/burst", payloadOf(i), 1, false);
+      return 0;
+    });
+    ASSERT_TRUE(probe.waitForCount("link-test/burst", before + kMessages, 60s))
+        << probe.messagesOn("link-test/burst").size() - before << " of " << kMessages;
+    const auto got = probe.messagesOn("link-test/burst");
+    for (int i = 0; i < kMessages; ++i) {
+      ASSERT_EQ(got[before + std::size_t(i)].payload, payloadOf(i)) << "at " << i;
+    }
+    EXPECT_TRUE(waitUntil(
+        [&] { return runner.onLoop([](MqttLink& link) { return link.outboxSize() == 0; }); }, 5s));
+    EXPECT_EQ(runner.onLoop([](MqttLink& link) {
+      return static_cast<std::uint64_t>(link.stats().delivered);
+    }),
+              std::uint64_t(kMessages));
+  }
+}
+
+// Posts from many threads at once: each task runs once, and one thread's tasks in order
+// (a post behind a waiting one does not wake the loop again, but is not lost either).
+TEST(EventLoopPost, ConcurrentPostsAllRunInOrderPerThread) {
+  EventLoop loop;
+  constexpr int kThreads = 4;
+  constexpr int kPosts = 20000;
+  std::vector<int> last(kThreads, -1);
+  std::atomic<int> out_of_order{0};
+  std::atomic<int> ran{0};
+  std::thread loop_thread([&] { loop.run(); });
+  std::vector<std::thread> posters;
+  for (int t = 0; t < kThreads; ++t) {
+    posters.emplace_back([&, t] {
+      for (int i = 0; i < kPosts; ++i) {
+        loop.post([&, t, i] {
+          if (last[std::size_t(t)] != i - 1) ++out_of_order;
+          last[std::size_t(t)] = i;
+          ++ran;
+        });
+      }
+    });
+  }
+  for (auto& p : posters) p.join();
+  EXPECT_TRUE(waitUntil([&] { return ran.load() == kThreads * kPosts; }, 10s)) << ran.load();
+  loop.stop();
+  loop_thread.join();
+  EXPECT_EQ(out_of_order.load(), 0);
+}
+
+}  // namespace
+}  // namespace coap2mqtt::test
