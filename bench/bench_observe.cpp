@@ -2,18 +2,31 @@
 // (/sensors/counter and /sensors/temp), all configured statically, in a fresh network
 // namespace on its loopback (needs root).
 //
-//   bench_observe [--devices N] [--interval MS] [--steady S] [--qos 0|1]
+//   bench_observe [--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency]
+//
+// --latency observes one resource per device instead: the simulator's /sensors/stamp
+// (--stamp), whose payload is the time the simulator built the notification (microseconds
+// since the epoch), published untouched by a `payload = "raw"` rule. With the defaults
+// (1,000 devices, every 1,000 ms) that is 1,000 msg/s, the rate of the design's target
+// "p99 notification -> MQTT under 1 ms at 1 k msg/s". The simulator updates all devices
+// at once, so those messages come as one burst of N per interval, not spread evenly.
 //
 // Measures:
-//   - "all observed": from the gateway's spawn until every one of the 2N observations
-//     delivered its first value on MQTT (a mosquitto_sub tap in the namespace, `-F '%U %t'`
-//     so each message carries the time the tap got it), with the median and 99th
-//     percentile of the per-observation first-value times;
+//   - "all observed": from the gateway's spawn until every one of the 2N (--latency: N)
+//     observations delivered its first value on MQTT (a mosquitto_sub tap in the
+//     namespace, `-F '%U %t'`, with --latency `-F '%U %t %p'`, so each message carries the
+//     time the tap got it), with the median and 99th percentile of the per-observation
+//     first-value times;
 //   - the gateway's VmRSS at that moment, after the steady state, and its VmHWM (peak);
 //   - its CPU time (utime + stime from /proc/<pid>/stat) over --steady seconds of steady
 //     state (after a 5 s settle), divided by the messages published in that window (as
 //     counted by the tap): microseconds of gateway CPU per MQTT message, plus the
-//     simulator's CPU in the same window for comparison.
+//     simulator's CPU in the same window for comparison;
+//   - with --latency, over the same window: the median, 99th percentile and maximum of
+//     each message's latency, the tap's receive time minus the simulator's time in the
+//     payload (one clock, CLOCK_REALTIME, for both). It spans the simulator's send, the
+//     gateway, mosquitto and the mosquitto_sub tap, so it is an upper bound of the
+//     gateway's own part.
 // Prints a table.
 //
 // A program rather than a script: it reuses the integration tests' RAII helpers (NetNs,
@@ -30,6 +43,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "bench/bench_util.h"
@@ -39,19 +53,27 @@
 namespace {
 
 using namespace coap2mqtt::test;
+using coap2mqtt::bench::median;
 using coap2mqtt::bench::procStatusKb;
 using coap2mqtt::bench::smapsRollupKb;
 
 constexpr int kCoapPort = 5683;
 constexpr int kMqttPort = 1883;
 constexpr const char* kTapReady = "c2m-bench/ready";
+constexpr const char* kStampSuffix = "/sensors/stamp";
 
 struct Options {
   int devices = 1000;
   int interval_ms = 1000;
   int steady_s = 30;
-  int qos = 0;  // of both rules; 1 puts every message through the outbox
+  int qos = 0;           // of the rules; 1 puts every message through the outbox
+  bool latency = false;  // observe /sensors/stamp only and measure per-message latency
 };
+
+// Observed resources per device.
+int resourcesPerDevice(const Options& o) {
+  return o.latency ? 1 : 2;
+}
 
 double now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -86,28 +108,33 @@ std::string deviceAddress(int i) {
   return "127.0." + std::to_string(n / 256) + "." + std::to_string(n % 256);
 }
 
-std::string gatewayToml(const TempDir& dir, int devices, int qos) {
+std::string gatewayToml(const TempDir& dir, const Options& o) {
   std::string toml = "[gateway]\nname = \"bench-gw\"\nstate_dir = \"" + dir.path() +
                      "\"\n\n[coap]\nrequest_timeout = \"10s\"\nretry_interval = \"5s\"\n\n";
-  for (int i = 0; i < devices; ++i) {
+  for (int i = 0; i < o.devices; ++i) {
     toml += "[[coap.device]]\nname = \"dev" + std::to_string(i) + "\"\nuri = \"coap://" +
             deviceAddress(i) + ":" + std::to_string(kCoapPort) + "\"\n";
   }
   toml += "\n[mqtt]\nuri = \"mqtt://127.0.0.1:" + std::to_string(kMqttPort) +
-          "\"\nclient_id = \"gw-bench\"\nbase_topic = \"c2m\"\n\n"
-          "[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
-          "topic = \"c2m/{device}/{path}\"\nqos = " +
-          std::to_string(qos) +
-          "\n\n"
-          "[[rule]]\nname = \"temp\"\nmatch = { path = \"/sensors/temp\" }\n"
-          "topic = \"c2m/{device}/{path}\"\nqos = " +
-          std::to_string(qos) + "\n";
+          "\"\nclient_id = \"gw-bench\"\nbase_topic = \"c2m\"\n";
+  auto rule = [&](const char* name, const char* extra) {
+    toml += std::string("\n[[rule]]\nname = \"") + name + "\"\nmatch = { path = \"/sensors/" +
+            name + "\" }\ntopic = \"c2m/{device}/{path}\"\nqos = " + std::to_string(o.qos) + "\n" +
+            extra;
+  };
+  if (o.latency) {
+    rule("stamp", "payload = \"raw\"\n");  // the simulator's time, byte for byte
+  } else {
+    rule("counter", "");
+    rule("temp", "");
+  }
   return toml;
 }
 
-// Reads a `mosquitto_sub -F '%U %t'` log incrementally: the first time each topic was
-// seen and how many messages arrived (the log grows by thousands of lines a second, so
-// it is never read whole twice).
+// Reads a `mosquitto_sub -F '%U %t'` or `-F '%U %t %p'` log incrementally: the first time
+// each topic was seen, how many messages arrived and, for a payload that is a time in
+// microseconds since the epoch (/sensors/stamp), how long after it the tap got it (the log
+// grows by thousands of lines a second, so it is never read whole twice).
 class TapReader {
  public:
   explicit TapReader(std::string file) : file_(std::move(file)) {}
@@ -123,7 +150,8 @@ class TapReader {
       const std::string line = chunk.substr(start, nl - start);
       const auto sp = line.find(' ');
       if (sp == std::string::npos) continue;
-      const std::string topic = line.substr(sp + 1);
+      const auto sp2 = line.find(' ', sp + 1);  // before the payload, if logged
+      const std::string topic = line.substr(sp + 1, sp2 - (sp + 1));
       if (topic == kTapReady) {
         ready_ = true;
         continue;
@@ -132,6 +160,10 @@ class TapReader {
       ++count_;
       times_.push_back(t);
       first_.emplace(topic, t);
+      if (sp2 != std::string::npos && topic.ends_with(kStampSuffix)) {
+        const double sent = std::strtod(line.c_str() + sp2 + 1, nullptr) / 1e6;
+        latencies_.emplace_back(t, t - sent);
+      }
     }
     offset_ += start;
   }
@@ -143,6 +175,15 @@ class TapReader {
   std::size_t countBetween(double from, double to) const {
     return static_cast<std::size_t>(
         std::count_if(times_.begin(), times_.end(), [&](double t) { return t >= from && t < to; }));
+  }
+  // Latencies (s) of the stamped messages received in [from, to), sorted.
+  std::vector<double> latenciesBetween(double from, double to) const {
+    std::vector<double> out;
+    for (const auto& [t, latency] : latencies_) {
+      if (t >= from && t < to) out.push_back(latency);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
   }
   std::vector<double> firstTimes() const {
     std::vector<double> out;
@@ -157,23 +198,27 @@ class TapReader {
   bool ready_ = false;
   std::size_t count_ = 0;
   std::vector<double> times_;
+  std::vector<std::pair<double, double>> latencies_;  // (received, latency), in s
   std::map<std::string, double> first_;
 };
 
 int run(const Options& o) {
-  const std::size_t want = 2 * static_cast<std::size_t>(o.devices);
+  const std::size_t want =
+      static_cast<std::size_t>(resourcesPerDevice(o)) * static_cast<std::size_t>(o.devices);
   NetNs ns;
   TempDir state;
   NsMosquitto broker(ns, kMqttPort);
-  Process sim(ns.exec({simulatorBinary(), "--devices", std::to_string(o.devices), "--address",
-                       deviceAddress(0), "--address-step", "--port", std::to_string(kCoapPort),
-                       "--interval", std::to_string(o.interval_ms)}),
-              ns.file("sim.log"));
+  auto sim_command =
+      ns.exec({simulatorBinary(), "--devices", std::to_string(o.devices), "--address",
+               deviceAddress(0), "--address-step", "--port", std::to_string(kCoapPort),
+               "--interval", std::to_string(o.interval_ms)});
+  if (o.latency) sim_command.push_back("--stamp");  // exec() only puts `ip netns exec` in front
+  Process sim(sim_command, ns.file("sim.log"));
   if (!sim.waitForOutput("READY", 60s)) throw std::runtime_error("sim: " + sim.output());
 
   const std::string tap_log = ns.file("tap.log");
-  Process tap(ns.exec({"mosquitto_sub", "-p", std::to_string(kMqttPort), "-F", "%U %t", "-t",
-                       "c2m/+/sensors/+", "-t", kTapReady}),
+  Process tap(ns.exec({"mosquitto_sub", "-p", std::to_string(kMqttPort), "-F",
+                       o.latency ? "%U %t %p" : "%U %t", "-t", "c2m/+/sensors/+", "-t", kTapReady}),
               tap_log);
   TapReader reader(tap_log);
   if (!waitUntil(
@@ -188,7 +233,7 @@ int run(const Options& o) {
     throw std::runtime_error("tap: " + tap.output());
   }
 
-  state.write("gateway.toml", gatewayToml(state, o.devices, o.qos));
+  state.write("gateway.toml", gatewayToml(state, o));
   const double t_spawn = now();
   Process gateway(ns.exec({gatewayBinary(), "run", "-c", state.file("gateway.toml"), "-l", "info"}),
                   state.file("gateway.log"));
@@ -233,6 +278,7 @@ int run(const Options& o) {
   std::this_thread::sleep_for(1s);  // what the tap got up to w1 is in the log by now
   reader.poll();
   const std::size_t msgs = reader.countBetween(w0, w1);
+  const auto latencies = reader.latenciesBetween(w0, w1);
   const long rss_steady = procStatusKb(pid, "VmRSS");
   const long hwm = procStatusKb(pid, "VmHWM");
   const long pss = smapsRollupKb(pid, "Pss");
@@ -250,7 +296,8 @@ int run(const Options& o) {
     std::snprintf(buf, sizeof(buf), f, v);
     return std::string(buf);
   };
-  row("devices x observed resources", std::to_string(o.devices) + " x 2");
+  row("devices x observed resources",
+      std::to_string(o.devices) + " x " + std::to_string(resourcesPerDevice(o)));
   row("sensor interval (ms)", std::to_string(o.interval_ms));
   row("spawn -> first value on MQTT (s)", fmt("%.3f", first_s));
   row("spawn -> median observation's first value (s)", fmt("%.3f", median_s));
@@ -269,6 +316,21 @@ int run(const Options& o) {
   row("gateway CPU per message (us)",
       fmt("%.1f", msgs > 0 ? cpu_s * 1e6 / static_cast<double>(msgs) : -1.0));
   row("simulator CPU (% of one core)", fmt("%.1f", 100 * (sim_cpu1 - sim_cpu0) / window));
+  if (o.latency) {
+    row("stamped messages in the window", std::to_string(latencies.size()));
+    if (!latencies.empty()) {
+      row("sim -> MQTT tap latency, median (ms)", fmt("%.3f", 1e3 * median(latencies)));
+      row("sim -> MQTT tap latency, p99 (ms)",
+          fmt("%.3f", 1e3 * latencies[latencies.size() * 99 / 100]));
+      row("sim -> MQTT tap latency, max (ms)", fmt("%.3f", 1e3 * latencies.back()));
+    }
+    std::printf(
+        "latency: the tap's receive time minus the simulator's send time in the payload; it\n"
+        "includes mosquitto and the mosquitto_sub tap, so it is an upper bound of the\n"
+        "gateway's own part. The simulator sends each interval's %d notifications as one\n"
+        "burst: the last of them wait for the gateway to handle the others.\n",
+        o.devices);
+  }
   std::fflush(stdout);
   gateway.stop(SIGTERM, 15s);
   return 0;
@@ -279,11 +341,13 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   Options o;
   if (int rc = coap2mqtt::bench::parseFlags(
-          argc, argv, "bench_observe", "[--devices N] [--interval MS] [--steady S] [--qos 0|1]",
+          argc, argv, "bench_observe",
+          "[--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency]",
           {{"--devices", {&o.devices, 1, 60000}},
            {"--interval", {&o.interval_ms}},
            {"--steady", {&o.steady_s}},
-           {"--qos", {&o.qos, 0, 2}}});
+           {"--qos", {&o.qos, 0, 2}}},
+          {{"--latency", &o.latency}});
       rc != 0) {
     return rc;
   }
@@ -292,8 +356,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_observe: %s\n", why.c_str());
     return 1;
   }
-  std::printf("observe benchmark: %d simulated devices x 2 observed resources, every %d ms\n",
-              o.devices, o.interval_ms);
+  std::printf("observe benchmark: %d simulated devices x %d observed resource(s), every %d ms%s\n",
+              o.devices, resourcesPerDevice(o), o.interval_ms,
+              o.latency ? ", with latency (/sensors/stamp)" : "");
   try {
     return run(o);
   } catch (const std::exception& e) {

@@ -61,12 +61,18 @@ struct IntFlag {
   long max = 100000000;
 };
 
-// Parses `--name VALUE` options into `flags`. Returns 0 to go on, or the exit code (2) after
-// printing the error or `usage` to stderr.
+// Parses `--name VALUE` options into `flags` and bare `--name` ones into `switches` (set to
+// true). Returns 0 to go on, or the exit code (2) after printing the error or `usage` to
+// stderr.
 inline int parseFlags(int argc, char** argv, const char* program, const std::string& usage,
-                      const std::map<std::string, IntFlag>& flags) {
+                      const std::map<std::string, IntFlag>& flags,
+                      const std::map<std::string, bool*>& switches = {}) {
   try {
     for (int i = 1; i < argc; ++i) {
+      if (const auto on = switches.find(argv[i]); on != switches.end()) {
+        *on->second = true;
+        continue;
+      }
       const auto flag = flags.find(argv[i]);
       if (flag == flags.end()) {
         std::fprintf(stderr, "usage: %s %s\n", program, usage.c_str());

@@ -3,7 +3,7 @@
 //   coap2mqtt-sim --devices N --address 127.0.0.1 --port P [--address-step]
 //                 [--interval MS] [--non | --non-always] [--max-age S]
 //                 [--name-prefix dev] [--log-level L]
-//                 [--multicast GROUP]... [--leisure MS] [--senml]
+//                 [--multicast GROUP]... [--leisure MS] [--senml] [--stamp]
 //
 // Device i is named <prefix><i> and listens on address:(P+i), or with --address-step on
 // (address+i):P. Every device serves the same resource tree (see kResources below).
@@ -65,6 +65,14 @@
 //    {"n":"even","vb":<seq is even>},{"n":"trend","vs":"up"|"down"|"steady"}]
 // <seq> and <temperature> are those of /sensors/counter and /sensors/temp. Without
 // --senml these resources do not exist (tests count the listed resources).
+//
+// Stamp (--stamp): one more observable resource, listed in /.well-known/core after the
+// others (and after the SenML ones), notified at every sensor update like them:
+//   /sensors/stamp       rt="stamp" ct=0 (text/plain)
+// Its payload is the time the response or notification is built (CLOCK_REALTIME, i.e.
+// std::chrono::system_clock), as decimal microseconds since the epoch, e.g.
+// "1718000000123456". bench_observe --latency subtracts it from the time its MQTT tap
+// received the message. Without --stamp the resource does not exist.
 #include <arpa/inet.h>
 #include <coap3/coap.h>
 #include <netinet/in.h>
@@ -113,13 +121,14 @@ struct Options {
   std::vector<in_addr> multicast;  // groups whose GET /.well-known/core every device answers
   int leisure_ms = 2000;           // each device waits a random [0, leisure) ms to answer
   bool senml = false;              // serve /sensors/senml and /sensors/senml-cbor
+  bool stamp = false;              // serve /sensors/stamp (send time, for latency benches)
 };
 
 const char kUsage[] =
     "usage: coap2mqtt-sim --devices N --address ADDR --port P [--address-step]\n"
     "                     [--interval MS] [--non | --non-always] [--max-age S]\n"
     "                     [--name-prefix PREFIX] [--log-level 0-8]\n"
-    "                     [--multicast GROUP]... [--leisure MS] [--senml]\n"
+    "                     [--multicast GROUP]... [--leisure MS] [--senml] [--stamp]\n"
     "  Device i (named PREFIX<i>) listens on ADDR:(P+i), or with --address-step on\n"
     "  (ADDR+i):P (IPv4 only). --interval: sensor update period (default 1000 ms).\n"
     "  --non: NON notifications (libcoap still sends every 5th as CON);\n"
@@ -129,6 +138,8 @@ const char kUsage[] =
     "  delay in [0, --leisure) ms (default 2000).\n"
     "  --senml: also serve observable SenML packs on /sensors/senml (ct 110) and\n"
     "  /sensors/senml-cbor (ct 112), logged as 'SENML <device> <pack as JSON>'.\n"
+    "  --stamp: also serve an observable /sensors/stamp (ct 0) whose value is the time it\n"
+    "  was sent, in microseconds since the epoch (for latency measurements).\n"
     "  stdout: 'READY <N>' once bound, then 'REQ <device> <METHOD> <path> [payload]',\n"
     "  and 'MCAST <n>' per multicast request (n = devices that will answer).\n";
 
@@ -185,6 +196,8 @@ Options parseOptions(int argc, char** argv) {
       o.leisure_ms = parseInt(arg, take(), 1, 3600 * 1000);
     } else if (arg == "--senml") {
       o.senml = true;
+    } else if (arg == "--stamp") {
+      o.stamp = true;
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
@@ -212,6 +225,7 @@ enum class Kind {
   ConfigName,
   SenmlJson,
   SenmlCbor,
+  Stamp,
   Blob,
   WellKnown,
   Unknown
@@ -248,6 +262,9 @@ const ResourceSpec kSenmlResources[] = {
     {Kind::SenmlCbor, "sensors/senml-cbor", "senml", COAP_MEDIATYPE_APPLICATION_SENML_CBOR, true,
      bit(COAP_REQUEST_GET)},
 };
+// With --stamp only; listed in /.well-known/core last.
+const ResourceSpec kStamp = {Kind::Stamp, "sensors/stamp",      "stamp", COAP_MEDIATYPE_TEXT_PLAIN,
+                             true,        bit(COAP_REQUEST_GET)};
 const ResourceSpec kWellKnown = {Kind::WellKnown, ".well-known/core",
                                  nullptr,         COAP_MEDIATYPE_APPLICATION_LINK_FORMAT,
                                  false,           bit(COAP_REQUEST_GET)};
@@ -340,6 +357,12 @@ struct Device {
 
 std::int64_t epochMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::int64_t epochUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
@@ -718,6 +741,7 @@ void Simulator::start() {
   if (opts_.senml) {
     for (const ResourceSpec& spec : kSenmlResources) addResource(spec);
   }
+  if (opts_.stamp) addResource(kStamp);
   addResource(kBlob);
   addResource(kWellKnown);  // ours, so that discovery requests are logged too
   addResource(kUnknown);    // logs (and 4.04s) requests for unknown paths
@@ -860,6 +884,7 @@ void Simulator::tick() {
     coap_resource_notify_observers(resources_.at(Kind::SenmlJson), nullptr);
     coap_resource_notify_observers(resources_.at(Kind::SenmlCbor), nullptr);
   }
+  if (opts_.stamp) coap_resource_notify_observers(resources_.at(Kind::Stamp), nullptr);
 }
 
 void Simulator::logSenml() const {
@@ -981,6 +1006,7 @@ std::string Simulator::wellKnown(std::string_view query) const {
   if (opts_.senml) {
     for (const ResourceSpec& spec : kSenmlResources) listed.push_back(&spec);
   }
+  if (opts_.stamp) listed.push_back(&kStamp);
   std::string out;
   for (const ResourceSpec* listed_spec : listed) {
     const ResourceSpec& spec = *listed_spec;
@@ -1096,6 +1122,10 @@ void Simulator::handle(const ResourceSpec& spec, Device& dev, coap_resource_t* r
     case Kind::SenmlCbor:
       respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct,
               opts_.max_age, senmlCbor(senmlPack(dev)));
+      return;
+    case Kind::Stamp:
+      respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct,
+              opts_.max_age, std::to_string(epochUs()));
       return;
     case Kind::WellKnown:
       respond(resource, session, request, query, response, COAP_RESPONSE_CODE_CONTENT, spec.ct, -1,
