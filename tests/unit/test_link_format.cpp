@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +42,11 @@ struct ValidCase {
   std::string input;
   std::string expected;  // dump() of the result
 };
+
+// ctest lists each case by its name, not by the struct's bytes.
+void PrintTo(const ValidCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class ValidLinkFormat : public ::testing::TestWithParam<ValidCase> {};
 
@@ -130,6 +136,11 @@ struct ErrorCase {
   const char* message_part;  // substring of the error message
   std::size_t max_bytes = std::size_t{64} * 1024;
 };
+
+// ctest lists each case by its name, not by the struct's bytes.
+void PrintTo(const ErrorCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class InvalidLinkFormat : public ::testing::TestWithParam<ErrorCase> {};
 

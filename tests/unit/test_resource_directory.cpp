@@ -6,6 +6,7 @@
 #include <chrono>
 #include <initializer_list>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -199,6 +200,11 @@ struct BadRegistration {
   std::string payload;
 };
 
+// ctest lists each case by its name, not by the struct's bytes.
+void PrintTo(const BadRegistration& c, std::ostream* os) {
+  *os << c.name;
+}
+
 class RdBadRegistrationTest : public ::testing::TestWithParam<BadRegistration> {};
 
 TEST_P(RdBadRegistrationTest, IsBadRequest) {
@@ -274,6 +280,10 @@ struct GoodRegistration {
   const char* name;
   RdQuery query;
 };
+
+void PrintTo(const GoodRegistration& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class RdGoodRegistrationTest : public ::testing::TestWithParam<GoodRegistration> {};
 
@@ -392,6 +402,10 @@ struct BadUpdate {
   std::string payload;
 };
 
+void PrintTo(const BadUpdate& c, std::ostream* os) {
+  *os << c.name;
+}
+
 class RdBadUpdateTest : public ::testing::TestWithParam<BadUpdate> {};
 
 TEST_P(RdBadUpdateTest, IsBadRequestAndChangesNothing) {
@@ -501,6 +515,10 @@ struct RoundTrip {
   std::string input;
   std::string expected;  // the serialised form
 };
+
+void PrintTo(const RoundTrip& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class RdRoundTripTest : public ::testing::TestWithParam<RoundTrip> {};
 
