@@ -53,7 +53,7 @@
 namespace {
 
 using namespace coap2mqtt::test;
-using coap2mqtt::bench::median;
+using coap2mqtt::bench::percentileOfSorted;
 using coap2mqtt::bench::procStatusKb;
 using coap2mqtt::bench::smapsRollupKb;
 
@@ -260,8 +260,8 @@ int run(const Options& o) {
   }
   const double all_s = firsts.back() - t_spawn;
   const double first_s = firsts.front() - t_spawn;
-  const double median_s = firsts[firsts.size() / 2] - t_spawn;
-  const double p99_s = firsts[firsts.size() * 99 / 100] - t_spawn;
+  const double median_s = percentileOfSorted(firsts, 50) - t_spawn;
+  const double p99_s = percentileOfSorted(firsts, 99) - t_spawn;
 
   // Steady state: settle, then CPU over the window and the messages the tap got in it.
   std::this_thread::sleep_for(5s);
@@ -319,9 +319,10 @@ int run(const Options& o) {
   if (o.latency) {
     row("stamped messages in the window", std::to_string(latencies.size()));
     if (!latencies.empty()) {
-      row("sim -> MQTT tap latency, median (ms)", fmt("%.3f", 1e3 * median(latencies)));
+      row("sim -> MQTT tap latency, median (ms)",
+          fmt("%.3f", 1e3 * percentileOfSorted(latencies, 50)));
       row("sim -> MQTT tap latency, p99 (ms)",
-          fmt("%.3f", 1e3 * latencies[latencies.size() * 99 / 100]));
+          fmt("%.3f", 1e3 * percentileOfSorted(latencies, 99)));
       row("sim -> MQTT tap latency, max (ms)", fmt("%.3f", 1e3 * latencies.back()));
     }
     std::printf(

@@ -18,6 +18,12 @@ T median(std::vector<T> v) {
   return v[v.size() / 2];
 }
 
+// The `pct`th percentile of `sorted` (ascending, not empty): no copy, no sort.
+template <typename T>
+const T& percentileOfSorted(const std::vector<T>& sorted, std::size_t pct) {
+  return sorted[sorted.size() * pct / 100];
+}
+
 // A "Name:   123 kB" field of a /proc/<pid>/ file, in KiB; -1 when absent.
 inline long procFieldKb(int pid, const std::string& file, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/" + file);

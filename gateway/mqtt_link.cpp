@@ -532,8 +532,7 @@ void MqttLink::scheduleResend() {
 }
 
 void MqttLink::pushAck(std::uint64_t seq, Ack ack) {
-  auto alive = alive_;
-  if (!*alive) return;
+  if (!*alive_) return;
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(acks_mutex_);
@@ -544,11 +543,14 @@ void MqttLink::pushAck(std::uint64_t seq, Ack ack) {
       acks_wake_posted_ = wake = true;
     }
   }
-  if (wake) {
-    loop_.post([this, alive] {
-      if (*alive) drainAcks();
-    });
-  }
+  if (wake) postDrainAcks();
+}
+
+void MqttLink::postDrainAcks() {
+  auto alive = alive_;
+  loop_.post([this, alive] {
+    if (*alive) drainAcks();
+  });
 }
 
 // Waking the loop for every PUBACK (an eventfd write on paho's receive thread, an epoll
@@ -568,12 +570,7 @@ void MqttLink::paceAcks() {
       std::lock_guard<std::mutex> lock(acks_mutex_);
       if (!acks_wake_posted_ && acks_.size() >= wake_at) acks_wake_posted_ = wake = true;
     }
-    if (wake) {
-      auto alive = alive_;
-      loop_.post([this, alive] {
-        if (*alive) drainAcks();
-      });
-    }
+    if (wake) postDrainAcks();
   }
   if (!inflight_.empty() && ack_sweep_timer_ == 0 && !stopping_) {
     ack_sweep_timer_ = loop_.runAfter(kAckSweep, [this] {

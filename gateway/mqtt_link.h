@@ -122,6 +122,7 @@ class MqttLink {
   void drainQos0();
   void scheduleResend();  // paho refused a message while connected: try again soon
   void pushAck(std::uint64_t seq, Ack ack);  // paho's threads
+  void postDrainAcks();                      // any thread
   void takeAcks();   // applies what paho acknowledged: outbox rows go, the window opens
   void drainAcks();  // takeAcks, then fills the window again
   void paceAcks();

@@ -355,16 +355,14 @@ struct Device {
   std::mt19937 rng;
 };
 
-std::int64_t epochMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::int64_t epochUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+std::int64_t epochMs() {
+  return epochUs() / 1000;
 }
 
 // SenML (RFC 8428). A field is its JSON label, its CBOR label (§6, Table 4) and its value
