@@ -472,6 +472,11 @@ void MqttLink::publish(const std::string& topic, const std::string& payload, int
     }
     return;
   }
+  // The window looks full: take the acknowledgements that came in meanwhile first. Under a
+  // flood of notifications one loop iteration can take tens of milliseconds; refilling the
+  // window only from the posted drain then capped QoS 1 at a window per iteration, and the
+  // backlog that built up made every iteration longer still (20k msg/s offered: 2k/s out).
+  if (connected_) takeAcks();
   pump();
 }
 
@@ -544,6 +549,11 @@ void MqttLink::pushAck(std::uint64_t seq, Ack ack) {
     }
   }
   if (wake) postDrainAcks();
+}
+
+std::size_t MqttLink::acknowledgementsWaiting() const {
+  std::lock_guard<std::mutex> lock(acks_mutex_);
+  return acks_.size();
 }
 
 void MqttLink::postDrainAcks() {

@@ -95,6 +95,8 @@ class MqttLink {
   bool connected() const { return connected_; }
   const MqttStats& stats() const { return stats_; }
   std::size_t outboxSize() const;
+  // PUBACKs paho has reported that the loop has not taken yet (any thread).
+  std::size_t acknowledgementsWaiting() const;
   const registry::OutboxStats& outboxStats() const;
   // Writes the outbox's pending batch now (the link also does this by itself every few ms).
   void flushOutbox();
@@ -163,7 +165,7 @@ class MqttLink {
   std::chrono::steady_clock::time_point flush_retry_at_{};
   RepeatedFailure flush_failures_;  // logged once per interval
 
-  std::mutex acks_mutex_;  // paho's threads -> loop
+  mutable std::mutex acks_mutex_;  // paho's threads -> loop
   std::vector<std::pair<std::uint64_t, Ack>> acks_;
   bool acks_wake_posted_ = false;  // under acks_mutex_: a drainAcks is on its way
   // How many acknowledgements paho's receive thread collects before it wakes the loop

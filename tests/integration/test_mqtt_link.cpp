@@ -125,6 +125,46 @@ TEST(MqttLink, BurstFarBeyondTheWindowArrivesInOrderAndEmptiesTheOutbox) {
   }
 }
 
+// One loop task that runs long (as under a flood of notifications, when one iteration can
+// take tens of milliseconds) while the broker acknowledges the whole window: the next
+// publish takes those acknowledgements and goes out at once. Before, the window refilled
+// only from the drain posted behind the task, so QoS 1 managed one window per iteration,
+// and the backlog made iterations longer still: 20k notifications/s offered, 2k/s out.
+TEST(MqttLink, AcknowledgementsThatCameDuringALongTaskRefillTheWindowAtOnce) {
+  Mosquitto broker;
+  TempDir dir;
+  MqttProbe probe(broker.port(), "link-test/long");
+  constexpr std::size_t kWindow = 20;
+  LinkRunner runner(broker, dir, kWindow);
+  ASSERT_TRUE(runner.waitConnected());
+  struct Counts {
+    std::uint64_t first = 0;   // handed to paho by the first kWindow publishes
+    bool all_acked = false;    // paho reported all their PUBACKs within the task
+    std::uint64_t second = 0;  // handed to paho by the next 10
+  };
+  const Counts c = runner.onLoop([](MqttLink& link) {
+    Counts out;
+    const std::uint64_t start = link.stats().published;
+    for (std::size_t i = 0; i < kWindow; ++i)
+      link.publish("link-test/long", payloadOf(int(i)), 1, false);
+    out.first = link.stats().published - start;
+    // Still inside the task: the loop cannot run a posted drain meanwhile.
+    out.all_acked = waitUntil([&] { return link.acknowledgementsWaiting() >= kWindow; }, 10s);
+    for (int i = 0; i < 10; ++i)
+      link.publish("link-test/long", payloadOf(int(kWindow) + i), 1, false);
+    out.second = link.stats().published - start - out.first;
+    return out;
+  });
+  EXPECT_EQ(c.first, kWindow);
+  ASSERT_TRUE(c.all_acked);
+  EXPECT_EQ(c.second, 10u) << "the window stayed full of acknowledged messages";
+  ASSERT_TRUE(probe.waitForCount("link-test/long", kWindow + 10, 10s));
+  const auto got = probe.messagesOn("link-test/long");
+  for (std::size_t i = 0; i < kWindow + 10; ++i) EXPECT_EQ(got[i].payload, payloadOf(int(i)));
+  EXPECT_TRUE(waitUntil(
+      [&] { return runner.onLoop([](MqttLink& link) { return link.outboxSize() == 0; }); }, 5s));
+}
+
 // Posts from many threads at once: each task runs once, and one thread's tasks in order
 // (a post behind a waiting one does not wake the loop again, but is not lost either).
 TEST(EventLoopPost, ConcurrentPostsAllRunInOrderPerThread) {
