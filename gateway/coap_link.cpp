@@ -53,8 +53,12 @@ struct CoapCallbacks {
     if (link(session) == nullptr) return COAP_RESPONSE_OK;  // a server-side session
     try {
       const bool ok = link(session)->onResponse(session, received);
-      // libcoap sends the ACK of a CON response when this returns.
-      if (ok && coap_pdu_get_type(received) == COAP_MESSAGE_CON) link(session)->beforeAck();
+      // libcoap ACKs a CON response when this returns, unless it is a NON by then
+      // (coap_send_ack looks at the type): a held ACK is ours to send later.
+      if (ok && coap_pdu_get_type(received) == COAP_MESSAGE_CON &&
+          link(session)->holdAck(session, coap_pdu_get_mid(received))) {
+        coap_pdu_set_type(const_cast<coap_pdu_t*>(received), COAP_MESSAGE_NON);
+      }
       return ok ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
     } catch (const std::exception& e) {
       spdlog::error("coap: response handler failed: {}", e.what());
@@ -486,12 +490,14 @@ int CoapLink::onResponse(coap_session_t* session, const void* received_ptr) {
   spdlog::trace("coap: response token {:016x} observe {} {}",
                 token_bin.length == 8 ? tokenValue(token_bin.s) : 0, observe_value.value_or(0),
                 it == exchanges_.end() ? "unknown" : "matched");
+  responding_device_.clear();
   if (it == exchanges_.end()) {
     ++stats_.unknown_token;
     // A notification nobody wants: RST makes the device forget the observation.
     return observe_value ? 0 : 1;
   }
   Exchange& exchange = *it->second;
+  responding_device_ = exchange.device;
   if (exchange.observe && observe_value && coap_pdu_get_type(received) == COAP_MESSAGE_CON) {
     auto device = devices_.find(exchange.device);
     if (device != devices_.end() && device->second->session == session) {
@@ -534,6 +540,22 @@ int CoapLink::onResponse(coap_session_t* session, const void* received_ptr) {
   if (done->timer != 0) loop_.cancel(done->timer);
   done->handler(response, {});
   return 1;
+}
+
+bool CoapLink::holdAck(coap_session_t* session, int mid) {
+  if (!hold_ack_ || responding_device_.empty() || !hold_ack_()) return false;
+  held_acks_.push_back(HeldAck{responding_device_, session, mid});
+  return true;
+}
+
+void CoapLink::releaseHeldAcks() {
+  for (const HeldAck& held : std::exchange(held_acks_, {})) {
+    auto it = devices_.find(held.device);
+    // A new session (a reset, the device removed): the device retransmits to it instead.
+    if (it != devices_.end() && it->second->session == held.session) {
+      sendEmptyAck(held.session, held.mid);
+    }
+  }
 }
 
 void CoapLink::noteConNotification(Device& device, int mid) {

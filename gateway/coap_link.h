@@ -110,10 +110,12 @@ class CoapLink {
   // Every other path (e.g. the RD's registration resources "/rd/<n>").
   void serveUnknown(ServerHandler handler);
 
-  // Runs after the handler of a response that came in a CON message and before libcoap
-  // ACKs it, e.g. to make what the handler queued durable first: once ACKed, the device
-  // will not send it again.
-  void setBeforeAck(std::function<void()> before_ack) { before_ack_ = std::move(before_ack); }
+  // Asked after the handler of a response that came in a CON message, before libcoap ACKs
+  // it: true holds the ACK back until releaseHeldAcks(), e.g. until what the handler queued
+  // is durable (once ACKed, the device will not send it again).
+  void setHoldAck(std::function<bool()> hold_ack) { hold_ack_ = std::move(hold_ack); }
+  // Sends the ACKs held back so far (to devices that still have the same session).
+  void releaseHeldAcks();
 
   const CoapStats& stats() const { return stats_; }
 
@@ -123,9 +125,7 @@ class CoapLink {
 
   // libcoap callbacks (noexcept trampolines into these).
   int onResponse(coap_session_t* session, const void* received);
-  void beforeAck() {
-    if (before_ack_) before_ack_();
-  }
+  bool holdAck(coap_session_t* session, int mid);
   void onNack(coap_session_t* session, const void* sent, int reason, int mid);
   void processIo();
   void noteConNotification(Device& device, int mid);
@@ -156,7 +156,14 @@ class CoapLink {
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
   std::uint64_t next_token_;
   CoapStats stats_;
-  std::function<void()> before_ack_;
+  std::function<bool()> hold_ack_;
+  std::string responding_device_;  // of the response being handled ("" when unmatched)
+  struct HeldAck {
+    std::string device;
+    coap_session_t* session;  // compared only, never used if the device has another now
+    int mid;
+  };
+  std::vector<HeldAck> held_acks_;
 
   struct Ping {
     std::string device;

@@ -37,8 +37,7 @@ CommandQueue::~CommandQueue() {
   }
 }
 
-bool CommandQueue::takeToken(Lane& lane, const bridge::RateLimit& rate,
-                             TimePoint now) {
+bool CommandQueue::takeToken(Lane& lane, const bridge::RateLimit& rate, TimePoint now) {
   const double capacity = rate.count;
   if (lane.tokens < 0) {
     lane.tokens = capacity;

@@ -638,7 +638,16 @@ void MqttLink::scheduleFlush() {
       });
 }
 
+bool MqttLink::flushPending() const {
+  return outbox_->hasPending() && flush_retry_at_ == std::chrono::steady_clock::time_point{};
+}
+
 void MqttLink::flushOutbox() {
+  writeOutbox();
+  if (on_flushed_) on_flushed_();
+}
+
+void MqttLink::writeOutbox() {
   if (flush_timer_ != 0) {
     loop_.cancel(flush_timer_);
     flush_timer_ = 0;

@@ -100,6 +100,11 @@ class MqttLink {
   const registry::OutboxStats& outboxStats() const;
   // Writes the outbox's pending batch now (the link also does this by itself every few ms).
   void flushOutbox();
+  // True while appended messages (or removals) wait for the next flush and the file is
+  // writable; false while flushes fail (memory holds them until the file takes them).
+  bool flushPending() const;
+  // Runs after every flush attempt (also a failed one): what waited for it may go on.
+  void setOnFlushed(std::function<void()> handler) { on_flushed_ = std::move(handler); }
 
  private:
   enum class Ack { Delivered, Rejected, Failed };
@@ -129,6 +134,7 @@ class MqttLink {
   void drainAcks();  // takeAcks, then fills the window again
   void paceAcks();
   void scheduleFlush();
+  void writeOutbox();  // flushOutbox() without on_flushed_
   void reportDrops();
 
   EventLoop& loop_;
@@ -142,6 +148,7 @@ class MqttLink {
   std::unique_ptr<mqtt::ssl_options> ssl_;  // built at the first connect
   std::unique_ptr<mqtt::async_client> client_;
   std::function<void()> on_connected_;
+  std::function<void()> on_flushed_;
   MessageHandler on_message_;
   std::vector<std::pair<std::string, int>> subscriptions_;
   std::chrono::milliseconds retry_delay_{500};
