@@ -2,7 +2,12 @@
 // (/sensors/counter and /sensors/temp), all configured statically, in a fresh network
 // namespace on its loopback (needs root).
 //
-//   bench_observe [--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency]
+//   bench_observe [--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency] [--non]
+//
+// --non makes the simulator notify in NON messages (libcoap still sends every 5th as CON)
+// instead of CON ones. A CON notification is ACKed only once its message is in the outbox,
+// and the device sends the next one only after that ACK: CON paces the devices to what the
+// gateway takes, NON does not (past that rate the outbox grows and finally drops its oldest).
 //
 // --latency observes one resource per device instead: the simulator's /sensors/stamp
 // (--stamp), whose payload is the time the simulator built the notification (microseconds
@@ -68,6 +73,7 @@ struct Options {
   int steady_s = 30;
   int qos = 0;           // of the rules; 1 puts every message through the outbox
   bool latency = false;  // observe /sensors/stamp only and measure per-message latency
+  bool non = false;      // NON notifications instead of CON
 };
 
 // Observed resources per device.
@@ -213,6 +219,7 @@ int run(const Options& o) {
                deviceAddress(0), "--address-step", "--port", std::to_string(kCoapPort),
                "--interval", std::to_string(o.interval_ms)});
   if (o.latency) sim_command.push_back("--stamp");  // exec() only puts `ip netns exec` in front
+  if (o.non) sim_command.push_back("--non");
   Process sim(sim_command, ns.file("sim.log"));
   if (!sim.waitForOutput("READY", 60s)) throw std::runtime_error("sim: " + sim.output());
 
@@ -285,6 +292,16 @@ int run(const Options& o) {
   const long private_dirty = smapsRollupKb(pid, "Private_Dirty");
   const double cpu_s = cpu1 - cpu0;
   const double window = w1 - w0;
+  // The gateway's own counts, from the stats line it logs when it stops (whole run).
+  gateway.stop(SIGTERM, 15s);
+  const std::string log = gateway.output();
+  const auto stats_at = log.rfind("stats: ");
+  auto statCount = [&](const std::string& key) -> std::string {
+    if (stats_at == std::string::npos) return "?";
+    const auto at = log.find("\"" + key + "\":", stats_at);
+    if (at == std::string::npos) return "?";
+    return std::to_string(std::strtoll(log.c_str() + at + key.size() + 3, nullptr, 10));
+  };
 
   std::printf("| %-52s | %14s |\n", "metric", "value");
   std::printf("|%s|%s|\n", std::string(54, '-').c_str(), std::string(16, '-').c_str());
@@ -316,6 +333,10 @@ int run(const Options& o) {
   row("gateway CPU per message (us)",
       fmt("%.1f", msgs > 0 ? cpu_s * 1e6 / static_cast<double>(msgs) : -1.0));
   row("simulator CPU (% of one core)", fmt("%.1f", 100 * (sim_cpu1 - sim_cpu0) / window));
+  row("notifications taken (whole run)", statCount("notifications"));
+  row("QoS 1 acknowledged by the broker (whole run)", statCount("delivered"));
+  row("left in the outbox at shutdown", statCount("outbox"));
+  row("dropped from a full outbox", statCount("outbox_dropped"));
   if (o.latency) {
     row("stamped messages in the window", std::to_string(latencies.size()));
     if (!latencies.empty()) {
@@ -333,7 +354,6 @@ int run(const Options& o) {
         o.devices);
   }
   std::fflush(stdout);
-  gateway.stop(SIGTERM, 15s);
   return 0;
 }
 
@@ -343,12 +363,12 @@ int main(int argc, char** argv) {
   Options o;
   if (int rc = coap2mqtt::bench::parseFlags(
           argc, argv, "bench_observe",
-          "[--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency]",
+          "[--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency] [--non]",
           {{"--devices", {&o.devices, 1, 60000}},
            {"--interval", {&o.interval_ms}},
            {"--steady", {&o.steady_s}},
            {"--qos", {&o.qos, 0, 2}}},
-          {{"--latency", &o.latency}});
+          {{"--latency", &o.latency}, {"--non", &o.non}});
       rc != 0) {
     return rc;
   }
@@ -357,9 +377,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_observe: %s\n", why.c_str());
     return 1;
   }
-  std::printf("observe benchmark: %d simulated devices x %d observed resource(s), every %d ms%s\n",
-              o.devices, resourcesPerDevice(o), o.interval_ms,
-              o.latency ? ", with latency (/sensors/stamp)" : "");
+  std::printf(
+      "observe benchmark: %d simulated devices x %d observed resource(s), every %d ms, %s, QoS "
+      "%d%s\n",
+      o.devices, resourcesPerDevice(o), o.interval_ms, o.non ? "NON" : "CON", o.qos,
+      o.latency ? ", with latency (/sensors/stamp)" : "");
   try {
     return run(o);
   } catch (const std::exception& e) {
