@@ -26,9 +26,14 @@ struct CoapLink::Device {
   // notification (NSTART=1) and finally forgets the observation. We cannot see the
   // retransmission, so while the device stays quiet after a CON notification we ACK it
   // again, on a back-off, until the device would have given up anyway.
+  // The same for a CON notification we rejected with a RST (an observation we no longer
+  // know, e.g. the one a re-registration replaced): a lost RST leaves the device
+  // retransmitting into the same silence, and NSTART=1 then holds back the notifications
+  // of the new registration too. While it stays quiet we RST that notification again.
   std::optional<int> last_con_mid;
-  NotificationPace con_pace;  // of CON notifications; last() is when last_con_mid came
-  unsigned reacks = 0;        // extra ACKs sent for last_con_mid
+  bool last_con_rejected = false;  // last_con_mid was answered with a RST, not an ACK
+  NotificationPace con_pace;       // of CON notifications; last() is when last_con_mid came
+  unsigned reacks = 0;             // extra ACKs sent for last_con_mid
   EventLoop::TimerId reack_timer = 0;
 };
 
@@ -493,8 +498,17 @@ int CoapLink::onResponse(coap_session_t* session, const void* received_ptr) {
   responding_device_.clear();
   if (it == exchanges_.end()) {
     ++stats_.unknown_token;
+    if (!observe_value) return 1;
     // A notification nobody wants: RST makes the device forget the observation.
-    return observe_value ? 0 : 1;
+    if (coap_pdu_get_type(received) == COAP_MESSAGE_CON) {
+      for (auto& [name, device] : devices_) {
+        if (device->session != session) continue;
+        noteConNotification(*device, coap_pdu_get_mid(received));
+        device->last_con_rejected = true;
+        break;
+      }
+    }
+    return 0;
   }
   Exchange& exchange = *it->second;
   responding_device_ = exchange.device;
@@ -561,6 +575,7 @@ void CoapLink::releaseHeldAcks() {
 void CoapLink::noteConNotification(Device& device, int mid) {
   device.con_pace.note(std::chrono::steady_clock::now());
   device.last_con_mid = mid;
+  device.last_con_rejected = false;
   device.reacks = 0;
   if (device.reack_timer == 0) armReack(device);
 }
@@ -569,6 +584,7 @@ void CoapLink::forgetConNotification(Device& device) {
   if (device.reack_timer != 0) loop_.cancel(device.reack_timer);
   device.reack_timer = 0;
   device.last_con_mid.reset();
+  device.last_con_rejected = false;
   device.con_pace.reset();
   device.reacks = 0;
 }
@@ -602,9 +618,13 @@ void CoapLink::armReack(Device& device) {
         if (!d.last_con_mid) return;
         // A newer notification moved the deadline: nothing to do yet.
         if (std::chrono::steady_clock::now() >= d.con_pace.last() + reackDelay(d)) {
-          spdlog::debug("coap: {} quiet since CON notification mid {}: ACK again", d.name,
-                        *d.last_con_mid);
-          sendEmptyAck(d.session, *d.last_con_mid);
+          spdlog::debug("coap: {} quiet since CON notification mid {}: {} again", d.name,
+                        *d.last_con_mid, d.last_con_rejected ? "RST" : "ACK");
+          if (d.last_con_rejected) {
+            sendEmptyRst(d.session, *d.last_con_mid);
+          } else {
+            sendEmptyAck(d.session, *d.last_con_mid);
+          }
           ++d.reacks;
           ++stats_.extra_acks;
         }
@@ -618,6 +638,13 @@ void CoapLink::sendEmptyAck(coap_session_t* session, int mid) {
   coap_pdu_t* stand_in = coap_pdu_init(COAP_MESSAGE_CON, COAP_EMPTY_CODE, mid, 0);
   if (stand_in == nullptr) return;
   coap_send_ack(session, stand_in);
+  coap_delete_pdu(stand_in);
+}
+
+void CoapLink::sendEmptyRst(coap_session_t* session, int mid) {
+  coap_pdu_t* stand_in = coap_pdu_init(COAP_MESSAGE_CON, COAP_EMPTY_CODE, mid, 0);
+  if (stand_in == nullptr) return;
+  coap_send_rst(session, stand_in);
   coap_delete_pdu(stand_in);
 }
 

@@ -133,6 +133,7 @@ class CoapLink {
   void armReack(Device& device);
   std::chrono::steady_clock::duration reackDelay(const Device& device) const;
   static void sendEmptyAck(coap_session_t* session, int mid);
+  static void sendEmptyRst(coap_session_t* session, int mid);
   std::vector<std::function<void(bool)>> takePings(const std::string& device);
   void releaseLater(coap_session_t* session);
   void discardSession(coap_session_t* session);

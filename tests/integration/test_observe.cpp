@@ -25,12 +25,14 @@ namespace {
 // A scripted CoAP device on a UDP socket: answers discovery and the observe registration
 // of /seq itself, then sends the notifications the test asks for, in the order given: NON,
 // or CON when `on_ack` is set, which is called with each notification's value as soon as
-// its ACK arrives.
+// its ACK arrives. With `stray`, it then sends one CON notification of an observation the
+// gateway never made, acts as if the gateway's RST were lost (sends it again, as a device
+// that did not hear it would) and counts the RSTs that come for it (strayRsts()).
 class ScriptedDevice {
  public:
   explicit ScriptedDevice(std::vector<std::uint32_t> sequence,
-                          std::function<void(std::uint32_t)> on_ack = {})
-      : sequence_(std::move(sequence)), on_ack_(std::move(on_ack)) {
+                          std::function<void(std::uint32_t)> on_ack = {}, bool stray = false)
+      : sequence_(std::move(sequence)), on_ack_(std::move(on_ack)), stray_(stray) {
     fd_ = socket(AF_INET, SOCK_DGRAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -48,6 +50,7 @@ class ScriptedDevice {
   }
   int port() const { return port_; }
   bool registered() const { return registered_; }
+  int strayRsts() const { return stray_rsts_; }
 
  private:
   struct Request {
@@ -84,7 +87,9 @@ class ScriptedDevice {
   }
 
   // Waits up to 2 s for the ACK of `mid` (requests arriving meanwhile are not answered).
-  bool awaitAck(std::uint16_t mid) {
+  bool awaitAck(std::uint16_t mid) { return awaitReply(mid, 2); }
+  // Waits up to 2 s for an ACK (type 2) or RST (type 3) of `mid`.
+  bool awaitReply(std::uint16_t mid, std::uint8_t type) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (!stop_ && std::chrono::steady_clock::now() < deadline) {
       pollfd p{fd_, POLLIN, 0};
@@ -92,7 +97,7 @@ class ScriptedDevice {
       char buf[1500];
       ssize_t n = recv(fd_, buf, sizeof buf, 0);
       auto r = parse(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
-      if (r && r->type == 2 && r->mid == mid) return true;
+      if (r && r->type == type && r->mid == mid) return true;
     }
     return false;
   }
@@ -152,6 +157,17 @@ class ScriptedDevice {
                        std::to_string(sequence_[k])));
           if (on_ack_ && awaitAck(this_mid)) on_ack_(sequence_[k]);
         }
+        if (stray_) {
+          const std::uint16_t stray_mid = mid++;
+          const std::string stray = message(0, stray_mid, "stray-tk", 99, 0, "99");
+          send(stray);
+          if (awaitReply(stray_mid, 3)) ++stray_rsts_;
+          send(stray);  // the retransmission: the gateway's libcoap takes it for a duplicate
+          const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+          while (!stop_ && std::chrono::steady_clock::now() < until) {
+            if (awaitReply(stray_mid, 3)) ++stray_rsts_;
+          }
+        }
       } else {
         send(message(2, r->mid, r->token, std::nullopt, 0, ""));
       }
@@ -160,6 +176,8 @@ class ScriptedDevice {
 
   std::vector<std::uint32_t> sequence_;
   std::function<void(std::uint32_t)> on_ack_;
+  bool stray_ = false;
+  std::atomic<int> stray_rsts_{0};
   int fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
@@ -225,6 +243,27 @@ TEST(Observe, AckedConNotificationIsInTheOutboxEvenIfTheGatewayDiesAtOnce) {
   }
   // The registration's answer (1) and every ACKed notification, in order.
   EXPECT_EQ(stored, (std::vector<std::string>{"1", "2", "3", "4", "5", "6"})) << gateway->output();
+}
+
+// libcoap#1306 again, for a notification we reject: the gateway RSTs a CON notification of
+// an observation it does not know, and when that RST is lost its libcoap drops the
+// retransmission as a duplicate without answering. The device would retransmit into that
+// silence for up to MAX_TRANSMIT_SPAN, and NSTART=1 holds back every notification of the
+// gateway's new registration meanwhile (a 20 % loss run once stayed silent after healing).
+// While the device stays quiet, the gateway sends the RST again.
+TEST(Observe, RejectedConNotificationIsRejectedAgainWhenTheDeviceRetransmitsIt) {
+  TempDir dir;
+  Mosquitto broker;
+  ScriptedDevice device(
+      {1, 2, 3}, [](std::uint32_t) {}, true);
+  auto gateway =
+      startGateway(dir, baseConfig(broker, dir) + "[[coap.device]]\nname = \"scripted\"\nuri = " +
+                            "\"coap://127.0.0.1:" + std::to_string(device.port()) +
+                            "\"\n\n[[rule]]\nname = \"seq\"\nmatch = { path = \"/seq\" }\n"
+                            "topic = \"c2m/{device}/{path}\"\npayload = \"raw\"\n");
+  EXPECT_TRUE(waitUntil([&] { return device.strayRsts() >= 2; }, 20s))
+      << device.strayRsts() << " RST(s)\n"
+      << gateway->output();
 }
 
 TEST(Observe, FourKilobyteResourceArrivesWholeThroughBlockwise) {
