@@ -131,6 +131,7 @@ class MqttLink {
   void pushAck(std::uint64_t seq, Ack ack);  // paho's threads
   void postDrainAcks();                      // any thread
   void takeAcks();   // applies what paho acknowledged: outbox rows go, the window opens
+  bool applyAcks();  // takeAcks without scheduling the flush; true when there were any
   void drainAcks();  // takeAcks, then fills the window again
   void paceAcks();
   void scheduleFlush();

@@ -395,6 +395,12 @@ void Outbox::flush() {
     rows.push_back(&m);
     inserted.push_back(e);
   }
+  if (rows.empty() && pending_deletes_.empty()) {
+    // All acknowledged before they were written: no transaction at all.
+    pending_.clear();
+    first_pending_.reset();
+    return;
+  }
   try {
     d.step(d.begin.get(), "BEGIN");
   } catch (...) {

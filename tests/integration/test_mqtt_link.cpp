@@ -165,6 +165,35 @@ TEST(MqttLink, AcknowledgementsThatCameDuringALongTaskRefillTheWindowAtOnce) {
       [&] { return runner.onLoop([](MqttLink& link) { return link.outboxSize() == 0; }); }, 5s));
 }
 
+// A flush takes the PUBACKs that are waiting first: what they acknowledge is never written.
+TEST(MqttLink, AFlushAfterThePubacksWritesNothing) {
+  Mosquitto broker;
+  TempDir dir;
+  MqttProbe probe(broker.port(), "link-test/flush");
+  LinkRunner runner(broker, dir, 100);
+  ASSERT_TRUE(runner.waitConnected());
+  struct Result {
+    bool all_acked = false;
+    std::uint64_t written = 0;
+    std::size_t left = 0;
+  };
+  const Result r = runner.onLoop([](MqttLink& link) {
+    Result out;
+    const std::uint64_t before = link.outboxStats().written;
+    for (int i = 0; i < 10; ++i) link.publish("link-test/flush", payloadOf(i), 1, false);
+    // Inside one task: no sweep and no timer can take the PUBACKs before the flush does.
+    out.all_acked = waitUntil([&] { return link.acknowledgementsWaiting() >= 10; }, 10s);
+    link.flushOutbox();
+    out.written = link.outboxStats().written - before;
+    out.left = link.outboxSize();
+    return out;
+  });
+  ASSERT_TRUE(r.all_acked);
+  EXPECT_EQ(r.written, 0u) << "acknowledged messages were written to the file";
+  EXPECT_EQ(r.left, 0u);
+  EXPECT_TRUE(probe.waitForCount("link-test/flush", 10, 10s));
+}
+
 // Posts from many threads at once: each task runs once, and one thread's tasks in order
 // (a post behind a waiting one does not wake the loop again, but is not lost either).
 TEST(EventLoopPost, ConcurrentPostsAllRunInOrderPerThread) {
