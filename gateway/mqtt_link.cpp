@@ -273,6 +273,9 @@ void MqttLink::start() {
   if (outbox_->size() > 0) {
     spdlog::info("mqtt: {} message(s) from the last run wait in the outbox", outbox_->size());
   }
+  // Opening it with smaller bounds may have dropped stored messages: their deletes wait for
+  // a flush, and so would an ACK held back for it (flushPending()).
+  scheduleFlush();
   connect();
 }
 

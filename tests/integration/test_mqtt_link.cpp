@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <future>
 #include <string>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "gateway/config.h"
 #include "gateway/event_loop.h"
 #include "gateway/mqtt_link.h"
+#include "registry/outbox.h"
 #include "tests/integration/harness.h"
 
 namespace coap2mqtt::test {
@@ -23,10 +25,12 @@ using gateway::MqttLink;
 // A link on its own loop thread, connected to `broker`.
 class LinkRunner {
  public:
-  LinkRunner(const Mosquitto& broker, const TempDir& dir, std::size_t max_inflight) {
+  LinkRunner(const Mosquitto& broker, const TempDir& dir, std::size_t max_inflight,
+             std::size_t max_messages = gateway::MqttBufferConfig{}.max_messages) {
     config_.uri = broker.uri();
     config_.client_id = "link-test";
     config_.max_inflight = max_inflight;
+    config_.buffer.max_messages = max_messages;
     link_ =
         std::make_unique<MqttLink>(loop_, config_, MqttLink::openOutbox(dir.file("state"), config_),
                                    "link-test/state", "offline");
@@ -192,6 +196,34 @@ TEST(MqttLink, AFlushAfterThePubacksWritesNothing) {
   EXPECT_EQ(r.written, 0u) << "acknowledged messages were written to the file";
   EXPECT_EQ(r.left, 0u);
   EXPECT_TRUE(probe.waitForCount("link-test/flush", 10, 10s));
+}
+
+// Stored messages that smaller bounds drop when the link opens its outbox are deleted from
+// the file by themselves, with no broker and no other traffic to trigger a flush (an ACK
+// held back for the next flush would otherwise wait for one too).
+TEST(MqttLink, MessagesDroppedBySmallerBoundsAtStartAreDeletedWithoutTraffic) {
+  Mosquitto broker;
+  broker.stop();
+  TempDir dir;
+  {
+    std::filesystem::create_directories(dir.file("state"));
+    registry::Outbox box(dir.file("state") + "/outbox.db", {});
+    for (int i = 0; i < 10; ++i) box.append("link-test/stored", payloadOf(i), 1, false);
+    box.flush();
+  }
+  {
+    LinkRunner runner(broker, dir, 100, 4);
+    EXPECT_TRUE(waitUntil(
+        [&] {
+          return runner.onLoop([](MqttLink& link) { return link.outboxStats().commits >= 1; });
+        },
+        5s));
+    EXPECT_EQ(runner.onLoop([](MqttLink& link) { return link.outboxSize(); }), 4u);
+  }
+  registry::Outbox reopened(dir.file("state") + "/outbox.db", {});
+  const auto left = reopened.read(0, 100);
+  ASSERT_EQ(left.size(), 4u);
+  EXPECT_EQ(left.front().payload, payloadOf(6));
 }
 
 // Posts from many threads at once: each task runs once, and one thread's tasks in order
