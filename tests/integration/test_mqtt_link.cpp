@@ -65,6 +65,16 @@ class LinkRunner {
   std::thread thread_;
 };
 
+// A broker, a probe subscribed to `topic` and a link on a window of `window`.
+struct LinkUnderTest {
+  LinkUnderTest(const std::string& topic, std::size_t window)
+      : probe(broker.port(), topic), runner(broker, dir, window) {}
+  Mosquitto broker;
+  TempDir dir;
+  MqttProbe probe;
+  LinkRunner runner;
+};
+
 std::string payloadOf(int i) {
   return "value " + std::to_string(i);
 }
@@ -73,10 +83,9 @@ std::string payloadOf(int i) {
 // wakes the loop (see MqttLink::paceAcks), yet every delivered message leaves the outbox
 // soon after its PUBACK, with no further traffic to carry the news.
 TEST(MqttLink, AcknowledgedMessagesLeaveTheOutboxWithoutFurtherTraffic) {
-  Mosquitto broker;
-  TempDir dir;
-  MqttProbe probe(broker.port(), "link-test/values");
-  LinkRunner runner(broker, dir, 100);
+  LinkUnderTest t("link-test/values", 100);
+  auto& probe = t.probe;
+  auto& runner = t.runner;
   ASSERT_TRUE(runner.waitConnected());
   for (int i = 0; i < 10; ++i) {
     runner.onLoop([i](MqttLink& link) {
@@ -135,11 +144,10 @@ TEST(MqttLink, BurstFarBeyondTheWindowArrivesInOrderAndEmptiesTheOutbox) {
 // only from the drain posted behind the task, so QoS 1 managed one window per iteration,
 // and the backlog made iterations longer still: 20k notifications/s offered, 2k/s out.
 TEST(MqttLink, AcknowledgementsThatCameDuringALongTaskRefillTheWindowAtOnce) {
-  Mosquitto broker;
-  TempDir dir;
-  MqttProbe probe(broker.port(), "link-test/long");
   constexpr std::size_t kWindow = 20;
-  LinkRunner runner(broker, dir, kWindow);
+  LinkUnderTest t("link-test/long", kWindow);
+  auto& probe = t.probe;
+  auto& runner = t.runner;
   ASSERT_TRUE(runner.waitConnected());
   struct Counts {
     std::uint64_t first = 0;   // handed to paho by the first kWindow publishes
@@ -171,10 +179,9 @@ TEST(MqttLink, AcknowledgementsThatCameDuringALongTaskRefillTheWindowAtOnce) {
 
 // A flush takes the PUBACKs that are waiting first: what they acknowledge is never written.
 TEST(MqttLink, AFlushAfterThePubacksWritesNothing) {
-  Mosquitto broker;
-  TempDir dir;
-  MqttProbe probe(broker.port(), "link-test/flush");
-  LinkRunner runner(broker, dir, 100);
+  LinkUnderTest t("link-test/flush", 100);
+  auto& probe = t.probe;
+  auto& runner = t.runner;
   ASSERT_TRUE(runner.waitConnected());
   struct Result {
     bool all_acked = false;
