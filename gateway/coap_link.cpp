@@ -513,9 +513,8 @@ int CoapLink::onResponse(coap_session_t* session, const void* received_ptr) {
   Exchange& exchange = *it->second;
   responding_device_ = exchange.device;
   if (exchange.observe && observe_value && coap_pdu_get_type(received) == COAP_MESSAGE_CON) {
-    auto device = devices_.find(exchange.device);
-    if (device != devices_.end() && device->second->session == session) {
-      noteConNotification(*device->second, coap_pdu_get_mid(received));
+    if (Device* device = deviceOn(exchange.device, session)) {
+      noteConNotification(*device, coap_pdu_get_mid(received));
     }
   }
   CoapResponse response;
@@ -564,10 +563,9 @@ bool CoapLink::holdAck(coap_session_t* session, int mid) {
 
 void CoapLink::releaseHeldAcks() {
   for (const HeldAck& held : std::exchange(held_acks_, {})) {
-    auto it = devices_.find(held.device);
     // A new session (a reset, the device removed): the device retransmits to it instead.
-    if (it != devices_.end() && it->second->session == held.session) {
-      sendEmptyAck(held.session, held.mid);
+    if (deviceOn(held.device, held.session) != nullptr) {
+      sendEmptyReply(held.session, held.mid, false);
     }
   }
 }
@@ -620,11 +618,7 @@ void CoapLink::armReack(Device& device) {
         if (std::chrono::steady_clock::now() >= d.con_pace.last() + reackDelay(d)) {
           spdlog::debug("coap: {} quiet since CON notification mid {}: {} again", d.name,
                         *d.last_con_mid, d.last_con_rejected ? "RST" : "ACK");
-          if (d.last_con_rejected) {
-            sendEmptyRst(d.session, *d.last_con_mid);
-          } else {
-            sendEmptyAck(d.session, *d.last_con_mid);
-          }
+          sendEmptyReply(d.session, *d.last_con_mid, d.last_con_rejected);
           ++d.reacks;
           ++stats_.extra_acks;
         }
@@ -632,20 +626,22 @@ void CoapLink::armReack(Device& device) {
       });
 }
 
-void CoapLink::sendEmptyAck(coap_session_t* session, int mid) {
-  // coap_send_ack() answers a CON with an empty ACK of the same message id; a stand-in CON
-  // carrying that id is all it reads.
+void CoapLink::sendEmptyReply(coap_session_t* session, int mid, bool reset) {
+  // coap_send_ack() / coap_send_rst() answer a CON with an empty ACK / RST of the same
+  // message id; a stand-in CON carrying that id is all they read.
   coap_pdu_t* stand_in = coap_pdu_init(COAP_MESSAGE_CON, COAP_EMPTY_CODE, mid, 0);
   if (stand_in == nullptr) return;
-  coap_send_ack(session, stand_in);
+  if (reset) {
+    coap_send_rst(session, stand_in);
+  } else {
+    coap_send_ack(session, stand_in);
+  }
   coap_delete_pdu(stand_in);
 }
 
-void CoapLink::sendEmptyRst(coap_session_t* session, int mid) {
-  coap_pdu_t* stand_in = coap_pdu_init(COAP_MESSAGE_CON, COAP_EMPTY_CODE, mid, 0);
-  if (stand_in == nullptr) return;
-  coap_send_rst(session, stand_in);
-  coap_delete_pdu(stand_in);
+CoapLink::Device* CoapLink::deviceOn(std::string_view name, const coap_session_t* session) {
+  auto it = devices_.find(name);
+  return it != devices_.end() && it->second->session == session ? it->second.get() : nullptr;
 }
 
 void CoapLink::onNack(coap_session_t* session, const void* sent_ptr, int reason, int mid) {
@@ -672,9 +668,7 @@ void CoapLink::onNack(coap_session_t* session, const void* sent_ptr, int reason,
     auto it = exchanges_.find(token);
     if (it != exchanges_.end()) {
       loop_.runAfter(std::chrono::milliseconds(0), [this, device = it->second->device, session] {
-        auto d = devices_.find(device);
-        if (d != devices_.end() && d->second->session == session)
-          resetSession(device, "ICMP error");
+        if (deviceOn(device, session) != nullptr) resetSession(device, "ICMP error");
       });
     }
   }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -132,8 +133,9 @@ class CoapLink {
   void forgetConNotification(Device& device);
   void armReack(Device& device);
   std::chrono::steady_clock::duration reackDelay(const Device& device) const;
-  static void sendEmptyAck(coap_session_t* session, int mid);
-  static void sendEmptyRst(coap_session_t* session, int mid);
+  static void sendEmptyReply(coap_session_t* session, int mid, bool reset);  // ACK or RST
+  // The device `name` if it still uses `session` (nullptr once removed or on a new session).
+  Device* deviceOn(std::string_view name, const coap_session_t* session);
   std::vector<std::function<void(bool)>> takePings(const std::string& device);
   void releaseLater(coap_session_t* session);
   void discardSession(coap_session_t* session);
