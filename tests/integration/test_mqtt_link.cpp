@@ -1,6 +1,7 @@
 // MqttLink on its own against a real mosquitto: the delivery bookkeeping that the gateway
 // tests only see from outside. The link runs on an EventLoop in a thread of the test; every
 // call into it is posted there.
+#include <MQTTAsync.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -231,6 +232,31 @@ TEST(MqttLink, MessagesDroppedBySmallerBoundsAtStartAreDeletedWithoutTraffic) {
   const auto left = reopened.read(0, 100);
   ASSERT_EQ(left.size(), 4u);
   EXPECT_EQ(left.front().payload, payloadOf(6));
+}
+
+std::atomic<int> g_fine_traces{0};
+
+// Paho's default trace level records every call of its own functions, which costs CPU on
+// every message: once a link exists, paho traces nothing below errors.
+TEST(MqttLink, PahoTracesNothingBelowErrorsWhileALinkRuns) {
+  MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_MINIMUM);  // paho's default
+  MQTTAsync_setTraceCallback([](enum MQTTASYNC_TRACE_LEVELS level, char*) {
+    if (level < MQTTASYNC_TRACE_ERROR) ++g_fine_traces;
+  });
+  struct Untrace {
+    ~Untrace() { MQTTAsync_setTraceCallback(nullptr); }
+  } untrace;
+  LinkUnderTest t("link-test/trace", 100);
+  ASSERT_TRUE(t.runner.waitConnected());
+  g_fine_traces = 0;
+  for (int i = 0; i < 10; ++i) {
+    t.runner.onLoop([i](MqttLink& link) {
+      link.publish("link-test/trace", payloadOf(i), 1, false);
+      return 0;
+    });
+  }
+  ASSERT_TRUE(t.probe.waitForCount("link-test/trace", 10, 10s));
+  EXPECT_EQ(g_fine_traces.load(), 0);
 }
 
 // Posts from many threads at once: each task runs once, and one thread's tasks in order
