@@ -8,12 +8,17 @@
 //     timed until a separate subscriber has received all of them.
 //  3. paho-mqtt-cpp alone to the same mosquitto, QoS 0 and QoS 1 (with the link's window
 //     and without one): what the library itself allows, the ceiling for (2).
+//  4. If built with libmosquitto: the same through libmosquitto, driven from one thread
+//     (no network threads, PUBACKs read in the publishing thread), with the same window.
+//     Paho hands every message and every acknowledgement between three threads under
+//     process-wide mutexes; this shows what a client without that costs.
 //
 //   bench_outbox [DIR]   DIR: where the outbox files go (default: a new dir in /tmp).
 //   C2M_BENCH_INFLIGHT=N sets mqtt.max_inflight for the QoS 1 runs (default 100).
 //   C2M_BENCH_SKIP_OUTBOX=1 skips (1).
 //   C2M_BENCH_COUNTER=own|in: only that subscriber placement (see CounterMode; default both).
-//   C2M_BENCH_ONLY=outbox|link0|link1|paho0|paho1 runs only that part, e.g. under perf.
+//   C2M_BENCH_ONLY=outbox|link0|link1|paho0|paho1|mosq0|mosq1 runs only that part, e.g.
+//   under perf.
 #include <fcntl.h>
 #include <mqtt/async_client.h>
 #include <spawn.h>
@@ -39,6 +44,10 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#if defined(C2M_BENCH_LIBMOSQUITTO)
+#include <mosquitto.h>
+#endif
 
 #include "bench/bench_util.h"
 #include "gateway/config.h"
@@ -502,6 +511,64 @@ double pahoAlone(const coap2mqtt::test::Mosquitto& broker, CounterMode mode, int
   return elapsed;
 }
 
+#if defined(C2M_BENCH_LIBMOSQUITTO)
+// libmosquitto without its network thread: this thread publishes (each publish is written
+// at once) and reads the PUBACKs itself (mosquitto_loop), at most `window` unacknowledged
+// at QoS 1. Timed the same way as pahoAlone.
+double mosquittoAlone(const coap2mqtt::test::Mosquitto& broker, CounterMode mode, int qos,
+                      std::size_t window, int run) {
+  Subscriber counter(broker.port(), kLinkMessages, mode);
+  struct State {
+    bool connected = false;
+    int acked = 0;
+  } state;
+  mosquitto* m = mosquitto_new("bench-mosquitto", true, &state);
+  if (m == nullptr) throw std::runtime_error("mosquitto_new failed");
+  mosquitto_connect_callback_set(
+      m, [](mosquitto*, void* s, int rc) { static_cast<State*>(s)->connected = rc == 0; });
+  mosquitto_publish_callback_set(m,
+                                 [](mosquitto*, void* s, int) { ++static_cast<State*>(s)->acked; });
+  // Its own inflight bound (default 20) would queue inside the library: ours applies.
+  mosquitto_max_inflight_messages_set(m, 0);
+  auto wait = [&](const std::function<bool()>& done) {
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(60);
+    while (!done() && SteadyClock::now() < deadline) mosquitto_loop(m, 1, 100);
+    return done();
+  };
+  if (mosquitto_connect(m, "127.0.0.1", broker.port(), 60) != MOSQ_ERR_SUCCESS ||
+      !wait([&] { return state.connected; })) {
+    mosquitto_destroy(m);
+    throw std::runtime_error("libmosquitto could not connect");
+  }
+  const CpuByName cpu0 = cpuNow();
+  const auto t0 = SteadyClock::now();
+  for (int i = 0; i < kLinkMessages; ++i) {
+    if (qos == 1) {
+      wait([&] { return static_cast<std::size_t>(i - state.acked) < window; });
+    } else if (i % 100 == 0) {
+      mosquitto_loop(m, 0, 100);  // writes what the socket did not take at once
+    }
+    const std::string payload = payloadFor(i);
+    mosquitto_publish(m, nullptr, "bench/node-17/sensors/temp", static_cast<int>(payload.size()),
+                      payload.data(), qos, false);
+  }
+  const bool all =
+      wait([&] { return counter.reached() && (qos == 0 || state.acked == kLinkMessages); });
+  double elapsed = seconds(t0);
+  noteCpu(cpu0, cpuNow(), kLinkMessages);
+  if (!all) {
+    std::printf(
+        "    libmosquitto run %d QoS %d: gave up after 60 s: received %d, acknowledged %d\n", run,
+        qos, counter.count(), state.acked);
+    elapsed = 1e9;
+  }
+  mosquitto_disconnect(m);
+  mosquitto_loop(m, 10, 1);
+  mosquitto_destroy(m);
+  return elapsed;
+}
+#endif
+
 double throughLink(const coap2mqtt::test::Mosquitto& broker, const std::string& dir,
                    CounterMode mode, int qos, int run) {
   Subscriber counter(broker.port(), kLinkMessages, mode);
@@ -560,6 +627,9 @@ int main(int argc, char** argv) {
   if (argc == 4 && std::string(argv[1]) == "--count") {
     return counterMain(std::stoi(argv[2]), std::stoi(argv[3]));
   }
+#if defined(C2M_BENCH_LIBMOSQUITTO)
+  mosquitto_lib_init();
+#endif
   std::string dir;
   if (argc > 1) {
     dir = argv[1];
@@ -600,6 +670,12 @@ int main(int argc, char** argv) {
       const int qos = only == "paho1" ? 1 : 0;
       rate(kLinkMessages, [&](int r) { return pahoAlone(broker, mode, qos, window, r); });
     }
+#if defined(C2M_BENCH_LIBMOSQUITTO)
+    if (only == "mosq0" || only == "mosq1") {
+      const int qos = only == "mosq1" ? 1 : 0;
+      rate(kLinkMessages, [&](int r) { return mosquittoAlone(broker, mode, qos, window, r); });
+    }
+#endif
     if (argc <= 1) std::filesystem::remove_all(dir);
     return 0;
   }
@@ -625,6 +701,17 @@ int main(int argc, char** argv) {
                   "  %-30s: link %6.0f / %6.0f, ratio %.2f; paho alone %6.0f / %6.0f, ratio %.2f\n",
                   where, link.rate1, link.rate0, link.ratio, paho.rate1, paho.rate0, paho.ratio);
     summary += line;
+#if defined(C2M_BENCH_LIBMOSQUITTO)
+    std::printf(
+        "libmosquitto alone, one thread, to mosquitto (%d messages, %d pairs of runs, %s)\n",
+        kLinkMessages, kPairs, where);
+    const Paired mosq = paired(
+        kLinkMessages, "QoS 0", [&](int r) { return mosquittoAlone(broker, mode, 0, 0, r); },
+        p1_label.c_str(), [&](int r) { return mosquittoAlone(broker, mode, 1, window, r); });
+    std::snprintf(line, sizeof line, "  %-30s  libmosquitto alone %6.0f / %6.0f, ratio %.2f\n", "",
+                  mosq.rate1, mosq.rate0, mosq.ratio);
+    summary += line;
+#endif
   }
   std::printf(
       "summary (QoS 1 / QoS 0 msg/s, medians; ratio: median of pairs; target >= 0.5; "

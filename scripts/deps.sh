@@ -8,7 +8,8 @@ libpaho-mqtt-dev libtoml11-dev nlohmann-json3-dev libcli11-dev libspdlog-dev lib
 libsqlite3-dev libgtest-dev mosquitto mosquitto-clients"
 if [ "${1:-}" = "--test" ]; then
   # websockify: a WebSocket front for mosquitto (Debian's has none) in the ws:// tests
-  PACKAGES="$PACKAGES clang libclang-rt-14-dev iproute2 nftables websockify"
+  # libmosquitto-dev: bench_outbox's comparison with a second MQTT client library
+  PACKAGES="$PACKAGES clang libclang-rt-14-dev iproute2 nftables websockify libmosquitto-dev"
 fi
 
 missing=""
