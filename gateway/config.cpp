@@ -388,6 +388,36 @@ std::optional<std::string> readableFile(TableReader& r, const std::string& dir,
   return path;
 }
 
+// mqtt.session_expiry: "never" or whole seconds; only where it means something (MQTT 5,
+// a session that is not cleaned on every connect).
+void parseSessionExpiry(TableReader& r, MqttConfig& mqtt) {
+  const Value* v = r.find("session_expiry");
+  if (v == nullptr) return;
+  if (v->is_string() && v->as_string().str == "never") {
+    mqtt.session_expiry = kSessionNeverExpires;
+  } else if (v->is_string() && !parseDuration(v->as_string().str)) {
+    r.invalid("session_expiry", "expected \"never\" or a duration such as \"12h\", got \"" +
+                                    v->as_string().str + "\"");
+    return;
+  } else if (auto d = r.duration("session_expiry", std::chrono::milliseconds(0))) {
+    if (d->count() % 1000 != 0 || *d >= kSessionNeverExpires) {
+      r.invalid("session_expiry", "expected \"never\" or whole seconds below 4294967295s");
+      return;
+    }
+    mqtt.session_expiry = std::chrono::duration_cast<std::chrono::seconds>(*d);
+  } else {
+    return;
+  }
+  if (mqtt.protocol != MqttProtocol::V5) {
+    r.invalid("session_expiry",
+              "needs protocol = \"5\": MQTT 3.1.1 has no session expiry (its sessions last "
+              "until the broker drops them)");
+  } else if (mqtt.clean_session) {
+    r.invalid("session_expiry",
+              "needs clean_session = false: a clean session is dropped on every connect anyway");
+  }
+}
+
 void parseMqttTls(TableReader& mqtt, Reporter& report, const std::string& dir, MqttConfig& out) {
   const Value* section = mqtt.table("tls");
   if (section == nullptr) return;
@@ -434,9 +464,10 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
   std::string rules_base = cfg.mqtt.base_topic;
   const Value* section = root.table("mqtt");
   if (section == nullptr) return rules_base;
-  TableReader r(report, *section, "mqtt",
-                {"uri", "client_id", "base_topic", "username", "password_file", "keepalive",
-                 "protocol", "clean_session", "max_inflight", "reconnect_max", "tls", "buffer"});
+  TableReader r(
+      report, *section, "mqtt",
+      {"uri", "client_id", "base_topic", "username", "password_file", "keepalive", "protocol",
+       "clean_session", "session_expiry", "max_inflight", "reconnect_max", "tls", "buffer"});
   if (auto uri = r.string("uri", false, "a URI such as mqtt://host[:port]")) {
     if (auto problem = checkMqttUri(*uri)) {
       r.invalid("uri", *problem);
@@ -494,6 +525,7 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
     cfg.mqtt.protocol = *v;
   }
   if (auto b = r.boolean("clean_session")) cfg.mqtt.clean_session = *b;
+  parseSessionExpiry(r, cfg.mqtt);
   if (auto n = r.integer("max_inflight", 1, 65535)) cfg.mqtt.max_inflight = std::size_t(*n);
   if (auto d = r.duration("reconnect_max", std::chrono::milliseconds(100))) {
     cfg.mqtt.reconnect_max = *d;

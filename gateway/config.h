@@ -38,6 +38,9 @@ struct MqttBufferConfig {
   std::size_t qos0_messages = 1000;
 };
 
+// MQTT 5's Session Expiry Interval that means "never" (§3.1.2.11.2).
+inline constexpr std::chrono::seconds kSessionNeverExpires{0xFFFFFFFFu};
+
 struct MqttConfig {
   // mqtt://, tcp:// (plain), mqtts://, ssl:// (TLS), ws://, wss:// (WebSocket, paho's own).
   std::string uri = "mqtt://127.0.0.1:1883";
@@ -51,6 +54,10 @@ struct MqttConfig {
   // true: the broker forgets our session on every connect (MQTT 5: clean start). Safe
   // because unacknowledged messages live in our outbox, not in the broker's session.
   bool clean_session = true;
+  // MQTT 5 only: how long the broker keeps our session (subscriptions, QoS >= 1 commands
+  // queued for us) after the connection ends. Unset: 0 with a clean session, else never
+  // (kSessionNeverExpires), which is what a 3.1.1 session without clean_session does.
+  std::optional<std::chrono::seconds> session_expiry;
   std::size_t max_inflight = 100;  // QoS >= 1 messages sent and not yet acknowledged
   std::chrono::milliseconds reconnect_max{std::chrono::seconds(30)};  // back-off ceiling
   MqttTlsConfig tls;

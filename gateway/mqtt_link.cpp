@@ -293,6 +293,17 @@ void MqttLink::connect() {
   if (config_.protocol == MqttProtocol::V5) {
     options.set_mqtt_version(MQTTVERSION_5);
     options.set_clean_start(config_.clean_session);
+    // Without it an MQTT 5 session ends with the connection: clean_session = false would
+    // keep nothing (no subscriptions, no commands queued for us while we are away).
+    const std::chrono::seconds expiry = config_.session_expiry.value_or(
+        config_.clean_session ? std::chrono::seconds(0) : kSessionNeverExpires);
+    if (expiry.count() > 0) {
+      // paho-mqtt-cpp takes every integer property as int32_t and stores its bits as the
+      // four-byte unsigned value: "never" (0xFFFFFFFF) goes in as -1.
+      const auto bits = static_cast<std::uint32_t>(expiry.count());
+      options.set_properties(mqtt::properties{mqtt::property(
+          mqtt::property::SESSION_EXPIRY_INTERVAL, static_cast<std::int32_t>(bits))});
+    }
   } else {
     options.set_mqtt_version(MQTTVERSION_3_1_1);
     options.set_clean_session(config_.clean_session);

@@ -4,11 +4,15 @@
 #include <MQTTAsync.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <future>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gateway/config.h"
 #include "gateway/event_loop.h"
@@ -27,15 +31,22 @@ using gateway::MqttLink;
 class LinkRunner {
  public:
   LinkRunner(const Mosquitto& broker, const TempDir& dir, std::size_t max_inflight,
-             std::size_t max_messages = gateway::MqttBufferConfig{}.max_messages) {
+             std::size_t max_messages = gateway::MqttBufferConfig{}.max_messages,
+             const std::function<void(MqttConfig&)>& configure = {}) {
     config_.uri = broker.uri();
     config_.client_id = "link-test";
     config_.max_inflight = max_inflight;
     config_.buffer.max_messages = max_messages;
+    if (configure) configure(config_);
     link_ =
         std::make_unique<MqttLink>(loop_, config_, MqttLink::openOutbox(dir.file("state"), config_),
                                    "link-test/state", "offline");
     link_->setOnConnected([this] { connected_ = true; });
+    link_->setMessageHandler([this](const std::string& topic, const std::string& payload,
+                                    const gateway::MqttMessageMeta&) {
+      std::lock_guard<std::mutex> lock(received_mutex_);
+      received_.push_back(topic + " " + payload);
+    });
     thread_ = std::thread([this] {
       link_->start();
       loop_.run();
@@ -48,6 +59,11 @@ class LinkRunner {
   }
   bool waitConnected() {
     return waitUntil([&] { return connected_.load(); }, 10s);
+  }
+  // Every message the link received, as "topic payload", in order.
+  std::vector<std::string> received() const {
+    std::lock_guard<std::mutex> lock(received_mutex_);
+    return received_;
   }
   // Runs `f` on the loop thread and waits for it.
   template <typename F>
@@ -63,6 +79,8 @@ class LinkRunner {
   MqttConfig config_;
   std::unique_ptr<MqttLink> link_;
   std::atomic<bool> connected_{false};
+  mutable std::mutex received_mutex_;
+  std::vector<std::string> received_;
   std::thread thread_;
 };
 
@@ -232,6 +250,47 @@ TEST(MqttLink, MessagesDroppedBySmallerBoundsAtStartAreDeletedWithoutTraffic) {
   const auto left = reopened.read(0, 100);
   ASSERT_EQ(left.size(), 4u);
   EXPECT_EQ(left.front().payload, payloadOf(6));
+}
+
+// MQTT 5 with clean_session = false: the broker keeps the session after the link goes, so
+// a QoS 1 command sent meanwhile reaches the link when it is back. Without a Session Expiry
+// Interval an MQTT 5 session ends with its connection and the command would be gone.
+TEST(MqttLink, Mqtt5PersistentSessionKeepsCommandsSentWhileAway) {
+  Mosquitto broker;
+  TempDir dir;
+  const auto persistent = [](MqttConfig& c) {
+    c.protocol = gateway::MqttProtocol::V5;
+    c.clean_session = false;
+  };
+  {
+    LinkRunner runner(broker, dir, 100, gateway::MqttBufferConfig{}.max_messages, persistent);
+    ASSERT_TRUE(runner.waitConnected());
+    runner.onLoop([](MqttLink& link) {
+      link.subscribe("link-test/cmd/#", 1);
+      return 0;
+    });
+    // The subscription is in place once a command goes through.
+    MqttProbe sender(broker.port(), "link-test/none");
+    ASSERT_TRUE(waitUntil(
+        [&] {
+          sender.publish("link-test/cmd/a", "before", 1);
+          return waitUntil([&] { return !runner.received().empty(); }, 200ms);
+        },
+        10s));
+  }
+  {
+    MqttProbe sender(broker.port(), "link-test/none");
+    ASSERT_TRUE(waitUntil([&] { return sender.connected(); }, 5s));
+    sender.publish("link-test/cmd/a", "while away", 1);
+  }
+  LinkRunner again(broker, dir, 100, gateway::MqttBufferConfig{}.max_messages, persistent);
+  ASSERT_TRUE(again.waitConnected());
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        const auto r = again.received();
+        return std::find(r.begin(), r.end(), "link-test/cmd/a while away") != r.end();
+      },
+      10s));
 }
 
 std::atomic<int> g_fine_traces{0};

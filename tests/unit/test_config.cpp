@@ -299,6 +299,7 @@ TEST(LoadConfig, EmptyFileHasEveryDefault) {
   EXPECT_EQ(cfg.mqtt.keepalive, 30s);
   EXPECT_EQ(cfg.mqtt.protocol, coap2mqtt::gateway::MqttProtocol::V311);
   EXPECT_TRUE(cfg.mqtt.clean_session);
+  EXPECT_FALSE(cfg.mqtt.session_expiry);
   EXPECT_EQ(cfg.mqtt.max_inflight, 100u);
   EXPECT_EQ(cfg.mqtt.reconnect_max, 30s);
   EXPECT_TRUE(cfg.mqtt.tls.ca_file.empty());
@@ -308,6 +309,16 @@ TEST(LoadConfig, EmptyFileHasEveryDefault) {
   EXPECT_EQ(cfg.mqtt.buffer.qos0_messages, 1000u);
   EXPECT_TRUE(cfg.rules.rules.empty());
   EXPECT_TRUE(cfg.rules.commands.empty());
+}
+
+TEST(LoadConfig, MqttSessionExpiry) {
+  TempDir dir;
+  const std::string persistent5 = "[mqtt]\nprotocol = \"5\"\nclean_session = false\n";
+  EXPECT_EQ(loadOk(dir, persistent5 + "session_expiry = \"never\"\n").mqtt.session_expiry,
+            coap2mqtt::gateway::kSessionNeverExpires);
+  EXPECT_EQ(loadOk(dir, persistent5 + "session_expiry = \"12h\"\n").mqtt.session_expiry, 12h);
+  EXPECT_EQ(loadOk(dir, persistent5 + "session_expiry = 0\n").mqtt.session_expiry, 0s);
+  EXPECT_FALSE(loadOk(dir, persistent5).mqtt.session_expiry);  // the link derives it
 }
 
 TEST(LoadConfig, MqttTlsProtocolAndBuffer) {
@@ -556,6 +567,19 @@ const ErrorCase kErrorCases[] = {
     {"mqtt_clean_session", "[mqtt]\nclean_session = 1\n", 2, 17, "mqtt.clean_session",
      "expected true or false, got"},
     {"mqtt_max_inflight", "[mqtt]\nmax_inflight = 0\n", 2, 16, "mqtt.max_inflight", "1"},
+    {"session_expiry_with_3_1_1", "[mqtt]\nclean_session = false\nsession_expiry = \"1h\"\n", 3, 18,
+     "mqtt.session_expiry", "needs protocol = \"5\": MQTT 3.1.1 has no session expiry"},
+    {"session_expiry_with_clean_session", "[mqtt]\nprotocol = \"5\"\nsession_expiry = \"1h\"\n", 3,
+     18, "mqtt.session_expiry", "needs clean_session = false"},
+    {"session_expiry_word",
+     "[mqtt]\nprotocol = \"5\"\nclean_session = false\nsession_expiry = \"forever\"\n", 4, 18,
+     "mqtt.session_expiry", "expected \"never\" or a duration such as \"12h\", got \"forever\""},
+    {"session_expiry_fraction",
+     "[mqtt]\nprotocol = \"5\"\nclean_session = false\nsession_expiry = \"1500ms\"\n", 4, 18,
+     "mqtt.session_expiry", "expected \"never\" or whole seconds"},
+    {"session_expiry_too_long",
+     "[mqtt]\nprotocol = \"5\"\nclean_session = false\nsession_expiry = 4294967295\n", 4, 18,
+     "mqtt.session_expiry", "below 4294967295s"},
     {"mqtt_buffer_max_messages", "[mqtt.buffer]\nmax_messages = 0\n", 2, 16,
      "mqtt.buffer.max_messages", "1"},
     {"mqtt_buffer_unknown", "[mqtt.buffer]\nmax_mesages = 5\n", 2, 15, "mqtt.buffer.max_mesages",
