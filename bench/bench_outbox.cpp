@@ -544,7 +544,7 @@ double mosquittoAlone(const coap2mqtt::test::Mosquitto& broker, CounterMode mode
   const auto t0 = SteadyClock::now();
   for (int i = 0; i < kLinkMessages; ++i) {
     if (qos == 1) {
-      wait([&] { return static_cast<std::size_t>(i - state.acked) < window; });
+      if (!wait([&] { return static_cast<std::size_t>(i - state.acked) < window; })) break;
     } else if (i % 100 == 0) {
       mosquitto_loop(m, 0, 100);  // writes what the socket did not take at once
     }

@@ -389,15 +389,19 @@ std::optional<std::string> readableFile(TableReader& r, const std::string& dir,
 }
 
 // mqtt.session_expiry: "never" or whole seconds; only where it means something (MQTT 5,
-// a session that is not cleaned on every connect).
-void parseSessionExpiry(TableReader& r, MqttConfig& mqtt) {
+// a session that is not cleaned on every connect). `settled`: protocol and clean_session
+// are valid (or absent); if not, their own errors say so and no second one follows.
+void parseSessionExpiry(TableReader& r, MqttConfig& mqtt, bool settled) {
   const Value* v = r.find("session_expiry");
   if (v == nullptr) return;
+  const std::string expected = "expected \"never\" or a duration such as \"12h\", got ";
   if (v->is_string() && v->as_string().str == "never") {
     mqtt.session_expiry = kSessionNeverExpires;
   } else if (v->is_string() && !parseDuration(v->as_string().str)) {
-    r.invalid("session_expiry", "expected \"never\" or a duration such as \"12h\", got \"" +
-                                    v->as_string().str + "\"");
+    r.invalid("session_expiry", expected + "\"" + v->as_string().str + "\"");
+    return;
+  } else if (!v->is_string() && !v->is_integer()) {
+    r.invalid("session_expiry", expected + typeName(*v));
     return;
   } else if (auto d = r.duration("session_expiry", std::chrono::milliseconds(0))) {
     if (d->count() % 1000 != 0 || *d >= kSessionNeverExpires) {
@@ -408,6 +412,7 @@ void parseSessionExpiry(TableReader& r, MqttConfig& mqtt) {
   } else {
     return;
   }
+  if (!settled) return;
   if (mqtt.protocol != MqttProtocol::V5) {
     r.invalid("session_expiry",
               "needs protocol = \"5\": MQTT 3.1.1 has no session expiry (its sessions last "
@@ -520,12 +525,14 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
       cfg.mqtt.keepalive = std::chrono::duration_cast<std::chrono::seconds>(*d);
     }
   }
-  if (auto v = r.choice<MqttProtocol>("protocol",
-                                      {{"3.1.1", MqttProtocol::V311}, {"5", MqttProtocol::V5}})) {
-    cfg.mqtt.protocol = *v;
-  }
-  if (auto b = r.boolean("clean_session")) cfg.mqtt.clean_session = *b;
-  parseSessionExpiry(r, cfg.mqtt);
+  const auto protocol =
+      r.choice<MqttProtocol>("protocol", {{"3.1.1", MqttProtocol::V311}, {"5", MqttProtocol::V5}});
+  if (protocol) cfg.mqtt.protocol = *protocol;
+  const auto clean_session = r.boolean("clean_session");
+  if (clean_session) cfg.mqtt.clean_session = *clean_session;
+  parseSessionExpiry(r, cfg.mqtt,
+                     (protocol || r.find("protocol") == nullptr) &&
+                         (clean_session || r.find("clean_session") == nullptr));
   if (auto n = r.integer("max_inflight", 1, 65535)) cfg.mqtt.max_inflight = std::size_t(*n);
   if (auto d = r.duration("reconnect_max", std::chrono::milliseconds(100))) {
     cfg.mqtt.reconnect_max = *d;

@@ -4,6 +4,7 @@
 #include <mqtt/async_client.h>
 
 #include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <string_view>
@@ -28,11 +29,18 @@ bool isTlsUri(const std::string& uri) {
          uri.rfind("wss://", 0) == 0;
 }
 
-void* seqContext(std::uint64_t seq) {
-  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq));
+// A stored message's paho context: its seq, and in the top 16 bits the number of the
+// connection it was sent on. With a persistent session paho sends its own unacknowledged
+// messages again after a reconnect, and the link sends them again from the outbox: an
+// acknowledgement from an earlier connection must not open this one's window.
+constexpr int kConnectionShift = 48;
+
+void* sendContext(std::uint64_t seq, std::uint16_t connection) {
+  return reinterpret_cast<void*>(
+      static_cast<std::uintptr_t>(seq | (std::uint64_t{connection} << kConnectionShift)));
 }
 
-std::uint64_t seqFromContext(void* context) {
+std::uint64_t contextId(void* context) {
   return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(context));
 }
 
@@ -65,8 +73,9 @@ std::string connackRefusal(int code) {
 // Paho's default trace level (TRACE_MINIMUM) records every entry to and exit from its own
 // functions in an in-memory ring, with a clock read, under a mutex: 5-10 % of the user CPU
 // of a QoS 1 run of bench_outbox. ERROR is the least paho lets it trace; per process.
+// Left alone when paho's own trace is asked for (MQTT_C_CLIENT_TRACE), e.g. to debug it.
 void quietPahoTrace() {
-  MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR);
+  if (std::getenv("MQTT_C_CLIENT_TRACE") == nullptr) MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR);
 }
 
 // Paho reports every failed TLS handshake as "TCP/TLS connect failure"; the TLS alert that
@@ -186,13 +195,13 @@ class MqttLink::DeliveryListener : public mqtt::iaction_listener {
  public:
   explicit DeliveryListener(MqttLink& link) : link_(link) {}
   void on_success(const mqtt::token& token) override {
-    link_.pushAck(seqFromContext(token.get_user_context()), Ack::Delivered);
+    link_.pushAck(contextId(token.get_user_context()), Ack::Delivered);
   }
   void on_failure(const mqtt::token& token) override {
     // MQTT 5: a PUBACK with a reason code >= 0x80 means the broker will not take it
     // (not authorized, quota, bad topic); sending it again would not help.
     const bool refused = token.get_reason_code() >= 0x80 && token.get_reason_code() != 0xFF;
-    link_.pushAck(seqFromContext(token.get_user_context()), refused ? Ack::Rejected : Ack::Failed);
+    link_.pushAck(contextId(token.get_user_context()), refused ? Ack::Rejected : Ack::Failed);
   }
 
  private:
@@ -374,6 +383,7 @@ void MqttLink::onConnected(const std::string& cause) {
   // Everything not acknowledged is sent again, from the oldest (what was acknowledged
   // before the connection went is not).
   takeAcks();
+  ++connection_;
   inflight_.clear();
   send_cursor_ = outbox_->firstSeq().value_or(outbox_->nextSeq());
   pump();
@@ -440,8 +450,8 @@ std::shared_ptr<mqtt::message> MqttLink::makeMessage(std::string_view topic,
 bool MqttLink::sendStored(std::uint64_t seq, std::string_view topic, std::string_view payload,
                           int qos, bool retain, std::string_view correlation_data) {
   try {
-    client_->publish(makeMessage(topic, payload, qos, retain, correlation_data), seqContext(seq),
-                     *delivery_listener_);
+    client_->publish(makeMessage(topic, payload, qos, retain, correlation_data),
+                     sendContext(seq, connection_), *delivery_listener_);
   } catch (const mqtt::exception& e) {
     // Not connected after all (the loss is on its way to us) or paho's queue is full: it
     // stays in the outbox.
@@ -558,12 +568,12 @@ void MqttLink::scheduleResend() {
   });
 }
 
-void MqttLink::pushAck(std::uint64_t seq, Ack ack) {
+void MqttLink::pushAck(std::uint64_t sent_id, Ack ack) {
   if (!*alive_) return;
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(acks_mutex_);
-    acks_.emplace_back(seq, ack);
+    acks_.emplace_back(sent_id, ack);
     // One wake-up per batch (see paceAcks); a failure is news at once.
     if (!acks_wake_posted_ &&
         (acks_.size() >= acks_wake_at_.load(std::memory_order_relaxed) || ack != Ack::Delivered)) {
@@ -628,17 +638,20 @@ bool MqttLink::applyAcks() {
     acks.swap(acks_);
     acks_wake_posted_ = false;
   }
-  for (const auto& [seq, ack] : acks) {
-    inflight_.erase(seq);
+  constexpr std::uint64_t kSeqMask = (std::uint64_t{1} << kConnectionShift) - 1;
+  for (const auto& [sent_id, ack] : acks) {
+    const std::uint64_t seq = sent_id & kSeqMask;
+    if ((sent_id >> kConnectionShift) == connection_) inflight_.erase(seq);
+    // Both copies of a message sent again may be acknowledged: it counts once.
     switch (ack) {
       case Ack::Delivered:
-        outbox_->remove(seq);
-        ++stats_.delivered;
+        if (outbox_->remove(seq)) ++stats_.delivered;
         break;
       case Ack::Rejected:
-        outbox_->remove(seq);
-        ++stats_.rejected;
-        spdlog::warn("mqtt: the broker refused message {} (MQTT 5 reason code); dropped", seq);
+        if (outbox_->remove(seq)) {
+          ++stats_.rejected;
+          spdlog::warn("mqtt: the broker refused message {} (MQTT 5 reason code); dropped", seq);
+        }
         break;
       case Ack::Failed:
         // The connection went away with it: sent again after the reconnect.

@@ -128,8 +128,8 @@ class MqttLink {
   void queueQos0(const std::string& topic, const std::string& payload, bool retain);
   void drainQos0();
   void scheduleResend();  // paho refused a message while connected: try again soon
-  void pushAck(std::uint64_t seq, Ack ack);  // paho's threads
-  void postDrainAcks();                      // any thread
+  void pushAck(std::uint64_t sent_id, Ack ack);  // paho's threads; see sendContext
+  void postDrainAcks();                          // any thread
   void takeAcks();   // applies what paho acknowledged: outbox rows go, the window opens
   bool applyAcks();  // takeAcks without scheduling the flush; true when there were any
   void drainAcks();  // takeAcks, then fills the window again
@@ -159,6 +159,7 @@ class MqttLink {
   bool connecting_ = false;
   std::uint64_t send_cursor_ = 0;     // next outbox seq to hand to paho
   std::set<std::uint64_t> inflight_;  // handed to paho on this connection, not acknowledged
+  std::uint16_t connection_ = 0;      // counts connects (wraps); tags what is sent
   struct Qos0 {
     std::string topic;
     std::string payload;
@@ -173,9 +174,9 @@ class MqttLink {
   std::chrono::steady_clock::time_point flush_retry_at_{};
   RepeatedFailure flush_failures_;  // logged once per interval
 
-  mutable std::mutex acks_mutex_;  // paho's threads -> loop
-  std::vector<std::pair<std::uint64_t, Ack>> acks_;
-  bool acks_wake_posted_ = false;  // under acks_mutex_: a drainAcks is on its way
+  mutable std::mutex acks_mutex_;                    // paho's threads -> loop
+  std::vector<std::pair<std::uint64_t, Ack>> acks_;  // (sent id, outcome)
+  bool acks_wake_posted_ = false;                    // under acks_mutex_: a drainAcks is on its way
   // How many acknowledgements paho's receive thread collects before it wakes the loop
   // (see paceAcks); the rest wait for the sweep timer.
   std::atomic<std::size_t> acks_wake_at_{1};

@@ -288,12 +288,13 @@ std::uint64_t Outbox::append(const std::string& topic, const std::string& payloa
   return seq;
 }
 
-void Outbox::remove(std::uint64_t seq) {
+bool Outbox::remove(std::uint64_t seq) {
   Entry* e = findEntry(seq);
-  if (e == nullptr || !e->live) return;
+  if (e == nullptr || !e->live) return false;
   kill(*e);
   ++stats_.removed;
   trimFront();
+  return true;
 }
 
 std::optional<std::uint64_t> Outbox::firstSeq() const {

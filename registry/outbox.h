@@ -80,8 +80,9 @@ class Outbox {
   // within the limits. Memory only until flush().
   std::uint64_t append(const std::string& topic, const std::string& payload, int qos, bool retain,
                        const std::string& correlation_data = {});
-  // Forgets a message (its PUBACK came). Unknown or already removed seqs are ignored.
-  void remove(std::uint64_t seq);
+  // Forgets a message (its PUBACK came). Unknown or already removed seqs are ignored:
+  // false then.
+  bool remove(std::uint64_t seq);
 
   // Up to `limit` live messages with seq >= `from`, in order (from memory or the file).
   std::vector<OutboxMessage> read(std::uint64_t from, std::size_t limit) const;

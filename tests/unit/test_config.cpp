@@ -577,6 +577,13 @@ const ErrorCase kErrorCases[] = {
     {"session_expiry_fraction",
      "[mqtt]\nprotocol = \"5\"\nclean_session = false\nsession_expiry = \"1500ms\"\n", 4, 18,
      "mqtt.session_expiry", "expected \"never\" or whole seconds"},
+    {"session_expiry_boolean",
+     "[mqtt]\nprotocol = \"5\"\nclean_session = false\nsession_expiry = true\n", 4, 18,
+     "mqtt.session_expiry", "expected \"never\" or a duration such as \"12h\", got a boolean"},
+    // Only the protocol's own error: session_expiry is not judged against a bad protocol.
+    {"session_expiry_after_bad_protocol",
+     "[mqtt]\nprotocol = \"5.0\"\nclean_session = false\nsession_expiry = \"1h\"\n", 2, 12,
+     "mqtt.protocol", "expected one of"},
     {"session_expiry_too_long",
      "[mqtt]\nprotocol = \"5\"\nclean_session = false\nsession_expiry = 4294967295\n", 4, 18,
      "mqtt.session_expiry", "below 4294967295s"},
