@@ -209,6 +209,7 @@ struct Gateway::Impl {
   void start() {
     loop.handleSignals({SIGTERM, SIGINT, SIGHUP}, [this](int sig) { onSignal(sig); });
     openStore();
+    mqtt.setSubscriptionsFile(config.state_dir + "/mqtt-subscriptions");
     mqtt.setOnConnected([this] { onMqttConnected(); });
     // A device forgets a notification once it has our ACK: the ACK of a CON waits for the
     // outbox's next group commit when the notification queued something for it (a commit

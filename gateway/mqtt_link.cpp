@@ -3,9 +3,11 @@
 #include <MQTTAsync.h>
 #include <mqtt/async_client.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <string_view>
 #include <utility>
@@ -399,7 +401,50 @@ void MqttLink::onConnectionLost(const std::string& cause) {
   scheduleRetry();
 }
 
+void MqttLink::setSubscriptionsFile(std::string path) {
+  subscriptions_file_ = std::move(path);
+  if (config_.clean_session) return;  // nothing outlives a connection
+  std::ifstream in(subscriptions_file_);
+  for (std::string filter; std::getline(in, filter);) {
+    if (!filter.empty()) stale_filters_.insert(filter);
+  }
+}
+
+void MqttLink::rememberSubscriptions() {
+  if (config_.clean_session || subscriptions_file_.empty()) return;
+  // What the broker's session may hold: ours, and what is still to be unsubscribed.
+  const std::string tmp = subscriptions_file_ + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (const auto& [filter, qos] : subscriptions_) out << filter << '\n';
+    for (const auto& filter : stale_filters_) out << filter << '\n';
+    if (!out.flush()) {
+      spdlog::warn(
+          "mqtt: cannot write {}: a filter dropped before a restart may stay "
+          "subscribed in the broker's session",
+          tmp);
+      return;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, subscriptions_file_, ec);
+}
+
 void MqttLink::renewSubscriptions() {
+  // A persistent session keeps what we subscribed before (also in an earlier run): drop
+  // what the configuration no longer asks for.
+  for (auto it = stale_filters_.begin(); it != stale_filters_.end();) {
+    const bool wanted = std::any_of(subscriptions_.begin(), subscriptions_.end(),
+                                    [&](const auto& s) { return s.first == *it; });
+    try {
+      if (!wanted) client_->unsubscribe(*it);
+      it = stale_filters_.erase(it);
+    } catch (const mqtt::exception& e) {
+      spdlog::warn("mqtt: unsubscribe {} failed: {}; trying again on the next connect", *it,
+                   e.what());
+      ++it;
+    }
+  }
   for (const auto& [filter, qos] : subscriptions_) {
     try {
       // MQTT 5: no_local, so commands we publish ourselves do not come back to us.
@@ -409,10 +454,12 @@ void MqttLink::renewSubscriptions() {
       spdlog::error("mqtt: subscribe {} failed: {}", filter, e.what());
     }
   }
+  rememberSubscriptions();
 }
 
 void MqttLink::subscribe(const std::string& filter, int qos) {
   subscriptions_.emplace_back(filter, qos);
+  rememberSubscriptions();
   if (!connected_) return;  // renewed on connect
   try {
     client_->subscribe(filter, qos, mqtt::subscribe_options(config_.protocol == MqttProtocol::V5));
@@ -422,16 +469,22 @@ void MqttLink::subscribe(const std::string& filter, int qos) {
 }
 
 void MqttLink::unsubscribeAll() {
-  if (connected_) {
-    for (const auto& [filter, qos] : subscriptions_) {
+  for (const auto& [filter, qos] : subscriptions_) {
+    bool done = false;
+    if (connected_) {
       try {
         client_->unsubscribe(filter);
+        done = true;
       } catch (const mqtt::exception&) {
-        // Not connected any more: the clean session forgets them anyway.
+        // Not connected any more: see below.
       }
     }
+    // A clean session forgets it with the connection; a persistent one keeps it until we
+    // unsubscribe on the next connect.
+    if (!done && !config_.clean_session) stale_filters_.insert(filter);
   }
   subscriptions_.clear();
+  rememberSubscriptions();
 }
 
 std::shared_ptr<mqtt::message> MqttLink::makeMessage(std::string_view topic,

@@ -85,6 +85,10 @@ class MqttLink {
   // still unacknowledged stays in the outbox for the next start.
   void stop(const std::string& final_topic, const std::string& final_payload);
 
+  // With clean_session = false the broker keeps our subscriptions across connections and
+  // restarts: this file (call before start()) remembers them, so that filters the
+  // configuration dropped meanwhile are unsubscribed on the next connect.
+  void setSubscriptionsFile(std::string path);
   // Remembered and renewed on every reconnect (MQTT 5: with no_local).
   void subscribe(const std::string& filter, int qos);
   void unsubscribeAll();
@@ -114,6 +118,7 @@ class MqttLink {
   void connect();
   void scheduleRetry();
   void renewSubscriptions();
+  void rememberSubscriptions();  // writes subscriptions_file_
   void onConnected(const std::string& cause);
   void onConnectionLost(const std::string& cause);
   std::shared_ptr<mqtt::message> makeMessage(std::string_view topic, std::string_view payload,
@@ -152,6 +157,9 @@ class MqttLink {
   std::function<void()> on_flushed_;
   MessageHandler on_message_;
   std::vector<std::pair<std::string, int>> subscriptions_;
+  std::string subscriptions_file_;
+  // Persistent session only: filters it may still hold that we no longer want.
+  std::set<std::string> stale_filters_;
   std::chrono::milliseconds retry_delay_{500};
   bool connected_ = false;  // as the loop thread last heard
   bool in_on_connected_ = false;

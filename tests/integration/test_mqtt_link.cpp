@@ -41,6 +41,7 @@ class LinkRunner {
     link_ =
         std::make_unique<MqttLink>(loop_, config_, MqttLink::openOutbox(dir.file("state"), config_),
                                    "link-test/state", "offline");
+    link_->setSubscriptionsFile(dir.file("state") + "/subscriptions");
     link_->setOnConnected([this] { connected_ = true; });
     link_->setMessageHandler([this](const std::string& topic, const std::string& payload,
                                     const gateway::MqttMessageMeta&) {
@@ -291,6 +292,56 @@ TEST(MqttLink, Mqtt5PersistentSessionKeepsCommandsSentWhileAway) {
         return std::find(r.begin(), r.end(), "link-test/cmd/a while away") != r.end();
       },
       10s));
+}
+
+// A persistent session outlives the gateway: a filter the configuration no longer has (a
+// command rule removed before the restart) is unsubscribed, and what is sent to it does
+// not reach the link any more.
+TEST(MqttLink, APersistentSessionDropsFiltersTheNextRunNoLongerHas) {
+  Mosquitto broker;
+  TempDir dir;
+  const auto persistent = [](MqttConfig& c) {
+    c.protocol = gateway::MqttProtocol::V5;
+    c.clean_session = false;
+  };
+  MqttProbe sender(broker.port(), "link-test/none");
+  {
+    LinkRunner runner(broker, dir, 100, gateway::MqttBufferConfig{}.max_messages, persistent);
+    ASSERT_TRUE(runner.waitConnected());
+    runner.onLoop([](MqttLink& link) {
+      link.subscribe("link-test/old/#", 1);
+      return 0;
+    });
+    ASSERT_TRUE(waitUntil(
+        [&] {
+          sender.publish("link-test/old/a", "probe", 1);
+          return waitUntil([&] { return !runner.received().empty(); }, 200ms);
+        },
+        10s));
+  }
+  LinkRunner again(broker, dir, 100, gateway::MqttBufferConfig{}.max_messages, persistent);
+  again.onLoop([](MqttLink& link) {
+    link.subscribe("link-test/new/#", 1);
+    return 0;
+  });
+  ASSERT_TRUE(again.waitConnected());
+  const auto got = [&](const std::string& message) {
+    const auto r = again.received();
+    return std::find(r.begin(), r.end(), message) != r.end();
+  };
+  // The link unsubscribes the old filter before it subscribes the new one: once the new one
+  // delivers, the broker has dropped the old one.
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        sender.publish("link-test/new/a", "ready", 1);
+        return waitUntil([&] { return got("link-test/new/a ready"); }, 200ms);
+      },
+      10s));
+  // In order from one publisher: "old" would have come before "new".
+  sender.publish("link-test/old/a", "after", 1);
+  sender.publish("link-test/new/a", "after", 1);
+  ASSERT_TRUE(waitUntil([&] { return got("link-test/new/a after"); }, 5s));
+  EXPECT_FALSE(got("link-test/old/a after"));
 }
 
 // With a persistent session paho sends its own unacknowledged messages again after a
