@@ -73,7 +73,7 @@ std::string connackRefusal(int code) {
 }
 
 // Paho's default trace level (TRACE_MINIMUM) records every entry to and exit from its own
-// functions in an in-memory ring, with a clock read, under a mutex: 5-10 % of the user CPU
+// functions in an in-memory ring, with a clock read, under a mutex: 4-10 % of the user CPU
 // of a QoS 1 run of bench_outbox. ERROR is the least paho lets it trace; per process.
 // Left alone when paho's own trace is asked for (MQTT_C_CLIENT_TRACE), e.g. to debug it.
 void quietPahoTrace() {
