@@ -377,12 +377,12 @@ TEST(MqttLink, AMessageAcknowledgedOnTwoConnectionsCountsOnce) {
         return runner.onLoop(
             [](MqttLink& link) { return link.outboxSize() == 0 && link.stats().connects >= 2; });
       },
-      20s));
+      60s));  // the broker's restart and the link's back-off take 10 s and more under load
   const auto stats = runner.onLoop([](MqttLink& link) {
     return std::make_pair(static_cast<std::uint64_t>(link.stats().delivered),
                           static_cast<std::uint64_t>(link.stats().connects));
   });
-  EXPECT_EQ(stats.second, 2u);
+  EXPECT_GE(stats.second, 2u);
   EXPECT_EQ(stats.first, static_cast<std::uint64_t>(kMessages));
 }
 
