@@ -351,41 +351,6 @@ TEST(MqttLink, APersistentSessionDropsFiltersTheNextRunNoLongerHas) {
   EXPECT_FALSE(got("link-test/old/a after"));
 }
 
-// With a persistent session paho sends its own unacknowledged messages again after a
-// reconnect, and the link sends them again from the outbox: the broker may acknowledge both
-// copies. Every message counts as delivered once and leaves the outbox.
-TEST(MqttLink, AMessageAcknowledgedOnTwoConnectionsCountsOnce) {
-  Mosquitto::Options persistence;
-  persistence.persistence = true;
-  Mosquitto broker(persistence);
-  TempDir dir;
-  MqttProbe probe(broker.port(), "link-test/twice");
-  constexpr int kMessages = 2000;
-  LinkRunner runner(broker, dir, 100, gateway::MqttBufferConfig{}.max_messages, [](MqttConfig& c) {
-    c.protocol = gateway::MqttProtocol::V5;
-    c.clean_session = false;
-  });
-  ASSERT_TRUE(runner.waitConnected());
-  runner.onLoop([](MqttLink& link) {
-    for (int i = 0; i < kMessages; ++i) link.publish("link-test/twice", payloadOf(i), 1, false);
-    return 0;
-  });
-  broker.stop();  // with messages in flight
-  broker.start();
-  ASSERT_TRUE(waitUntil(
-      [&] {
-        return runner.onLoop(
-            [](MqttLink& link) { return link.outboxSize() == 0 && link.stats().connects >= 2; });
-      },
-      60s));  // the broker's restart and the link's back-off take 10 s and more under load
-  const auto stats = runner.onLoop([](MqttLink& link) {
-    return std::make_pair(static_cast<std::uint64_t>(link.stats().delivered),
-                          static_cast<std::uint64_t>(link.stats().connects));
-  });
-  EXPECT_GE(stats.second, 2u);
-  EXPECT_EQ(stats.first, static_cast<std::uint64_t>(kMessages));
-}
-
 std::atomic<int> g_fine_traces{0};
 
 // Paho's default trace level records every call of its own functions, which costs CPU on
