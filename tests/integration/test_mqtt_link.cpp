@@ -260,16 +260,18 @@ TEST(MqttLink, MessagesDroppedBySmallerBoundsAtStartAreDeletedWithoutTraffic) {
   EXPECT_EQ(left.front().payload, payloadOf(6));
 }
 
+// LinkRunner's configure: MQTT 5 with a session the broker keeps (clean_session = false).
+void persistent(MqttConfig& c) {
+  c.protocol = gateway::MqttProtocol::V5;
+  c.clean_session = false;
+}
+
 // MQTT 5 with clean_session = false: the broker keeps the session after the link goes, so
 // a QoS 1 command sent meanwhile reaches the link when it is back. Without a Session Expiry
 // Interval an MQTT 5 session ends with its connection and the command would be gone.
 TEST(MqttLink, Mqtt5PersistentSessionKeepsCommandsSentWhileAway) {
   Mosquitto broker;
   TempDir dir;
-  const auto persistent = [](MqttConfig& c) {
-    c.protocol = gateway::MqttProtocol::V5;
-    c.clean_session = false;
-  };
   {
     LinkRunner runner(broker, dir, 100, gateway::MqttBufferConfig{}.max_messages, persistent);
     ASSERT_TRUE(runner.waitConnected());
@@ -307,10 +309,6 @@ TEST(MqttLink, Mqtt5PersistentSessionKeepsCommandsSentWhileAway) {
 TEST(MqttLink, APersistentSessionDropsFiltersTheNextRunNoLongerHas) {
   Mosquitto broker;
   TempDir dir;
-  const auto persistent = [](MqttConfig& c) {
-    c.protocol = gateway::MqttProtocol::V5;
-    c.clean_session = false;
-  };
   MqttProbe sender(broker.port(), "link-test/none");
   {
     LinkRunner runner(broker, dir, 100, gateway::MqttBufferConfig{}.max_messages, persistent);
