@@ -46,6 +46,14 @@ std::uint64_t contextId(void* context) {
   return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(context));
 }
 
+std::uint64_t sentSeq(std::uint64_t sent_id) {
+  return sent_id & ((std::uint64_t{1} << kConnectionShift) - 1);
+}
+
+std::uint16_t sentConnection(std::uint64_t sent_id) {
+  return static_cast<std::uint16_t>(sent_id >> kConnectionShift);
+}
+
 // What a refused CONNECT means, by its CONNACK code (MQTT 3.1.1 §3.2.2.3 and the MQTT 5
 // reason codes paho reports the same way); empty for codes that are not a refusal.
 std::string connackRefusal(int code) {
@@ -691,10 +699,9 @@ bool MqttLink::applyAcks() {
     acks.swap(acks_);
     acks_wake_posted_ = false;
   }
-  constexpr std::uint64_t kSeqMask = (std::uint64_t{1} << kConnectionShift) - 1;
   for (const auto& [sent_id, ack] : acks) {
-    const std::uint64_t seq = sent_id & kSeqMask;
-    if ((sent_id >> kConnectionShift) == connection_) inflight_.erase(seq);
+    const std::uint64_t seq = sentSeq(sent_id);
+    if (sentConnection(sent_id) == connection_) inflight_.erase(seq);
     // Both copies of a message sent again may be acknowledged: it counts once.
     switch (ack) {
       case Ack::Delivered:
