@@ -9,16 +9,16 @@
 #include <thread>
 #include <vector>
 
+#include "gateway/timers.h"
+
 namespace coap2mqtt::gateway {
 
-class EventLoop {
+class EventLoop : public Timers {
  public:
-  using Clock = std::chrono::steady_clock;
   using Task = std::function<void()>;
-  using TimerId = std::uint64_t;
 
   EventLoop();
-  ~EventLoop();
+  ~EventLoop() override;
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
@@ -34,8 +34,9 @@ class EventLoop {
   // Thread-safe: runs `task` on the loop thread soon.
   void post(Task task);
   // Loop thread only.
-  TimerId runAfter(std::chrono::milliseconds delay, Task task);
-  void cancel(TimerId id);
+  Clock::time_point now() const override { return Clock::now(); }
+  TimerId runAfter(std::chrono::milliseconds delay, Task task) override;
+  void cancel(TimerId id) override;
 
   // Runs until stop(). Returns on the loop thread.
   void run();

@@ -1,0 +1,128 @@
+#include "gateway/admin.h"
+
+#include "gateway/command_router.h"
+#include "gateway/commands.h"
+#include "gateway/devices.h"
+#include "gateway/mqtt_link.h"
+#include "gateway/multicast_source.h"
+#include "gateway/stats.h"
+
+namespace coap2mqtt::gateway {
+
+using Json = admin::Json;
+
+AdminApi::AdminApi(const GatewayConfig& config, MqttLink& mqtt, Devices& devices,
+                   MulticastSource& multicast, CommandRouter& commands, const Stats& stats,
+                   Reload reload)
+    : config_(config),
+      mqtt_(mqtt),
+      devices_(devices),
+      multicast_(multicast),
+      commands_(commands),
+      stats_(stats),
+      reload_(std::move(reload)),
+      prefix_(config.mqtt.base_topic + "/bridge/request/") {
+  handlers_ = {
+      {"discover", [this](const admin::Request& r) { discover(r); }},
+      {"device/rename", [this](const admin::Request& r) { rename(r); }},
+      {"device/remove", [this](const admin::Request& r) { remove(r); }},
+      {"device/read", [this](const admin::Request& r) { read(r); }},
+      {"rules/reload", [this](const admin::Request& r) { reloadRules(r); }},
+      {"health_check",
+       [this](const admin::Request& r) { respond(r, Stats::healthJson(stats_.snapshot()), ""); }},
+      {"info", [this](const admin::Request& r) { respond(r, stats_.infoJson(), ""); }},
+  };
+}
+
+std::string AdminApi::requestFilter() const {
+  return prefix_ + "#";
+}
+
+bool AdminApi::onMessage(const std::string& topic, const std::string& payload) {
+  if (topic.rfind(prefix_, 0) != 0) return false;
+  const std::string op = topic.substr(prefix_.size());
+  admin::Request request = admin::parseRequest(op, payload);
+  if (request.error) {
+    respond(request, Json::object(), *request.error);
+    return true;
+  }
+  auto handler = handlers_.find(op);
+  if (handler == handlers_.end()) {
+    respond(request, Json::object(), admin::unknownOperation(op));
+  } else {
+    handler->second(request);
+  }
+  return true;
+}
+
+void AdminApi::respond(const admin::Request& request, const Json& data, const std::string& error) {
+  mqtt_.publish(config_.mqtt.base_topic + "/bridge/response/" + request.op,
+                admin::response(request, data, error), 1, false);
+}
+
+void AdminApi::discover(const admin::Request& request) {
+  if (!multicast_.enabled()) {
+    respond(request, Json::object(),
+            "multicast discovery is off (coap.discovery.multicast is empty)");
+    return;
+  }
+  multicast_.runRound([this, request](const std::vector<std::string>& names) {
+    respond(request, Json{{"devices", names}}, "");
+  });
+}
+
+void AdminApi::rename(const admin::Request& request) {
+  std::string error;
+  auto from = admin::stringField(request, "from", &error);
+  auto to = from ? admin::stringField(request, "to", &error) : std::nullopt;
+  if (from && to) error = devices_.rename(*from, *to);
+  respond(request, Json{{"from", from.value_or("")}, {"to", to.value_or("")}}, error);
+}
+
+void AdminApi::remove(const admin::Request& request) {
+  std::string error;
+  auto name = admin::stringField(request, "device", &error);
+  if (name) error = devices_.forget(*name);
+  respond(request, name ? Json{{"device", *name}} : Json::object(), error);
+}
+
+// device/read {"device","path"}: a CoAP GET now, through the device's command queue.
+void AdminApi::read(const admin::Request& request) {
+  std::string error;
+  auto device = admin::stringField(request, "device", &error);
+  auto path = device ? admin::stringField(request, "path", &error) : std::nullopt;
+  if (path && path->front() != '/') *path = "/" + *path;
+  if (device && path && devices_.registry().find(*device) == nullptr) {
+    error = "unknown device '" + *device + "'";
+  }
+  if (!error.empty()) {
+    Json data = Json::object();
+    if (device) data["device"] = *device;
+    if (path) data["path"] = *path;
+    respond(request, data, error);
+    return;
+  }
+  commands_.read(
+      *device, *path, [this, request, device = *device, path = *path](const CommandOutcome& o) {
+        Json data{{"device", device}, {"path", path}, {"latency_ms", o.latency.count()}};
+        std::string problem;
+        if (o.kind == CommandOutcome::Kind::Answered) {
+          data["code"] = coapCodeString(o.reply.code);
+          data["payload"] = Json::parse(
+              responsePayloadJson(o.reply.content_format, o.reply.payload), nullptr, false);
+          if (o.reply.code / 100 != 2) {
+            problem = "device answered " + data["code"].get<std::string>();
+          }
+        } else {
+          problem = o.error;
+        }
+        respond(request, data, problem);
+      });
+}
+
+void AdminApi::reloadRules(const admin::Request& request) {
+  ReloadResult result = reload_();
+  respond(request, result.data, result.error);
+}
+
+}  // namespace coap2mqtt::gateway

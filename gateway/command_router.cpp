@@ -1,0 +1,102 @@
+#include "gateway/command_router.h"
+
+#include <spdlog/spdlog.h>
+
+#include "gateway/coap_link.h"
+#include "gateway/commands.h"
+#include "gateway/devices.h"
+#include "gateway/event_loop.h"
+#include "gateway/mqtt_link.h"
+
+namespace coap2mqtt::gateway {
+
+CommandRouter::CommandRouter(const GatewayConfig& config, EventLoop& loop, CoapLink& coap,
+                             MqttLink& mqtt, Devices& devices, Events& events)
+    : config_(config), loop_(loop), coap_(coap), mqtt_(mqtt), devices_(devices), queue_(io()) {
+  events.on<DeviceRemoved>(
+      [this](const DeviceRemoved& e) { queue_.dropDevice(e.device.name, std::string(e.reason)); });
+}
+
+CommandQueue::Io CommandRouter::io() {
+  CommandQueue::Io io;
+  io.now = [] { return std::chrono::steady_clock::now(); };
+  io.send = [this](const CommandRequest& r, CommandQueue::ReplyHandler reply) {
+    return coap_.request(r.device, r.method, r.path, r.payload, r.content_format,
+                         [reply = std::move(reply)](const std::optional<CoapResponse>& response,
+                                                    const std::string& error) {
+                           CommandReply out;
+                           if (response) {
+                             out.answered = true;
+                             out.code = response->code;
+                             out.content_format = response->content_format;
+                             out.payload = response->payload;
+                           } else {
+                             out.error = error;
+                           }
+                           reply(out);
+                         });
+  };
+  io.cancel = [this](std::uint64_t id) { coap_.cancelRequest(id); };
+  io.runAfter = [this](std::chrono::milliseconds d, std::function<void()> f) {
+    return loop_.runAfter(d, std::move(f));
+  };
+  io.cancelTimer = [this](std::uint64_t id) { loop_.cancel(id); };
+  return io;
+}
+
+void CommandRouter::subscribe() {
+  for (const auto& command : config_.rules.commands) {
+    mqtt_.subscribe(command.topic.subscriptionFilter(), command.qos);
+  }
+}
+
+// The result goes to the MQTT 5 Response Topic with its Correlation Data when the command
+// had them, else to the rule's result topic.
+void CommandRouter::publishResult(const std::string& result_topic,
+                                  const std::string& response_topic, const std::string& correlation,
+                                  const std::string& payload) {
+  const std::string& to = response_topic.empty() ? result_topic : response_topic;
+  mqtt_.publish(to, payload, 1, false, correlation);
+}
+
+void CommandRouter::onMessage(const std::string& topic, const std::string& payload,
+                              const MqttMessageMeta& meta) {
+  auto planned = planCommand(config_.rules, devices_.registry(), config_.name, topic, payload);
+  if (!planned) return;  // not a command topic (e.g. our own publications)
+  if (auto* refused = std::get_if<RefusedCommand>(&*planned)) {
+    ++refused_;
+    spdlog::warn("command on {} refused: {}", topic, refused->error);
+    publishResult(refused->context.result_topic, meta.response_topic, meta.correlation_data,
+                  commandRefusedJson(*refused));
+    return;
+  }
+  auto& command = std::get<PlannedCommand>(*planned);
+  spdlog::debug("command {} {}{} ({} bytes)", bridge::toString(command.request.method),
+                command.request.device, command.request.path, command.request.payload.size());
+  queue_.submit(std::move(command.request), command.limits,
+                [this, context = std::move(command.context), response_topic = meta.response_topic,
+                 correlation = meta.correlation_data](const CommandOutcome& outcome) {
+                  if (outcome.kind == CommandOutcome::Kind::Answered) {
+                    devices_.heard(context.device);
+                  } else {
+                    spdlog::warn("command {} {}{}: {}", bridge::toString(context.method),
+                                 context.device, context.path, outcome.error);
+                  }
+                  publishResult(context.result_topic, response_topic, correlation,
+                                commandResultJson(context, outcome));
+                });
+}
+
+void CommandRouter::read(const std::string& device, const std::string& path,
+                         std::function<void(const CommandOutcome&)> done) {
+  CommandRequest get{device, path, bridge::Method::Get, {}, std::nullopt};
+  CommandLimits limits;
+  limits.timeout = config_.coap.request_timeout;
+  queue_.submit(std::move(get), limits,
+                [this, device, done = std::move(done)](const CommandOutcome& o) {
+                  if (o.kind == CommandOutcome::Kind::Answered) devices_.heard(device);
+                  done(o);
+                });
+}
+
+}  // namespace coap2mqtt::gateway

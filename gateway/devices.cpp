@@ -1,0 +1,429 @@
+#include "gateway/devices.h"
+
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "gateway/device_names.h"
+#include "gateway/event_loop.h"
+#include "registry/store.h"
+
+namespace coap2mqtt::gateway {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+using SystemClock = std::chrono::system_clock;
+
+constexpr auto kStoreFlushInterval = std::chrono::seconds(2);
+constexpr auto kStartupSpacing = std::chrono::milliseconds(2);
+
+bool sameResources(const std::vector<registry::Resource>& a,
+                   const std::vector<registry::Resource>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i].path != b[i].path || a[i].rt != b[i].rt || a[i].ifs != b[i].ifs ||
+        a[i].ct != b[i].ct || a[i].obs != b[i].obs) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<registry::Resource> resourcesFrom(const std::vector<registry::Link>& links) {
+  std::vector<registry::Resource> out;
+  for (const auto& link : links) {
+    if (link.anchor) continue;
+    auto path = registry::targetPath(link.target);
+    if (!path || *path == "/.well-known/core") continue;
+    registry::Resource r;
+    r.path = std::move(*path);
+    r.rt = link.rt;
+    r.ifs = link.ifs;
+    r.ct = link.ct;
+    r.obs = link.obs;
+    r.sz = link.sz;
+    r.title = link.title;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Devices::Devices(const GatewayConfig& config, EventLoop& loop, CoapLink& coap, Events& events)
+    : config_(config), loop_(loop), coap_(coap), events_(events) {}
+
+Devices::~Devices() = default;
+
+void Devices::open() {
+  std::filesystem::create_directories(config_.state_dir);
+  store_ = std::make_unique<registry::Store>(config_.state_dir + "/registry.db");
+}
+
+void Devices::start() {
+  loadKnown();
+  for (const auto& device : config_.devices) addStatic(device);
+  scheduleLiveness();
+  scheduleStoreFlush();
+}
+
+void Devices::stop() {
+  stopping_ = true;
+  for (auto& [name, state] : states_) {
+    if (state.retry_timer != 0) loop_.cancel(state.retry_timer);
+    state.retry_timer = 0;
+  }
+  for (const registry::Device* d : registry_.all()) {
+    write("touch", d->name, [&] { store_->touch(d->name, d->last_seen, false); });
+  }
+  flushStore();
+}
+
+Devices::State* Devices::state(std::string_view name) {
+  auto it = states_.find(name);
+  return it == states_.end() ? nullptr : &it->second;
+}
+
+std::string Devices::nameForUri(const std::string& uri) const {
+  const registry::Device* d = registry_.findByUri(uri);
+  return d == nullptr ? std::string{} : d->name;
+}
+
+std::string Devices::uniqueName(const std::string& base) const {
+  if (registry_.find(base) == nullptr) return base;
+  for (int i = 2;; ++i) {
+    std::string candidate = base + "-" + std::to_string(i);
+    if (registry_.find(candidate) == nullptr) return candidate;
+  }
+}
+
+bool Devices::everOnline(std::string_view name) const {
+  auto it = states_.find(name);
+  return it != states_.end() && it->second.ever_online;
+}
+
+std::size_t Devices::onlineCount() const {
+  std::size_t online = 0;
+  for (const registry::Device* d : registry_.all()) online += d->online ? 1 : 0;
+  return online;
+}
+
+// A write the store could not make is logged (once per interval while it keeps failing)
+// and never ends the daemon: the registry in memory goes on, and the store keeps what it
+// could not write for its next flush.
+template <class Write>
+void Devices::write(const char* what, std::string_view name, Write&& write) {
+  try {
+    write();
+  } catch (const std::exception& e) {
+    if (store_failures_.failed(SteadyClock::now())) {
+      spdlog::error("registry: {} of {} failed ({} failure(s) since the last report): {}", what,
+                    name, store_failures_.unreported(), e.what());
+      store_failures_.reported();
+    }
+  }
+}
+
+void Devices::save(const registry::Device& device) {
+  write("save", device.name, [&] { store_->save(device); });
+}
+
+// ---- where devices come from ----------------------------------------------------------
+
+// Devices from the last run: observed again at once, no discovery round needed.
+void Devices::loadKnown() {
+  std::size_t reobserved = 0;
+  for (auto& stored : store_->loadAll()) {
+    const bool is_static = stored.source == registry::Source::Static;
+    if (is_static && findStaticConfig(stored.name) == nullptr) {
+      write("remove", stored.name, [&] { store_->remove(stored.name); });  // not configured
+      continue;
+    }
+    std::string error;
+    if (!coap_.addDevice(stored.name, stored.uri, &error)) {
+      spdlog::warn("device {}: {}", stored.name, error);
+      continue;
+    }
+    stored.online = false;
+    const registry::Device& device = registry_.upsert(std::move(stored));
+    states_[device.name];
+    if (!device.resources.empty()) {
+      // Spread the registrations (kStartupSpacing apart) so a thousand devices are not
+      // all asked at once; each device's session sends one request at a time (NSTART=1).
+      loop_.runAfter(kStartupSpacing * static_cast<int>(reobserved), [this, name = device.name] {
+        if (const registry::Device* d = registry_.find(name)) {
+          events_.emit(DeviceResources{*d, false, false});
+        }
+      });
+      ++reobserved;
+    } else {
+      discover(device.name);  // stored before its resources were known
+    }
+  }
+  if (registry_.size() > 0) {
+    spdlog::info("registry: {} known device(s), {} re-observed from the database", registry_.size(),
+                 reobserved);
+  }
+}
+
+const StaticDevice* Devices::findStaticConfig(std::string_view name) const {
+  for (const auto& d : config_.devices) {
+    if (d.name == name) return &d;
+  }
+  return nullptr;
+}
+
+void Devices::addStatic(const StaticDevice& device) {
+  const registry::Device* known = registry_.find(device.name);
+  if (known != nullptr && known->uri == device.uri && !known->resources.empty()) {
+    return;  // loaded from the database and already watched
+  }
+  std::string error;
+  if (!coap_.addDevice(device.name, device.uri, &error)) {
+    spdlog::error("device {}: {}", device.name, error);
+    return;
+  }
+  registry::Device d;
+  d.name = device.name;
+  d.uri = device.uri;
+  d.source = registry::Source::Static;
+  d.first_seen = SystemClock::now();
+  registry_.upsert(std::move(d));
+  states_[device.name];
+  discover(device.name);
+}
+
+const registry::Device* Devices::add(registry::Device device, std::string* error) {
+  if (!coap_.addDevice(device.name, device.uri, error)) return nullptr;
+  if (device.first_seen == SystemClock::time_point{}) device.first_seen = SystemClock::now();
+  const registry::Device& added = registry_.upsert(std::move(device));
+  states_[added.name];
+  // Stored together with its resources: a crash now leaves a device that can be observed
+  // straight from the database.
+  save(added);
+  events_.emit(DeviceJoined{added});
+  return &added;
+}
+
+const registry::Device* Devices::move(const std::string& name, const std::string& uri,
+                                      std::string* error) {
+  registry::Device* existing = registry_.findMutable(name);
+  if (existing == nullptr) return nullptr;
+  if (!coap_.addDevice(name, uri, error)) return nullptr;
+  registry::Device d = *existing;  // keeps online state, history, resources
+  d.uri = uri;
+  const registry::Device& moved = registry_.upsert(std::move(d));
+  save(moved);
+  return &moved;
+}
+
+// ---- one device's resources -----------------------------------------------------------
+
+void Devices::discover(const std::string& name) {
+  State* s = state(name);
+  if (s == nullptr || s->discovering) return;
+  s->discovering = true;
+  coap_.request(name, bridge::Method::Get, "/.well-known/core", {}, std::nullopt,
+                [this, name](const std::optional<CoapResponse>& response,
+                             const std::string& error) { onDiscovered(name, response, error); });
+}
+
+void Devices::onDiscovered(const std::string& name, const std::optional<CoapResponse>& response,
+                           const std::string& error) {
+  State* s = state(name);
+  if (s == nullptr) return;
+  s->discovering = false;
+  std::string problem = error;
+  registry::LinkFormatResult links;
+  if (problem.empty()) {
+    heard(name);
+    if (!response->success()) problem = "/.well-known/core answered " + response->codeString();
+  }
+  if (problem.empty()) {
+    links = registry::parseLinkFormat(response->payload);
+    if (!links.ok()) {
+      problem = "bad link-format at byte " + std::to_string(links.error->offset) + ": " +
+                links.error->message;
+    }
+  }
+  if (!problem.empty()) {
+    spdlog::warn("device {}: discovery failed: {}; retrying in {} ms", name, problem,
+                 config_.coap.retry_interval.count());
+    if (const registry::Device* d = registry_.find(name); d != nullptr && !d->online) {
+      setOnline(name, false, true);
+    }
+    scheduleRediscovery(name);
+    return;
+  }
+  updateResources(name, resourcesFrom(links.links), true);
+}
+
+void Devices::updateResources(const std::string& name, std::vector<registry::Resource> resources,
+                              bool replan) {
+  registry::Device* device = registry_.findMutable(name);
+  if (device == nullptr) return;
+  const bool changed = !sameResources(device->resources, resources);
+  if (changed) {
+    device->resources = std::move(resources);
+    spdlog::info("device {}: {} resource(s)", name, device->resources.size());
+    save(*device);
+  }
+  events_.emit(DeviceResources{*device, changed, replan});
+}
+
+void Devices::scheduleRediscovery(const std::string& name) {
+  State* s = state(name);
+  if (s == nullptr || s->retry_timer != 0 || stopping_) return;
+  s->retry_timer = loop_.runAfter(config_.coap.retry_interval, [this, name] {
+    State* st = state(name);
+    if (st == nullptr) return;
+    st->retry_timer = 0;
+    discover(name);
+  });
+}
+
+// ---- liveness -------------------------------------------------------------------------
+
+void Devices::heard(const std::string& name) {
+  registry::Device* device = registry_.findMutable(name);
+  State* s = state(name);
+  if (device == nullptr || s == nullptr) return;
+  s->last_heard = SteadyClock::now();
+  device->last_seen = SystemClock::now();
+  write("touch", name, [&] { store_->touch(name, device->last_seen, true); });
+  if (!device->online) {
+    // After a partition or reboot the device may have dropped our observations (the
+    // observer re-registers; not while discovery is about to re-plan anyway).
+    const bool came_back = s->ever_online && !s->discovering;
+    device->online = true;
+    s->ever_online = true;
+    spdlog::info("device {} is online", name);
+    events_.emit(DeviceAvailability{*device, true, came_back});
+  }
+}
+
+void Devices::setOnline(const std::string& name, bool online, bool force_publish) {
+  registry::Device* device = registry_.findMutable(name);
+  State* s = state(name);
+  if (device == nullptr || s == nullptr) return;
+  if (device->online == online && !force_publish) return;
+  const bool changed = device->online != online;
+  device->online = online;
+  if (online) s->ever_online = true;
+  write("touch", name, [&] { store_->touch(name, device->last_seen, online); });
+  if (changed) spdlog::info("device {} is {}", name, online ? "online" : "offline");
+  events_.emit(DeviceAvailability{*device, changed, false});
+}
+
+void Devices::scheduleLiveness() {
+  auto tick = std::max(std::chrono::milliseconds(250), config_.coap.offline_after / 4);
+  loop_.runAfter(tick, [this] {
+    if (stopping_) return;
+    checkLiveness();
+    scheduleLiveness();
+  });
+}
+
+// Silent for half of offline_after: ping. Silent for all of it: offline.
+void Devices::checkLiveness() {
+  const auto now = SteadyClock::now();
+  for (const registry::Device* d : registry_.all()) {
+    if (!d->online) continue;
+    State& s = states_[d->name];
+    const auto silent = now - s.last_heard;
+    if (silent >= config_.coap.offline_after) {
+      setOnline(d->name, false, false);
+      scheduleRediscovery(d->name);
+    } else if (silent >= config_.coap.offline_after / 2 && !s.probing) {
+      s.probing = true;
+      std::string name = d->name;
+      coap_.ping(name, [this, name](bool answered) {
+        State* st = state(name);
+        if (st == nullptr) return;
+        st->probing = false;
+        if (answered) heard(name);
+      });
+    }
+  }
+}
+
+// ---- removing and renaming ------------------------------------------------------------
+
+void Devices::remove(const std::string& name, bool announce, std::string_view reason) {
+  const registry::Device* device = registry_.find(name);
+  if (device == nullptr) return;
+  events_.emit(DeviceRemoved{*device, announce, reason});
+  if (State* s = state(name); s != nullptr && s->retry_timer != 0) loop_.cancel(s->retry_timer);
+  states_.erase(name);
+  coap_.removeDevice(name);
+  registry_.remove(name);
+  write("remove", name, [&] { store_->remove(name); });
+}
+
+// device/remove: forget a discovered or registered device (a configured one stays).
+std::string Devices::forget(const std::string& name) {
+  const registry::Device* device = registry_.find(name);
+  if (device == nullptr) return "unknown device '" + name + "'";
+  if (device->source == registry::Source::Static) {
+    return "'" + name + "' is configured in " + config_.file + "; remove it there";
+  }
+  remove(name, true, "device removed");
+  spdlog::info("device {} removed on request", name);
+  return {};
+}
+
+std::string Devices::rename(const std::string& from, const std::string& to) {
+  const registry::Device* device = registry_.find(from);
+  if (device == nullptr) return "unknown device '" + from + "'";
+  if (!isValidDeviceName(to)) return "invalid name '" + to + "': use [A-Za-z0-9_.-]";
+  if (registry_.find(to) != nullptr) return "name '" + to + "' is taken";
+  if (device->source == registry::Source::Static) {
+    return "'" + from + "' is configured in " + config_.file + "; rename it there";
+  }
+  registry::Device renamed = *device;
+  renamed.name = to;
+  remove(from, false, "device renamed to '" + to + "'");
+  std::string error;
+  if (!coap_.addDevice(to, renamed.uri, &error)) return error;
+  const registry::Device& added = registry_.upsert(std::move(renamed));
+  save(added);
+  State& s = states_[to];
+  if (added.online) {
+    s.ever_online = true;
+    s.last_heard = SteadyClock::now();
+    events_.emit(DeviceAvailability{added, false, false});
+  }
+  events_.emit(DeviceResources{added, false, true});
+  events_.emit(DeviceRenamed{from, added});
+  spdlog::info("device {} renamed to {}", from, to);
+  return {};
+}
+
+// ---- the store ------------------------------------------------------------------------
+
+void Devices::scheduleStoreFlush() {
+  loop_.runAfter(kStoreFlushInterval, [this] {
+    if (stopping_) return;
+    flushStore();
+    scheduleStoreFlush();
+  });
+}
+
+void Devices::flushStore() {
+  try {
+    store_->flush();
+    if (store_failures_.failing()) {
+      spdlog::info("registry: writing again, after {} failed write(s)",
+                   store_failures_.succeeded());
+    }
+  } catch (const std::exception& e) {
+    // Kept for the next flush. A full disk fails every one: said once per interval.
+    if (store_failures_.failed(SteadyClock::now())) {
+      spdlog::error("registry: flush failed ({} failure(s) since the last report): {}",
+                    store_failures_.unreported(), e.what());
+      store_failures_.reported();
+    }
+  }
+}
+
+}  // namespace coap2mqtt::gateway

@@ -1,0 +1,112 @@
+#pragma once
+// Devices: the one owner of what the gateway knows about devices — the registry, each
+// device's liveness and discovery state, and the SQLite store that outlives a restart.
+// Sources of devices (static config, multicast, the Resource Directory) add them here;
+// what changes is told to the rest as events (gateway/events.h). Loop thread only.
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gateway/coap_link.h"
+#include "gateway/config.h"
+#include "gateway/events.h"
+#include "gateway/repeated_failure.h"
+#include "registry/link_format.h"
+#include "registry/registry.h"
+
+namespace coap2mqtt::registry {
+class Store;
+}
+
+namespace coap2mqtt::gateway {
+
+class EventLoop;
+
+class Devices {
+ public:
+  Devices(const GatewayConfig& config, EventLoop& loop, CoapLink& coap, Events& events);
+  ~Devices();
+  Devices(const Devices&) = delete;
+  Devices& operator=(const Devices&) = delete;
+
+  // Opens <state_dir>/registry.db. Throws when it cannot (start-up may throw).
+  void open();
+  // Devices of the last run, re-observed at once; then the configured ones; then the
+  // liveness and store-flush timers.
+  void start();
+  // Cancels timers; records every device offline (nobody vouches for them while we are down).
+  void stop();
+
+  const registry::Registry& registry() const { return registry_; }
+  registry::Store& store() { return *store_; }
+  std::string nameForUri(const std::string& uri) const;
+  // `base`, or `base-2`, `base-3`... whichever is free.
+  std::string uniqueName(const std::string& base) const;
+  bool everOnline(std::string_view name) const;
+  std::size_t onlineCount() const;
+
+  // A new device: its CoAP session, the registry, the store, DeviceJoined. nullptr (and
+  // *error) when the link cannot reach `device.uri`.
+  const registry::Device* add(registry::Device device, std::string* error);
+  // Points a known device at a new address (RD re-registration from elsewhere).
+  const registry::Device* move(const std::string& name, const std::string& uri, std::string* error);
+  // Something came back from the device: it is alive.
+  void heard(const std::string& name);
+  // Publishes availability (always when `force_publish`), events when it flips.
+  void setOnline(const std::string& name, bool online, bool force_publish);
+  // GET /.well-known/core; on failure retried after coap.retry_interval.
+  void discover(const std::string& name);
+  // A new resource list: stored, DeviceResources (replan when `replan` or changed).
+  void updateResources(const std::string& name, std::vector<registry::Resource> resources,
+                       bool replan);
+  // Forgets a device entirely (session, registry, store, retained topics via the event).
+  void remove(const std::string& name, bool announce, std::string_view reason);
+  // The admin operations: empty on success, else why not.
+  std::string forget(const std::string& name);
+  std::string rename(const std::string& from, const std::string& to);
+
+  // Writes what is buffered (liveness) and what failed before; logged once per interval.
+  void flushStore();
+
+ private:
+  struct State {
+    std::uint64_t retry_timer = 0;
+    bool discovering = false;
+    bool probing = false;
+    bool ever_online = false;
+    std::chrono::steady_clock::time_point last_heard{};
+  };
+
+  void loadKnown();
+  void addStatic(const StaticDevice& device);
+  const StaticDevice* findStaticConfig(std::string_view name) const;
+  void onDiscovered(const std::string& name, const std::optional<CoapResponse>& response,
+                    const std::string& error);
+  void scheduleRediscovery(const std::string& name);
+  void scheduleLiveness();
+  void checkLiveness();
+  void scheduleStoreFlush();
+  void save(const registry::Device& device);
+  template <class Write>
+  void write(const char* what, std::string_view name, Write&& write);
+  State* state(std::string_view name);
+
+  const GatewayConfig& config_;
+  EventLoop& loop_;
+  CoapLink& coap_;
+  Events& events_;
+  registry::Registry registry_;
+  std::unique_ptr<registry::Store> store_;
+  std::map<std::string, State, std::less<>> states_;  // exactly the registry's devices
+  RepeatedFailure store_failures_;
+  bool stopping_ = false;
+};
+
+// A device's resources from link-format: relative links only (anchored ones describe
+// other things), without /.well-known/core itself.
+std::vector<registry::Resource> resourcesFrom(const std::vector<registry::Link>& links);
+
+}  // namespace coap2mqtt::gateway

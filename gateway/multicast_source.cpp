@@ -1,0 +1,87 @@
+#include "gateway/multicast_source.h"
+
+#include <spdlog/spdlog.h>
+
+#include "gateway/device_names.h"
+#include "gateway/devices.h"
+#include "gateway/event_loop.h"
+#include "gateway/multicast_discovery.h"
+#include "registry/link_format.h"
+
+namespace coap2mqtt::gateway {
+
+MulticastSource::MulticastSource(const GatewayConfig& config, EventLoop& loop, Devices& devices)
+    : config_(config), loop_(loop), devices_(devices) {}
+
+MulticastSource::~MulticastSource() = default;
+
+void MulticastSource::start() {
+  if (config_.coap.discovery.multicast.empty()) return;
+  discovery_ = std::make_unique<MulticastDiscovery>(loop_, config_.coap.discovery.port);
+  runRound(nullptr);
+  scheduleRounds();
+}
+
+void MulticastSource::scheduleRounds() {
+  loop_.runAfter(config_.coap.discovery.interval, [this] {
+    if (stopping_) return;
+    runRound(nullptr);
+    scheduleRounds();
+  });
+}
+
+void MulticastSource::runRound(std::function<void(const std::vector<std::string>&)> done) {
+  if (!discovery_) {
+    if (done) done({});
+    return;
+  }
+  std::vector<MulticastDiscovery::Target> targets;
+  const auto& d = config_.coap.discovery;
+  for (const auto& group : d.multicast) {
+    if (d.interfaces.empty()) {
+      targets.push_back({group, ""});
+    } else {
+      for (const auto& ifname : d.interfaces) targets.push_back({group, ifname});
+    }
+  }
+  auto answered = std::make_shared<std::vector<std::string>>();
+  const bool started = discovery_->start(
+      targets, d.window, d.query,
+      [this, answered](const DiscoveryAnswer& a) { answered->push_back(onAnswer(a)); },
+      [this, answered, done](std::size_t count) {
+        spdlog::info("discovery: {} device(s) answered", count);
+        devices_.flushStore();
+        if (done) done(*answered);
+      });
+  if (!started && done) done({});
+}
+
+std::string MulticastSource::onAnswer(const DiscoveryAnswer& answer) {
+  std::string name = devices_.nameForUri(answer.uri);
+  auto links =
+      answer.complete ? registry::parseLinkFormat(answer.payload) : registry::LinkFormatResult{};
+  const bool usable = answer.complete && links.ok();
+  if (name.empty()) {
+    registry::Device d;
+    d.name = devices_.uniqueName(deviceNameForAddress(answer.host, answer.port));
+    d.uri = answer.uri;
+    d.source = registry::Source::Multicast;
+    if (usable) d.resources = resourcesFrom(links.links);
+    name = d.name;
+    std::string error;
+    if (devices_.add(std::move(d), &error) == nullptr) {
+      spdlog::warn("discovery: {}: {}", answer.uri, error);
+      return name;
+    }
+    spdlog::info("discovery: new device {} at {}", name, answer.uri);
+  }
+  devices_.heard(name);
+  if (usable) {
+    devices_.updateResources(name, resourcesFrom(links.links), false);
+  } else {
+    devices_.discover(name);  // partial (Block2) or unparsable answer: ask the device directly
+  }
+  return name;
+}
+
+}  // namespace coap2mqtt::gateway

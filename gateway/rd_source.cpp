@@ -1,0 +1,214 @@
+#include "gateway/rd_source.h"
+
+#include <spdlog/spdlog.h>
+
+#include "gateway/coap_link.h"
+#include "gateway/device_names.h"
+#include "gateway/devices.h"
+#include "gateway/event_loop.h"
+#include "gateway/observer.h"
+#include "registry/store.h"
+
+namespace coap2mqtt::gateway {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+using SystemClock = std::chrono::system_clock;
+
+registry::RdQuery rdQuery(const std::vector<std::string>& options) {
+  registry::RdQuery q;
+  for (const auto& o : options) {
+    auto eq = o.find('=');
+    if (eq == std::string::npos) {
+      q.emplace_back(o, "");
+    } else {
+      q.emplace_back(o.substr(0, eq), o.substr(eq + 1));
+    }
+  }
+  return q;
+}
+
+CoapServerResponse fromRd(const registry::RdResult& r) {
+  CoapServerResponse res;
+  res.code = r.code;
+  res.payload = r.payload;
+  res.location = r.location;
+  if (r.code == 205) res.content_format = r.content_format;
+  return res;
+}
+
+}  // namespace
+
+RdSource::RdSource(const GatewayConfig& config, EventLoop& loop, CoapLink& coap, Devices& devices,
+                   Observer& observer, Events& events)
+    : config_(config),
+      loop_(loop),
+      coap_(coap),
+      devices_(devices),
+      observer_(observer),
+      events_(events) {}
+
+void RdSource::serve() {
+  if (config_.coap.listen.empty() || !config_.coap.resource_directory) return;
+  coap_.serve("rd", {{"rt", "\"core.rd\""}, {"ct", "40"}},
+              [this](const CoapServerRequest& r) { return onRequest(r); });
+  coap_.serve("rd-lookup/ep", {{"rt", "\"core.rd-lookup-ep\""}, {"ct", "40"}},
+              [this](const CoapServerRequest& r) {
+                if (r.method != bridge::Method::Get) return CoapServerResponse{405, {}, {}, {}};
+                return fromRd(rd_.lookupEndpoints(rdQuery(r.query)));
+              });
+  coap_.serve("rd-lookup/res", {{"rt", "\"core.rd-lookup-res\""}, {"ct", "40"}},
+              [this](const CoapServerRequest& r) {
+                if (r.method != bridge::Method::Get) return CoapServerResponse{405, {}, {}, {}};
+                return fromRd(rd_.lookupResources(rdQuery(r.query)));
+              });
+  coap_.serveUnknown([this](const CoapServerRequest& r) { return onRequest(r); });
+}
+
+CoapServerResponse RdSource::onRequest(const CoapServerRequest& r) {
+  std::vector<registry::RdEvent> events;
+  registry::RdResult result;
+  const auto now = SteadyClock::now();
+  if (r.path == "/rd") {
+    if (r.method != bridge::Method::Post) return CoapServerResponse{405, {}, {}, {}};
+    result =
+        rd_.registerEndpoint(rdQuery(r.query), r.payload, r.content_format, r.source, now, events);
+  } else if (r.path.rfind("/rd/", 0) == 0) {
+    switch (r.method) {
+      case bridge::Method::Post:
+        result = rd_.update(r.path, rdQuery(r.query), r.payload, now, events);
+        break;
+      case bridge::Method::Delete:
+        result = rd_.remove(r.path, events);
+        break;
+      case bridge::Method::Get:
+        result = rd_.read(r.path);
+        break;
+      default:
+        return CoapServerResponse{405, {}, {}, {}};
+    }
+  } else {
+    return CoapServerResponse{404, {}, {}, {}};
+  }
+  for (const auto& e : events) onEvent(e);
+  scheduleExpiry();
+  return fromRd(result);
+}
+
+void RdSource::restore() {
+  std::vector<registry::SkippedRdRegistration> skipped;
+  const auto now_system = SystemClock::now();
+  const auto now_steady = SteadyClock::now();
+  std::size_t restored = 0;
+  registry::Store& store = devices_.store();
+  for (auto& stored : store.loadRdRegistrations(&skipped)) {
+    registry::RdRegistration r = std::move(stored.registration);
+    r.expires = now_steady +
+                std::chrono::duration_cast<SteadyClock::duration>(stored.expires_at - now_system);
+    rd_.restore(std::move(r));
+    ++restored;
+  }
+  for (const auto& bad : skipped) {
+    spdlog::warn("rd: dropping stored registration {}: {}", bad.location, bad.reason);
+    try {
+      store.removeRdRegistration(bad.location);
+    } catch (const std::exception& e) {
+      spdlog::warn("rd: cannot remove stored registration {}: {}", bad.location, e.what());
+    }
+  }
+  if (restored > 0) spdlog::info("rd: {} registration(s) restored", restored);
+  scheduleExpiry();
+}
+
+void RdSource::persist(const registry::RdEvent& e) {
+  try {
+    registry::Store& store = devices_.store();
+    if (e.kind == registry::RdEvent::Kind::Registered ||
+        e.kind == registry::RdEvent::Kind::Updated) {
+      const auto left = e.registration.expires - SteadyClock::now();
+      store.saveRdRegistration(
+          e.registration,
+          SystemClock::now() + std::chrono::duration_cast<SystemClock::duration>(left));
+    } else {
+      store.removeRdRegistration(e.registration.location);
+    }
+  } catch (const std::exception& ex) {
+    spdlog::warn("rd: cannot store registration {}: {}", e.registration.location, ex.what());
+  }
+}
+
+void RdSource::scheduleExpiry() {
+  if (expiry_timer_ != 0) loop_.cancel(expiry_timer_);
+  expiry_timer_ = 0;
+  auto next = rd_.nextExpiry();
+  if (!next) return;
+  auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(*next - SteadyClock::now());
+  expiry_timer_ = loop_.runAfter(std::max(delay, std::chrono::milliseconds(0)), [this] {
+    expiry_timer_ = 0;
+    std::vector<registry::RdEvent> events;
+    rd_.expire(SteadyClock::now(), events);
+    for (const auto& e : events) onEvent(e);
+    scheduleExpiry();
+  });
+}
+
+void RdSource::onEvent(const registry::RdEvent& e) {
+  persist(e);
+  const auto& reg = e.registration;
+  // A device already known at that address keeps its name (a configured name wins);
+  // else the endpoint name, unless another (non-RD) device has it.
+  std::string name = devices_.nameForUri(reg.base);
+  if (name.empty()) {
+    const std::string wanted = deviceNameFromEndpoint(reg.ep);
+    const registry::Device* holder = devices_.registry().find(wanted);
+    name = holder == nullptr || holder->source == registry::Source::ResourceDirectory
+               ? wanted
+               : devices_.uniqueName(wanted);
+  }
+  switch (e.kind) {
+    case registry::RdEvent::Kind::Registered:
+    case registry::RdEvent::Kind::Updated: {
+      const registry::Device* existing = devices_.registry().find(name);
+      // A known device at a new address: its old session and observations are gone.
+      const bool moved = existing != nullptr && existing->uri != reg.base;
+      std::string error;
+      if (existing == nullptr) {
+        registry::Device d;
+        d.name = name;
+        d.uri = reg.base;
+        d.source = registry::Source::ResourceDirectory;
+        if (devices_.add(std::move(d), &error) == nullptr) {
+          spdlog::warn("rd: {}: {}", reg.ep, error);
+          return;
+        }
+        spdlog::info("rd: {} registered as {} at {}", reg.ep, name, reg.base);
+      } else if (moved && devices_.move(name, reg.base, &error) == nullptr) {
+        spdlog::warn("rd: {}: {}", reg.ep, error);
+        return;
+      }
+      devices_.heard(name);
+      devices_.updateResources(name, resourcesFrom(reg.links), false);
+      if (moved) {
+        if (const registry::Device* d = devices_.registry().find(name)) {
+          events_.emit(DeviceMoved{*d});
+        }
+      }
+      break;
+    }
+    case registry::RdEvent::Kind::Expired:
+      if (devices_.registry().find(name) != nullptr) {
+        spdlog::info("rd: registration of {} expired", reg.ep);
+        observer_.stopDevice(name);
+        devices_.setOnline(name, false, true);
+      }
+      break;
+    case registry::RdEvent::Kind::Removed:
+      if (devices_.registry().find(name) != nullptr) {
+        spdlog::info("rd: {} deregistered", reg.ep);
+        devices_.remove(name, true, "device deregistered");
+      }
+      break;
+  }
+}
+
+}  // namespace coap2mqtt::gateway

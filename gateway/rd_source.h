@@ -1,0 +1,46 @@
+#pragma once
+// Devices that register themselves: our Resource Directory (RFC 9176) served on the CoAP
+// listeners (/rd, /rd-lookup/ep, /rd-lookup/res), its registrations kept across restarts,
+// and each registration mapped to a device (registered, updated, expired, removed).
+#include <cstdint>
+
+#include "gateway/config.h"
+#include "gateway/events.h"
+#include "registry/resource_directory.h"
+
+namespace coap2mqtt::gateway {
+
+class CoapLink;
+class Devices;
+class EventLoop;
+class Observer;
+struct CoapServerRequest;
+struct CoapServerResponse;
+
+class RdSource {
+ public:
+  RdSource(const GatewayConfig& config, EventLoop& loop, CoapLink& coap, Devices& devices,
+           Observer& observer, Events& events);
+
+  // Serves the RD on the link's listeners (when there are any and it is on).
+  void serve();
+  // Registrations of the last run: their lifetimes kept running (wall clock).
+  void restore();
+
+ private:
+  CoapServerResponse onRequest(const CoapServerRequest& r);
+  void onEvent(const registry::RdEvent& e);
+  void persist(const registry::RdEvent& e);
+  void scheduleExpiry();
+
+  const GatewayConfig& config_;
+  EventLoop& loop_;
+  CoapLink& coap_;
+  Devices& devices_;
+  Observer& observer_;
+  Events& events_;
+  registry::ResourceDirectory rd_;
+  std::uint64_t expiry_timer_ = 0;
+};
+
+}  // namespace coap2mqtt::gateway

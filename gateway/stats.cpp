@@ -1,0 +1,109 @@
+#include "gateway/stats.h"
+
+#include "gateway/command_router.h"
+#include "gateway/devices.h"
+#include "gateway/mqtt_link.h"
+#include "gateway/values.h"
+
+namespace coap2mqtt::gateway {
+
+Stats::Stats(const GatewayConfig& config, const Devices& devices, const Observer& observer,
+             const ValuePublisher& values, const CommandRouter& commands, const CoapLink& coap,
+             const MqttLink& mqtt)
+    : config_(config),
+      devices_(devices),
+      observer_(observer),
+      values_(values),
+      commands_(commands),
+      coap_(coap),
+      mqtt_(mqtt) {}
+
+StatsSnapshot Stats::snapshot() const {
+  StatsSnapshot s;
+  s.devices = devices_.registry().size();
+  s.devices_online = devices_.onlineCount();
+  s.observations = observer_.observations();
+  s.uptime_s =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
+          .count();
+  s.coap = coap_.stats();
+  s.observe = observer_.totals();
+  s.per_device = observer_.perDevice();
+  const bridge::RouteStats& route = values_.stats();
+  s.published = route.published;
+  s.bad_payload = route.bad_payload;
+  s.bad_topic = route.bad_topic;
+  s.commands_refused = commands_.refused();
+  s.commands = commands_.stats();
+  s.mqtt_connected = mqtt_.connected();
+  s.mqtt_publish_failed = mqtt_.stats().publish_failed.load();
+  s.mqtt_delivered = mqtt_.stats().delivered.load();
+  s.mqtt_qos0_dropped = mqtt_.stats().qos0_dropped.load();
+  s.outbox = mqtt_.outboxSize();
+  s.outbox_dropped = mqtt_.outboxStats().dropped;
+  s.outbox_write_failures = mqtt_.stats().outbox_write_failures.load();
+  return s;
+}
+
+Stats::Json Stats::statsJson(const StatsSnapshot& s) {
+  const CoapStats& c = s.coap;
+  return Json{{"devices", s.devices},
+              {"devices_online", s.devices_online},
+              {"observations", s.observations},
+              {"coap",
+               {{"requests", c.requests_sent},
+                {"responses", c.responses},
+                {"notifications", c.notifications},
+                {"failures", c.failures},
+                {"unknown_token", c.unknown_token},
+                {"session_resets", c.session_resets},
+                {"extra_acks", c.extra_acks}}},
+              {"dropped",
+               {{"stale_notification", s.observe.stale},
+                {"bad_payload", s.bad_payload},
+                {"bad_topic", s.bad_topic},
+                {"command_refused", s.commands_refused}}},
+              {"commands",
+               {{"submitted", s.commands.submitted},
+                {"answered", s.commands.answered},
+                {"failed", s.commands.failed},
+                {"timed_out", s.commands.timed_out},
+                {"queue_full", s.commands.queue_full},
+                {"rate_limited", s.commands.rate_limited}}},
+              {"reregistrations", s.observe.reregistrations},
+              {"published", s.published},
+              {"mqtt",
+               {{"publish_failed", s.mqtt_publish_failed},
+                {"delivered", s.mqtt_delivered},
+                {"qos0_dropped", s.mqtt_qos0_dropped},
+                {"outbox", s.outbox},
+                {"outbox_dropped", s.outbox_dropped},
+                {"outbox_write_failures", s.outbox_write_failures}}}};
+}
+
+Stats::Json Stats::infoJson() const {
+  const StatsSnapshot s = snapshot();
+  Json per_device = Json::object();
+  for (const auto& [name, c] : s.per_device) {
+    per_device[name] = Json{{"notifications", c.notifications},
+                            {"stale", c.stale},
+                            {"reregistrations", c.reregistrations},
+                            {"failures", c.failures}};
+  }
+  return Json{{"version", COAP2MQTT_VERSION},
+              {"gateway", config_.name},
+              {"rules", config_.rules.rules.size()},
+              {"commands", config_.rules.commands.size()},
+              {"stats", statsJson(s)},
+              {"per_device", std::move(per_device)}};
+}
+
+Stats::Json Stats::healthJson(const StatsSnapshot& s) {
+  return Json{{"healthy", s.mqtt_connected},
+              {"mqtt_connected", s.mqtt_connected},
+              {"devices", s.devices},
+              {"devices_online", s.devices_online},
+              {"uptime_s", s.uptime_s}};
+}
+
+}  // namespace coap2mqtt::gateway

@@ -1,0 +1,75 @@
+#pragma once
+// One model of how the gateway is doing, which every surface reads: bridge/info and the
+// admin API's info and health_check, the periodic stats log line (later Prometheus).
+// snapshot() gathers the components' counters; the JSON renderings are fixed by the README.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gateway/coap_link.h"
+#include "gateway/command_queue.h"
+#include "gateway/config.h"
+#include "gateway/observer.h"
+
+namespace coap2mqtt::gateway {
+
+class CommandRouter;
+class Devices;
+class MqttLink;
+class ValuePublisher;
+
+struct StatsSnapshot {
+  std::size_t devices = 0;
+  std::size_t devices_online = 0;
+  std::size_t observations = 0;
+  std::int64_t uptime_s = 0;
+  CoapStats coap;
+  Observer::Counters observe;
+  std::vector<std::pair<std::string, Observer::Counters>> per_device;
+  std::uint64_t published = 0;
+  std::uint64_t bad_payload = 0;
+  std::uint64_t bad_topic = 0;
+  std::uint64_t commands_refused = 0;
+  CommandQueue::Stats commands;
+  bool mqtt_connected = false;
+  std::uint64_t mqtt_publish_failed = 0;
+  std::uint64_t mqtt_delivered = 0;
+  std::uint64_t mqtt_qos0_dropped = 0;
+  std::size_t outbox = 0;
+  std::uint64_t outbox_dropped = 0;
+  std::uint64_t outbox_write_failures = 0;
+};
+
+class Stats {
+ public:
+  using Json = nlohmann::json;
+
+  Stats(const GatewayConfig& config, const Devices& devices, const Observer& observer,
+        const ValuePublisher& values, const CommandRouter& commands, const CoapLink& coap,
+        const MqttLink& mqtt);
+
+  StatsSnapshot snapshot() const;
+
+  // bridge/info "stats" and the log line
+  static Json statsJson(const StatsSnapshot& s);
+  // bridge/info, admin "info"
+  Json infoJson() const;
+  // admin "health_check"
+  static Json healthJson(const StatsSnapshot& s);
+
+ private:
+  const GatewayConfig& config_;
+  const Devices& devices_;
+  const Observer& observer_;
+  const ValuePublisher& values_;
+  const CommandRouter& commands_;
+  const CoapLink& coap_;
+  const MqttLink& mqtt_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace coap2mqtt::gateway

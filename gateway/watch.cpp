@@ -1,0 +1,267 @@
+#include "gateway/watch.h"
+
+#include <spdlog/spdlog.h>
+
+namespace coap2mqtt::gateway {
+namespace {
+
+constexpr auto kMaxAgeMargin = std::chrono::seconds(2);
+constexpr int kSilentIntervals = 4;  // this many missed notifications = lost observation
+
+}  // namespace
+
+WatchSettings WatchSettings::from(const CoapConfig& coap) {
+  WatchSettings s;
+  s.retry_interval = coap.retry_interval;
+  s.request_timeout = coap.request_timeout;
+  s.ack_timeout = coap.ack_timeout;
+  s.ack_random_factor = coap.ack_random_factor;
+  return s;
+}
+
+Watch::Watch(bridge::Watch plan, WatchTransport& transport, Timers& timers, WatchSettings settings,
+             Listener listener)
+    : plan_(std::move(plan)),
+      transport_(transport),
+      timers_(timers),
+      settings_(settings),
+      listener_(std::move(listener)) {}
+
+Watch::~Watch() {
+  *alive_ = false;
+  stop(false);
+}
+
+void Watch::continueFrom(const Watch& old) {
+  if (!old.last_payload_.empty()) {
+    last_payload_ = old.last_payload_;
+    reregistered_ = true;
+  }
+}
+
+void Watch::start() {
+  if (plan_.mode == bridge::Mode::Observe) {
+    registerObservation();
+  } else {
+    poll();
+  }
+}
+
+void Watch::cancelTimer(Timers::TimerId& id) {
+  if (id != 0) timers_.cancel(id);
+  id = 0;
+}
+
+void Watch::stop(bool deregister) {
+  if (observe_id_ != 0) {
+    if (deregister) {
+      transport_.deregister(observe_id_);
+    } else {
+      transport_.cancel(observe_id_);
+    }
+  }
+  if (previous_id_ != 0) transport_.cancel(previous_id_);
+  if (poll_id_ != 0) transport_.cancel(poll_id_);
+  observe_id_ = 0;
+  previous_id_ = 0;
+  poll_id_ = 0;
+  cancelTimer(timer_);
+  cancelTimer(silence_timer_);
+}
+
+void Watch::emit(const CoapResponse& response) {
+  if (listener_.value) listener_.value(response);
+}
+
+void Watch::registerObservation() {
+  awaiting_first_ = true;
+  // The handler learns which registration it serves (the id is known only after observe()
+  // returns; an immediate failure reports 0, which is the current one).
+  auto id = std::make_shared<WatchTransport::Id>(0);
+  // A device that was delivering until a moment ago answers fast or the message was lost:
+  // after two transmissions, start over on a fresh session rather than wait out
+  // request_timeout while its notifications are missing.
+  std::optional<std::chrono::milliseconds> timeout;
+  if (reregistered_) {
+    timeout = std::min(settings_.request_timeout,
+                       std::chrono::ceil<std::chrono::milliseconds>(
+                           settings_.ack_timeout * settings_.ack_random_factor * 1.5) +
+                           std::chrono::milliseconds(500));
+  }
+  std::weak_ptr<bool> alive = alive_;
+  *id = transport_.observe(
+      plan_.device, plan_.path,
+      [this, alive, id](const std::optional<CoapResponse>& response, const std::string& error) {
+        if (alive.expired() || !*alive.lock()) return;
+        onObserved(*id, response, error);
+      },
+      timeout);
+  if (*id != 0) observe_id_ = *id;
+}
+
+void Watch::retryLater() {
+  timer_ = timers_.runAfter(settings_.retry_interval, [this] {
+    timer_ = 0;
+    registerObservation();
+  });
+}
+
+void Watch::onObserved(WatchTransport::Id id, const std::optional<CoapResponse>& response,
+                       const std::string& error) {
+  if (response && listener_.heard) listener_.heard();
+  if (id != 0 && id != observe_id_ && id != previous_id_) {
+    // A registration this watch has since given up on: it must not count as current.
+    transport_.cancel(id);
+    return;
+  }
+  const bool delivers = response && response->success() && response->observe;
+  // The answer to a registration is not a notification: it comes whenever we ask (every
+  // few seconds while a device is stalled) and must not shorten the pace estimate.
+  bool registration_answer = false;
+  if (id != 0 && id == previous_id_) {
+    // The quiet registration spoke before the new one answered: it was alive after all.
+    previous_id_ = 0;
+    if (!delivers) return;
+    transport_.cancel(observe_id_);
+    observe_id_ = id;
+    awaiting_first_ = false;
+    reregistered_ = false;
+  } else if (awaiting_first_ && delivers) {
+    registration_answer = true;
+    awaiting_first_ = false;
+    retried_at_once_ = false;
+    if (previous_id_ != 0) transport_.cancel(previous_id_);
+    previous_id_ = 0;
+    freshness_.reset();  // a new registration may start a new sequence (a reboot)
+  }
+  if (!response || !response->success()) {
+    onFailed(response, error);
+    return;
+  }
+  if (!response->observe) {
+    // The device answered but does not observe this resource: poll it instead.
+    observe_id_ = 0;
+    plan_.mode = bridge::Mode::Poll;
+    if (plan_.interval.count() == 0) plan_.interval = settings_.default_poll_interval;
+    spdlog::info("{}{} is not observable; polling every {} ms", plan_.device, plan_.path,
+                 plan_.interval.count());
+    emit(*response);
+    pollLater();
+    return;
+  }
+  if (!freshness_.accept(*response->observe, timers_.now())) {
+    if (listener_.counted) listener_.counted(Count::Stale);
+    spdlog::debug("{}{}: stale notification {} dropped", plan_.device, plan_.path,
+                  *response->observe);
+    return;
+  }
+  if (listener_.counted) listener_.counted(Count::Notification);
+  max_age_s_ = response->max_age.value_or(60);
+  armSilence(max_age_s_, !registration_answer);
+  // A re-registration answers with the current value, which we may have published already
+  // from the old registration: the same value is not published twice.
+  const bool repeat = reregistered_ && response->payload == last_payload_;
+  reregistered_ = false;
+  if (repeat) return;
+  last_payload_ = response->payload;
+  emit(*response);
+}
+
+void Watch::onFailed(const std::optional<CoapResponse>& response, const std::string& error) {
+  if (previous_id_ != 0) {
+    // The re-registration failed; the old registration stays until it is quiet again.
+    spdlog::debug("{}{}: registering again failed: {}", plan_.device, plan_.path,
+                  response ? response->codeString() : error);
+    observe_id_ = previous_id_;
+    previous_id_ = 0;
+    awaiting_first_ = false;
+    reregistered_ = false;
+    armSilence(max_age_s_, false);
+    return;
+  }
+  observe_id_ = 0;
+  if (listener_.counted) listener_.counted(Count::Failure);
+  // Nothing to watch for silence until a registration answers again.
+  cancelTimer(silence_timer_);
+  if (reregistered_ && response) {
+    // The device answered a re-registration with an error (e.g. 4.04 after a
+    // reconfiguration): that is worth the usual back-off.
+    reregistered_ = false;
+  } else if (reregistered_ && !retried_at_once_) {
+    // It was delivering until a moment ago; the link has just renewed the session, so the
+    // next attempt goes out on a fresh one.
+    spdlog::info("observe {}{} failed: {}; registering again at once", plan_.device, plan_.path,
+                 error);
+    retried_at_once_ = true;
+    registerObservation();
+    return;
+  }
+  spdlog::warn("observe {}{} failed: {}; retrying in {} ms", plan_.device, plan_.path,
+               response ? response->codeString() : error, settings_.retry_interval.count());
+  retryLater();
+}
+
+// RFC 7641 §3.3.1: a notification is fresh for Max-Age; if none follows by then the device
+// may have dropped us. libcoap 4.3.1 does not ACK a retransmitted CON notification
+// (libcoap#1306), so one lost ACK makes the device give up on us: waiting for Max-Age alone
+// would leave a long gap. A resource that has been notifying at a steady pace is registered
+// again once it has been silent for several of its intervals.
+void Watch::armSilence(std::uint32_t max_age_s, bool notified) {
+  if (notified) pace_.note(timers_.now());
+  cancelTimer(silence_timer_);
+  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::seconds(max_age_s) + kMaxAgeMargin);
+  // Not before the device's first retransmission is due: a lost CON notification comes
+  // again after ACK_TIMEOUT * ACK_RANDOM_FACTOR, and registering earlier only churns.
+  const auto min_silence = std::chrono::ceil<std::chrono::milliseconds>(
+                               settings_.ack_timeout * settings_.ack_random_factor) +
+                           std::chrono::seconds(1);
+  const auto pace = std::chrono::ceil<std::chrono::milliseconds>(pace_.pace());
+  if (pace.count() > 0) wait = std::min(wait, std::max(pace * kSilentIntervals, min_silence));
+  silence_timer_ = timers_.runAfter(wait, [this, wait] {
+    silence_timer_ = 0;
+    reregister(wait);
+  });
+}
+
+void Watch::reregister(std::chrono::milliseconds waited) {
+  if (listener_.counted) listener_.counted(Count::Reregistration);
+  spdlog::info("{}{}: no notification for {} ms; registering again", plan_.device, plan_.path,
+               waited.count());
+  // The quiet registration is kept until one of the two answers (see onObserved).
+  if (previous_id_ == 0) {
+    previous_id_ = observe_id_;
+  } else {
+    transport_.cancel(observe_id_);
+  }
+  observe_id_ = 0;
+  reregistered_ = true;
+  registerObservation();
+}
+
+void Watch::poll() {
+  std::weak_ptr<bool> alive = alive_;
+  poll_id_ = transport_.get(
+      plan_.device, plan_.path,
+      [this, alive](const std::optional<CoapResponse>& response, const std::string& error) {
+        if (alive.expired() || !*alive.lock()) return;
+        poll_id_ = 0;
+        if (response && listener_.heard) listener_.heard();
+        if (response && response->success()) {
+          emit(*response);
+        } else {
+          spdlog::warn("poll {}{} failed: {}", plan_.device, plan_.path,
+                       response ? response->codeString() : error);
+        }
+        pollLater();
+      });
+}
+
+void Watch::pollLater() {
+  timer_ = timers_.runAfter(plan_.interval, [this] {
+    timer_ = 0;
+    poll();
+  });
+}
+
+}  // namespace coap2mqtt::gateway
