@@ -112,12 +112,17 @@ void EventLoop::drainPosted() {
     std::lock_guard lock(mutex_);
     tasks.swap(posted_);
   }
-  for (auto& task : tasks) {
-    try {
-      task();
-    } catch (const std::exception& e) {
-      spdlog::error("loop task failed: {}", e.what());
-    }
+  for (auto& task : tasks) guarded("loop task", task);
+}
+
+template <class F>
+void EventLoop::guarded(const char* what, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    spdlog::error("{} failed: {}", what, e.what());
+  } catch (...) {
+    spdlog::error("{} failed: unknown exception", what);
   }
 }
 
@@ -126,11 +131,7 @@ void EventLoop::fireTimers() {
   while (!timers_.empty() && timers_.begin()->first.first <= now) {
     auto node = timers_.extract(timers_.begin());
     timer_deadlines_.erase(node.key().second);
-    try {
-      node.mapped()();
-    } catch (const std::exception& e) {
-      spdlog::error("timer task failed: {}", e.what());
-    }
+    guarded("timer task", node.mapped());
   }
 }
 
@@ -166,10 +167,13 @@ void EventLoop::run() {
       } else if (fd == signal_fd_) {
         signalfd_siginfo info{};
         while (read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
-          if (on_signal_) on_signal_(static_cast<int>(info.ssi_signo));
+          if (on_signal_)
+            guarded("signal handler", [&] { on_signal_(static_cast<int>(info.ssi_signo)); });
         }
       } else if (auto it = fd_handlers_.find(fd); it != fd_handlers_.end()) {
-        it->second();
+        // What arrives on an fd comes from outside (a datagram, a multicast answer): a
+        // handler that throws on it is logged, never the end of the daemon.
+        guarded("fd handler", it->second);
       }
     }
     fireTimers();

@@ -44,6 +44,8 @@ class EventLoop : public Timers {
   bool inLoopThread() const { return std::this_thread::get_id() == loop_thread_; }
 
  private:
+  template <class F>
+  static void guarded(const char* what, F&& f);  // logs what f throws
   void drainPosted();
   void fireTimers();
   int nextTimeoutMs(unsigned extra_ms) const;

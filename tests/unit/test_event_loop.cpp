@@ -1,0 +1,53 @@
+// EventLoop: whatever a handler throws is logged and the loop runs on (an fd handler sees
+// outside input: one bad datagram must not end the daemon).
+#include <unistd.h>
+
+#include <stdexcept>
+
+#include <gtest/gtest.h>
+
+#include "gateway/event_loop.h"
+
+namespace coap2mqtt::gateway {
+namespace {
+
+TEST(EventLoop, AThrowingFdHandlerDoesNotEndTheLoop) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  EventLoop loop;
+  int reads = 0;
+  loop.watchFd(fds[0], [&] {
+    char c;
+    ASSERT_EQ(read(fds[0], &c, 1), 1);
+    ++reads;
+    throw std::runtime_error("hostile datagram");
+  });
+  ASSERT_EQ(write(fds[1], "ab", 2), 2);
+  bool timer_ran = false;
+  loop.runAfter(std::chrono::milliseconds(50), [&] {
+    timer_ran = true;
+    loop.stop();
+  });
+  loop.run();  // would rethrow without the guard
+  EXPECT_EQ(reads, 2);
+  EXPECT_TRUE(timer_ran);
+  loop.unwatchFd(fds[0]);
+  close(fds[0]);
+  close(fds[1]);
+}
+
+TEST(EventLoop, AThrowingTimerOrPostedTaskDoesNotEndTheLoop) {
+  EventLoop loop;
+  int after = 0;
+  loop.post([] { throw std::runtime_error("posted"); });
+  loop.runAfter(std::chrono::milliseconds(1), [] { throw std::logic_error("timer"); });
+  loop.runAfter(std::chrono::milliseconds(20), [&] {
+    ++after;
+    loop.stop();
+  });
+  loop.run();
+  EXPECT_EQ(after, 1);
+}
+
+}  // namespace
+}  // namespace coap2mqtt::gateway
