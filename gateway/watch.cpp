@@ -1,12 +1,24 @@
 #include "gateway/watch.h"
 
+#include <algorithm>
+#include <utility>
+
 #include <spdlog/spdlog.h>
+
+#include "gateway/config.h"
 
 namespace coap2mqtt::gateway {
 namespace {
 
+using std::chrono::milliseconds;
+
 constexpr auto kMaxAgeMargin = std::chrono::seconds(2);
-constexpr int kSilentIntervals = 4;  // this many missed notifications = lost observation
+constexpr int kSilentIntervals = 4;           // this many missed notifications = lost observation
+constexpr std::uint32_t kDefaultMaxAge = 60;  // RFC 7252 §5.10.5
+
+// A handler or timer task of a Watch runs only while the Watch is alive and not stopped
+// since the task was made (stop() replaces the token, the destructor drops it).
+using Token = std::weak_ptr<bool>;
 
 }  // namespace
 
@@ -16,7 +28,7 @@ WatchSettings WatchSettings::from(const CoapConfig& coap) {
   s.request_timeout = coap.request_timeout;
   s.ack_timeout = coap.ack_timeout;
   s.ack_random_factor = coap.ack_random_factor;
-  return s;
+  return s;  // default_poll_interval: not configurable (yet)
 }
 
 Watch::Watch(bridge::Watch plan, WatchTransport& transport, Timers& timers, WatchSettings settings,
@@ -28,15 +40,7 @@ Watch::Watch(bridge::Watch plan, WatchTransport& transport, Timers& timers, Watc
       listener_(std::move(listener)) {}
 
 Watch::~Watch() {
-  *alive_ = false;
   stop(false);
-}
-
-void Watch::continueFrom(const Watch& old) {
-  if (!old.last_payload_.empty()) {
-    last_payload_ = old.last_payload_;
-    reregistered_ = true;
-  }
 }
 
 void Watch::start() {
@@ -47,12 +51,9 @@ void Watch::start() {
   }
 }
 
-void Watch::cancelTimer(Timers::TimerId& id) {
-  if (id != 0) timers_.cancel(id);
-  id = 0;
-}
-
 void Watch::stop(bool deregister) {
+  // Whatever the transport or the timers still hold of ours is dead from here on.
+  alive_ = std::make_shared<bool>(true);
   if (observe_id_ != 0) {
     if (deregister) {
       transport_.deregister(observe_id_);
@@ -69,46 +70,50 @@ void Watch::stop(bool deregister) {
   cancelTimer(silence_timer_);
 }
 
-void Watch::emit(const CoapResponse& response) {
-  if (listener_.value) listener_.value(response);
+void Watch::continueFrom(const Watch& old) {
+  // Restarted (the device came back): its current value may be the one already published
+  // from the old registration.
+  if (!old.last_payload_.empty()) {
+    last_payload_ = old.last_payload_;
+    reregistered_ = true;
+  }
 }
 
 void Watch::registerObservation() {
   awaiting_first_ = true;
-  // The handler learns which registration it serves (the id is known only after observe()
-  // returns; an immediate failure reports 0, which is the current one).
+  // The handler learns which registration it serves (the id is known only after
+  // observe() returns; an immediate failure reports 0, which is the current one).
   auto id = std::make_shared<WatchTransport::Id>(0);
-  // A device that was delivering until a moment ago answers fast or the message was lost:
-  // after two transmissions, start over on a fresh session rather than wait out
-  // request_timeout while its notifications are missing.
-  std::optional<std::chrono::milliseconds> timeout;
+  // A device that was delivering until a moment ago answers fast or the message was
+  // lost: after two transmissions, start over on a fresh session rather than wait
+  // out request_timeout while its notifications are missing.
+  std::optional<milliseconds> timeout;
   if (reregistered_) {
-    timeout = std::min(settings_.request_timeout,
-                       std::chrono::ceil<std::chrono::milliseconds>(
-                           settings_.ack_timeout * settings_.ack_random_factor * 1.5) +
-                           std::chrono::milliseconds(500));
+    timeout = std::min(
+        settings_.request_timeout,
+        std::chrono::ceil<milliseconds>(settings_.ack_timeout * settings_.ack_random_factor * 1.5) +
+            milliseconds(500));
   }
-  std::weak_ptr<bool> alive = alive_;
-  *id = transport_.observe(
+  const Token alive = alive_;
+  const auto got = transport_.observe(
       plan_.device, plan_.path,
       [this, alive, id](const std::optional<CoapResponse>& response, const std::string& error) {
-        if (alive.expired() || !*alive.lock()) return;
+        if (alive.expired()) return;
         onObserved(*id, response, error);
       },
       timeout);
-  if (*id != 0) observe_id_ = *id;
-}
-
-void Watch::retryLater() {
-  timer_ = timers_.runAfter(settings_.retry_interval, [this] {
-    timer_ = 0;
-    registerObservation();
-  });
+  if (alive.expired()) return;  // stopped or destroyed by an immediate failure's listener
+  *id = got;
+  if (got != 0) observe_id_ = got;
 }
 
 void Watch::onObserved(WatchTransport::Id id, const std::optional<CoapResponse>& response,
                        const std::string& error) {
-  if (response && listener_.heard) listener_.heard();
+  const Token alive = alive_;
+  if (response && listener_.heard) {
+    listener_.heard();
+    if (alive.expired()) return;
+  }
   if (id != 0 && id != observe_id_ && id != previous_id_) {
     // A registration this watch has since given up on: it must not count as current.
     transport_.cancel(id);
@@ -122,7 +127,7 @@ void Watch::onObserved(WatchTransport::Id id, const std::optional<CoapResponse>&
     // The quiet registration spoke before the new one answered: it was alive after all.
     previous_id_ = 0;
     if (!delivers) return;
-    transport_.cancel(observe_id_);
+    if (observe_id_ != 0) transport_.cancel(observe_id_);
     observe_id_ = id;
     awaiting_first_ = false;
     reregistered_ = false;
@@ -141,11 +146,18 @@ void Watch::onObserved(WatchTransport::Id id, const std::optional<CoapResponse>&
   if (!response->observe) {
     // The device answered but does not observe this resource: poll it instead.
     observe_id_ = 0;
+    // A re-registration answered so (RFC 7641 §4.1: a server unwilling to add another
+    // observer answers without Observe) while the quiet one is kept: that one is dropped
+    // too, or its next notification would make the watch observe and poll at once.
+    if (previous_id_ != 0) transport_.cancel(previous_id_);
+    previous_id_ = 0;
+    cancelTimer(silence_timer_);
     plan_.mode = bridge::Mode::Poll;
     if (plan_.interval.count() == 0) plan_.interval = settings_.default_poll_interval;
     spdlog::info("{}{} is not observable; polling every {} ms", plan_.device, plan_.path,
                  plan_.interval.count());
     emit(*response);
+    if (alive.expired()) return;
     pollLater();
     return;
   }
@@ -156,10 +168,11 @@ void Watch::onObserved(WatchTransport::Id id, const std::optional<CoapResponse>&
     return;
   }
   if (listener_.counted) listener_.counted(Count::Notification);
-  max_age_s_ = response->max_age.value_or(60);
+  if (alive.expired()) return;
+  max_age_s_ = response->max_age.value_or(kDefaultMaxAge);
   armSilence(max_age_s_, !registration_answer);
-  // A re-registration answers with the current value, which we may have published already
-  // from the old registration: the same value is not published twice.
+  // A re-registration answers with the current value, which we may have published
+  // already from the old registration: the same value is not published twice.
   const bool repeat = reregistered_ && response->payload == last_payload_;
   reregistered_ = false;
   if (repeat) return;
@@ -180,7 +193,9 @@ void Watch::onFailed(const std::optional<CoapResponse>& response, const std::str
     return;
   }
   observe_id_ = 0;
+  const Token alive = alive_;
   if (listener_.counted) listener_.counted(Count::Failure);
+  if (alive.expired()) return;
   // Nothing to watch for silence until a registration answers again.
   cancelTimer(silence_timer_);
   if (reregistered_ && response) {
@@ -188,8 +203,8 @@ void Watch::onFailed(const std::optional<CoapResponse>& response, const std::str
     // reconfiguration): that is worth the usual back-off.
     reregistered_ = false;
   } else if (reregistered_ && !retried_at_once_) {
-    // It was delivering until a moment ago; the link has just renewed the session, so the
-    // next attempt goes out on a fresh one.
+    // It was delivering until a moment ago; the session has just been renewed
+    // (see CoapLink::resetSession), so the next attempt goes out on a fresh one.
     spdlog::info("observe {}{} failed: {}; registering again at once", plan_.device, plan_.path,
                  error);
     retried_at_once_ = true;
@@ -201,37 +216,41 @@ void Watch::onFailed(const std::optional<CoapResponse>& response, const std::str
   retryLater();
 }
 
-// RFC 7641 §3.3.1: a notification is fresh for Max-Age; if none follows by then the device
-// may have dropped us. libcoap 4.3.1 does not ACK a retransmitted CON notification
-// (libcoap#1306), so one lost ACK makes the device give up on us: waiting for Max-Age alone
-// would leave a long gap. A resource that has been notifying at a steady pace is registered
-// again once it has been silent for several of its intervals.
+// RFC 7641 §3.3.1: a notification is fresh for Max-Age; if none follows by then the
+// device may have dropped us. libcoap 4.3.1 does not ACK a retransmitted CON
+// notification (libcoap#1306), so one lost ACK makes the device give up on us: waiting
+// for Max-Age alone would leave a long gap. A resource that has been notifying at a
+// steady pace is re-registered once it has been silent for several of its intervals.
 void Watch::armSilence(std::uint32_t max_age_s, bool notified) {
   if (notified) pace_.note(timers_.now());
   cancelTimer(silence_timer_);
-  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::seconds(max_age_s) + kMaxAgeMargin);
+  auto wait =
+      std::chrono::duration_cast<milliseconds>(std::chrono::seconds(max_age_s) + kMaxAgeMargin);
   // Not before the device's first retransmission is due: a lost CON notification comes
-  // again after ACK_TIMEOUT * ACK_RANDOM_FACTOR, and registering earlier only churns.
-  const auto min_silence = std::chrono::ceil<std::chrono::milliseconds>(
-                               settings_.ack_timeout * settings_.ack_random_factor) +
-                           std::chrono::seconds(1);
-  const auto pace = std::chrono::ceil<std::chrono::milliseconds>(pace_.pace());
+  // again after ACK_TIMEOUT * ACK_RANDOM_FACTOR, and re-registering earlier only churns.
+  const auto min_silence =
+      std::chrono::ceil<milliseconds>(settings_.ack_timeout * settings_.ack_random_factor) +
+      std::chrono::seconds(1);
+  const auto pace = std::chrono::ceil<milliseconds>(pace_.pace());
   if (pace.count() > 0) wait = std::min(wait, std::max(pace * kSilentIntervals, min_silence));
-  silence_timer_ = timers_.runAfter(wait, [this, wait] {
+  const Token alive = alive_;
+  silence_timer_ = timers_.runAfter(wait, [this, alive, wait] {
+    if (alive.expired()) return;
     silence_timer_ = 0;
     reregister(wait);
   });
 }
 
-void Watch::reregister(std::chrono::milliseconds waited) {
+void Watch::reregister(milliseconds waited) {
+  const Token alive = alive_;
   if (listener_.counted) listener_.counted(Count::Reregistration);
+  if (alive.expired()) return;
   spdlog::info("{}{}: no notification for {} ms; registering again", plan_.device, plan_.path,
                waited.count());
   // The quiet registration is kept until one of the two answers (see onObserved).
   if (previous_id_ == 0) {
     previous_id_ = observe_id_;
-  } else {
+  } else if (observe_id_ != 0) {
     transport_.cancel(observe_id_);
   }
   observe_id_ = 0;
@@ -239,29 +258,57 @@ void Watch::reregister(std::chrono::milliseconds waited) {
   registerObservation();
 }
 
+void Watch::retryLater() {
+  cancelTimer(timer_);
+  const Token alive = alive_;
+  timer_ = timers_.runAfter(settings_.retry_interval, [this, alive] {
+    if (alive.expired()) return;
+    timer_ = 0;
+    registerObservation();
+  });
+}
+
 void Watch::poll() {
-  std::weak_ptr<bool> alive = alive_;
-  poll_id_ = transport_.get(
+  const Token alive = alive_;
+  const auto id = transport_.get(
       plan_.device, plan_.path,
       [this, alive](const std::optional<CoapResponse>& response, const std::string& error) {
-        if (alive.expired() || !*alive.lock()) return;
+        if (alive.expired()) return;
         poll_id_ = 0;
-        if (response && listener_.heard) listener_.heard();
+        if (response && listener_.heard) {
+          listener_.heard();
+          if (alive.expired()) return;
+        }
         if (response && response->success()) {
           emit(*response);
+          if (alive.expired()) return;
         } else {
           spdlog::warn("poll {}{} failed: {}", plan_.device, plan_.path,
                        response ? response->codeString() : error);
         }
         pollLater();
       });
+  if (alive.expired()) return;
+  poll_id_ = id;
 }
 
 void Watch::pollLater() {
-  timer_ = timers_.runAfter(plan_.interval, [this] {
+  cancelTimer(timer_);
+  const Token alive = alive_;
+  timer_ = timers_.runAfter(plan_.interval, [this, alive] {
+    if (alive.expired()) return;
     timer_ = 0;
     poll();
   });
+}
+
+void Watch::cancelTimer(Timers::TimerId& id) {
+  if (id != 0) timers_.cancel(id);
+  id = 0;
+}
+
+void Watch::emit(const CoapResponse& response) {
+  if (listener_.value) listener_.value(response);
 }
 
 }  // namespace coap2mqtt::gateway
