@@ -1,5 +1,8 @@
 #include "gateway/rd_source.h"
 
+#include <cctype>
+#include <random>
+
 #include <spdlog/spdlog.h>
 
 #include "gateway/coap_link.h"
@@ -28,6 +31,37 @@ registry::RdQuery rdQuery(const std::vector<std::string>& options) {
   return q;
 }
 
+// The host of "coap://host:port" (IPv6 without brackets), lower-cased; empty when it is
+// not such a URI.
+std::string hostOf(std::string_view uri) {
+  const auto scheme = uri.find("://");
+  if (scheme == std::string_view::npos) return {};
+  std::string_view rest = uri.substr(scheme + 3);
+  rest = rest.substr(0, rest.find('/'));
+  std::string_view host;
+  if (!rest.empty() && rest.front() == '[') {
+    const auto close = rest.find(']');
+    if (close == std::string_view::npos) return {};
+    host = rest.substr(1, close - 1);
+  } else {
+    host = rest.substr(0, rest.find(':'));
+  }
+  std::string out(host);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::optional<std::string> queryValue(const registry::RdQuery& query, std::string_view key) {
+  for (const auto& [k, v] : query) {
+    if (k == key) return v;
+  }
+  return std::nullopt;
+}
+
+CoapServerResponse forbidden(std::string why) {
+  return CoapServerResponse{403, std::move(why), 0, {}};
+}
+
 CoapServerResponse fromRd(const registry::RdResult& r) {
   CoapServerResponse res;
   res.code = r.code;
@@ -46,7 +80,12 @@ RdSource::RdSource(const GatewayConfig& config, EventLoop& loop, CoapLink& coap,
       coap_(coap),
       devices_(devices),
       observer_(observer),
-      events_(events) {}
+      events_(events) {
+  rd_.setLocationIds([] {
+    std::random_device random;  // the kernel's CSPRNG (getrandom) on Linux
+    return (std::uint64_t{random()} << 32) | random();
+  });
+}
 
 void RdSource::serve() {
   if (config_.coap.listen.empty() || !config_.coap.resource_directory) return;
@@ -65,18 +104,57 @@ void RdSource::serve() {
   coap_.serveUnknown([this](const CoapServerRequest& r) { return onRequest(r); });
 }
 
+// RFC 9176 §7 (security policies), for a directory on a LAN without DTLS: a registrant is
+// known by its address. A registration names only its own host as base (else anyone could
+// point the gateway at any host, and observe it at their wish: reflection); an endpoint
+// registered from one host cannot be registered again from another; a registration is
+// updated or deleted only from the host that made it. The host, not the port: a device's
+// client port changes from request to request.
+std::optional<CoapServerResponse> RdSource::refused(const CoapServerRequest& r,
+                                                    const registry::RdQuery& query) const {
+  const std::string source = hostOf(r.source);
+  if (auto base = queryValue(query, "base"); base && hostOf(*base) != source) {
+    return forbidden("base must name the registering host");
+  }
+  const registry::RdRegistration* existing = nullptr;
+  if (r.path == "/rd") {
+    if (auto ep = queryValue(query, "ep")) {
+      existing = rd_.findEndpoint(*ep, queryValue(query, "d").value_or(""));
+    }
+    if (existing != nullptr && hostOf(existing->base) != source) {
+      return forbidden("endpoint registered by another host");
+    }
+  } else if (r.method != bridge::Method::Get) {
+    existing = rd_.find(r.path);
+    if (existing != nullptr && hostOf(existing->base) != source) {
+      return forbidden("registration made by another host");
+    }
+  }
+  return std::nullopt;
+}
+
 CoapServerResponse RdSource::onRequest(const CoapServerRequest& r) {
+  const registry::RdQuery query = rdQuery(r.query);
+  if (auto no = refused(r, query)) {
+    ++refused_;
+    if (refusal_log_.failed(SteadyClock::now())) {
+      spdlog::warn("rd: {} {} from {} refused: {} ({} refusal(s) since the last report)",
+                   bridge::toString(r.method), r.path, r.source, no->payload,
+                   refusal_log_.unreported());
+      refusal_log_.reported();
+    }
+    return *no;
+  }
   std::vector<registry::RdEvent> events;
   registry::RdResult result;
   const auto now = SteadyClock::now();
   if (r.path == "/rd") {
     if (r.method != bridge::Method::Post) return CoapServerResponse{405, {}, {}, {}};
-    result =
-        rd_.registerEndpoint(rdQuery(r.query), r.payload, r.content_format, r.source, now, events);
+    result = rd_.registerEndpoint(query, r.payload, r.content_format, r.source, now, events);
   } else if (r.path.rfind("/rd/", 0) == 0) {
     switch (r.method) {
       case bridge::Method::Post:
-        result = rd_.update(r.path, rdQuery(r.query), r.payload, now, events);
+        result = rd_.update(r.path, query, r.payload, now, events);
         break;
       case bridge::Method::Delete:
         result = rd_.remove(r.path, events);
@@ -196,10 +274,16 @@ void RdSource::onEvent(const registry::RdEvent& e) {
       break;
     }
     case registry::RdEvent::Kind::Expired:
-      if (devices_.registry().find(name) != nullptr) {
+      if (const registry::Device* d = devices_.registry().find(name)) {
         spdlog::info("rd: registration of {} expired", reg.ep);
-        observer_.stopDevice(name);
-        devices_.setOnline(name, false, true);
+        if (d->source == registry::Source::ResourceDirectory) {
+          // What the registration created goes with it: expired registrations must not pile
+          // up as devices (and sessions, rows, retained topics) without end.
+          devices_.remove(name, true, "registration expired");
+        } else {
+          observer_.stopDevice(name);  // a device known otherwise stays, unwatched, offline
+          devices_.setOnline(name, false, true);
+        }
       }
       break;
     case registry::RdEvent::Kind::Removed:

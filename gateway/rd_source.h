@@ -3,9 +3,12 @@
 // listeners (/rd, /rd-lookup/ep, /rd-lookup/res), its registrations kept across restarts,
 // and each registration mapped to a device (registered, updated, expired, removed).
 #include <cstdint>
+#include <optional>
 
+#include "gateway/coap_link.h"
 #include "gateway/config.h"
 #include "gateway/events.h"
+#include "gateway/repeated_failure.h"
 #include "registry/resource_directory.h"
 
 namespace coap2mqtt::gateway {
@@ -14,8 +17,6 @@ class CoapLink;
 class Devices;
 class EventLoop;
 class Observer;
-struct CoapServerRequest;
-struct CoapServerResponse;
 
 class RdSource {
  public:
@@ -26,9 +27,12 @@ class RdSource {
   void serve();
   // Registrations of the last run: their lifetimes kept running (wall clock).
   void restore();
+  std::uint64_t refusedCount() const { return refused_; }
 
  private:
   CoapServerResponse onRequest(const CoapServerRequest& r);
+  std::optional<CoapServerResponse> refused(const CoapServerRequest& r,
+                                            const registry::RdQuery& query) const;
   void onEvent(const registry::RdEvent& e);
   void persist(const registry::RdEvent& e);
   void scheduleExpiry();
@@ -41,6 +45,8 @@ class RdSource {
   Events& events_;
   registry::ResourceDirectory rd_;
   std::uint64_t expiry_timer_ = 0;
+  std::uint64_t refused_ = 0;    // requests refused by the security policy
+  RepeatedFailure refusal_log_;  // a flood of them is one log line per interval
 };
 
 }  // namespace coap2mqtt::gateway

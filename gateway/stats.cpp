@@ -3,18 +3,20 @@
 #include "gateway/command_router.h"
 #include "gateway/devices.h"
 #include "gateway/mqtt_link.h"
+#include "gateway/rd_source.h"
 #include "gateway/values.h"
 
 namespace coap2mqtt::gateway {
 
 Stats::Stats(const GatewayConfig& config, const Devices& devices, const Observer& observer,
-             const ValuePublisher& values, const CommandRouter& commands, const CoapLink& coap,
-             const MqttLink& mqtt)
+             const ValuePublisher& values, const CommandRouter& commands, const RdSource& rd,
+             const CoapLink& coap, const MqttLink& mqtt)
     : config_(config),
       devices_(devices),
       observer_(observer),
       values_(values),
       commands_(commands),
+      rd_(rd),
       coap_(coap),
       mqtt_(mqtt) {}
 
@@ -34,6 +36,7 @@ StatsSnapshot Stats::snapshot() const {
   s.bad_payload = route.bad_payload;
   s.bad_topic = route.bad_topic;
   s.commands_refused = commands_.refused();
+  s.rd_refused = rd_.refusedCount();
   s.commands = commands_.stats();
   s.mqtt_connected = mqtt_.connected();
   s.mqtt_publish_failed = mqtt_.stats().publish_failed.load();
@@ -62,7 +65,8 @@ Stats::Json Stats::statsJson(const StatsSnapshot& s) {
                {{"stale_notification", s.observe.stale},
                 {"bad_payload", s.bad_payload},
                 {"bad_topic", s.bad_topic},
-                {"command_refused", s.commands_refused}}},
+                {"command_refused", s.commands_refused},
+                {"rd_refused", s.rd_refused}}},
               {"commands",
                {{"submitted", s.commands.submitted},
                 {"answered", s.commands.answered},

@@ -20,6 +20,7 @@ namespace coap2mqtt::gateway {
 class CommandRouter;
 class Devices;
 class MqttLink;
+class RdSource;
 class ValuePublisher;
 
 struct StatsSnapshot {
@@ -34,6 +35,7 @@ struct StatsSnapshot {
   std::uint64_t bad_payload = 0;
   std::uint64_t bad_topic = 0;
   std::uint64_t commands_refused = 0;
+  std::uint64_t rd_refused = 0;  // RD requests against the security policy
   CommandQueue::Stats commands;
   bool mqtt_connected = false;
   std::uint64_t mqtt_publish_failed = 0;
@@ -49,8 +51,8 @@ class Stats {
   using Json = nlohmann::json;
 
   Stats(const GatewayConfig& config, const Devices& devices, const Observer& observer,
-        const ValuePublisher& values, const CommandRouter& commands, const CoapLink& coap,
-        const MqttLink& mqtt);
+        const ValuePublisher& values, const CommandRouter& commands, const RdSource& rd,
+        const CoapLink& coap, const MqttLink& mqtt);
 
   StatsSnapshot snapshot() const;
 
@@ -67,6 +69,7 @@ class Stats {
   const Observer& observer_;
   const ValuePublisher& values_;
   const CommandRouter& commands_;
+  const RdSource& rd_;
   const CoapLink& coap_;
   const MqttLink& mqtt_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

@@ -523,7 +523,8 @@ RdResult ResourceDirectory::registerEndpoint(const RdQuery& query, std::string_v
     // A restored location need not be one restore() could account for in next_id_
     // ("/rd/<19 digits>"): never hand out one that is taken.
     do {
-      reg.location = std::string(kLocationPrefix) + std::to_string(next_id_++);
+      const std::uint64_t id = location_ids_ ? location_ids_() % kMaxRandomId : next_id_++;
+      reg.location = std::string(kLocationPrefix) + std::to_string(id);
     } while (registrations_.find(reg.location) != registrations_.end());
     registrations_.emplace(reg.location, reg);
   }
@@ -662,6 +663,14 @@ std::optional<ResourceDirectory::TimePoint> ResourceDirectory::nextExpiry() cons
     if (!next || reg.expires < *next) next = reg.expires;
   }
   return next;
+}
+
+const RdRegistration* ResourceDirectory::findEndpoint(std::string_view ep,
+                                                      std::string_view d) const {
+  for (const auto& [location, reg] : registrations_) {
+    if (reg.ep == ep && reg.sector == d) return &reg;
+  }
+  return nullptr;
 }
 
 const RdRegistration* ResourceDirectory::find(std::string_view location) const {

@@ -4,6 +4,7 @@
 // nothing here does I/O or reads a clock.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -77,7 +78,14 @@ class ResourceDirectory {
   void expire(TimePoint now, std::vector<RdEvent>& events);
   std::optional<TimePoint> nextExpiry() const;
 
+  // Where new locations' numbers come from: sequential (1, 2, ...) unless set. A gateway
+  // on a LAN sets a random source (RFC 9176 §7: a location must not be guessable, or anyone
+  // could update or delete a registration they did not make).
+  void setLocationIds(std::function<std::uint64_t()> next) { location_ids_ = std::move(next); }
+
   const RdRegistration* find(std::string_view location) const;
+  // The registration of endpoint `ep` in sector `d`, if any.
+  const RdRegistration* findEndpoint(std::string_view ep, std::string_view d) const;
   std::size_t size() const { return registrations_.size(); }
 
   // Persistence. The caller saves registrations (after each event) and, after a restart,
@@ -101,6 +109,9 @@ class ResourceDirectory {
 
   std::map<std::string, RdRegistration, std::less<>> registrations_;  // by location
   std::uint64_t next_id_ = 1;
+  std::function<std::uint64_t()> location_ids_;
+  // Random ids stay within what restore() reads back as "/rd/<n>" (18 digits).
+  static constexpr std::uint64_t kMaxRandomId = 1'000'000'000'000'000'000ull;
 };
 
 }  // namespace coap2mqtt::registry

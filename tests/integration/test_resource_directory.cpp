@@ -279,27 +279,28 @@ TEST_F(ResourceDirectory, RegisteredDeviceIsBridgedLookedUpAndDeleted) {
   EXPECT_EQ(counterValues("node7"), after_delete) << "still bridged after DELETE";
 }
 
-TEST_F(ResourceDirectory, RegistrationExpiresAfterItsLifetimeAndTheDeviceGoesOffline) {
+// RFC 9176 §7 (issue 17): an expired registration takes away what it created, so that
+// registrations cannot pile up as devices without end.
+TEST_F(ResourceDirectory, RegistrationExpiresAfterItsLifetimeAndTheDeviceIsRemoved) {
   const auto t0 = std::chrono::steady_clock::now();
   CoapReply reg = registerSim("node7", 3);
   ASSERT_EQ(reg.code, "2.01") << reg.log << dump();
   ASSERT_TRUE(waitForAvailability("node7", "online", 10s)) << dump();
   ASSERT_TRUE(probe_->waitForCount("coap2mqtt/node7/sensors/counter", 2, 10s)) << dump();
 
-  // No update: offline once the 3 s lifetime has run out, not before.
-  ASSERT_TRUE(waitForAvailability("node7", "offline", 10s)) << dump();
+  // No update: removed once the 3 s lifetime has run out, not before.
+  ASSERT_TRUE(waitForEvent("device_left", "node7", 10s)) << dump();
   const auto elapsed = std::chrono::steady_clock::now() - t0;
-  EXPECT_GE(elapsed, 2900ms) << "offline before the lifetime ran out";
-  EXPECT_TRUE(waitForEvent("device_offline", "node7", 5s)) << dump();
+  EXPECT_GE(elapsed, 2900ms) << "removed before the lifetime ran out";
+  EXPECT_TRUE(waitForAvailability("node7", "", 5s)) << "retained availability not cleared\n"
+                                                    << dump();
   EXPECT_EQ(coap("get", gw(reg.location)).code, "4.04") << "the registration should be gone";
   EXPECT_FALSE(contains(coap("get", gw("/rd-lookup/ep")).payload, "node7"));
-  // The observation ends with the registration, and the device stays offline although the
-  // simulator is still there.
+  // The observation ends with the registration although the simulator is still there.
   std::this_thread::sleep_for(1500ms);
   const std::size_t after_expiry = counterValues("node7");
   std::this_thread::sleep_for(3s);
   EXPECT_EQ(counterValues("node7"), after_expiry) << "still bridged after expiry\n" << dump();
-  EXPECT_EQ(availability("node7").back(), "offline") << dump();
 
   // Registering again brings it back, under the same name, bridged again.
   CoapReply again = registerSim("node7", 60);
@@ -308,7 +309,7 @@ TEST_F(ResourceDirectory, RegistrationExpiresAfterItsLifetimeAndTheDeviceGoesOff
   EXPECT_TRUE(probe_->waitForCount("coap2mqtt/node7/sensors/counter", after_expiry + 3, 15s))
       << "not bridged after re-registration\n"
       << dump();
-  EXPECT_EQ(events("device_joined", "node7").size(), 1u) << "a known device, not a new one";
+  EXPECT_EQ(events("device_joined", "node7").size(), 2u) << "joined, left, joined again";
 }
 
 TEST_F(ResourceDirectory, RefreshedRegistrationOutlivesItsOriginalLifetime) {
@@ -325,6 +326,7 @@ TEST_F(ResourceDirectory, RefreshedRegistrationOutlivesItsOriginalLifetime) {
   }
   EXPECT_EQ(availability("node7").back(), "online") << dump();
   EXPECT_TRUE(events("device_offline", "node7").empty()) << dump();
+  EXPECT_TRUE(events("device_left", "node7").empty()) << dump();
   EXPECT_EQ(coap("get", gw(reg.location)).code, "2.05");
   // Still bridged: values keep coming.
   const std::size_t before = counterValues("node7");
@@ -333,7 +335,7 @@ TEST_F(ResourceDirectory, RefreshedRegistrationOutlivesItsOriginalLifetime) {
   // An update may also change the lifetime; then, left alone, it expires.
   CoapReply upd = coap("post", gw(reg.location + "?lt=2"));
   EXPECT_EQ(upd.code, "2.04") << upd.log;
-  EXPECT_TRUE(waitForAvailability("node7", "offline", 8s)) << dump();
+  EXPECT_TRUE(waitForEvent("device_left", "node7", 8s)) << dump();
 
   // Updating an unknown (or expired) registration is 4.04.
   EXPECT_EQ(coap("post", gw(reg.location)).code, "4.04");
@@ -444,11 +446,12 @@ TEST_F(ResourceDirectory, LifetimeStillEndsTheRegistrationAfterAGatewayRestart) 
   const std::size_t n = counterValues("node7");
   ASSERT_TRUE(probe_->waitForCount("coap2mqtt/node7/sensors/counter", n + 2, 10s)) << dump();
 
-  // 6 s after registering, with no update, node7 must be offline.
+  // 6 s after registering, with no update, node7 must be gone (removed with its
+  // registration: availability cleared).
   EXPECT_TRUE(waitUntil(
       [&] {
         auto a = availability("node7");
-        return !a.empty() && a.back() == "offline";
+        return !a.empty() && a.back().empty();
       },
       std::chrono::duration_cast<std::chrono::milliseconds>(t0 + 6s + 5s -
                                                             std::chrono::steady_clock::now())))
@@ -527,6 +530,65 @@ TEST_F(ResourceDirectory, EndpointNameIsSanitisedIntoATopicLevel) {
   EXPECT_TRUE(probe_->waitForCount("coap2mqtt/room-1/sensors/counter", 2, 10s)) << dump();
   // The RD itself keeps the endpoint name as registered.
   EXPECT_TRUE(contains(coap("get", gw("/rd-lookup/ep")).payload, "ep=\"room+1\""));
+}
+
+// Issue 17, finding 1 (RD takeover): another host on the LAN can neither point the gateway
+// at a device it does not own (base), nor claim, update, re-point or delete a registration
+// it did not make. The attacker is coap-client bound to 127.0.0.2 (-a), the device and its
+// registrant are on 127.0.0.1.
+TEST_F(ResourceDirectory, AnotherHostCannotTakeOverOrDeleteARegistration) {
+  const std::vector<std::string> from_attacker = {"-a", "127.0.0.2"};
+  const std::string body = "</sensors/counter>;obs";
+  CoapReply reg = registerSim("node7", 60);
+  ASSERT_EQ(reg.code, "2.01") << reg.log;
+  ASSERT_TRUE(probe_->waitForCount("coap2mqtt/node7/sensors/counter", 2, 10s)) << dump();
+
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), from_attacker.begin(), from_attacker.end());
+    return extra;
+  };
+  // Registering a device at someone else's address (and so blinding or re-pointing it).
+  EXPECT_EQ(coap("post", gw("/rd?ep=evil&lt=1&base=" + simBase()), with({"-e", body})).code,
+            "4.03");
+  // Claiming the endpoint registered by another host.
+  EXPECT_EQ(coap("post", gw("/rd?ep=node7&lt=1"), with({"-e", body})).code, "4.03");
+  // Updating, re-pointing or deleting another host's registration.
+  EXPECT_EQ(coap("post", gw(reg.location + "?lt=1"), from_attacker).code, "4.03");
+  EXPECT_EQ(coap("post", gw(reg.location + "?base=coap://127.0.0.2:9"), from_attacker).code,
+            "4.03");
+  EXPECT_EQ(coap("delete", gw(reg.location), from_attacker).code, "4.03");
+  // A registration from the attacker's own address is its own business, and is allowed.
+  EXPECT_EQ(coap("post", gw("/rd?ep=attacker&lt=60"), with({"-e", body})).code, "2.01");
+
+  // node7 is untouched: same base, still online, still bridged after the 1 s lifetimes the
+  // attacker asked for would have run out.
+  std::this_thread::sleep_for(2500ms);
+  EXPECT_TRUE(
+      contains(coap("get", gw("/rd-lookup/ep?ep=node7")).payload, "base=\"" + simBase() + "\""));
+  EXPECT_EQ(availability("node7").back(), "online") << dump();
+  EXPECT_TRUE(events("device_left", "node7").empty()) << dump();
+  const std::size_t n = counterValues("node7");
+  EXPECT_TRUE(probe_->waitForCount("coap2mqtt/node7/sensors/counter", n + 3, 10s)) << dump();
+  // The registrant itself may still update and delete.
+  EXPECT_EQ(coap("post", gw(reg.location)).code, "2.04");
+  EXPECT_EQ(coap("delete", gw(reg.location)).code, "2.02");
+  EXPECT_TRUE(waitForEvent("device_left", "node7", 5s)) << dump();
+}
+
+// Issue 17, finding 1: locations cannot be guessed (they were /rd/1, /rd/2, ...).
+TEST_F(ResourceDirectory, RegistrationLocationsAreNotSequential) {
+  CoapReply a = registerSim("node-a", 60);
+  CoapReply b = registerSim("node-b", 60);
+  ASSERT_EQ(a.code, "2.01") << a.log;
+  ASSERT_EQ(b.code, "2.01") << b.log;
+  ASSERT_EQ(a.location.rfind("/rd/", 0), 0u) << a.location;
+  ASSERT_EQ(b.location.rfind("/rd/", 0), 0u) << b.location;
+  const auto id_a = std::stoull(a.location.substr(4));
+  const auto id_b = std::stoull(b.location.substr(4));
+  EXPECT_NE(id_a, id_b);
+  // Random 60-bit numbers: both below a million (or adjacent) has odds of about 1e-12.
+  EXPECT_FALSE(id_a < 1000000 && id_b < 1000000) << a.location << " " << b.location;
+  EXPECT_GT(id_a > id_b ? id_a - id_b : id_b - id_a, 1u);
 }
 
 }  // namespace

@@ -1063,3 +1063,26 @@ TEST_F(RdTest, AcceptanceNode7ExpiresAfterItsLifetime) {
 
 }  // namespace
 }  // namespace coap2mqtt::registry
+
+namespace coap2mqtt::registry {
+namespace {
+
+TEST(ResourceDirectoryLocations, ComeFromTheSourceSetAndFindEndpointFindsByEpAndSector) {
+  ResourceDirectory rd;
+  std::uint64_t next = 987654321012345678ull;
+  rd.setLocationIds([&] { return next++; });
+  std::vector<RdEvent> events;
+  const auto now = std::chrono::steady_clock::now();
+  auto a = rd.registerEndpoint({{"ep", "a"}}, "</x>", 40, "coap://127.0.0.1:1", now, events);
+  auto b = rd.registerEndpoint({{"ep", "b"}, {"d", "s"}}, "</x>", 40, "coap://127.0.0.1:2", now,
+                               events);
+  EXPECT_EQ(a.location, "/rd/987654321012345678");
+  EXPECT_EQ(b.location, "/rd/987654321012345679");
+  ASSERT_NE(rd.findEndpoint("b", "s"), nullptr);
+  EXPECT_EQ(rd.findEndpoint("b", "s")->location, b.location);
+  EXPECT_EQ(rd.findEndpoint("b", ""), nullptr);
+  EXPECT_EQ(rd.findEndpoint("c", ""), nullptr);
+}
+
+}  // namespace
+}  // namespace coap2mqtt::registry
