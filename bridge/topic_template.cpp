@@ -58,6 +58,10 @@ std::size_t emptyLevelAt(std::string_view text) {
 
 }  // namespace
 
+bool isValidPublishTopic(std::string_view topic) {
+  return validPublishTopic(topic);
+}
+
 // ---------------------------------------------------------------------------------------
 // TopicTemplate
 
@@ -180,7 +184,7 @@ std::optional<std::string> TopicTemplate::expand(const TopicVars& vars) const {
   std::string topic;
   topic.reserve(size);
   for (const Token& token : tokens_) topic.append(*value(token));
-  if (!validPublishTopic(topic)) return std::nullopt;
+  if (!isValidPublishTopic(topic)) return std::nullopt;
   return topic;
 }
 

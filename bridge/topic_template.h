@@ -7,6 +7,12 @@
 
 namespace coap2mqtt::bridge {
 
+// What a broker accepts in a PUBLISH, plus our policy: non-empty, at most 65535 bytes,
+// strict UTF-8, no '+', '#' or NUL, no leading '$', no empty levels (no leading, trailing
+// or doubled '/'). Every topic the gateway publishes to passes it, also one a client names
+// (an MQTT 5 Response Topic): a broker disconnects a client that publishes to '#'.
+bool isValidPublishTopic(std::string_view topic);
+
 struct TopicVars {
   std::string_view gateway;
   std::string_view device;

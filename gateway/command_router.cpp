@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "bridge/topic_template.h"
 #include "gateway/coap_link.h"
 #include "gateway/commands.h"
 #include "gateway/devices.h"
@@ -55,8 +56,28 @@ void CommandRouter::subscribe() {
 void CommandRouter::publishResult(const std::string& result_topic,
                                   const std::string& response_topic, const std::string& correlation,
                                   const std::string& payload) {
-  const std::string& to = response_topic.empty() ? result_topic : response_topic;
+  const std::string& to = responseTopicUsable(response_topic) ? response_topic : result_topic;
   mqtt_.publish(to, payload, 1, false, correlation);
+}
+
+// A Response Topic is the sender's choice, so anyone's: one the broker refuses ('#') would
+// cost us the connection, and one in our own namespace (<base>/...) would let a client
+// make us publish onto bridge/state or into command topics. Such a result goes to the
+// rule's result topic instead (counted as dropped.bad_response_topic).
+bool CommandRouter::responseTopicUsable(const std::string& response_topic) {
+  if (response_topic.empty()) return false;
+  const std::string& base = config_.mqtt.base_topic;
+  const bool ours = response_topic.compare(0, base.size(), base) == 0 &&
+                    (response_topic.size() == base.size() || response_topic[base.size()] == '/');
+  if (bridge::isValidPublishTopic(response_topic) && !ours) return true;
+  ++bad_response_topics_;
+  if (bad_response_log_.failed(std::chrono::steady_clock::now())) {
+    spdlog::warn("command response topic refused ({} since the last report): {}",
+                 bad_response_log_.unreported(),
+                 ours ? "in the gateway's own namespace" : "not a valid publish topic");
+    bad_response_log_.reported();
+  }
+  return false;
 }
 
 void CommandRouter::onMessage(const std::string& topic, const std::string& payload,

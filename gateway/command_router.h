@@ -10,6 +10,7 @@
 #include "gateway/command_queue.h"
 #include "gateway/config.h"
 #include "gateway/events.h"
+#include "gateway/repeated_failure.h"
 
 namespace coap2mqtt::gateway {
 
@@ -34,9 +35,11 @@ class CommandRouter {
 
   const CommandQueue::Stats& stats() const { return queue_.stats(); }
   std::uint64_t refused() const { return refused_; }
+  std::uint64_t badResponseTopics() const { return bad_response_topics_; }
 
  private:
   CommandQueue::Io io();
+  bool responseTopicUsable(const std::string& response_topic);
   void publishResult(const std::string& result_topic, const std::string& response_topic,
                      const std::string& correlation, const std::string& payload);
 
@@ -47,6 +50,8 @@ class CommandRouter {
   Devices& devices_;
   CommandQueue queue_;
   std::uint64_t refused_ = 0;
+  std::uint64_t bad_response_topics_ = 0;
+  RepeatedFailure bad_response_log_;
 };
 
 }  // namespace coap2mqtt::gateway

@@ -37,6 +37,7 @@ StatsSnapshot Stats::snapshot() const {
   s.bad_topic = route.bad_topic;
   s.commands_refused = commands_.refused();
   s.rd_refused = rd_.refusedCount();
+  s.bad_response_topic = commands_.badResponseTopics();
   s.commands = commands_.stats();
   s.mqtt_connected = mqtt_.connected();
   s.mqtt_publish_failed = mqtt_.stats().publish_failed.load();
@@ -66,7 +67,8 @@ Stats::Json Stats::statsJson(const StatsSnapshot& s) {
                 {"bad_payload", s.bad_payload},
                 {"bad_topic", s.bad_topic},
                 {"command_refused", s.commands_refused},
-                {"rd_refused", s.rd_refused}}},
+                {"rd_refused", s.rd_refused},
+                {"bad_response_topic", s.bad_response_topic}}},
               {"commands",
                {{"submitted", s.commands.submitted},
                 {"answered", s.commands.answered},

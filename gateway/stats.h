@@ -35,7 +35,9 @@ struct StatsSnapshot {
   std::uint64_t bad_payload = 0;
   std::uint64_t bad_topic = 0;
   std::uint64_t commands_refused = 0;
-  std::uint64_t rd_refused = 0;  // RD requests against the security policy
+  std::uint64_t rd_refused = 0;
+  std::uint64_t bad_response_topic = 0;  // MQTT 5 Response Topics we would not publish to  // RD
+                                         // requests against the security policy
   CommandQueue::Stats commands;
   bool mqtt_connected = false;
   std::uint64_t mqtt_publish_failed = 0;

@@ -470,5 +470,56 @@ TEST(Commands, Mqtt5ResponseTopicAndCorrelationData) {
   client.disconnect()->wait_for(5s);
 }
 
+// Issue 17, finding 4: a Response Topic is whatever a client says. One with a wildcard made
+// mosquitto disconnect the gateway (and the result, first in the outbox, did it again after
+// every reconnect); one in the gateway's own namespace published onto its bridge topics.
+// Both now go to the rule's result topic, counted; the link stays up.
+TEST(Commands, HostileMqtt5ResponseTopicsAreRefusedAndTheLinkStaysUp) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1, "1000");
+  MqttProbe probe(broker.port(), "c2m/#");
+  std::string config = baseConfig(broker, dir);
+  config.replace(config.find("base_topic"), 0, "protocol = \"5\"\n");
+  auto gateway = startGateway(dir, config + simDevices(port, 1) + kSetRule);
+  waitForGateway(probe, *gateway);
+
+  mqtt::async_client client("tcp://127.0.0.1:" + std::to_string(broker.port()), "v5-hostile",
+                            mqtt::create_options(MQTTVERSION_5));
+  mqtt::connect_options options;
+  options.set_mqtt_version(MQTTVERSION_5);
+  options.set_clean_start(true);
+  client.start_consuming();
+  ASSERT_NO_THROW(client.connect(options)->wait_for(5s));
+  ASSERT_NO_THROW(client.subscribe("replies/#", 1)->wait_for(5s));
+  auto send = [&](const std::string& payload, const std::string& response_topic) {
+    auto m = mqtt::make_message("c2m/dev0/actuators/led/set", payload, 1, false);
+    m->set_properties(
+        mqtt::properties{mqtt::property(mqtt::property::RESPONSE_TOPIC, response_topic),
+                         mqtt::property(mqtt::property::CORRELATION_DATA, std::string("x"))});
+    client.publish(m)->wait_for(5s);
+  };
+  send("wild", "replies/#");
+  send("ours", "c2m/bridge/state");
+  // Both answered on the rule's result topic instead.
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/actuators/led/set/result", 2, 15s))
+      << gateway->output() << dump(probe);
+  for (const auto& m : probe.messagesOn("c2m/bridge/state")) {
+    EXPECT_EQ(Json::parse(m.payload, nullptr, false).value("state", ""), "online") << m.payload;
+  }
+  // The link stayed up: a good request is still answered where it asks.
+  send("good", "replies/me");
+  mqtt::const_message_ptr reply;
+  ASSERT_TRUE(client.try_consume_message_for(&reply, 15s)) << gateway->output();
+  EXPECT_EQ(reply->get_topic(), "replies/me");
+  // Counted.
+  probe.publish("c2m/bridge/request/info", "{}");
+  ASSERT_TRUE(probe.waitForCount("c2m/bridge/response/info", 1, 10s)) << gateway->output();
+  const Json info = Json::parse(probe.messagesOn("c2m/bridge/response/info").back().payload);
+  EXPECT_EQ(info["data"]["stats"]["dropped"].value("bad_response_topic", 0), 2) << info.dump();
+  client.disconnect()->wait_for(5s);
+}
+
 }  // namespace
 }  // namespace coap2mqtt::test
