@@ -1,19 +1,11 @@
 #include "bridge/rules.h"
 
-#include <glob.h>  // POSIX glob(3); our own matcher is "bridge/glob.h"
-
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <map>
-#include <set>
 #include <sstream>
-#include <system_error>
 #include <tuple>
 #include <utility>
 
@@ -569,26 +561,6 @@ void sortByPosition(std::vector<ConfigError>& errors, std::size_t from) {
                    });
 }
 
-bool hasWildcard(std::string_view pattern) {
-  return pattern.find_first_of("*?[") != std::string_view::npos;
-}
-
-std::string escapeForGlob(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '*' || c == '?' || c == '[' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
-std::string joinPath(std::string_view dir, std::string_view rel) {
-  if (dir.empty() || (!rel.empty() && rel.front() == '/')) return std::string(rel);
-  std::string out(dir);
-  if (out.back() != '/') out += '/';
-  return out + std::string(rel);
-}
-
 }  // namespace
 
 const std::vector<std::string>& homeAssistantComponents() {
@@ -765,63 +737,6 @@ void parseRules(const std::string& file, std::string_view content,
         [&](const Value& t, const std::string& key, std::size_t) { parser.parseCommand(t, key); });
   }
   sortByPosition(errors, first_error);
-}
-
-void loadRuleFiles(const std::vector<std::string>& globs, const std::string& base_dir,
-                   std::string_view default_topic_base, RuleSet& out,
-                   std::vector<ConfigError>& errors) {
-  namespace fs = std::filesystem;
-  std::set<std::string> seen;  // a file matched by two patterns is loaded once
-
-  const auto loadFile = [&](const std::string& path) {
-    std::error_code ec;
-    const fs::path canonical = fs::weakly_canonical(path, ec);
-    if (!seen.insert(ec ? path : canonical.string()).second) return;
-    if (!fs::exists(path, ec)) {
-      errors.push_back({path, 0, 0, "", "rule file not found"});
-      return;
-    }
-    if (fs::is_directory(path, ec)) {
-      errors.push_back({path, 0, 0, "",
-                        "is a directory, not a rule file (use a pattern such as "
-                        "\"rules.d/*.toml\")"});
-      return;
-    }
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      errors.push_back(
-          {path, 0, 0, "",
-           std::string("cannot read rule file: ") + std::generic_category().message(errno)});
-      return;
-    }
-    const std::string content{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    parseRules(path, content, default_topic_base, false, out, errors);
-  };
-
-  for (const std::string& pattern : globs) {
-    if (!hasWildcard(pattern)) {
-      loadFile(joinPath(base_dir, pattern));
-      continue;
-    }
-    const std::string full = (!pattern.empty() && pattern.front() == '/')
-                                 ? pattern
-                                 : joinPath(escapeForGlob(base_dir), pattern);
-    glob_t g{};
-    // Start-up and reload only, on the loop thread.
-    const int rc = ::glob(full.c_str(), 0, nullptr, &g);  // NOLINT(concurrency-mt-unsafe)
-    if (rc == 0) {
-      std::vector<std::string> paths(g.gl_pathv, g.gl_pathv + g.gl_pathc);
-      std::sort(paths.begin(), paths.end());
-      for (const auto& p : paths) {
-        std::error_code ec;
-        if (fs::is_regular_file(p, ec)) loadFile(p);
-      }
-    } else if (rc != GLOB_NOMATCH) {
-      errors.push_back(
-          {joinPath(base_dir, pattern), 0, 0, "", "cannot expand rule file pattern (read error)"});
-    }
-    globfree(&g);
-  }
 }
 
 }  // namespace coap2mqtt::bridge

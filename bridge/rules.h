@@ -98,20 +98,15 @@ struct RuleSet {
   std::vector<CommandRule> commands;
 };
 
-// Parses the [[rule]] and [[command]] tables of one TOML document. `default_topic_base`
-// is used for the default topic "<base>/{device}/{path}". Errors (all of them) are
-// appended to `errors`; rules with errors are not added. Keys that are not part of
-// rules (e.g. [gateway]) are left for the caller when `allow_other_tables` is true.
+// Parses the [[rule]] and [[command]] tables of one TOML document: `content` is the text
+// of `file`, which is only used to name it in messages (file:line:col) and in Rule::file.
+// No file is read here: gateway/config_files.h reads rule files and expands their globs.
+// `default_topic_base` is used for the default topic "<base>/{device}/{path}". Errors (all
+// of them) are appended to `errors`; rules with errors are not added. Keys that are not
+// part of rules (e.g. [gateway]) are left for the caller when `allow_other_tables` is true.
 void parseRules(const std::string& file, std::string_view content,
                 std::string_view default_topic_base, bool allow_other_tables, RuleSet& out,
                 std::vector<ConfigError>& errors);
-
-// Expands each glob (relative to `base_dir`) and parses every matching file in sorted
-// order. A glob without wildcards that matches nothing is an error; a wildcard glob that
-// matches nothing is fine (an empty rules.d).
-void loadRuleFiles(const std::vector<std::string>& globs, const std::string& base_dir,
-                   std::string_view default_topic_base, RuleSet& out,
-                   std::vector<ConfigError>& errors);
 
 // Parses a duration: one or more <integer><unit> groups with the units ms, s, m, h
 // ("500ms", "30s", "5m", "1h30m"), or a bare integer meaning seconds ("30"). nullopt when

@@ -5,27 +5,23 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <optional>
 #include <sstream>
-#include <system_error>
 #include <tuple>
 #include <utility>
 
 #include <toml.hpp>
 
 #include "bridge/toml_reader.h"
+#include "gateway/config_files.h"
 
 namespace coap2mqtt::gateway {
 
 namespace {
 
-namespace fs = std::filesystem;
 using bridge::ConfigError;
 
 using bridge::toml_reader::MessageStyle;
@@ -192,15 +188,6 @@ std::optional<std::string> checkBaseTopic(std::string_view topic) {
   return std::nullopt;
 }
 
-bool hasWildcard(std::string_view pattern) {
-  return pattern.find_first_of("*?[") != std::string_view::npos;
-}
-
-std::string resolve(const std::string& dir, const std::string& path) {
-  if (path.empty() || path.front() == '/' || dir.empty()) return path;
-  return (fs::path(dir) / path).string();
-}
-
 void parseGatewaySection(TableReader& root, Reporter& report, const std::string& dir,
                          GatewayConfig& cfg) {
   const Value* section = root.table("gateway");
@@ -218,7 +205,7 @@ void parseGatewaySection(TableReader& root, Reporter& report, const std::string&
     if (dir_value->empty()) {
       r.invalid("state_dir", "expected a directory path, got an empty string");
     } else {
-      cfg.state_dir = resolve(dir, *dir_value);
+      cfg.state_dir = resolvePath(dir, *dir_value);
     }
   }
   r.stringArray("rules", "rule file paths or globs (strings)",
@@ -227,10 +214,9 @@ void parseGatewaySection(TableReader& root, Reporter& report, const std::string&
                     report.error(item, key, "expected a rule file path or glob, got \"\"");
                     return;
                   }
-                  if (!hasWildcard(glob)) {
-                    std::error_code ec;
-                    const std::string path = resolve(dir, glob);
-                    if (!fs::exists(path, ec)) {
+                  if (!isRulePattern(glob)) {
+                    const std::string path = resolvePath(dir, glob);
+                    if (!fileExists(path)) {
                       report.error(item, key, "rule file " + quote(path) + " not found");
                       return;
                     }
@@ -375,14 +361,9 @@ std::optional<std::string> readableFile(TableReader& r, const std::string& dir,
     r.invalid(key, "expected a file path, got an empty string");
     return std::nullopt;
   }
-  const std::string path = resolve(dir, *file);
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    r.invalid(key, "cannot read " + quote(path) + ": is a directory");
-    return std::nullopt;
-  }
-  if (std::ifstream in(path, std::ios::binary); !in) {
-    r.invalid(key, "cannot read " + quote(path) + ": " + std::generic_category().message(errno));
+  const std::string path = resolvePath(dir, *file);
+  if (auto error = checkReadable(path)) {
+    r.invalid(key, "cannot read " + quote(path) + ": " + error->reason);
     return std::nullopt;
   }
   return path;
@@ -497,20 +478,16 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
   }
   if (auto user = r.string("username")) cfg.mqtt.username = *user;
   if (auto file = r.string("password_file", false, "a file path")) {
-    const std::string path = resolve(dir, *file);
-    std::error_code ec;
+    const std::string path = resolvePath(dir, *file);
+    std::string password;
     if (file->empty()) {
       r.invalid("password_file", "expected a file path, got an empty string");
-    } else if (fs::is_directory(path, ec)) {
-      r.invalid("password_file", "cannot read " + quote(path) + ": is a directory");
-    } else if (std::ifstream in(path, std::ios::binary); !in) {
-      r.invalid("password_file",
-                "cannot read " + quote(path) + ": " + std::generic_category().message(errno));
+    } else if (auto error = readFile(path, password)) {
+      r.invalid("password_file", "cannot read " + quote(path) + ": " + error->reason);
     } else if (r.find("username") == nullptr) {
       r.invalid("password_file",
                 "needs mqtt.username: MQTT sends a password only with a user name");
     } else {
-      std::string password{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
       while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
         password.pop_back();
       }
@@ -562,21 +539,13 @@ GatewayConfig loadConfig(const std::string& path) {
   GatewayConfig cfg;
   cfg.file = path;
   std::vector<ConfigError> errors;
-  const std::string dir = fs::path(path).parent_path().string();
+  const std::string dir = std::filesystem::path(path).parent_path().string();
 
   std::string content;
-  {
-    std::error_code ec;
-    std::ifstream in(path, std::ios::binary);
-    if (fs::is_directory(path, ec)) {
-      throw bridge::ConfigErrors({{path, 0, 0, "", "is a directory, not a config file"}});
-    }
-    if (!in) {
-      throw bridge::ConfigErrors(
-          {{path, 0, 0, "",
-            std::string("cannot read config file: ") + std::generic_category().message(errno)}});
-    }
-    content.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (auto error = readFile(path, content)) {
+    throw bridge::ConfigErrors({{path, 0, 0, "",
+                                 error->directory ? "is a directory, not a config file"
+                                                  : "cannot read config file: " + error->reason}});
   }
 
   std::optional<Value> doc;
@@ -599,7 +568,7 @@ GatewayConfig loadConfig(const std::string& path) {
   if (cfg.mqtt.client_id.empty()) cfg.mqtt.client_id = "coap2mqtt-" + cfg.name;
 
   bridge::parseRules(path, content, rules_base, true, cfg.rules, errors);
-  bridge::loadRuleFiles(cfg.rule_globs, dir, rules_base, cfg.rules, errors);
+  loadRuleFiles(cfg.rule_globs, dir, rules_base, cfg.rules, errors);
 
   if (!errors.empty()) {
     sortErrors(errors);

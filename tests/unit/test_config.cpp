@@ -16,6 +16,7 @@
 #include "bridge/config_error.h"
 #include "bridge/rules.h"
 #include "gateway/config.h"
+#include "gateway/config_files.h"
 
 namespace {
 
@@ -760,7 +761,7 @@ qos = 7
 )");
   coap2mqtt::bridge::RuleSet set;
   std::vector<ConfigError> errors;
-  coap2mqtt::bridge::loadRuleFiles({file}, "", "coap2mqtt", set, errors);
+  coap2mqtt::gateway::loadRuleFiles({file}, "", "coap2mqtt", set, errors);
   ASSERT_EQ(errors.size(), 1u);
   ASSERT_EQ(set.rules.size(), 1u);
   EXPECT_EQ(set.rules[0].name, "good");
@@ -828,9 +829,33 @@ TEST(RuleFiles, MissingExplicitFileIsAnError) {
   TempDir dir;
   coap2mqtt::bridge::RuleSet set;
   std::vector<ConfigError> errors;
-  coap2mqtt::bridge::loadRuleFiles({"absent.toml"}, dir.path(), "coap2mqtt", set, errors);
+  coap2mqtt::gateway::loadRuleFiles({"absent.toml"}, dir.path(), "coap2mqtt", set, errors);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].toString(), dir.path("absent.toml") + ": rule file not found");
+}
+
+TEST(RuleFiles, DirectoriesWhereFilesBelongSaySo) {
+  TempDir dir;
+  dir.write("rules.d/a.toml", "[[rule]]\nname = \"a\"\n");
+  dir.write("certs/x", "");
+  const auto errors = loadErrors(dir, "[gateway]\nrules = [\"rules.d\"]\n");
+  ASSERT_EQ(errors.size(), 1u) << joined(errors);
+  EXPECT_EQ(errors[0].toString(),
+            dir.path("rules.d") +
+                ": is a directory, not a rule file (use a pattern such as \"rules.d/*.toml\")");
+  const auto tls =
+      loadErrors(dir, "[mqtt]\nuri = \"mqtts://h\"\n[mqtt.tls]\nca_file = \"certs\"\n");
+  ASSERT_EQ(tls.size(), 1u) << joined(tls);
+  EXPECT_EQ(tls[0].toString(), dir.path("gateway.toml") +
+                                   ":4:11: mqtt.tls.ca_file: cannot read \"" + dir.path("certs") +
+                                   "\": is a directory");
+  try {
+    loadConfig(dir.path("certs"));
+    FAIL() << "expected ConfigErrors";
+  } catch (const ConfigErrors& e) {
+    ASSERT_EQ(e.errors().size(), 1u);
+    EXPECT_EQ(e.errors()[0].toString(), dir.path("certs") + ": is a directory, not a config file");
+  }
 }
 
 TEST(RuleFiles, ParseRulesAloneRejectsOtherTables) {
