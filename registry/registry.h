@@ -36,8 +36,9 @@ struct Device {
   const Resource* findResource(std::string_view path) const;
 };
 
-// In-memory registry. Persistence (SQLite) arrives with the discovery issue; the interface
-// is what the rest of the gateway uses either way.
+// In-memory registry, with no I/O of its own. Its durable copy is registry::Store
+// (store.h: SQLite, <state_dir>/registry.db): the gateway fills the registry from the store
+// at start and records every change in the store.
 class Registry {
  public:
   // Inserts or replaces by name; returns the stored device.
