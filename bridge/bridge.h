@@ -1,6 +1,7 @@
 #pragma once
-// The bridge: which resources to watch, where their values go, which commands may pass.
-// Pure: no sockets, no clocks. The gateway calls it from its loop thread.
+// The bridge: which resources to watch and where their values go (plan, route, Home
+// Assistant discovery). Which commands may pass is decided in bridge/command_plan.h.
+// Pure: no sockets, no clocks, no files. The gateway calls it from its loop thread.
 #include <cstdint>
 #include <map>
 #include <optional>

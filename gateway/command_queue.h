@@ -12,23 +12,15 @@
 #include <optional>
 #include <string>
 
+#include "bridge/command_plan.h"
 #include "bridge/rules.h"
 
 namespace coap2mqtt::gateway {
 
-struct CommandRequest {
-  std::string device;
-  std::string path;  // with leading '/'
-  bridge::Method method = bridge::Method::Put;
-  std::string payload;
-  std::optional<unsigned> content_format;
-};
-
-struct CommandLimits {
-  std::size_t queue = 32;  // how many may wait behind the one in flight
-  std::optional<bridge::RateLimit> rate;
-  std::chrono::milliseconds timeout{std::chrono::seconds(30)};  // from submit()
-};
+// A command as it goes to a device and how it is delivered: bridge::planCommand makes
+// them from the command's [[command]] rule.
+using bridge::CommandLimits;
+using bridge::CommandRequest;
 
 // What the CoAP side reports for one exchange.
 struct CommandReply {

@@ -1,5 +1,5 @@
-// CommandQueue (per-device FIFO, NSTART=1, bound, rate limit, deadline), planCommand and
-// the result messages, the [[command]] delivery keys, and the admin API message format.
+// CommandQueue (per-device FIFO, NSTART=1, bound, rate limit, deadline), the command
+// result messages, and the admin API message format.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -305,116 +305,7 @@ TEST(CommandQueue, DropDeviceEndsEverythingOfIt) {
 }
 
 // ---------------------------------------------------------------------------------------
-// planCommand and the result messages
-
-bridge::RuleSet rulesFrom(const std::string& toml) {
-  bridge::RuleSet set;
-  std::vector<bridge::ConfigError> errors;
-  bridge::parseRules("mem.toml", toml, "c2m", false, set, errors);
-  for (const auto& e : errors) ADD_FAILURE() << e.toString();
-  return set;
-}
-
-registry::Registry devices(std::initializer_list<const char*> names) {
-  registry::Registry r;
-  for (const char* n : names) {
-    registry::Device d;
-    d.name = n;
-    d.uri = "coap://127.0.0.1";
-    r.upsert(d);
-  }
-  return r;
-}
-
-const char* kCommandRule = R"(
-[[command]]
-name = "act"
-topic = "c2m/{device}/{path}/set"
-allow = { device = "*", path = "/actuators/*" }
-)";
-
-TEST(PlanCommand, PlainPayloadPassesAsIsWithDefaults) {
-  auto rules = rulesFrom(kCommandRule);
-  auto reg = devices({"lamp"});
-  auto r = planCommand(rules, reg, "gw", "c2m/lamp/actuators/led/set", R"({"transaction":"t"})");
-  ASSERT_TRUE(r);
-  auto* p = std::get_if<PlannedCommand>(&*r);
-  ASSERT_NE(p, nullptr);
-  EXPECT_EQ(p->request.device, "lamp");
-  EXPECT_EQ(p->request.path, "/actuators/led");
-  EXPECT_EQ(p->request.payload, R"({"transaction":"t"})") << "no envelope: just a payload";
-  EXPECT_FALSE(p->context.transaction);
-  EXPECT_EQ(p->context.result_topic, "c2m/lamp/actuators/led/set/result");
-  EXPECT_EQ(p->limits.queue, 32u);
-  EXPECT_EQ(p->limits.timeout, 30s);
-  EXPECT_FALSE(p->limits.rate);
-  EXPECT_FALSE(p->request.content_format);
-}
-
-TEST(PlanCommand, ResultTopicsAndUnrelatedTopicsAreNotCommands) {
-  auto rules = rulesFrom(kCommandRule);
-  auto reg = devices({"lamp"});
-  EXPECT_FALSE(planCommand(rules, reg, "gw", "c2m/lamp/actuators/led/set/result", "{}"));
-  EXPECT_FALSE(planCommand(rules, reg, "gw", "c2m/lamp/actuators/led", "on"));
-}
-
-TEST(PlanCommand, RefusalsSayWhy) {
-  auto rules = rulesFrom(std::string(kCommandRule) + R"(max_payload = 8
-content_format = "application/cbor"
-)");
-  auto reg = devices({"lamp"});
-  auto reason = [&](const std::string& topic, const std::string& payload) {
-    auto r = planCommand(rules, reg, "gw", topic, payload);
-    if (!r) return std::string("none");
-    auto* refused = std::get_if<RefusedCommand>(&*r);
-    return refused ? refused->reason : std::string("planned");
-  };
-  EXPECT_EQ(reason("c2m/lamp/config/name/set", "1"), "not_allowed");
-  EXPECT_EQ(reason("c2m/ghost/actuators/led/set", "1"), "unknown_device");
-  EXPECT_EQ(reason("c2m/lamp/actuators/led/set", "123456789"), "payload_too_large");
-  EXPECT_EQ(reason("c2m/lamp/actuators/led/set", "{oops"), "invalid_json");
-  EXPECT_EQ(reason("c2m/lamp/actuators/led/set", "[1,2]"), "planned");
-}
-
-TEST(PlanCommand, JsonBecomesCbor) {
-  auto rules = rulesFrom(std::string(kCommandRule) + "content_format = 60\n");
-  auto reg = devices({"lamp"});
-  auto r = planCommand(rules, reg, "gw", "c2m/lamp/actuators/led/set", R"({"on":true})");
-  auto& p = std::get<PlannedCommand>(*r);
-  EXPECT_EQ(p.request.content_format, 60u);
-  EXPECT_EQ(p.request.payload, std::string("\xa1\x62on\xf5", 5));
-}
-
-TEST(PlanCommand, EnvelopeCarriesValueAndTransaction) {
-  auto rules = rulesFrom(std::string(kCommandRule) + "envelope = true\n");
-  auto reg = devices({"lamp"});
-  auto plan = [&](const std::string& payload) {
-    return planCommand(rules, reg, "gw", "c2m/lamp/actuators/led/set", payload);
-  };
-  auto r = plan(R"({"value":"on","transaction":"abc"})");
-  auto& p = std::get<PlannedCommand>(*r);
-  EXPECT_EQ(p.request.payload, "on");
-  EXPECT_EQ(p.context.transaction, "\"abc\"");
-  EXPECT_EQ(std::get<PlannedCommand>(*plan(R"({"value":21.5})")).request.payload, "21.5");
-  EXPECT_EQ(std::get<RefusedCommand>(*plan("on")).reason, "invalid_envelope");
-  EXPECT_EQ(std::get<RefusedCommand>(*plan(std::string("{\"value\":1}\0garbage", 19))).reason,
-            "invalid_envelope")
-      << "a NUL byte does not end the JSON";
-  EXPECT_EQ(std::get<RefusedCommand>(
-                *plan("{\"value\":" + std::string(200, '[') + std::string(200, ']') + "}"))
-                .reason,
-            "invalid_envelope");
-  auto missing = plan(R"({"transaction":7})");
-  EXPECT_EQ(std::get<RefusedCommand>(missing.value()).reason, "invalid_envelope");
-  EXPECT_EQ(std::get<RefusedCommand>(missing.value()).context.transaction, "7")
-      << "echoed in refusals too";
-  // `allow` is decided before the envelope's shape.
-  auto outside = planCommand(rules, reg, "gw", "c2m/lamp/config/name/set", "not an envelope");
-  EXPECT_EQ(std::get<RefusedCommand>(outside.value()).reason, "not_allowed");
-  auto ghost = planCommand(rules, reg, "gw", "c2m/ghost/actuators/led/set", R"({"transaction":1})");
-  EXPECT_EQ(std::get<RefusedCommand>(ghost.value()).reason, "unknown_device");
-  EXPECT_EQ(std::get<RefusedCommand>(ghost.value()).context.transaction, "1");
-}
+// The result messages (planCommand itself: tests/unit/test_command_plan.cpp)
 
 TEST(CommandResult, AnsweredAndErrorMessages) {
   CommandContext c{"lamp", "/actuators/led", bridge::Method::Put, "t/result", "\"x1\""};
@@ -458,49 +349,6 @@ TEST(CommandResult, PayloadByContentFormat) {
   EXPECT_EQ(responsePayloadJson(60, std::string("\xa1\x61x\x01", 4)), R"({"x":1})");
   EXPECT_EQ(responsePayloadJson(50, "{broken"), R"({"base64":"e2Jyb2tlbg=="})");
   EXPECT_EQ(coapCodeString(404), "4.04");
-}
-
-// ---------------------------------------------------------------------------------------
-// [[command]] delivery keys
-
-TEST(CommandRuleKeys, ParsedWithDefaultsAndErrors) {
-  auto rules = rulesFrom(std::string(kCommandRule) + R"(content_format = "application/json"
-result_topic = "c2m/results/{device}/{path}"
-max_payload = 4096
-rate_limit = "10/s"
-timeout = "5s"
-queue = 8
-envelope = true
-)");
-  ASSERT_EQ(rules.commands.size(), 1u);
-  const auto& c = rules.commands[0];
-  EXPECT_EQ(c.content_format, 50u);
-  EXPECT_EQ(c.result_topic.text(), "c2m/results/{device}/{path}");
-  EXPECT_EQ(c.max_payload, 4096u);
-  ASSERT_FALSE(c.rate_limit.unlimited());
-  EXPECT_EQ(c.rate_limit.count, 10u);
-  EXPECT_EQ(c.rate_limit.period, 1000ms);
-  EXPECT_EQ(c.timeout, 5s);
-  EXPECT_EQ(c.queue, 8u);
-  EXPECT_TRUE(c.envelope);
-  auto reg = devices({"lamp"});
-  auto r = planCommand(rules, reg, "gw", "c2m/lamp/actuators/led/set", R"({"value":{"on":1}})");
-  EXPECT_EQ(std::get<PlannedCommand>(*r).context.result_topic, "c2m/results/lamp/actuators/led");
-  EXPECT_EQ(std::get<PlannedCommand>(*r).request.payload, R"({"on":1})");
-
-  bridge::RuleSet set;
-  std::vector<bridge::ConfigError> errors;
-  bridge::parseRules("mem.toml", std::string(kCommandRule) + R"(content_format = "text/html"
-rate_limit = "fast"
-queue = -1
-)",
-                     "c2m", false, set, errors);
-  ASSERT_EQ(errors.size(), 3u);
-  EXPECT_NE(errors[0].toString().find("unknown Content-Format \"text/html\""), std::string::npos)
-      << errors[0].toString();
-  EXPECT_NE(errors[1].toString().find("rate_limit"), std::string::npos);
-  EXPECT_NE(errors[2].toString().find("queue"), std::string::npos);
-  EXPECT_TRUE(set.commands.empty());
 }
 
 // ---------------------------------------------------------------------------------------
