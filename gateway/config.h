@@ -93,6 +93,8 @@ struct CoapConfig {
   DiscoveryConfig discovery;
 };
 
+// A field added here or in the structs above must also be compared in restartRequired()
+// (gateway/config_reload.cpp); its structured bindings fail to compile until it is.
 struct GatewayConfig {
   std::string file;  // path it was loaded from
   std::string name;  // [gateway].name, default: host name
