@@ -1,10 +1,8 @@
 #include "gateway/config.h"
 
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -17,6 +15,7 @@
 
 #include "bridge/toml_reader.h"
 #include "gateway/config_files.h"
+#include "gateway/config_values.h"
 
 namespace coap2mqtt::gateway {
 
@@ -37,14 +36,6 @@ std::string quote(std::string_view s) {
   return bridge::toml_reader::quote(s, MessageStyle::Gateway);
 }
 
-bool isNameChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
-}
-
-bool isValidName(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), isNameChar);
-}
-
 constexpr const char* kNameExpected = "a name of letters, digits, '_', '.' and '-'";
 
 std::string defaultGatewayName() {
@@ -55,137 +46,6 @@ std::string defaultGatewayName() {
     if (!isNameChar(c)) c = '-';
   }
   return name.empty() ? std::string("coap2mqtt") : name;
-}
-
-bool isPort(std::string_view s, bool allow_zero) {
-  if (s.empty() || s.size() > 5) return false;
-  unsigned n = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    n = n * 10 + static_cast<unsigned>(c - '0');
-  }
-  return n <= 65535 && (allow_zero || n != 0);
-}
-
-bool isHostName(std::string_view s) {
-  if (s.empty() || s.size() > 253) return false;
-  std::size_t start = 0;
-  while (start <= s.size()) {
-    const auto dot = std::min(s.find('.', start), s.size());
-    const auto label = s.substr(start, dot - start);
-    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
-      return false;
-    }
-    for (char c : label) {
-      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
-    }
-    start = dot + 1;
-  }
-  return true;
-}
-
-// "host:port" or "host" with host an IPv4 address, [IPv6] or a DNS name.
-bool isHostPort(std::string_view s, bool port_required, bool allow_port_zero) {
-  std::string_view host;
-  std::string_view port;
-  bool has_port = false;
-  if (!s.empty() && s.front() == '[') {
-    const auto close = s.find(']');
-    if (close == std::string_view::npos) return false;
-    std::string addr(s.substr(1, close - 1));
-    if (const auto zone = addr.find('%'); zone != std::string::npos) addr.resize(zone);
-    in6_addr a6{};
-    if (inet_pton(AF_INET6, addr.c_str(), &a6) != 1) return false;
-    const auto rest = s.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') return false;
-      port = rest.substr(1);
-      has_port = true;
-    }
-  } else {
-    const auto colon = s.rfind(':');
-    host = colon == std::string_view::npos ? s : s.substr(0, colon);
-    if (colon != std::string_view::npos) {
-      port = s.substr(colon + 1);
-      has_port = true;
-    }
-    const bool numeric = !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
-      return (c >= '0' && c <= '9') || c == '.';
-    });
-    if (numeric) {
-      in_addr a4{};
-      if (inet_pton(AF_INET, std::string(host).c_str(), &a4) != 1) return false;
-    } else if (!isHostName(host)) {
-      return false;
-    }
-  }
-  if (has_port) return isPort(port, allow_port_zero);
-  return !port_required;
-}
-
-bool startsWithIgnoreCase(std::string_view s, std::string_view prefix) {
-  return s.size() >= prefix.size() &&
-         std::equal(prefix.begin(), prefix.end(), s.begin(), [](char a, char b) {
-           return std::tolower(static_cast<unsigned char>(a)) ==
-                  std::tolower(static_cast<unsigned char>(b));
-         });
-}
-
-// nullopt when `uri` is a usable coap://host[:port]; otherwise what is wrong.
-std::optional<std::string> checkCoapUri(std::string_view uri) {
-  const std::string expected =
-      "expected coap://host[:port] with host an IPv4 address, [IPv6] or a name, got " + quote(uri);
-  if (startsWithIgnoreCase(uri, "coaps://")) return "coaps:// (DTLS) is not supported yet";
-  if (!startsWithIgnoreCase(uri, "coap://")) return expected;
-  auto authority = uri.substr(7);
-  if (!authority.empty() && authority.back() == '/') authority.remove_suffix(1);
-  if (!isHostPort(authority, false, false)) return expected;
-  return std::nullopt;
-}
-
-bool isTlsMqttUri(std::string_view uri) {
-  for (const char* tls : {"mqtts://", "ssl://", "wss://"}) {
-    if (startsWithIgnoreCase(uri, tls)) return true;
-  }
-  return false;
-}
-
-std::optional<std::string> checkMqttUri(std::string_view uri) {
-  const std::string expected =
-      "expected mqtt://, tcp://, mqtts://, ssl://, ws:// or wss:// followed by host[:port] "
-      "(ws/wss: host[:port][/path]), got " +
-      quote(uri);
-  std::string_view authority;
-  bool websocket = false;
-  for (const char* scheme : {"mqtt://", "tcp://", "mqtts://", "ssl://", "ws://", "wss://"}) {
-    if (startsWithIgnoreCase(uri, scheme)) {
-      authority = uri.substr(std::string_view(scheme).size());
-      websocket = scheme[0] == 'w';
-      break;
-    }
-  }
-  if (authority.empty()) return expected;
-  if (websocket) {
-    if (const auto slash = authority.find('/'); slash != std::string_view::npos) {
-      authority = authority.substr(0, slash);
-    }
-  }
-  if (!isHostPort(authority, false, false)) return expected;
-  return std::nullopt;
-}
-
-// nullopt when `topic` can prefix every topic we publish; otherwise what is wrong.
-std::optional<std::string> checkBaseTopic(std::string_view topic) {
-  if (topic.empty()) return "must not be empty";
-  if (topic.front() == '$') return "must not start with '$' (reserved for the broker)";
-  if (topic.find_first_of("+#") != std::string_view::npos) {
-    return "must not contain the wildcards '+' or '#'";
-  }
-  if (topic.find('\0') != std::string_view::npos) return "must not contain NUL";
-  if (topic.front() == '/' || topic.back() == '/' || topic.find("//") != std::string_view::npos) {
-    return "must not have empty levels (a leading, trailing or doubled '/')";
-  }
-  return std::nullopt;
 }
 
 void parseGatewaySection(TableReader& root, Reporter& report, const std::string& dir,
@@ -234,23 +94,17 @@ void parseDiscoverySection(TableReader& coap, Reporter& report, DiscoveryConfig&
   if (section == nullptr) return;
   TableReader r(report, *section, "coap.discovery",
                 {"multicast", "interfaces", "port", "interval", "window", "query"});
-  r.stringArray(
-      "multicast", "multicast group addresses",
-      [&](const Value& item, const std::string& key, const std::string& group) {
-        in_addr v4{};
-        in6_addr v6{};
-        const bool ok =
-            (inet_pton(AF_INET, group.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 28) == 0xe) ||
-            (inet_pton(AF_INET6, group.c_str(), &v6) == 1 && v6.s6_addr[0] == 0xff);
-        if (ok) {
-          out.multicast.push_back(group);
-        } else {
-          report.error(item, key,
-                       "expected an IPv4 or IPv6 multicast address such as "
-                       "\"224.0.1.187\" or \"ff02::fd\", got " +
-                           quote(group));
-        }
-      });
+  r.stringArray("multicast", "multicast group addresses",
+                [&](const Value& item, const std::string& key, const std::string& group) {
+                  if (isMulticastGroup(group)) {
+                    out.multicast.push_back(group);
+                  } else {
+                    report.error(item, key,
+                                 "expected an IPv4 or IPv6 multicast address such as "
+                                 "\"224.0.1.187\" or \"ff02::fd\", got " +
+                                     quote(group));
+                  }
+                });
   r.stringArray("interfaces", "interface names",
                 [&](const Value&, const std::string&, const std::string& name) {
                   out.interfaces.push_back(name);

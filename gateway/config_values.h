@@ -1,0 +1,38 @@
+#pragma once
+// What the values of gateway.toml must look like, apart from TOML: names, host:port
+// addresses, CoAP and MQTT URIs, the MQTT base topic. Pure checks on text; config.cpp
+// reports what they reject at the value's file:line:col.
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace coap2mqtt::gateway {
+
+// A gateway or device name is [a-zA-Z0-9_.-]+: it is used as an MQTT topic level.
+bool isNameChar(char c);
+bool isValidName(std::string_view s);
+
+// "host:port", or "host" unless `port_required`, with host an IPv4 address, [IPv6] (with
+// an optional %zone) or a DNS name, and port 1..65535 (or 0 with `allow_port_zero`).
+bool isHostPort(std::string_view s, bool port_required, bool allow_port_zero);
+
+// An IPv4 (224.0.0.0/4) or IPv6 (ff00::/8) multicast address, such as "224.0.1.187" or
+// "ff02::fd".
+bool isMulticastGroup(const std::string& address);
+
+// nullopt when `uri` is a usable coap://host[:port]; otherwise what is wrong, for a
+// message (coaps:// is refused as not supported yet).
+std::optional<std::string> checkCoapUri(std::string_view uri);
+
+// nullopt when `uri` is a broker URI paho takes: mqtt://, tcp://, mqtts://, ssl:// with
+// host[:port], or ws://, wss:// with host[:port][/path]; otherwise what is wrong.
+std::optional<std::string> checkMqttUri(std::string_view uri);
+
+// mqtts://, ssl:// or wss:// (the schemes [mqtt.tls] applies to), in any case.
+bool isTlsMqttUri(std::string_view uri);
+
+// nullopt when `topic` can prefix every topic we publish (not empty, no '$' first, no
+// wildcards, no NUL, no empty levels); otherwise what is wrong.
+std::optional<std::string> checkBaseTopic(std::string_view topic);
+
+}  // namespace coap2mqtt::gateway
