@@ -53,7 +53,7 @@
 #include "gateway/config.h"
 #include "gateway/event_loop.h"
 #include "gateway/mqtt_link.h"
-#include "registry/outbox.h"
+#include "gateway/outbox.h"
 #include "tests/integration/harness.h"
 
 namespace {
@@ -62,7 +62,7 @@ using coap2mqtt::bench::median;
 using coap2mqtt::gateway::EventLoop;
 using coap2mqtt::gateway::MqttConfig;
 using coap2mqtt::gateway::MqttLink;
-using coap2mqtt::registry::Outbox;
+using coap2mqtt::gateway::Outbox;
 using SteadyClock = std::chrono::steady_clock;
 
 constexpr int kRuns = 5;
@@ -292,7 +292,7 @@ double outboxBurst(const std::string& dir, int run) {
     std::uint64_t cursor = box.firstSeq().value_or(box.nextSeq());
     while (cursor < box.nextSeq()) {
       std::vector<std::uint64_t> window;
-      box.forEach(cursor, 100, [&](const coap2mqtt::registry::OutboxMessageView& m) {
+      box.forEach(cursor, 100, [&](const coap2mqtt::gateway::OutboxMessageView& m) {
         sent_bytes += m.payload.size();  // what handing it to paho reads
         window.push_back(m.seq);
         return true;

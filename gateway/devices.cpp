@@ -1,6 +1,7 @@
 #include "gateway/devices.h"
 
 #include <filesystem>
+#include <type_traits>
 
 #include <spdlog/spdlog.h>
 
@@ -108,19 +109,26 @@ std::size_t Devices::onlineCount() const {
   return online;
 }
 
-// A write the store could not make is logged (once per interval while it keeps failing)
-// and never ends the daemon: the registry in memory goes on, and the store keeps what it
-// could not write for its next flush.
+// A write the store could not make now is kept by the store for its next flush (or, if
+// the database refused it, dropped alone); either way it is logged once per interval while
+// it keeps failing, and never ends the daemon.
 template <class Write>
 void Devices::write(const char* what, std::string_view name, Write&& write) {
+  std::string problem;
   try {
-    write();
-  } catch (const std::exception& e) {
-    if (store_failures_.failed(SteadyClock::now())) {
-      spdlog::error("registry: {} of {} failed ({} failure(s) since the last report): {}", what,
-                    name, store_failures_.unreported(), e.what());
-      store_failures_.reported();
+    if constexpr (std::is_void_v<decltype(write())>) {
+      write();
+    } else if (write() != registry::WriteResult::Written) {
+      problem = store_->lastError();
     }
+  } catch (const std::exception& e) {
+    problem = e.what();
+  }
+  if (problem.empty()) return;
+  if (store_failures_.failed(SteadyClock::now())) {
+    spdlog::error("registry: {} of {} not written yet ({} failure(s) since the last report): {}",
+                  what, name, store_failures_.unreported(), problem);
+    store_failures_.reported();
   }
 }
 

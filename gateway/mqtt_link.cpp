@@ -14,7 +14,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "registry/outbox.h"
+#include "gateway/outbox.h"
 
 namespace coap2mqtt::gateway {
 namespace {
@@ -218,24 +218,23 @@ class MqttLink::DeliveryListener : public mqtt::iaction_listener {
   MqttLink& link_;
 };
 
-std::unique_ptr<registry::Outbox> MqttLink::openOutbox(const std::string& state_dir,
-                                                       const MqttConfig& config) {
+std::unique_ptr<Outbox> MqttLink::openOutbox(const std::string& state_dir,
+                                             const MqttConfig& config) {
   std::filesystem::create_directories(state_dir);
-  registry::OutboxLimits limits;
+  OutboxLimits limits;
   limits.max_messages = config.buffer.max_messages;
   limits.max_bytes = config.buffer.max_bytes;
-  return std::make_unique<registry::Outbox>(state_dir + "/outbox.db", limits);
+  return std::make_unique<Outbox>(state_dir + "/outbox.db", limits);
 }
 
-MqttLink::MqttLink(EventLoop& loop, const MqttConfig& config,
-                   std::unique_ptr<registry::Outbox> outbox, std::string will_topic,
-                   std::string will_payload)
+MqttLink::MqttLink(EventLoop& loop, const MqttConfig& config, std::unique_ptr<Outbox> outbox,
+                   std::string will_topic, std::string will_payload)
     : loop_(loop),
       config_(config),
       outbox_(std::move(outbox)),
       will_topic_(std::move(will_topic)),
       will_payload_(std::move(will_payload)) {
-  if (!outbox_) outbox_ = std::make_unique<registry::Outbox>(":memory:", registry::OutboxLimits{});
+  if (!outbox_) outbox_ = std::make_unique<Outbox>(":memory:", OutboxLimits{});
   quietPahoTrace();
   // Nothing is handed to paho while disconnected (the outbox keeps QoS >= 1, the QoS 0
   // queue the rest), so paho's own offline buffer stays off.
@@ -584,8 +583,7 @@ void MqttLink::fillWindow() {
     // Straight from the outbox's memory or the file to paho, no copy of our own.
     bool refused = false;
     const std::size_t visited = outbox_->forEach(
-        send_cursor_, config_.max_inflight - inflight_.size(),
-        [&](const registry::OutboxMessageView& m) {
+        send_cursor_, config_.max_inflight - inflight_.size(), [&](const OutboxMessageView& m) {
           refused = !sendStored(m.seq, m.topic, m.payload, m.qos, m.retain, m.correlation_data);
           return !refused;
         });
@@ -724,7 +722,7 @@ bool MqttLink::applyAcks() {
 void MqttLink::scheduleFlush() {
   const auto deadline = outbox_->flushDeadline();
   if (!deadline) return;
-  const auto now = registry::Outbox::Clock::now();
+  const auto now = Outbox::Clock::now();
   if (*deadline <= now) {
     flushOutbox();
     return;
@@ -803,7 +801,7 @@ std::size_t MqttLink::outboxSize() const {
   return outbox_->size();
 }
 
-const registry::OutboxStats& MqttLink::outboxStats() const {
+const OutboxStats& MqttLink::outboxStats() const {
   return outbox_->stats();
 }
 

@@ -4,7 +4,7 @@
 // thread.
 //
 // Delivery:
-// - QoS >= 1 messages go into the outbox (registry::Outbox, SQLite, group-committed) and
+// - QoS >= 1 messages go into the outbox (gateway/outbox.h, SQLite, group-committed) and
 //   are handed to paho in seq order, at most `max_inflight` unacknowledged at a time. An
 //   entry is deleted only when its PUBACK/PUBCOMP arrives. Nothing is handed to paho while
 //   disconnected; after every (re)connect sending restarts at the oldest unacknowledged
@@ -30,8 +30,8 @@
 
 #include "gateway/config.h"
 #include "gateway/event_loop.h"
+#include "gateway/outbox.h"
 #include "gateway/repeated_failure.h"
-#include "registry/outbox.h"
 
 namespace mqtt {
 class async_client;
@@ -65,7 +65,7 @@ class MqttLink {
 
   // `outbox`: where QoS >= 1 messages wait (see openOutbox). `will_topic`/`will_payload`:
   // retained, QoS 1, sent by the broker if we vanish.
-  MqttLink(EventLoop& loop, const MqttConfig& config, std::unique_ptr<registry::Outbox> outbox,
+  MqttLink(EventLoop& loop, const MqttConfig& config, std::unique_ptr<Outbox> outbox,
            std::string will_topic, std::string will_payload);
   ~MqttLink();
   MqttLink(const MqttLink&) = delete;
@@ -73,8 +73,7 @@ class MqttLink {
 
   // <state_dir>/outbox.db with config.buffer's bounds (creates state_dir). Throws
   // std::runtime_error when it cannot be opened.
-  static std::unique_ptr<registry::Outbox> openOutbox(const std::string& state_dir,
-                                                      const MqttConfig& config);
+  static std::unique_ptr<Outbox> openOutbox(const std::string& state_dir, const MqttConfig& config);
 
   // Both run on the loop thread. on_connected fires after every (re)connect.
   void setOnConnected(std::function<void()> handler) { on_connected_ = std::move(handler); }
@@ -101,7 +100,7 @@ class MqttLink {
   std::size_t outboxSize() const;
   // PUBACKs paho has reported that the loop has not taken yet (any thread).
   std::size_t acknowledgementsWaiting() const;
-  const registry::OutboxStats& outboxStats() const;
+  const OutboxStats& outboxStats() const;
   // Writes the outbox's pending batch now (the link also does this by itself every few ms).
   void flushOutbox();
   // True while appended messages (or removals) wait for the next flush and the file is
@@ -145,7 +144,7 @@ class MqttLink {
 
   EventLoop& loop_;
   MqttConfig config_;
-  std::unique_ptr<registry::Outbox> outbox_;
+  std::unique_ptr<Outbox> outbox_;
   std::string will_topic_;
   std::string will_payload_;
   // Declared before client_ so they outlive it: paho may call them until the client is gone.

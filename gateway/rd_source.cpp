@@ -199,19 +199,25 @@ void RdSource::restore() {
 }
 
 void RdSource::persist(const registry::RdEvent& e) {
+  registry::Store& store = devices_.store();
+  registry::WriteResult result = registry::WriteResult::Written;
   try {
-    registry::Store& store = devices_.store();
     if (e.kind == registry::RdEvent::Kind::Registered ||
         e.kind == registry::RdEvent::Kind::Updated) {
       const auto left = e.registration.expires - SteadyClock::now();
-      store.saveRdRegistration(
+      result = store.saveRdRegistration(
           e.registration,
           SystemClock::now() + std::chrono::duration_cast<SystemClock::duration>(left));
     } else {
-      store.removeRdRegistration(e.registration.location);
+      result = store.removeRdRegistration(e.registration.location);
     }
-  } catch (const std::exception& ex) {
+  } catch (const std::exception& ex) {  // links that would not read back: never stored
     spdlog::warn("rd: cannot store registration {}: {}", e.registration.location, ex.what());
+    return;
+  }
+  // Pending: the store writes it at its next flush (the registry's log says why it waits).
+  if (result == registry::WriteResult::Rejected) {
+    spdlog::warn("rd: registration {} not stored: {}", e.registration.location, store.lastError());
   }
 }
 

@@ -73,7 +73,14 @@ void forEachWord(std::string_view s, F&& f) {
   }
 }
 
-// RFC 6690 cardinal = "0" / %x31-39 *DIGIT, bounded by `max`.
+// RFC 6690's cardinal: "0" / %x31-39 *DIGIT, whatever its value.
+bool isCardinal(std::string_view s) {
+  if (s.empty() || (s.size() > 1 && s[0] == '0')) return false;
+  return std::all_of(s.begin(), s.end(),
+                     [](char ch) { return isDigit(static_cast<unsigned char>(ch)); });
+}
+
+// A cardinal no greater than `max`.
 std::optional<std::uint64_t> parseCardinal(std::string_view s, std::uint64_t max) {
   if (s.empty() || (s.size() > 1 && s[0] == '0')) return std::nullopt;
   std::uint64_t v = 0;
@@ -277,14 +284,13 @@ class Parser {
       }
     } else if (n == "sz") {
       if (!needValue(attr, name_start)) return false;
-      const auto v = parseCardinal(*attr.value, std::numeric_limits<std::size_t>::max());
-      if (!v) {
-        return fail(value_start,
-                    "expected sz to be a non-negative integer without leading zeros "
-                    "that fits in " +
-                        std::to_string(sizeof(std::size_t) * 8) + " bits");
+      const std::string_view value = *attr.value;
+      if (!isCardinal(value)) {
+        return fail(value_start, "expected sz to be a non-negative integer without leading zeros");
       }
-      if (!link.sz) link.sz = static_cast<std::size_t>(*v);
+      // Above kMaxLinkSz: well-formed, but no size we can use or store (see the header).
+      const auto v = parseCardinal(value, kMaxLinkSz);
+      if (v && !link.sz) link.sz = static_cast<std::size_t>(*v);
     } else if (n == "obs") {
       link.obs = true;  // RFC 7641 defines no value; tolerate one rather than drop the link
     } else if (n == "title") {

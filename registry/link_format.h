@@ -1,6 +1,9 @@
 #pragma once
 // RFC 6690 CoRE Link Format: a pure parser, no I/O. Hostile input yields an error value.
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,7 +26,7 @@ struct Link {
   std::vector<std::string> ifs;  // likewise for if=
   std::vector<unsigned> ct;      // ct values (RFC 7252 allows a quoted list)
   bool obs = false;
-  std::optional<std::size_t> sz;
+  std::optional<std::size_t> sz;  // at most kMaxLinkSz; see parseLinkFormat
   std::optional<std::string> title;
   std::optional<std::string> anchor;
 
@@ -46,6 +49,10 @@ struct LinkFormatResult {
 // is an error, not a silent truncation.
 inline constexpr std::size_t kMaxLinks = 4096;
 inline constexpr std::size_t kMaxAttributesPerLink = 64;
+// The largest sz the parser reports: INT64_MAX, what the registry's database can hold
+// (and more than any CoAP resource can be: Size2 is at most 2^32-1).
+inline constexpr std::size_t kMaxLinkSz = std::min<std::uint64_t>(
+    std::numeric_limits<std::size_t>::max(), std::numeric_limits<std::int64_t>::max());
 
 // Parses a whole link-format document (RFC 6690 §2). Never throws, never loops forever;
 // linear in the input size. Inputs larger than `max_bytes` are rejected.
@@ -54,9 +61,13 @@ inline constexpr std::size_t kMaxAttributesPerLink = 64;
 // around '=', no empty link-values (",,", trailing ','), no empty parameters (";;").
 // Known attributes are checked: ct is a content-format (0-65535) or a quoted
 // space-separated list of them, sz a cardinal; rt/if/ct/sz/title/anchor need a value.
+// An sz that is a well-formed cardinal above kMaxLinkSz (a datagram claiming
+// sz=9223372036854775808 or 99999999999999999999999) is not an error but no size: it stays
+// in `attributes` as written and leaves `sz` to a later sz attribute of the link, if any.
 // Any value may be a token or a quoted-string (RFC 6690 wants title/anchor quoted; we do
 // not insist). Quoted strings must be valid UTF-8 without control bytes other than HTAB.
-// For title, anchor and sz the first occurrence wins; every occurrence stays in attributes.
+// For title, anchor and sz the first occurrence wins (for sz, the first within
+// kMaxLinkSz); every occurrence stays in attributes.
 LinkFormatResult parseLinkFormat(std::string_view text,
                                  std::size_t max_bytes = std::size_t{64} * 1024);
 

@@ -1,11 +1,10 @@
 #include "registry/store.h"
 
-#include <sqlite3.h>
-
 #include <charconv>
 #include <cstdint>
 #include <iterator>
 #include <limits>
+#include <list>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -13,6 +12,9 @@
 #include <system_error>
 #include <unordered_map>
 #include <utility>
+#include <variant>
+
+#include "registry/sqlite.h"
 
 // Layout of the file (schema version 2):
 //
@@ -35,13 +37,17 @@
 // change in one BEGIN IMMEDIATE ... COMMIT, each migration step in one transaction
 // together with its PRAGMA user_version bump. synchronous=NORMAL can lose the last
 // commits on power loss (never on a process crash) but never corrupts.
+//
+// A write the file cannot take (locked, full, I/O error) is kept in memory as a value (Op
+// below) and replayed by flush() in the order the writes were made, all in one
+// transaction, each in a SAVEPOINT so that one the database refuses is undone alone; see
+// store.h for the rules.
 
 namespace coap2mqtt::registry {
 namespace {
 
 using Clock = std::chrono::system_clock;
 
-constexpr int kBusyTimeoutMs = 5000;
 // PRAGMA application_id: "C2MQ". Marks the file as ours so that a path pointing at some
 // other program's database is refused instead of having our tables added to it.
 constexpr std::int32_t kApplicationId = 0x43324D51;
@@ -104,22 +110,11 @@ static_assert(migrationsAreConsecutive(), "migration versions must be 1, 2, 3, .
 
 constexpr int kCurrentVersion = std::size(kMigrations);
 
-struct DbCloser {
-  void operator()(sqlite3* db) const noexcept {
-    // close_v2 only fails for a bad handle; with statements still open it defers the
-    // close until they are finalized instead of failing.
-    (void)sqlite3_close_v2(db);
-  }
-};
-using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
-
-struct StmtFinalizer {
-  void operator()(sqlite3_stmt* stmt) const noexcept {
-    // finalize repeats the error of the statement's last step, already reported there.
-    (void)sqlite3_finalize(stmt);
-  }
-};
-using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+using sqlite::Db;
+using sqlite::Run;
+using sqlite::Savepoint;
+using sqlite::Statement;
+using sqlite::Transaction;
 
 std::int64_t toMs(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -202,6 +197,38 @@ std::vector<std::string> splitWords(std::string_view s) {
   return out;
 }
 
+// The writes, as values: what a pending write keeps until flush() replays it.
+struct SaveDeviceOp {
+  Device device;
+  std::int64_t first_seen_ms = 0;
+  // Supersedes a pending remove of the same name: written as remove + insert, so the row
+  // gets this first_seen as it would have, had the remove been written at once. (A save
+  // that supersedes a pending save takes over its first_seen and replace.)
+  bool replace = false;
+};
+struct RemoveDeviceOp {
+  std::string name;
+};
+struct RenameDeviceOp {
+  std::string from;
+  std::string to;
+};
+struct TouchOp {  // a buffered touch moved into the order by a pending rename
+  std::string name;
+  std::int64_t last_seen_ms = 0;
+  bool online = false;
+};
+struct SaveRdOp {
+  RdRegistration registration;
+  std::int64_t expires_ms = 0;
+  std::string links;  // serialised and checked already
+};
+struct RemoveRdOp {
+  std::string location;
+};
+using Op =
+    std::variant<SaveDeviceOp, RemoveDeviceOp, RenameDeviceOp, TouchOp, SaveRdOp, RemoveRdOp>;
+
 }  // namespace
 
 struct Store::Impl {
@@ -209,46 +236,42 @@ struct Store::Impl {
     std::int64_t last_seen_ms;
     bool online;
   };
+  using Ops = std::list<Op>;
+  using Latest = std::map<std::string, Ops::iterator, std::less<>>;
 
   std::string path_;
   Mode mode_;
-  DbPtr db_;  // declared before the statements: they are finalized first
-  StmtPtr begin_read_;
-  StmtPtr begin_write_;
-  StmtPtr commit_;
-  StmtPtr rollback_;
-  StmtPtr user_version_;
-  StmtPtr select_devices_;
-  StmtPtr select_resources_;
+  Db db_;  // declared before the statements: they are finalized first
+  Statement user_version_;
+  Statement select_devices_;
+  Statement select_resources_;
   // Read-write mode only.
-  StmtPtr upsert_device_;
-  StmtPtr delete_resources_;
-  StmtPtr insert_resource_;
-  StmtPtr delete_device_;
-  StmtPtr device_exists_;
-  StmtPtr rename_device_;
-  StmtPtr touch_device_;
-  StmtPtr upsert_rd_;
-  StmtPtr delete_rd_;
-  StmtPtr select_rd_;  // both modes
-  std::map<std::string, PendingTouch, std::less<>> pending_;
+  Statement upsert_device_;
+  Statement delete_resources_;
+  Statement insert_resource_;
+  Statement delete_device_;
+  Statement device_exists_;
+  Statement rename_device_;
+  Statement touch_device_;
+  Statement upsert_rd_;
+  Statement delete_rd_;
+  Statement select_rd_;  // both modes
+  std::map<std::string, PendingTouch, std::less<>> touches_;
+  // Pending writes, in the order they were made; the latest save/remove per device name
+  // and per RD location (to be replaced by the next one of the same key).
+  Ops ops_;
+  Latest latest_device_;
+  Latest latest_rd_;
+  std::string last_error_;
+  StoreStats stats_;
 
-  Impl(std::string path, Mode mode) : path_(std::move(path)), mode_(mode) {}
+  Impl(std::string path, Mode mode)
+      : path_(std::move(path)),
+        mode_(mode),
+        db_(path_, mode == Mode::ReadWrite ? Db::Mode::ReadWrite : Db::Mode::ReadOnly,
+            "registry store " + path_, kOpenBusyTimeout) {}
 
-  [[noreturn]] void fail(std::string_view what, int rc) const {
-    std::string msg = "registry store " + path_ + ": " + std::string(what) + ": ";
-    msg += db_ ? sqlite3_errmsg(db_.get()) : sqlite3_errstr(rc);
-    msg += " (sqlite error " + std::to_string(rc) + ")";
-    throw std::runtime_error(msg);
-  }
-
-  [[noreturn]] void failPlain(const std::string& what) const {
-    throw std::runtime_error("registry store " + path_ + ": " + what);
-  }
-
-  void check(int rc, std::string_view what) const {
-    if (rc != SQLITE_OK) fail(what, rc);
-  }
+  [[noreturn]] void failPlain(const std::string& what) const { db_.fail(what); }
 
   void requireWritable(const char* op) const {
     if (mode_ == Mode::ReadOnly) {
@@ -256,145 +279,16 @@ struct Store::Impl {
     }
   }
 
-  StmtPtr prepare(std::string_view sql) {
-    sqlite3_stmt* raw = nullptr;
-    const int rc = sqlite3_prepare_v3(db_.get(), sql.data(), static_cast<int>(sql.size()),
-                                      SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
-    StmtPtr stmt(raw);
-    if (rc != SQLITE_OK) fail("preparing \"" + std::string(sql) + "\"", rc);
-    if (!stmt) failPlain("preparing \"" + std::string(sql) + "\": empty statement");
-    return stmt;
-  }
-
-  // One execution of a prepared statement: bind, step, and reset on scope exit so the
-  // statement is ready for the next use (and releases its read snapshot).
-  class Run {
-   public:
-    Run(const Impl& impl, const StmtPtr& stmt, std::string_view what)
-        : impl_(impl), stmt_(stmt.get()), what_(what) {}
-    ~Run() {
-      // reset returns the error of the last step, which step() already reported;
-      // clear_bindings always returns SQLITE_OK.
-      (void)sqlite3_reset(stmt_);
-      (void)sqlite3_clear_bindings(stmt_);
-    }
-    Run(const Run&) = delete;
-    Run& operator=(const Run&) = delete;
-
-    Run& bind(int index, std::string_view text) {
-      // A null pointer would bind SQL NULL, not an empty string.
-      const char* data = text.data() != nullptr ? text.data() : "";
-      impl_.check(
-          sqlite3_bind_text64(stmt_, index, data, text.size(), SQLITE_TRANSIENT, SQLITE_UTF8),
-          what_);
-      return *this;
-    }
-    Run& bind(int index, std::int64_t value) {
-      impl_.check(sqlite3_bind_int64(stmt_, index, value), what_);
-      return *this;
-    }
-    Run& bind(int index, bool value) { return bind(index, std::int64_t{value ? 1 : 0}); }
-    Run& bindNull(int index) {
-      impl_.check(sqlite3_bind_null(stmt_, index), what_);
-      return *this;
-    }
-
-    // true: a row is available; false: done.
-    bool step() {
-      const int rc = sqlite3_step(stmt_);
-      if (rc == SQLITE_ROW) return true;
-      if (rc == SQLITE_DONE) return false;
-      impl_.fail(what_, rc);
-    }
-    void done() {
-      if (step()) impl_.failPlain(std::string(what_) + ": unexpected result row");
-    }
-
-    std::int64_t integer(int col) const { return sqlite3_column_int64(stmt_, col); }
-    bool isNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
-    std::string text(int col) const {
-      const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
-      if (p == nullptr) {
-        if (sqlite3_errcode(sqlite3_db_handle(stmt_)) == SQLITE_NOMEM) {
-          impl_.fail(what_, SQLITE_NOMEM);
-        }
-        return {};
-      }
-      return std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col)));
-    }
-
-   private:
-    const Impl& impl_;
-    sqlite3_stmt* stmt_;
-    std::string_view what_;
-  };
-
-  // BEGIN ... COMMIT, rolled back on scope exit unless committed.
-  class Transaction {
-   public:
-    Transaction(Impl& impl, const StmtPtr& begin) : impl_(impl) {
-      Run(impl_, begin, "beginning a transaction").done();
-    }
-    ~Transaction() {
-      // SQLite rolls back by itself after some errors (SQLITE_FULL, IOERR, ...); only
-      // roll back what is still open. A failing ROLLBACK leaves the transaction open and
-      // the next BEGIN reports it, so there is nothing more to do here.
-      if (!committed_ && sqlite3_get_autocommit(impl_.db_.get()) == 0) {
-        (void)sqlite3_step(impl_.rollback_.get());
-        (void)sqlite3_reset(impl_.rollback_.get());
-      }
-    }
-    Transaction(const Transaction&) = delete;
-    Transaction& operator=(const Transaction&) = delete;
-
-    void commit() {
-      Run(impl_, impl_.commit_, "committing").done();
-      committed_ = true;
-    }
-
-   private:
-    Impl& impl_;
-    bool committed_ = false;
-  };
-
-  // For one-off statements (pragmas at open, migrations): not worth keeping prepared.
-  void exec(const std::string& sql, std::string_view what) {
-    check(sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, nullptr), what);
-  }
-
-  std::int64_t queryInt(std::string_view sql) {
-    StmtPtr stmt = prepare(sql);
-    Run run(*this, stmt, sql);
-    if (!run.step()) failPlain(std::string(sql) + ": no result");
-    return run.integer(0);
-  }
-
-  std::string queryText(std::string_view sql) {
-    StmtPtr stmt = prepare(sql);
-    Run run(*this, stmt, sql);
-    if (!run.step()) failPlain(std::string(sql) + ": no result");
-    return run.text(0);
-  }
-
   void open() {
     const bool rw = mode_ == Mode::ReadWrite;
-    const int flags = (rw ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY) |
-                      SQLITE_OPEN_NOMUTEX;  // one thread (the loop) per connection
-    sqlite3* raw = nullptr;
-    const int rc = sqlite3_open_v2(path_.c_str(), &raw, flags, nullptr);
-    db_.reset(raw);  // a handle comes back even on most failures and must be closed
-    if (rc != SQLITE_OK) fail("cannot open", rc);
-    check(sqlite3_extended_result_codes(db_.get(), 1), "enabling extended result codes");
-    check(sqlite3_busy_timeout(db_.get(), kBusyTimeoutMs), "setting busy_timeout");
-
-    exec("PRAGMA foreign_keys = ON", "enabling foreign keys");
-    if (queryInt("PRAGMA foreign_keys") != 1) {
+    db_.exec("PRAGMA foreign_keys = ON", "enabling foreign keys");
+    if (db_.queryInt("PRAGMA foreign_keys") != 1) {
       failPlain("this SQLite has no foreign key support (needed for ON DELETE CASCADE)");
     }
 
     // The first statement that reads the file: a non-database fails here (SQLITE_NOTADB).
-    const std::int64_t version = queryInt("PRAGMA user_version");
-    const std::int64_t app_id = queryInt("PRAGMA application_id");
+    const std::int64_t version = db_.queryInt("PRAGMA user_version");
+    const std::int64_t app_id = db_.queryInt("PRAGMA application_id");
     if (version > kCurrentVersion) {
       failPlain("database schema version " + std::to_string(version) +
                 " is newer than this coap2mqtt supports (" + std::to_string(kCurrentVersion) +
@@ -404,18 +298,18 @@ struct Store::Impl {
       failPlain("not a coap2mqtt database (PRAGMA application_id is " + std::to_string(app_id) +
                 ")");
     }
-    if (version == 0 && queryInt("SELECT count(*) FROM sqlite_schema") != 0) {
+    if (version == 0 && db_.queryInt("SELECT count(*) FROM sqlite_schema") != 0) {
       failPlain(
           "an SQLite database of some other program (it has tables but no coap2mqtt "
           "schema version); refusing to add tables to it");
     }
 
     if (rw) {
-      const std::string journal = queryText("PRAGMA journal_mode = WAL");
+      const std::string journal = db_.queryText("PRAGMA journal_mode = WAL");
       if (journal != "wal") {
         failPlain("could not switch to WAL journal mode (got '" + journal + "')");
       }
-      exec("PRAGMA synchronous = NORMAL", "setting synchronous=NORMAL");
+      db_.exec("PRAGMA synchronous = NORMAL", "setting synchronous=NORMAL");
     } else if (version < kCurrentVersion) {
       failPlain(version == 0 ? std::string("has no coap2mqtt schema yet (the daemon creates it)")
                              : "database schema version " + std::to_string(version) +
@@ -423,51 +317,49 @@ struct Store::Impl {
                                    "; open it read-write once (start the daemon) to migrate");
     }
 
-    begin_read_ = prepare("BEGIN DEFERRED");
-    begin_write_ = prepare("BEGIN IMMEDIATE");
-    commit_ = prepare("COMMIT");
-    rollback_ = prepare("ROLLBACK");
-    user_version_ = prepare("PRAGMA user_version");
+    user_version_ = db_.prepare("PRAGMA user_version");
 
     if (rw) migrate();
 
-    select_devices_ = prepare(
+    select_devices_ = db_.prepare(
         "SELECT name, friendly_name, uri, source, online, first_seen, last_seen "
         "FROM devices ORDER BY name");
-    select_resources_ = prepare(
+    select_resources_ = db_.prepare(
         "SELECT device, path, rt, ifs, ct, obs, sz, title FROM resources ORDER BY device, ord");
-    select_rd_ = prepare(
+    select_rd_ = db_.prepare(
         "SELECT location, ep, sector, base, et, lifetime_s, expires_ms, links "
         "FROM rd_registrations ORDER BY length(location), location");
     if (!rw) return;
     // first_seen is deliberately absent from DO UPDATE: the stored one is kept.
-    upsert_device_ = prepare(
+    upsert_device_ = db_.prepare(
         "INSERT INTO devices (name, friendly_name, uri, source, online, first_seen, last_seen) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
         "ON CONFLICT (name) DO UPDATE SET friendly_name = excluded.friendly_name, "
         "uri = excluded.uri, source = excluded.source, online = excluded.online, "
         "last_seen = excluded.last_seen");
-    delete_resources_ = prepare("DELETE FROM resources WHERE device = ?1");
+    delete_resources_ = db_.prepare("DELETE FROM resources WHERE device = ?1");
     // A path listed twice: the first one wins, as in Device::findResource().
-    insert_resource_ = prepare(
+    insert_resource_ = db_.prepare(
         "INSERT INTO resources (device, path, ord, rt, ifs, ct, obs, sz, title) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (device, path) DO NOTHING");
-    delete_device_ = prepare("DELETE FROM devices WHERE name = ?1");
-    device_exists_ = prepare("SELECT 1 FROM devices WHERE name = ?1");
-    rename_device_ = prepare("UPDATE devices SET name = ?2 WHERE name = ?1");
-    touch_device_ = prepare("UPDATE devices SET last_seen = ?2, online = ?3 WHERE name = ?1");
-    upsert_rd_ = prepare(
+    delete_device_ = db_.prepare("DELETE FROM devices WHERE name = ?1");
+    device_exists_ = db_.prepare("SELECT 1 FROM devices WHERE name = ?1");
+    rename_device_ = db_.prepare("UPDATE devices SET name = ?2 WHERE name = ?1");
+    touch_device_ = db_.prepare("UPDATE devices SET last_seen = ?2, online = ?3 WHERE name = ?1");
+    upsert_rd_ = db_.prepare(
         "INSERT INTO rd_registrations "
         "(location, ep, sector, base, et, lifetime_s, expires_ms, links) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
         "ON CONFLICT (location) DO UPDATE SET ep = excluded.ep, sector = excluded.sector, "
         "base = excluded.base, et = excluded.et, lifetime_s = excluded.lifetime_s, "
         "expires_ms = excluded.expires_ms, links = excluded.links");
-    delete_rd_ = prepare("DELETE FROM rd_registrations WHERE location = ?1");
+    delete_rd_ = db_.prepare("DELETE FROM rd_registrations WHERE location = ?1");
+    // From now on the loop thread waits at most this long for a lock.
+    db_.setBusyTimeout(kWriteBusyTimeout);
   }
 
   std::int64_t userVersion() {
-    Run run(*this, user_version_, "reading PRAGMA user_version");
+    Run run(db_, user_version_, "reading PRAGMA user_version");
     if (!run.step()) failPlain("PRAGMA user_version: no result");
     return run.integer(0);
   }
@@ -475,7 +367,7 @@ struct Store::Impl {
   void migrate() {
     for (const Migration& m : kMigrations) {
       if (userVersion() >= m.version) continue;
-      Transaction tx(*this, begin_write_);
+      Transaction tx(db_);
       // Re-read under the write lock: another process may have migrated meanwhile.
       const std::int64_t version = userVersion();
       if (version > kCurrentVersion) {
@@ -488,21 +380,259 @@ struct Store::Impl {
         failPlain("cannot migrate from schema version " + std::to_string(version) + " to " +
                   std::to_string(m.version));
       }
-      exec(m.sql, "migrating to schema version " + std::to_string(m.version));
-      exec("PRAGMA user_version = " + std::to_string(m.version),
-           "recording schema version " + std::to_string(m.version));
+      db_.exec(m.sql, "migrating to schema version " + std::to_string(m.version));
+      db_.exec("PRAGMA user_version = " + std::to_string(m.version),
+               "recording schema version " + std::to_string(m.version));
       tx.commit();
     }
   }
 
   bool exists(std::string_view name) {
-    Run run(*this, device_exists_, "looking up a device");
+    Run run(db_, device_exists_, "looking up a device");
     run.bind(1, name);
     return run.step();
   }
 
-  void dropPending(std::string_view name) {
-    if (auto it = pending_.find(name); it != pending_.end()) pending_.erase(it);
+  void dropTouch(std::string_view name) {
+    if (auto it = touches_.find(name); it != touches_.end()) touches_.erase(it);
+  }
+
+  // ---- applying a write (inside a transaction the caller opened) ----------------------
+
+  // Returns false only for a rename that did not happen (`from` unknown, `to` taken).
+  bool apply(const Op& op) {
+    return std::visit([this](const auto& o) { return applyOne(o); }, op);
+  }
+
+  bool applyOne(const SaveDeviceOp& op) {
+    const Device& device = op.device;
+    if (op.replace) applyOne(RemoveDeviceOp{device.name});
+    {
+      Run run(db_, upsert_device_, "saving a device");
+      run.bind(1, device.name)
+          .bind(2, device.friendly_name)
+          .bind(3, device.uri)
+          .bind(4, std::string_view(toString(device.source)))
+          .bind(5, device.online)
+          .bind(6, op.first_seen_ms)
+          .bind(7, toMs(device.last_seen));
+      run.done();
+    }
+    {
+      Run run(db_, delete_resources_, "replacing a device's resources");
+      run.bind(1, device.name);
+      run.done();
+    }
+    std::int64_t ord = 0;
+    for (const Resource& r : device.resources) {
+      Run run(db_, insert_resource_, "saving a resource");
+      run.bind(1, device.name)
+          .bind(2, r.path)
+          .bind(3, ord++)
+          .bind(4, joinWords(r.rt))
+          .bind(5, joinWords(r.ifs))
+          .bind(6, joinNumbers(r.ct))
+          .bind(7, r.obs);
+      // Beyond INT64_MAX it cannot be stored; such a size means nothing anyway: unknown.
+      if (r.sz && *r.sz <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        run.bind(8, static_cast<std::int64_t>(*r.sz));
+      } else {
+        run.bindNull(8);
+      }
+      if (r.title) {
+        run.bind(9, *r.title);
+      } else {
+        run.bindNull(9);
+      }
+      run.done();
+    }
+    return true;
+  }
+
+  bool applyOne(const RemoveDeviceOp& op) {
+    // The cascade to resources is part of the statement.
+    Run run(db_, delete_device_, "removing a device");
+    run.bind(1, op.name);
+    run.done();
+    return true;
+  }
+
+  bool applyOne(const RenameDeviceOp& op) {
+    if (op.from == op.to) return exists(op.from);
+    if (!exists(op.from) || exists(op.to)) return false;
+    Run run(db_, rename_device_, "renaming a device");
+    run.bind(1, op.from).bind(2, op.to);
+    run.done();
+    if (db_.changes() != 1) failPlain("rename changed no row");
+    return true;
+  }
+
+  bool applyOne(const TouchOp& op) {
+    // Touches of devices not (or no longer) stored update nothing; that is fine.
+    Run run(db_, touch_device_, "writing last_seen");
+    run.bind(1, op.name).bind(2, op.last_seen_ms).bind(3, op.online);
+    run.done();
+    return true;
+  }
+
+  bool applyOne(const SaveRdOp& op) {
+    const RdRegistration& r = op.registration;
+    Run run(db_, upsert_rd_, "saving an RD registration");
+    run.bind(1, r.location)
+        .bind(2, r.ep)
+        .bind(3, r.sector)
+        .bind(4, r.base)
+        .bind(5, r.et)
+        .bind(6, std::int64_t{r.lifetime.count()})
+        .bind(7, op.expires_ms)
+        .bind(8, op.links);
+    run.done();
+    return true;
+  }
+
+  bool applyOne(const RemoveRdOp& op) {
+    Run run(db_, delete_rd_, "removing an RD registration");
+    run.bind(1, op.location);
+    run.done();
+    return true;
+  }
+
+  // ---- pending writes -------------------------------------------------------------------
+
+  // Appends `op` to the pending writes, replacing the pending save/remove of the same key.
+  void enqueue(Op op) {
+    if (auto* save = std::get_if<SaveDeviceOp>(&op)) {
+      if (auto it = latest_device_.find(save->device.name); it != latest_device_.end()) {
+        const Op& old = *it->second;
+        if (std::holds_alternative<RemoveDeviceOp>(old)) save->replace = true;
+        if (const auto* old_save = std::get_if<SaveDeviceOp>(&old)) {
+          // The earlier save set first_seen if it created the row; this one, an upsert
+          // after it, would have kept that.
+          save->replace = old_save->replace;
+          save->first_seen_ms = old_save->first_seen_ms;
+        }
+      }
+      const std::string name = save->device.name;
+      replaceLatest(latest_device_, name, std::move(op));
+    } else if (const auto* remove = std::get_if<RemoveDeviceOp>(&op)) {
+      const std::string name = remove->name;
+      replaceLatest(latest_device_, name, std::move(op));
+    } else if (const auto* rename = std::get_if<RenameDeviceOp>(&op)) {
+      // A barrier for both names: later writes of either are ordered after it.
+      if (auto it = latest_device_.find(rename->from); it != latest_device_.end()) {
+        latest_device_.erase(it);
+      }
+      if (auto it = latest_device_.find(rename->to); it != latest_device_.end()) {
+        latest_device_.erase(it);
+      }
+      ops_.push_back(std::move(op));
+    } else if (const auto* save_rd = std::get_if<SaveRdOp>(&op)) {
+      const std::string location = save_rd->registration.location;
+      replaceLatest(latest_rd_, location, std::move(op));
+    } else if (const auto* remove_rd = std::get_if<RemoveRdOp>(&op)) {
+      const std::string location = remove_rd->location;
+      replaceLatest(latest_rd_, location, std::move(op));
+    } else {
+      ops_.push_back(std::move(op));  // TouchOp: ordered, never replaced
+    }
+  }
+
+  void replaceLatest(Latest& latest, const std::string& key, Op op) {
+    auto it = latest.find(key);
+    if (it != latest.end()) ops_.erase(it->second);
+    ops_.push_back(std::move(op));
+    if (it != latest.end()) {
+      it->second = std::prev(ops_.end());
+    } else {
+      latest.emplace(key, std::prev(ops_.end()));
+    }
+  }
+
+  enum class Attempt { Written, Rejected, Failed };
+
+  // Tries `op` in its own transaction. Only when nothing is pending (else it would
+  // overtake earlier writes). `applied` receives apply()'s answer.
+  Attempt attempt(const Op& op, bool* applied = nullptr) {
+    try {
+      Transaction tx(db_);
+      const bool result = apply(op);
+      tx.commit();
+      if (applied != nullptr) *applied = result;
+      return Attempt::Written;
+    } catch (const sqlite::Error& e) {
+      last_error_ = e.what();
+      if (!e.refusesTheChange()) return Attempt::Failed;
+      ++stats_.rejected;
+      return Attempt::Rejected;
+    }
+  }
+
+  void defer(Op op) {
+    ++stats_.deferred;
+    enqueue(std::move(op));
+  }
+
+  // Every write but rename: at once when nothing is pending, else (or when the file
+  // cannot take it) pending. While writes are pending, last_error_ keeps the failure that
+  // made them so.
+  WriteResult write(Op op) {
+    if (ops_.empty()) {
+      switch (attempt(op)) {
+        case Attempt::Written:
+          return WriteResult::Written;
+        case Attempt::Rejected:
+          return WriteResult::Rejected;
+        case Attempt::Failed:
+          break;
+      }
+    }
+    defer(std::move(op));
+    return WriteResult::Pending;
+  }
+
+  // Buffered touches of `name` were made before the write about to be queued: they go
+  // into the order ahead of it.
+  void touchesIntoOrder(std::string_view name) {
+    if (auto it = touches_.find(name); it != touches_.end()) {
+      enqueue(TouchOp{it->first, it->second.last_seen_ms, it->second.online});
+      touches_.erase(it);
+    }
+  }
+
+  void flush() {
+    if (ops_.empty() && touches_.empty()) return;
+    std::uint64_t rejected = 0;
+    std::vector<Ops::iterator> dropped;
+    try {
+      Transaction tx(db_);
+      for (auto it = ops_.begin(); it != ops_.end(); ++it) {
+        // Each write in a savepoint: one the database refuses is undone alone.
+        Savepoint sp(db_);
+        try {
+          apply(*it);
+          sp.release();
+        } catch (const sqlite::Error& e) {
+          if (!e.refusesTheChange()) throw;
+          last_error_ = e.what();
+          ++rejected;
+          dropped.push_back(it);
+        }
+      }
+      for (const auto& [name, t] : touches_) {
+        applyOne(TouchOp{name, t.last_seen_ms, t.online});
+      }
+      tx.commit();
+    } catch (const sqlite::Error& e) {
+      last_error_ = e.what();
+      ++stats_.failed_flushes;
+      throw;  // everything stays pending for the next flush
+    }
+    stats_.rejected += rejected;
+    // Only once committed: a failed flush keeps them all for the next one.
+    ops_.clear();
+    latest_device_.clear();
+    latest_rd_.clear();
+    touches_.clear();
   }
 };
 
@@ -511,9 +641,10 @@ Store::Store(const std::string& path, Mode mode) : impl_(std::make_unique<Impl>(
 }
 
 Store::~Store() {
-  // Best effort: the gateway flushes at shutdown itself; this only saves touches of a
+  // Best effort: the gateway flushes at shutdown itself; this only saves writes of a
   // caller that forgot. A destructor cannot report failure, so errors are dropped.
-  if (impl_ && impl_->mode_ == Mode::ReadWrite && !impl_->pending_.empty()) {
+  if (impl_ && impl_->mode_ == Mode::ReadWrite &&
+      (!impl_->touches_.empty() || !impl_->ops_.empty())) {
     try {
       flush();
     } catch (...) {  // NOLINT(bugprone-empty-catch): nowhere to report from a destructor
@@ -533,10 +664,10 @@ std::vector<Device> Store::loadAll() const {
   Impl& impl = *impl_;
   std::vector<Device> devices;
   // One read transaction: both SELECTs see the same snapshot even while the daemon writes.
-  Impl::Transaction tx(impl, impl.begin_read_);
+  Transaction tx(impl.db_, Transaction::Kind::Deferred);
   std::unordered_map<std::string, std::size_t> index;
   {
-    Impl::Run run(impl, impl.select_devices_, "loading devices");
+    Run run(impl.db_, impl.select_devices_, "loading devices");
     while (run.step()) {
       Device d;
       d.name = run.text(0);
@@ -556,7 +687,7 @@ std::vector<Device> Store::loadAll() const {
     }
   }
   {
-    Impl::Run run(impl, impl.select_resources_, "loading resources");
+    Run run(impl.db_, impl.select_resources_, "loading resources");
     while (run.step()) {
       const std::string device = run.text(0);
       const auto it = index.find(device);
@@ -588,102 +719,65 @@ std::vector<Device> Store::loadAll() const {
   return devices;
 }
 
-void Store::save(const Device& device) {
+WriteResult Store::save(const Device& device) {
   Impl& impl = *impl_;
   impl.requireWritable("save");
   for (const Resource& r : device.resources) {
     checkListItems(device, r, "rt", r.rt);
     checkListItems(device, r, "if", r.ifs);
-    if (r.sz && *r.sz > static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())) {
-      throw std::invalid_argument("registry store: device '" + device.name + "' resource '" +
-                                  r.path + "': sz too large");
-    }
   }
   const std::int64_t first_seen =
       device.first_seen == Clock::time_point{} ? toMs(Clock::now()) : toMs(device.first_seen);
-
-  Impl::Transaction tx(impl, impl.begin_write_);
-  {
-    Impl::Run run(impl, impl.upsert_device_, "saving a device");
-    run.bind(1, device.name)
-        .bind(2, device.friendly_name)
-        .bind(3, device.uri)
-        .bind(4, std::string_view(toString(device.source)))
-        .bind(5, device.online)
-        .bind(6, first_seen)
-        .bind(7, toMs(device.last_seen));
-    run.done();
-  }
-  {
-    Impl::Run run(impl, impl.delete_resources_, "replacing a device's resources");
-    run.bind(1, device.name);
-    run.done();
-  }
-  std::int64_t ord = 0;
-  for (const Resource& r : device.resources) {
-    Impl::Run run(impl, impl.insert_resource_, "saving a resource");
-    run.bind(1, device.name)
-        .bind(2, r.path)
-        .bind(3, ord++)
-        .bind(4, joinWords(r.rt))
-        .bind(5, joinWords(r.ifs))
-        .bind(6, joinNumbers(r.ct))
-        .bind(7, r.obs);
-    if (r.sz) {
-      run.bind(8, static_cast<std::int64_t>(*r.sz));
-    } else {
-      run.bindNull(8);
-    }
-    if (r.title) {
-      run.bind(9, *r.title);
-    } else {
-      run.bindNull(9);
-    }
-    run.done();
-  }
-  tx.commit();
-  // The device row now holds the caller's latest view. A touch buffered before this call
-  // is older than it and would otherwise overwrite last_seen/online at the next flush;
-  // dropping it gives the same result as if every touch had been written immediately.
-  impl.dropPending(device.name);
+  // The device row now holds the caller's latest view (or will, once the pending writes
+  // are flushed). A touch buffered before this call is older than it and would otherwise
+  // overwrite last_seen/online at the next flush; dropping it gives the same result as if
+  // every touch had been written immediately.
+  impl.dropTouch(device.name);
+  return impl.write(SaveDeviceOp{device, first_seen, false});
 }
 
-void Store::remove(std::string_view name) {
+WriteResult Store::remove(std::string_view name) {
   Impl& impl = *impl_;
   impl.requireWritable("remove");
-  {
-    // One statement is its own transaction; the cascade to resources is part of it.
-    Impl::Run run(impl, impl.delete_device_, "removing a device");
-    run.bind(1, name);
-    run.done();
-  }
-  impl.dropPending(name);
+  impl.dropTouch(name);
+  return impl.write(RemoveDeviceOp{std::string(name)});
 }
 
-bool Store::rename(std::string_view from, std::string_view to) {
+RenameResult Store::rename(std::string_view from, std::string_view to) {
   Impl& impl = *impl_;
   impl.requireWritable("rename");
-  if (from == to) return impl.exists(from);
-  {
-    Impl::Transaction tx(impl, impl.begin_write_);
-    if (!impl.exists(from) || impl.exists(to)) return false;
-    Impl::Run run(impl, impl.rename_device_, "renaming a device");
-    run.bind(1, from).bind(2, to);
-    run.done();
-    if (sqlite3_changes(impl.db_.get()) != 1) impl.failPlain("rename changed no row");
-    tx.commit();
+  RenameDeviceOp op{std::string(from), std::string(to)};
+  if (impl.ops_.empty()) {
+    bool renamed = false;
+    switch (impl.attempt(op, &renamed)) {
+      case Impl::Attempt::Written:
+        if (!renamed) return RenameResult::NotRenamed;
+        if (from != to) {
+          // Touches follow the device. Any touch buffered for `to` was for a name that did
+          // not exist then (a no-op had it been written at once) and must not land on the
+          // renamed device.
+          std::optional<Impl::PendingTouch> moved;
+          if (auto it = impl.touches_.find(from); it != impl.touches_.end()) {
+            moved = it->second;
+            impl.touches_.erase(it);
+          }
+          impl.dropTouch(to);
+          if (moved) impl.touches_.emplace(std::string(to), *moved);
+        }
+        return RenameResult::Renamed;
+      case Impl::Attempt::Rejected:
+        return RenameResult::Rejected;
+      case Impl::Attempt::Failed:
+        break;
+    }
   }
-  // Touches follow the device. Any touch buffered for `to` was for a name that did not
-  // exist then (a no-op had it been written at once) and must not land on the renamed
-  // device.
-  std::optional<Impl::PendingTouch> moved;
-  if (auto it = impl.pending_.find(from); it != impl.pending_.end()) {
-    moved = it->second;
-    impl.pending_.erase(it);
-  }
-  impl.dropPending(to);
-  if (moved) impl.pending_.emplace(std::string(to), *moved);
-  return true;
+  // Pending. Whether it will happen is known only when flush() writes it; the buffered
+  // touches of both names go ahead of it so that they land where they were meant to
+  // either way.
+  impl.touchesIntoOrder(from);
+  impl.touchesIntoOrder(to);
+  impl.defer(std::move(op));
+  return RenameResult::Pending;
 }
 
 void Store::touch(std::string_view name, std::chrono::system_clock::time_point last_seen,
@@ -691,34 +785,36 @@ void Store::touch(std::string_view name, std::chrono::system_clock::time_point l
   Impl& impl = *impl_;
   impl.requireWritable("touch");
   const Impl::PendingTouch t{toMs(last_seen), online};
-  if (auto it = impl.pending_.find(name); it != impl.pending_.end()) {
+  if (auto it = impl.touches_.find(name); it != impl.touches_.end()) {
     it->second = t;
   } else {
-    impl.pending_.emplace(std::string(name), t);
+    impl.touches_.emplace(std::string(name), t);
   }
 }
 
 void Store::flush() {
-  Impl& impl = *impl_;
-  impl.requireWritable("flush");
-  if (impl.pending_.empty()) return;
-  Impl::Transaction tx(impl, impl.begin_write_);
-  for (const auto& [name, t] : impl.pending_) {
-    // Touches of devices not (or no longer) stored update nothing; that is fine.
-    Impl::Run run(impl, impl.touch_device_, "writing last_seen");
-    run.bind(1, std::string_view(name)).bind(2, t.last_seen_ms).bind(3, t.online);
-    run.done();
-  }
-  tx.commit();
-  impl.pending_.clear();  // only once committed: a failed flush keeps them for the next one
+  impl_->requireWritable("flush");
+  impl_->flush();
 }
 
 std::size_t Store::pendingTouches() const {
-  return impl_->pending_.size();
+  return impl_->touches_.size();
 }
 
-void Store::saveRdRegistration(const RdRegistration& r,
-                               std::chrono::system_clock::time_point expires_at) {
+std::size_t Store::pendingWrites() const {
+  return impl_->ops_.size();
+}
+
+const std::string& Store::lastError() const {
+  return impl_->last_error_;
+}
+
+const StoreStats& Store::stats() const {
+  return impl_->stats_;
+}
+
+WriteResult Store::saveRdRegistration(const RdRegistration& r,
+                                      std::chrono::system_clock::time_point expires_at) {
   Impl& impl = *impl_;
   impl.requireWritable("saveRdRegistration");
   const std::int64_t lifetime = r.lifetime.count();
@@ -733,32 +829,20 @@ void Store::saveRdRegistration(const RdRegistration& r,
                                 "': its links do not serialise to valid link-format (byte " +
                                 std::to_string(check.error->offset) + "): " + check.error->message);
   }
-  // One statement: its own transaction.
-  Impl::Run run(impl, impl.upsert_rd_, "saving an RD registration");
-  run.bind(1, r.location)
-      .bind(2, r.ep)
-      .bind(3, r.sector)
-      .bind(4, r.base)
-      .bind(5, r.et)
-      .bind(6, lifetime)
-      .bind(7, toMs(expires_at))
-      .bind(8, links);
-  run.done();
+  return impl.write(SaveRdOp{r, toMs(expires_at), std::move(links)});
 }
 
-void Store::removeRdRegistration(std::string_view location) {
+WriteResult Store::removeRdRegistration(std::string_view location) {
   Impl& impl = *impl_;
   impl.requireWritable("removeRdRegistration");
-  Impl::Run run(impl, impl.delete_rd_, "removing an RD registration");
-  run.bind(1, location);
-  run.done();
+  return impl.write(RemoveRdOp{std::string(location)});
 }
 
 std::vector<StoredRdRegistration> Store::loadRdRegistrations(
     std::vector<SkippedRdRegistration>* skipped) const {
   Impl& impl = *impl_;
   std::vector<StoredRdRegistration> out;
-  Impl::Run run(impl, impl.select_rd_, "loading RD registrations");
+  Run run(impl.db_, impl.select_rd_, "loading RD registrations");
   while (run.step()) {
     StoredRdRegistration stored;
     RdRegistration& r = stored.registration;

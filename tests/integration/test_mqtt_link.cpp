@@ -17,7 +17,7 @@
 #include "gateway/config.h"
 #include "gateway/event_loop.h"
 #include "gateway/mqtt_link.h"
-#include "registry/outbox.h"
+#include "gateway/outbox.h"
 #include "tests/integration/harness.h"
 
 namespace coap2mqtt::test {
@@ -241,7 +241,7 @@ TEST(MqttLink, MessagesDroppedBySmallerBoundsAtStartAreDeletedWithoutTraffic) {
   TempDir dir;
   {
     std::filesystem::create_directories(dir.file("state"));
-    registry::Outbox box(dir.file("state") + "/outbox.db", {});
+    gateway::Outbox box(dir.file("state") + "/outbox.db", {});
     for (int i = 0; i < 10; ++i) box.append("link-test/stored", payloadOf(i), 1, false);
     box.flush();
   }
@@ -254,7 +254,7 @@ TEST(MqttLink, MessagesDroppedBySmallerBoundsAtStartAreDeletedWithoutTraffic) {
         5s));
     EXPECT_EQ(runner.onLoop([](MqttLink& link) { return link.outboxSize(); }), 4u);
   }
-  registry::Outbox reopened(dir.file("state") + "/outbox.db", {});
+  gateway::Outbox reopened(dir.file("state") + "/outbox.db", {});
   const auto left = reopened.read(0, 100);
   ASSERT_EQ(left.size(), 4u);
   EXPECT_EQ(left.front().payload, payloadOf(6));

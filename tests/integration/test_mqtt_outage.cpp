@@ -21,7 +21,7 @@
 #include <set>
 #include <thread>
 
-#include "registry/outbox.h"
+#include "gateway/outbox.h"
 #include "tests/integration/gateway_process.h"
 #include "tests/integration/harness.h"
 
@@ -216,7 +216,7 @@ TEST(MqttOutage, GatewayKilledDuringTheOutageLosesNothingItHadStored) {
   std::map<int, std::set<long>> stored;
   std::size_t stored_count = 0;
   {
-    registry::Outbox outbox(s.dir.file("outbox.db"), {});
+    gateway::Outbox outbox(s.dir.file("outbox.db"), {});
     for (const auto& m : outbox.read(0, 1u << 30)) {
       for (int d = 0; d < kDevices; ++d) {
         if (m.topic == counterTopic(d)) {
@@ -314,7 +314,7 @@ TEST(MqttOutage, FullDiskKeepsMessagesInMemoryAndDeliversThem) {
   EXPECT_TRUE(s.gateway->waitForOutput("registry: writing again", 10s)) << s.gateway->output();
   ASSERT_TRUE(s.gateway->running()) << s.gateway->output();
   ASSERT_EQ(s.gateway->stop(SIGTERM, 10s), 0) << s.gateway->output();
-  registry::Outbox outbox(s.dir.file("state/outbox.db"), {});
+  gateway::Outbox outbox(s.dir.file("state/outbox.db"), {});
   EXPECT_LT(outbox.size(), 100u) << "delivered messages are deleted once the disk has room";
 }
 

@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "registry/outbox.h"
+#include "gateway/outbox.h"
 #include "tests/integration/gateway_process.h"
 #include "tests/integration/harness.h"
 
@@ -237,7 +237,7 @@ TEST(Observe, AckedConNotificationIsInTheOutboxEvenIfTheGatewayDiesAtOnce) {
     ASSERT_EQ(acked.size(), sequence.size() - 1) << "every CON notification was ACKed";
   }
   std::vector<std::string> stored;
-  registry::Outbox outbox(dir.file("outbox.db"), {});
+  gateway::Outbox outbox(dir.file("outbox.db"), {});
   for (const auto& m : outbox.read(0, 1000)) {
     if (m.topic == "c2m/scripted/seq") stored.push_back(m.payload);
   }

@@ -14,14 +14,14 @@
 #include <thread>
 #include <vector>
 
-#include "registry/outbox.h"
+#include "gateway/outbox.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-using coap2mqtt::registry::Outbox;
-using coap2mqtt::registry::OutboxLimits;
-using coap2mqtt::registry::OutboxMessage;
+using coap2mqtt::gateway::Outbox;
+using coap2mqtt::gateway::OutboxLimits;
+using coap2mqtt::gateway::OutboxMessage;
 using namespace std::chrono_literals;
 
 class TempDir {
@@ -281,7 +281,7 @@ TEST(Outbox, ForEachVisitsInOrderAndStopsWhenAsked) {
   box.remove(8);  // 7..9 in memory, 8 gone
 
   std::vector<std::string> seen;
-  auto collect = [&](const coap2mqtt::registry::OutboxMessageView& m) {
+  auto collect = [&](const coap2mqtt::gateway::OutboxMessageView& m) {
     seen.push_back(std::string(m.payload) + "@" + std::string(m.topic));
     return true;
   };
@@ -297,7 +297,7 @@ TEST(Outbox, ForEachVisitsInOrderAndStopsWhenAsked) {
   for (std::uint64_t from : {1u, 6u}) {  // stop inside the file's part, then in memory
     seen.clear();
     EXPECT_EQ(box.forEach(from, 100,
-                          [&](const coap2mqtt::registry::OutboxMessageView& m) {
+                          [&](const coap2mqtt::gateway::OutboxMessageView& m) {
                             seen.push_back(std::string(m.payload));
                             return seen.size() < 2;
                           }),
@@ -306,7 +306,7 @@ TEST(Outbox, ForEachVisitsInOrderAndStopsWhenAsked) {
   }
   // A visitor that throws leaves the outbox usable.
   EXPECT_THROW(box.forEach(0, 100,
-                           [](const coap2mqtt::registry::OutboxMessageView&) -> bool {
+                           [](const coap2mqtt::gateway::OutboxMessageView&) -> bool {
                              throw std::runtime_error("visitor");
                            }),
                std::runtime_error);

@@ -1,10 +1,10 @@
-#include "registry/outbox.h"
-
-#include <sqlite3.h>
+#include "gateway/outbox.h"
 
 #include <algorithm>
 #include <stdexcept>
 #include <utility>
+
+#include "registry/sqlite.h"
 
 // Layout of the file (schema version 1):
 //
@@ -16,10 +16,12 @@
 // The file is separate from registry.db so that the registry's writes and ours never wait
 // for each other.
 
-namespace coap2mqtt::registry {
+namespace coap2mqtt::gateway {
+
+namespace sqlite = registry::sqlite;
 namespace {
 
-constexpr int kBusyTimeoutMs = 5000;
+constexpr std::chrono::milliseconds kBusyTimeout{5000};
 // PRAGMA application_id "C2MO": a path pointing at another program's database is refused.
 constexpr std::int32_t kApplicationId = 0x43324D4F;
 constexpr int kSchemaVersion = 1;
@@ -36,15 +38,6 @@ std::string insertSql(int rows) {
   return sql;
 }
 
-struct DbCloser {
-  void operator()(sqlite3* db) const noexcept { (void)sqlite3_close_v2(db); }
-};
-struct StmtFinalizer {
-  void operator()(sqlite3_stmt* s) const noexcept { (void)sqlite3_finalize(s); }
-};
-using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
-using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
-
 std::int64_t nowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -57,176 +50,119 @@ std::uint32_t messageBytes(const std::string& topic, const std::string& payload,
   return static_cast<std::uint32_t>(std::min<std::size_t>(n, UINT32_MAX));
 }
 
-// Valid until the statement steps again or is reset.
-std::string_view columnView(sqlite3_stmt* s, int col) {
-  const void* p = sqlite3_column_blob(s, col);
-  const int n = sqlite3_column_bytes(s, col);
-  return p == nullptr ? std::string_view()
-                      : std::string_view(static_cast<const char*>(p), std::size_t(n));
-}
-
 // Binds one message to the columns first+1 .. first+kInsertColumns of an insert statement
-// (the strings must outlive the step).
-void bindRow(sqlite3_stmt* s, int first, const OutboxMessage& m) {
-  sqlite3_bind_int64(s, first + 1, static_cast<sqlite3_int64>(m.seq));
-  sqlite3_bind_text(s, first + 2, m.topic.data(), static_cast<int>(m.topic.size()), SQLITE_STATIC);
-  sqlite3_bind_blob(s, first + 3, m.payload.data(), static_cast<int>(m.payload.size()),
-                    SQLITE_STATIC);
-  sqlite3_bind_int(s, first + 4, m.qos);
-  sqlite3_bind_int(s, first + 5, m.retain ? 1 : 0);
+// (not copied: the message must outlive the Run).
+void bindRow(sqlite::Run& run, int first, const OutboxMessage& m) {
+  run.bind(first + 1, static_cast<std::int64_t>(m.seq))
+      .bindTextRef(first + 2, m.topic)
+      .bindBlobRef(first + 3, m.payload)
+      .bind(first + 4, m.qos)
+      .bind(first + 5, m.retain);
   if (m.correlation_data.empty()) {
-    sqlite3_bind_null(s, first + 6);
+    run.bindNull(first + 6);
   } else {
-    sqlite3_bind_blob(s, first + 6, m.correlation_data.data(),
-                      static_cast<int>(m.correlation_data.size()), SQLITE_STATIC);
+    run.bindBlobRef(first + 6, m.correlation_data);
   }
-  sqlite3_bind_int64(s, first + 7, m.enqueued_at_ms);
+  run.bind(first + 7, m.enqueued_at_ms);
 }
 
 }  // namespace
 
 struct Outbox::Db {
-  std::string path;
-  DbPtr db;
-  StmtPtr insert;       // one row
-  StmtPtr insert_many;  // kInsertRows rows
-  StmtPtr remove_range;
-  StmtPtr select_range;
-  StmtPtr begin;
-  StmtPtr commit;
-  StmtPtr rollback;
+  explicit Db(const std::string& path)
+      : db(path, sqlite::Db::Mode::ReadWrite, "outbox " + path, kBusyTimeout) {}
 
-  [[noreturn]] void fail(const std::string& what) const {
-    throw std::runtime_error("outbox " + path + ": " + what + ": " +
-                             (db ? sqlite3_errmsg(db.get()) : "out of memory"));
-  }
-  void exec(const char* sql) const {
-    char* err = nullptr;
-    if (sqlite3_exec(db.get(), sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err != nullptr ? err : "unknown error";
-      sqlite3_free(err);
-      throw std::runtime_error("outbox " + path + ": " + msg);
-    }
-  }
-  StmtPtr prepare(const char* sql) const {
-    sqlite3_stmt* raw = nullptr;
-    if (sqlite3_prepare_v3(db.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &raw, nullptr) !=
-        SQLITE_OK) {
-      fail(std::string("cannot prepare \"") + sql + "\"");
-    }
-    return StmtPtr(raw);
-  }
-  std::int64_t pragmaInt(const char* sql) const {
-    StmtPtr s = prepare(sql);
-    if (sqlite3_step(s.get()) != SQLITE_ROW) fail(sql);
-    return sqlite3_column_int64(s.get(), 0);
-  }
-  void step(sqlite3_stmt* s, const char* what) const {
-    const int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-    if (rc != SQLITE_DONE) fail(what);
-  }
+  sqlite::Db db;                  // before the statements: closed last
+  sqlite::Statement insert;       // one row
+  sqlite::Statement insert_many;  // kInsertRows rows
+  sqlite::Statement remove_range;
+  sqlite::Statement select_range;
 };
 
 Outbox::Outbox(const std::string& path, OutboxLimits limits)
-    : db_(std::make_unique<Db>()), limits_(limits) {
-  db_->path = path;
-  sqlite3* raw = nullptr;
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-  db_->db.reset(raw);
-  if (rc != SQLITE_OK) db_->fail("cannot open");
-  sqlite3_busy_timeout(raw, kBusyTimeoutMs);
-  sqlite3_extended_result_codes(raw, 1);
+    : db_(std::make_unique<Db>(path)), limits_(limits) {
+  sqlite::Db& db = db_->db;
+  // One process owns the file: its first read takes the lock, held until close. That also
+  // spares every transaction the shared-memory locking of WAL (a single-row commit, as
+  // before the ACK of a CON notification: 15 -> 9.6 us), and two gateways on one
+  // state_dir cannot both send from it. (When the constructor throws, db_ closes the file
+  // and lets go of the lock.)
+  db.exec("PRAGMA locking_mode=EXCLUSIVE", "setting the exclusive locking mode");
+  std::int64_t app_id = 0;
   try {
-    // One process owns the file: its first read takes the lock, held until close. That
-    // also spares every transaction the shared-memory locking of WAL (a single-row commit,
-    // as before the ACK of a CON notification: 15 -> 9.6 us), and two gateways on one
-    // state_dir cannot both send from it.
-    db_->exec("PRAGMA locking_mode=EXCLUSIVE");
-    std::int64_t app_id = 0;
-    try {
-      app_id = db_->pragmaInt("PRAGMA application_id");
-    } catch (const std::runtime_error&) {
-      if ((sqlite3_errcode(raw) & 0xff) != SQLITE_BUSY) throw;
-      throw std::runtime_error("outbox " + path +
-                               ": in use by another process (another coap2mqtt with the same "
-                               "state_dir?)");
+    app_id = db.queryInt("PRAGMA application_id");
+  } catch (const sqlite::Error& e) {
+    if (!e.busy()) throw;
+    throw std::runtime_error("outbox " + path +
+                             ": in use by another process (another coap2mqtt with the same "
+                             "state_dir?)");
+  }
+  const auto version = db.queryInt("PRAGMA user_version");
+  if (app_id != 0 && app_id != kApplicationId) {
+    throw std::runtime_error("outbox " + path + ": not a coap2mqtt outbox (application_id " +
+                             std::to_string(app_id) + ")");
+  }
+  if (version > kSchemaVersion) {
+    throw std::runtime_error("outbox " + path + ": schema version " + std::to_string(version) +
+                             " is newer than this coap2mqtt understands (" +
+                             std::to_string(kSchemaVersion) + ")");
+  }
+  // journal_mode answers with a row; exec ignores it.
+  db.exec("PRAGMA journal_mode=WAL", "switching to WAL");
+  db.exec("PRAGMA synchronous=NORMAL", "setting synchronous=NORMAL");
+  if (version == 0) {
+    if (app_id == 0 && db.queryInt("SELECT count(*) FROM sqlite_schema") != 0) {
+      throw std::runtime_error("outbox " + path + ": not a coap2mqtt outbox (other tables)");
     }
-    const auto version = db_->pragmaInt("PRAGMA user_version");
-    if (app_id != 0 && app_id != kApplicationId) {
-      throw std::runtime_error("outbox " + path + ": not a coap2mqtt outbox (application_id " +
-                               std::to_string(app_id) + ")");
-    }
-    if (version > kSchemaVersion) {
-      throw std::runtime_error("outbox " + path + ": schema version " + std::to_string(version) +
-                               " is newer than this coap2mqtt understands (" +
-                               std::to_string(kSchemaVersion) + ")");
-    }
-    // journal_mode answers with a row; sqlite3_exec ignores it.
-    db_->exec("PRAGMA journal_mode=WAL");
-    db_->exec("PRAGMA synchronous=NORMAL");
-    if (version == 0) {
-      if (app_id == 0 && db_->pragmaInt("SELECT count(*) FROM sqlite_schema") != 0) {
-        throw std::runtime_error("outbox " + path + ": not a coap2mqtt outbox (other tables)");
-      }
-      db_->exec(
-          "BEGIN IMMEDIATE;"
-          "CREATE TABLE outbox ("
-          "  seq         INTEGER PRIMARY KEY,"
-          "  topic       TEXT    NOT NULL,"
-          "  payload     BLOB    NOT NULL,"
-          "  qos         INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),"
-          "  retain      INTEGER NOT NULL CHECK (retain IN (0, 1)),"
-          "  correlation BLOB,"
-          "  enqueued_at INTEGER NOT NULL"
-          ") STRICT;"
-          "PRAGMA application_id = 1127370063;"
-          "PRAGMA user_version = 1;"
-          "COMMIT;");
-    }
-  } catch (...) {
-    db_->db.reset();
-    throw;
+    db.exec(
+        "BEGIN IMMEDIATE;"
+        "CREATE TABLE outbox ("
+        "  seq         INTEGER PRIMARY KEY,"
+        "  topic       TEXT    NOT NULL,"
+        "  payload     BLOB    NOT NULL,"
+        "  qos         INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),"
+        "  retain      INTEGER NOT NULL CHECK (retain IN (0, 1)),"
+        "  correlation BLOB,"
+        "  enqueued_at INTEGER NOT NULL"
+        ") STRICT;"
+        "PRAGMA application_id = 1127370063;"
+        "PRAGMA user_version = 1;"
+        "COMMIT;",
+        "creating the schema");
   }
   static_assert(kApplicationId == 1127370063, "keep the literal above in sync");
   if (limits_.max_file_bytes > 0) {
-    const std::int64_t page = db_->pragmaInt("PRAGMA page_size");
+    const std::int64_t page = db.queryInt("PRAGMA page_size");
     const std::int64_t pages =
         std::max<std::int64_t>(1, static_cast<std::int64_t>(limits_.max_file_bytes) / page);
-    db_->pragmaInt(("PRAGMA max_page_count = " + std::to_string(pages)).c_str());
+    db.queryInt("PRAGMA max_page_count = " + std::to_string(pages));
   }
-  db_->insert = db_->prepare(insertSql(1).c_str());
-  db_->insert_many = db_->prepare(insertSql(kInsertRows).c_str());
-  db_->remove_range = db_->prepare("DELETE FROM outbox WHERE seq BETWEEN ? AND ?");
-  db_->select_range = db_->prepare(
+  db_->insert = db.prepare(insertSql(1));
+  db_->insert_many = db.prepare(insertSql(kInsertRows));
+  db_->remove_range = db.prepare("DELETE FROM outbox WHERE seq BETWEEN ? AND ?");
+  db_->select_range = db.prepare(
       "SELECT seq, topic, payload, qos, retain, correlation, enqueued_at FROM outbox "
       "WHERE seq BETWEEN ? AND ? ORDER BY seq");
-  db_->begin = db_->prepare("BEGIN IMMEDIATE");
-  db_->commit = db_->prepare("COMMIT");
-  db_->rollback = db_->prepare("ROLLBACK");
 
-  StmtPtr load = db_->prepare(
+  const sqlite::Statement load = db.prepare(
       "SELECT seq, length(CAST(topic AS BLOB)) + length(payload) + "
       "ifnull(length(correlation), 0) FROM outbox ORDER BY seq");
-  int step = 0;
-  while ((step = sqlite3_step(load.get())) == SQLITE_ROW) {
-    const auto seq = static_cast<std::uint64_t>(sqlite3_column_int64(load.get(), 0));
-    const auto bytes = static_cast<std::uint32_t>(
-        std::min<std::int64_t>(sqlite3_column_int64(load.get(), 1), UINT32_MAX));
+  sqlite::Run run(db, load, "cannot load");
+  while (run.step()) {
+    const auto seq = static_cast<std::uint64_t>(run.integer(0));
+    const auto bytes =
+        static_cast<std::uint32_t>(std::min<std::int64_t>(run.integer(1), UINT32_MAX));
     index_.push_back(Entry{seq, bytes, true, true});
     ++live_count_;
     live_bytes_ += bytes;
     next_seq_ = seq + 1;
   }
-  if (step != SQLITE_DONE) db_->fail("cannot load");
   enforceLimits();
 }
 
 Outbox::~Outbox() {
   try {
-    if (db_->db && hasPending()) flush();
+    if (hasPending()) flush();
   } catch (const std::exception&) {
     // Nothing to report to: the caller flushes explicitly to see errors.
   }
@@ -346,31 +282,22 @@ std::size_t Outbox::forEach(std::uint64_t from, std::size_t limit,
     for (; it != index_.end() && it->committed && visited + wanted_.size() < limit; ++it) {
       if (it->live) wanted_.push_back(it->seq);
     }
-    sqlite3_stmt* s = db_->select_range.get();
     // Reset also when `visit` throws: the statement is shared.
-    struct Reset {
-      sqlite3_stmt* s;
-      ~Reset() {
-        sqlite3_reset(s);
-        sqlite3_clear_bindings(s);
-      }
-    } reset{s};
-    sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(wanted_.front()));
-    sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(wanted_.back()));
+    sqlite::Run run(db_->db, db_->select_range, "cannot read");
+    run.bind(1, static_cast<std::int64_t>(wanted_.front()))
+        .bind(2, static_cast<std::int64_t>(wanted_.back()));
     std::size_t next = 0;
     bool more = true;
-    int rc = 0;
-    while (more && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-      const auto seq = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+    while (more && run.step()) {
+      const auto seq = static_cast<std::uint64_t>(run.integer(0));
       while (next < wanted_.size() && wanted_[next] < seq) ++next;
       if (next == wanted_.size()) break;
       if (wanted_[next] != seq) continue;  // removed since, not yet deleted from the file
       ++visited;
-      more = visit(OutboxMessageView{seq, columnView(s, 1), columnView(s, 2),
-                                     sqlite3_column_int(s, 3), sqlite3_column_int(s, 4) != 0,
-                                     columnView(s, 5), sqlite3_column_int64(s, 6)});
+      more =
+          visit(OutboxMessageView{seq, run.blob(1), run.blob(2), static_cast<int>(run.integer(3)),
+                                  run.integer(4) != 0, run.blob(5), run.integer(6)});
     }
-    if (more && rc != SQLITE_ROW && rc != SQLITE_DONE) db_->fail("cannot read");
     if (!more) return visited;
   }
   return visited;
@@ -403,12 +330,7 @@ void Outbox::flush() {
     return;
   }
   try {
-    d.step(d.begin.get(), "BEGIN");
-  } catch (...) {
-    dropDeadPending();
-    throw;
-  }
-  try {
+    sqlite::Transaction tx(d.db);
     // Deletes first: on a full disk the pages they free take the new rows.
     std::sort(pending_deletes_.begin(), pending_deletes_.end());
     for (std::size_t i = 0; i < pending_deletes_.size();) {
@@ -417,28 +339,27 @@ void Outbox::flush() {
              pending_deletes_[j + 1] <= pending_deletes_[j] + 1) {
         ++j;
       }
-      sqlite3_stmt* s = d.remove_range.get();
-      sqlite3_bind_int64(s, 1, static_cast<sqlite3_int64>(pending_deletes_[i]));
-      sqlite3_bind_int64(s, 2, static_cast<sqlite3_int64>(pending_deletes_[j]));
-      d.step(s, "cannot delete");
+      sqlite::Run run(d.db, d.remove_range, "cannot delete");
+      run.bind(1, static_cast<std::int64_t>(pending_deletes_[i]))
+          .bind(2, static_cast<std::int64_t>(pending_deletes_[j]));
+      run.done();
       i = j + 1;
     }
     for (std::size_t i = 0; i < rows.size();) {
       const bool many = rows.size() - i >= static_cast<std::size_t>(kInsertRows);
-      sqlite3_stmt* s = many ? d.insert_many.get() : d.insert.get();
+      sqlite::Run run(d.db, many ? d.insert_many : d.insert, "cannot insert");
       const std::size_t n = many ? kInsertRows : 1;
       for (std::size_t r = 0; r < n; ++r) {
-        bindRow(s, static_cast<int>(r) * kInsertColumns, *rows[i + r]);
+        bindRow(run, static_cast<int>(r) * kInsertColumns, *rows[i + r]);
       }
-      d.step(s, "cannot insert");
+      run.done();
       i += n;
     }
-    d.step(d.commit.get(), "COMMIT");
+    tx.commit();
   } catch (...) {
-    sqlite3_step(d.rollback.get());
-    sqlite3_reset(d.rollback.get());
     // While the file cannot be written (a full disk), memory holds the batch: only what is
-    // still live, or acknowledged messages would pile up at the full message rate.
+    // still live, or acknowledged messages would pile up at the full message rate. (The
+    // transaction rolled back on the way out.)
     dropDeadPending();
     throw;
   }
@@ -450,4 +371,4 @@ void Outbox::flush() {
   first_pending_.reset();
 }
 
-}  // namespace coap2mqtt::registry
+}  // namespace coap2mqtt::gateway

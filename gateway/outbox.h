@@ -23,7 +23,7 @@
 #include <string_view>
 #include <vector>
 
-namespace coap2mqtt::registry {
+namespace coap2mqtt::gateway {
 
 struct OutboxLimits {
   std::size_t max_messages = 100000;
@@ -143,4 +143,4 @@ class Outbox {
   OutboxStats stats_;
 };
 
-}  // namespace coap2mqtt::registry
+}  // namespace coap2mqtt::gateway
