@@ -23,6 +23,7 @@
 #include "gateway/bridge_topics.h"
 #include "gateway/coap_link.h"
 #include "gateway/command_router.h"
+#include "gateway/config_reload.h"
 #include "gateway/devices.h"
 #include "gateway/event_loop.h"
 #include "gateway/events.h"
@@ -127,8 +128,11 @@ struct Gateway::Impl {
 
   // The rules and commands are replaced; on error the old ones stay.
   AdminApi::ReloadResult reload() {
+    std::vector<std::string> restart;
     try {
       GatewayConfig fresh = loadConfig(config.file);
+      // Only the rules and commands change on a running gateway; say what else changed.
+      restart = restartRequired(config, fresh);
       // What min_interval held back was routed with the old rules: it must not go out.
       observer.forEachSlot([this](ValueSlot& slot) { values.dropHeldBack(slot); });
       config.rules = std::move(fresh.rules);
@@ -146,8 +150,14 @@ struct Gateway::Impl {
     events.emit(RulesReplaced{});
     spdlog::info("rules reloaded: {} rule(s), {} command(s)", config.rules.rules.size(),
                  config.rules.commands.size());
+    if (!restart.empty()) {
+      std::string keys;
+      for (const auto& key : restart) keys += (keys.empty() ? "" : ", ") + key;
+      spdlog::warn("reload: these changes take effect only after a restart: {}", keys);
+    }
     return {"", admin::Json{{"rules", config.rules.rules.size()},
-                            {"commands", config.rules.commands.size()}}};
+                            {"commands", config.rules.commands.size()},
+                            {"restart_required", restart}}};
   }
 
   void shutdown() {

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 
@@ -278,6 +280,32 @@ TEST_F(AdminApi, RulesReloadAnswersWithCountsOrTheError) {
                 .value("code", ""),
             "2.04");
   EXPECT_EQ(request("info")["data"].value("rules", -1), 1);
+}
+
+// Issue 16: a reload applies the rules and says which other changes wait for a restart
+// (they used to be ignored without a word).
+TEST_F(AdminApi, RulesReloadNamesTheChangesThatNeedARestart) {
+  Json r = request("rules/reload");
+  ASSERT_EQ(r.value("status", ""), "ok") << r;
+  EXPECT_EQ(r["data"]["restart_required"], Json::array()) << r;
+
+  std::ifstream in(dir_.file("gateway.toml"));
+  std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  toml.replace(toml.find("retry_interval = \"1s\""), 22, "retry_interval = \"2s\"");
+  toml.replace(toml.find("client_id = \"gw-under-test\""), 27, "client_id = \"gw-renamed\"");
+  dir_.write("gateway.toml", toml);
+  r = request("rules/reload");
+  EXPECT_EQ(r.value("status", ""), "ok") << r;
+  EXPECT_EQ(r["data"]["restart_required"], Json::array({"coap.retry_interval", "mqtt.client_id"}))
+      << r;
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        return gateway_->output().find(
+                   "only after a restart: coap.retry_interval, "
+                   "mqtt.client_id") != std::string::npos;
+      },
+      5s))
+      << gateway_->output();
 }
 
 }  // namespace

@@ -184,11 +184,14 @@ class StoreFailures : public ::testing::Test {
     return *peers_.back();
   }
 
-  // POST /rd on the gateway with coap-client inside the namespace; its log.
+  // POST /rd on the gateway with coap-client inside the namespace, sent from the base's
+  // host (the RD takes a base only from its own host); its log.
   std::string registerInRd(const std::string& ep, const std::string& base,
                            const std::string& links) {
+    const std::string host = base.substr(7, base.rfind(':') - 7);  // coap://HOST:port
     std::string out;
-    ns_->run({"coap-client-openssl", "-v", "6", "-m", "post", "-B", "5", "-t", "40", "-e", links,
+    ns_->run({"coap-client-openssl", "-v", "6", "-m", "post", "-B", "5", "-t", "40", "-a", host,
+              "-e", links,
               "coap://127.0.0.1:" + std::to_string(kGatewayPort) + "/rd?ep=" + ep +
                   "&lt=600&base=" + base},
              &out, 15s);
