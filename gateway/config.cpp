@@ -16,6 +16,7 @@
 #include "bridge/toml_reader.h"
 #include "gateway/config_files.h"
 #include "gateway/config_values.h"
+#include "gateway/device_names.h"
 
 namespace coap2mqtt::gateway {
 
@@ -182,6 +183,10 @@ void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
       if (!isValidName(*name)) {
         d.invalid("name", std::string("expected ") + kNameExpected +
                               " (it is used as an MQTT topic level), got " + quote(*name));
+        ok = false;
+      } else if (isReservedDeviceName(*name)) {
+        d.invalid("name", quote(*name) +
+                              " is reserved: <base_topic>/bridge/... are the gateway's own topics");
         ok = false;
       } else if (const auto [it, inserted] = seen.emplace(*name, line); !inserted) {
         d.invalid("name", "duplicate device name " + quote(*name) + " (already used at line " +

@@ -18,8 +18,12 @@ std::string sanitize(std::string_view text) {
 
 }  // namespace
 
+bool isReservedDeviceName(std::string_view name) {
+  return name == "bridge";
+}
+
 bool isValidDeviceName(std::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
+  if (name.empty() || name.size() > 64 || isReservedDeviceName(name)) return false;
   for (char c : name) {
     if (!isNameChar(c)) return false;
   }
@@ -35,7 +39,9 @@ std::string deviceNameForAddress(std::string_view host, std::uint16_t port) {
 std::string deviceNameFromEndpoint(std::string_view ep) {
   std::string out;
   for (char c : ep.substr(0, 64)) out.push_back(isNameChar(c) ? c : '-');
-  return out.empty() ? std::string("ep") : out;
+  if (out.empty()) return "ep";
+  if (isReservedDeviceName(out)) return "ep-" + out;
+  return out;
 }
 
 }  // namespace coap2mqtt::gateway

@@ -383,6 +383,7 @@ std::string Devices::forget(const std::string& name) {
 std::string Devices::rename(const std::string& from, const std::string& to) {
   const registry::Device* device = registry_.find(from);
   if (device == nullptr) return "unknown device '" + from + "'";
+  if (isReservedDeviceName(to)) return "name '" + to + "' is reserved for the gateway's topics";
   if (!isValidDeviceName(to)) return "invalid name '" + to + "': use [A-Za-z0-9_.-]";
   if (registry_.find(to) != nullptr) return "name '" + to + "' is taken";
   if (device->source == registry::Source::Static) {

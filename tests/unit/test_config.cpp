@@ -541,6 +541,8 @@ const ErrorCase kErrorCases[] = {
      "[[coap.device]]\nname = \"a\"\nuri = \"coap://h1\"\n[[coap.device]]\nname = \"a\"\nuri = "
      "\"coap://h2\"\n",
      5, 8, "coap.device[2].name", "duplicate device name \"a\" (already used at line 2)"},
+    {"device_name_reserved", "[[coap.device]]\nname = \"bridge\"\nuri = \"coap://h\"\n", 2, 8,
+     "coap.device[1].name", "\"bridge\" is reserved"},
     {"device_name_chars", "[[coap.device]]\nname = \"my device\"\nuri = \"coap://h\"\n", 2, 8,
      "coap.device[1].name", "expected a name of letters, digits"},
     {"gateway_name_chars", "[gateway]\nname = \"gw/1\"\n", 2, 8, "gateway.name",

@@ -25,6 +25,16 @@ TEST(DeviceNames, FromEndpoint) {
   EXPECT_TRUE(isValidDeviceName(deviceNameFromEndpoint("\xff\xfe")));
 }
 
+// Issue 17, finding 5: an RD endpoint "bridge" published onto <base>/bridge/state.
+TEST(DeviceNames, BridgeIsReserved) {
+  EXPECT_TRUE(isReservedDeviceName("bridge"));
+  EXPECT_FALSE(isValidDeviceName("bridge"));
+  EXPECT_EQ(deviceNameFromEndpoint("bridge"), "ep-bridge");
+  EXPECT_EQ(deviceNameFromEndpoint("br/dge"), "br-dge");
+  EXPECT_TRUE(isValidDeviceName(deviceNameFromEndpoint("bridge")));
+  EXPECT_TRUE(isValidDeviceName("bridges"));
+}
+
 TEST(DeviceNames, Validity) {
   EXPECT_TRUE(isValidDeviceName("dev0"));
   EXPECT_FALSE(isValidDeviceName(""));
