@@ -1,8 +1,10 @@
 #!/bin/sh
 # Configures and builds coap2mqtt. Usage: scripts/build.sh [BUILD_DIR] [extra cmake args...]
+# Warnings are errors here (development, the demo, the tests, CI); a plain cmake build, e.g.
+# a packager's, leaves COAP2MQTT_WERROR off.
 set -eu
 cd "$(dirname "$0")/.."
 dir="${1:-build}"
 [ $# -gt 0 ] && shift
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOAP2MQTT_WERROR=ON "$@" >/dev/null
 cmake --build "$dir" -j"$(nproc)"
