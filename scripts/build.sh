@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 dir="${1:-build}"
 [ $# -gt 0 ] && shift
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOAP2MQTT_WERROR=ON "$@" >/dev/null
-cmake --build "$dir" -j"$(nproc)"
+# BUILD_TARGETS="a b": only these (and what they need) instead of everything.
+# shellcheck disable=SC2086  # a word list
+cmake --build "$dir" -j"$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS}
