@@ -139,7 +139,10 @@ void noteCpu(const CpuByName& before, const CpuByName& after, int messages) {
 
 void printRuns(const std::vector<double>& rates, const CpuRuns& cpu_runs) {
   std::string runs;
-  for (double v : rates) runs += " " + std::to_string(static_cast<long>(v));
+  for (double v : rates) {
+    runs += ' ';  // not `" " + std::to_string(...)`: GCC 12's -Wrestrict false positive
+    runs += std::to_string(static_cast<long>(v));
+  }
   std::printf("    runs (msg/s):%s\n", runs.c_str());
   std::string cpu;
   for (const auto& [name, us] : cpu_runs) {

@@ -25,7 +25,9 @@ std::optional<Glob> Glob::compile(std::string_view pattern, Kind kind, std::stri
   std::size_t shift = 0;
   if (glob.path_ && pattern.front() != '/') {
     glob.pattern_.reserve(pattern.size() + 1);
-    glob.pattern_ = "/";
+    // push_back, not `= "/"`: GCC 12 at -O2/-O3 reports a -Wrestrict false positive in the
+    // inlined assign(const char*) after reserve() (GCC bug 105329).
+    glob.pattern_.push_back('/');
     shift = 1;
   }
   glob.pattern_.append(pattern);

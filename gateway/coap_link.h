@@ -1,10 +1,11 @@
 #pragma once
 // The CoAP side: one libcoap context, one unicast client session per device, exchanges
-// matched by token. Every method runs on the loop thread (libcoap 4.3.1 is not thread-safe).
+// matched by token, and our own server resources. libcoap 4.3.1 is not thread-safe: every
+// method runs on the loop thread, and says so when it does not (LoopThreadChecker).
+// libcoap is included only by the link's own .cpp files (coap_link_internal.h).
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,9 +16,7 @@
 #include "bridge/rules.h"
 #include "gateway/config.h"
 #include "gateway/event_loop.h"
-
-struct coap_context_t;
-struct coap_session_t;
+#include "gateway/loop_thread.h"
 
 namespace coap2mqtt::gateway {
 
@@ -69,7 +68,9 @@ class CoapLink {
   // response nullopt) when the observation failed and is gone.
   using ObserveHandler = ResponseHandler;
   using ObserveId = std::uint64_t;
+  using RequestId = std::uint64_t;
 
+  // Throws std::runtime_error when libcoap cannot give it a context.
   CoapLink(EventLoop& loop, const CoapConfig& config);
   ~CoapLink();
   CoapLink(const CoapLink&) = delete;
@@ -78,9 +79,7 @@ class CoapLink {
   // Creates the device's session. false and *error when the URI does not resolve.
   bool addDevice(const std::string& name, const std::string& uri, std::string* error);
   void removeDevice(const std::string& name);
-  bool hasDevice(const std::string& name) const;
 
-  using RequestId = std::uint64_t;
   // One request; `handler` is called exactly once, unless cancelRequest() or the link's
   // destruction comes first. Returns 0 when it failed at once (handler already called).
   RequestId request(const std::string& device, bridge::Method method, const std::string& path,
@@ -95,8 +94,6 @@ class CoapLink {
   void cancelRequest(RequestId id);
   // Deregisters (GET with Observe=1 via libcoap) and drops the handler.
   void cancelObserve(ObserveId id);
-  // Cancels every observation (at shutdown) so devices stop sending to us.
-  void cancelAllObservations();
 
   // Reachability probe: an empty CON ("CoAP ping"); true when the device answered (RST).
   void ping(const std::string& device, std::function<void(bool)> done);
@@ -114,70 +111,17 @@ class CoapLink {
   // Asked after the handler of a response that came in a CON message, before libcoap ACKs
   // it: true holds the ACK back until releaseHeldAcks(), e.g. until what the handler queued
   // is durable (once ACKed, the device will not send it again).
-  void setHoldAck(std::function<bool()> hold_ack) { hold_ack_ = std::move(hold_ack); }
+  void setHoldAck(std::function<bool()> hold_ack);
   // Sends the ACKs held back so far (to devices that still have the same session).
   void releaseHeldAcks();
 
-  const CoapStats& stats() const { return stats_; }
+  const CoapStats& stats() const;
+
+  class Impl;  // coap_link_internal.h
 
  private:
-  struct Device;
-  struct Exchange;
-
-  // libcoap callbacks (noexcept trampolines into these).
-  int onResponse(coap_session_t* session, const void* received);
-  bool holdAck(coap_session_t* session, int mid);
-  void onNack(coap_session_t* session, const void* sent, int reason, int mid);
-  void processIo();
-  void noteConNotification(Device& device, int mid);
-  void forgetConNotification(Device& device);
-  void armReack(Device& device);
-  std::chrono::steady_clock::duration reackDelay(const Device& device) const;
-  static void sendEmptyReply(coap_session_t* session, int mid, bool reset);  // ACK or RST
-  // The device `name` if it still uses `session` (nullptr once removed or on a new session).
-  Device* deviceOn(std::string_view name, const coap_session_t* session);
-  std::vector<std::function<void(bool)>> takePings(const std::string& device);
-  void releaseLater(coap_session_t* session);
-  void discardSession(coap_session_t* session);
-
-  coap_session_t* newSession(const std::string& uri, std::string* error);
-  void resetSession(const std::string& name, const std::string& reason);
-  std::uint64_t startExchange(const std::string& device, bridge::Method method,
-                              const std::string& path, const std::string& payload,
-                              std::optional<unsigned> content_format, bool observe,
-                              ResponseHandler handler,
-                              std::optional<std::chrono::milliseconds> timeout = std::nullopt);
-  std::uint64_t send(Device& device, bridge::Method method, const std::string& path,
-                     const std::string& payload, std::optional<unsigned> content_format,
-                     bool observe, std::unique_ptr<Exchange> exchange);
-  void fail(std::uint64_t token, const std::string& reason);
-
-  EventLoop& loop_;
-  CoapConfig config_;
-  coap_context_t* context_ = nullptr;
-  std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
-  std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
-  std::uint64_t next_token_;
-  CoapStats stats_;
-  std::function<bool()> hold_ack_;
-  std::string responding_device_;  // of the response being handled ("" when unmatched)
-  struct HeldAck {
-    std::string device;
-    coap_session_t* session;  // compared only, never used if the device has another now
-    int mid;
-  };
-  std::vector<HeldAck> held_acks_;
-
-  struct Ping {
-    std::string device;
-    std::function<void(bool)> done;
-  };
-  std::map<std::pair<coap_session_t*, int>, Ping> pings_;  // by (probe session, MID)
-  std::vector<coap_session_t*> to_release_;                // finished probe sessions
-  EventLoop::TimerId release_timer_ = 0;
-  std::vector<std::unique_ptr<ServerHandler>> server_handlers_;  // owned; resources point here
-
-  friend struct CoapCallbacks;
+  LoopThreadChecker loop_thread_;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace coap2mqtt::gateway

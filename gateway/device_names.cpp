@@ -32,7 +32,11 @@ bool isValidDeviceName(std::string_view name) {
 
 std::string deviceNameForAddress(std::string_view host, std::uint16_t port) {
   std::string name = "coap-" + sanitize(host);
-  if (port != 5683) name += "-" + std::to_string(port);
+  if (port != 5683) {
+    // Not `"-" + std::to_string(port)`: GCC 12's -Wrestrict false positive (bug 105329).
+    name += '-';
+    name += std::to_string(port);
+  }
   return name;
 }
 

@@ -1,8 +1,12 @@
 #!/bin/sh
 # Configures and builds coap2mqtt. Usage: scripts/build.sh [BUILD_DIR] [extra cmake args...]
+# Warnings are errors here (development, the demo, the tests, CI); a plain cmake build, e.g.
+# a packager's, leaves COAP2MQTT_WERROR off.
 set -eu
 cd "$(dirname "$0")/.."
 dir="${1:-build}"
 [ $# -gt 0 ] && shift
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
-cmake --build "$dir" -j"$(nproc)"
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOAP2MQTT_WERROR=ON "$@" >/dev/null
+# BUILD_TARGETS="a b": only these (and what they need) instead of everything.
+# shellcheck disable=SC2086  # a word list
+cmake --build "$dir" -j"$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS}

@@ -1,0 +1,176 @@
+#pragma once
+// CoapLink's state and what its .cpp files share; included by them only, since this is
+// where libcoap comes in. The link is split by job:
+//   coap_link.cpp          the context, requests and observations, libcoap's callbacks
+//   coap_link_sessions.cpp a session per device, renewed after a timeout
+//   coap_link_acks.cpp     ACKs held back until the outbox is durable, and re-ACKs
+//   coap_link_ping.cpp     reachability probes on sessions of their own
+//   coap_link_server.cpp   our own resources (listen/serve/serveUnknown)
+#include <coap3/coap.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "gateway/coap_link.h"
+#include "gateway/observe_freshness.h"
+
+namespace coap2mqtt::gateway {
+
+// Owners of libcoap's handles (libcoap 4.3.1, /usr/include/coap3).
+struct CoapContextFree {
+  void operator()(coap_context_t* context) const noexcept { coap_free_context(context); }
+};
+using CoapContextPtr = std::unique_ptr<coap_context_t, CoapContextFree>;
+// coap_new_client_session() hands us one reference; libcoap's send queue may hold more
+// (a session lives on until what it still retransmits is done; see discardSession).
+struct CoapSessionRelease {
+  void operator()(coap_session_t* session) const noexcept { coap_session_release(session); }
+};
+using CoapSessionPtr = std::unique_ptr<coap_session_t, CoapSessionRelease>;
+// A PDU until coap_send() takes it (it always does, also when it fails: pdu.release()).
+struct CoapPduDelete {
+  void operator()(coap_pdu_t* pdu) const noexcept { coap_delete_pdu(pdu); }
+};
+using CoapPduPtr = std::unique_ptr<coap_pdu_t, CoapPduDelete>;
+
+// Helpers shared by the link's .cpp files (coap_link.cpp).
+std::optional<std::uint32_t> coapUintOption(const coap_pdu_t* pdu, std::uint16_t number);
+// One option per path segment ("/a/b" -> "a", "b"), percent-decoded as the wire wants.
+bool coapAddPathOptions(coap_pdu_t* pdu, std::uint16_t option, std::string_view path);
+
+class CoapLink::Impl {
+ public:
+  using ResponseHandler = CoapLink::ResponseHandler;
+  using ServerHandler = CoapLink::ServerHandler;
+
+  Impl(EventLoop& loop, const CoapConfig& config);
+  ~Impl();
+
+  // The public operations (CoapLink forwards to them after its loop-thread check).
+  bool addDevice(const std::string& name, const std::string& uri, std::string* error);
+  void removeDevice(const std::string& name);
+  std::uint64_t startExchange(const std::string& device, bridge::Method method,
+                              const std::string& path, const std::string& payload,
+                              std::optional<unsigned> content_format, bool observe,
+                              ResponseHandler handler,
+                              std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  void cancelRequest(std::uint64_t id);
+  void cancelObserve(std::uint64_t id);
+  void ping(const std::string& device, std::function<void(bool)> done);
+  bool listen(const std::string& host_port, std::string* error);
+  void serve(const std::string& path,
+             const std::vector<std::pair<std::string, std::string>>& attributes,
+             ServerHandler handler);
+  void serveUnknown(ServerHandler handler);
+  void setHoldAck(std::function<bool()> hold_ack) { hold_ack_ = std::move(hold_ack); }
+  void releaseHeldAcks();
+  const CoapStats& stats() const { return stats_; }
+
+  // From libcoap's callbacks (the noexcept trampolines in CoapCallbacks).
+  bool onResponse(coap_session_t* session, const coap_pdu_t* received);
+  bool holdAck(coap_session_t* session, coap_mid_t mid);
+  void onNack(coap_session_t* session, const coap_pdu_t* sent, coap_nack_reason_t reason,
+              coap_mid_t mid);
+
+ private:
+  struct Device {
+    std::string name;
+    std::string uri;
+    CoapSessionPtr session;
+    // Numbers this device's sessions: a held ACK or a deferred reset names the session it
+    // was for by this, never by a pointer that a later session may reuse.
+    std::uint64_t session_id = 0;
+    // libcoap 4.3.1 drops a retransmitted CON notification without ACKing it
+    // (libcoap#1306). When our ACK is lost, the device retransmits into that silence,
+    // holds back every newer notification (NSTART=1) and finally forgets the observation.
+    // We cannot see the retransmission, so while the device stays quiet after a CON
+    // notification we ACK it again, on a back-off, until the device would have given up
+    // anyway. The same for a CON notification we rejected with a RST (an observation we no
+    // longer know, e.g. the one a re-registration replaced): a lost RST leaves the device
+    // retransmitting into the same silence, and NSTART=1 then holds back the notifications
+    // of the new registration too. While it stays quiet we RST that notification again.
+    std::optional<coap_mid_t> last_con_mid;
+    bool last_con_rejected = false;  // last_con_mid was answered with a RST, not an ACK
+    NotificationPace con_pace;       // of CON notifications; last() is when last_con_mid came
+    unsigned reacks = 0;             // extra ACKs sent for last_con_mid
+    EventLoop::TimerId reack_timer = 0;
+  };
+
+  struct Exchange {
+    std::string device;
+    std::string path;
+    bool observe = false;
+    bool established = false;  // observe: first response seen
+    ResponseHandler handler;
+    EventLoop::TimerId timer = 0;
+    std::optional<std::chrono::milliseconds> timeout;  // instead of request_timeout
+    std::uint8_t token[8] = {};
+  };
+
+  struct HeldAck {
+    std::string device;
+    std::uint64_t session_id;
+    coap_mid_t mid;
+  };
+
+  struct Ping {
+    std::string device;
+    CoapSessionPtr probe;  // a session of its own (see ping())
+    std::function<void(bool)> done;
+  };
+
+  // Sessions (coap_link_sessions.cpp).
+  CoapSessionPtr newSession(const std::string& uri, std::string* error);
+  void resetSession(const std::string& name, const std::string& reason);
+  static void discardSession(CoapSessionPtr session);
+  // The device `name` if it still uses `session` (nullptr once removed or on a new session).
+  Device* deviceOn(std::string_view name, const coap_session_t* session);
+  Device* deviceOn(std::string_view name, std::uint64_t session_id);
+
+  // Requests (coap_link.cpp).
+  std::uint64_t send(Device& device, bridge::Method method, const std::string& path,
+                     const std::string& payload, std::optional<unsigned> content_format,
+                     bool observe, std::unique_ptr<Exchange> exchange);
+  void fail(std::uint64_t token, const std::string& reason);
+  void processIo();
+
+  // ACKs of CON notifications (coap_link_acks.cpp).
+  void noteConNotification(Device& device, coap_mid_t mid);
+  void forgetConNotification(Device& device);
+  void armReack(Device& device);
+  std::chrono::steady_clock::duration reackDelay(const Device& device) const;
+  static void sendEmptyReply(coap_session_t* session, coap_mid_t mid, bool reset);  // ACK/RST
+
+  // Probes (coap_link_ping.cpp).
+  bool onPingAnswer(coap_session_t* session, coap_mid_t mid, coap_nack_reason_t reason);
+  std::vector<std::function<void(bool)>> takePings(const std::string& device);
+  void releaseLater(CoapSessionPtr session);
+
+  EventLoop& loop_;
+  CoapConfig config_;
+  // First, so it goes last: the sessions below hold references into it.
+  CoapContextPtr context_;
+  int fd_ = -1;
+  std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
+  std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
+  std::uint64_t next_token_;
+  std::uint64_t next_session_id_ = 1;
+  CoapStats stats_;
+  std::function<bool()> hold_ack_;
+  std::string responding_device_;  // of the response being handled ("" when unmatched)
+  std::vector<HeldAck> held_acks_;
+  std::map<std::pair<const coap_session_t*, coap_mid_t>, Ping> pings_;  // by (probe, MID)
+  std::vector<CoapSessionPtr> to_release_;                              // finished probes
+  EventLoop::TimerId release_timer_ = 0;
+  std::vector<std::unique_ptr<ServerHandler>> server_handlers_;  // resources point here
+};
+
+}  // namespace coap2mqtt::gateway

@@ -1,0 +1,173 @@
+// CoapLink: our own CoAP server side (the Resource Directory): UDP endpoints and resources
+// whose requests go to a ServerHandler.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include <spdlog/spdlog.h>
+
+#include "gateway/coap_link_internal.h"
+
+namespace coap2mqtt::gateway {
+namespace {
+
+coap_str_const_t strConst(const std::string& s) {
+  return coap_str_const_t{s.size(), reinterpret_cast<const std::uint8_t*>(s.data())};
+}
+
+CoapServerRequest readRequest(coap_session_t* session, const coap_pdu_t* request) {
+  CoapServerRequest req;
+  switch (coap_pdu_get_code(request)) {
+    case COAP_REQUEST_CODE_POST:
+      req.method = bridge::Method::Post;
+      break;
+    case COAP_REQUEST_CODE_PUT:
+      req.method = bridge::Method::Put;
+      break;
+    case COAP_REQUEST_CODE_DELETE:
+      req.method = bridge::Method::Delete;
+      break;
+    default:
+      req.method = bridge::Method::Get;
+  }
+  coap_opt_iterator_t it;
+  coap_opt_t* opt;
+  coap_option_iterator_init(request, &it, COAP_OPT_ALL);
+  while ((opt = coap_option_next(&it)) != nullptr) {
+    std::string value(reinterpret_cast<const char*>(coap_opt_value(opt)), coap_opt_length(opt));
+    if (it.number == COAP_OPTION_URI_PATH) {
+      req.path += "/" + value;
+    } else if (it.number == COAP_OPTION_URI_QUERY) {
+      req.query.push_back(std::move(value));
+    } else if (it.number == COAP_OPTION_CONTENT_FORMAT) {
+      req.content_format = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
+    }
+  }
+  if (req.path.empty()) req.path = "/";
+  std::size_t length = 0;
+  const std::uint8_t* data = nullptr;
+  if (coap_get_data(request, &length, &data) != 0) {
+    req.payload.assign(reinterpret_cast<const char*>(data), length);
+  }
+  const coap_address_t* remote = coap_session_get_addr_remote(session);
+  char host[INET6_ADDRSTRLEN] = {};
+  std::uint16_t port = coap_address_get_port(remote);
+  if (remote->addr.sa.sa_family == AF_INET6) {
+    inet_ntop(AF_INET6, &remote->addr.sin6.sin6_addr, host, sizeof host);
+    req.source = "coap://[" + std::string(host) + "]:" + std::to_string(port);
+  } else {
+    inet_ntop(AF_INET, &remote->addr.sin.sin_addr, host, sizeof host);
+    req.source = "coap://" + std::string(host) + ":" + std::to_string(port);
+  }
+  return req;
+}
+
+void writeResponse(const CoapServerResponse& res, coap_pdu_t* response) {
+  coap_pdu_set_code(response, static_cast<coap_pdu_code_t>(COAP_RESPONSE_CODE(res.code)));
+  std::uint8_t buf[4];
+  bool ok = coapAddPathOptions(response, COAP_OPTION_LOCATION_PATH, res.location);
+  if (ok && res.content_format) {
+    ok = coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
+                         coap_encode_var_safe(buf, sizeof buf, *res.content_format), buf) != 0;
+  }
+  if (ok && !res.payload.empty()) {
+    ok = coap_add_data(response, res.payload.size(),
+                       reinterpret_cast<const std::uint8_t*>(res.payload.data())) != 0;
+  }
+  if (!ok) {
+    spdlog::error("coap: our {} response does not fit a CoAP message", res.code);
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_INTERNAL_ERROR);
+  }
+}
+
+// noexcept trampoline: no exception ever crosses into libcoap.
+void requestTrampoline(coap_resource_t* resource, coap_session_t* session,
+                       const coap_pdu_t* request, const coap_string_t* /*query*/,
+                       coap_pdu_t* response) noexcept {
+  try {
+    auto* handler = static_cast<CoapLink::ServerHandler*>(coap_resource_get_userdata(resource));
+    writeResponse((*handler)(readRequest(session, request)), response);
+  } catch (const std::exception& e) {
+    spdlog::error("coap: server handler failed: {}", e.what());
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_INTERNAL_ERROR);
+  }
+}
+
+void registerHandlers(coap_resource_t* resource) {
+  for (coap_request_t method :
+       {COAP_REQUEST_GET, COAP_REQUEST_POST, COAP_REQUEST_PUT, COAP_REQUEST_DELETE}) {
+    coap_register_request_handler(resource, method, &requestTrampoline);
+  }
+}
+
+}  // namespace
+
+bool CoapLink::Impl::listen(const std::string& host_port, std::string* error) {
+  auto colon = host_port.rfind(':');
+  if (colon == std::string::npos) {
+    *error = "expected host:port, got " + host_port;
+    return false;
+  }
+  std::string host = host_port.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* result = nullptr;
+  const std::string port = host_port.substr(colon + 1);
+  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &result);
+      rc != 0) {
+    *error = "cannot resolve " + host_port + ": " + gai_strerror(rc);
+    return false;
+  }
+  coap_address_t address;
+  coap_address_init(&address);
+  address.size = result->ai_addrlen;
+  std::memcpy(&address.addr, result->ai_addr, result->ai_addrlen);
+  freeaddrinfo(result);
+  // The endpoint belongs to the context (freed with it).
+  if (coap_new_endpoint(context_.get(), &address, COAP_PROTO_UDP) == nullptr) {
+    *error = "cannot listen on " + host_port + " (address in use?)";
+    return false;
+  }
+  return true;
+}
+
+// Strings go to libcoap without its RELEASE flags: it copies them, so nothing is handed
+// over that a failed call could leak. coap_add_resource() takes the resource.
+void CoapLink::Impl::serve(const std::string& path,
+                           const std::vector<std::pair<std::string, std::string>>& attributes,
+                           ServerHandler handler) {
+  coap_str_const_t name = strConst(path);
+  coap_resource_t* resource = coap_resource_init(&name, 0);
+  if (resource == nullptr) throw std::runtime_error("coap: cannot create resource " + path);
+  server_handlers_.push_back(std::make_unique<ServerHandler>(std::move(handler)));
+  coap_resource_set_userdata(resource, server_handlers_.back().get());
+  registerHandlers(resource);
+  for (const auto& [key, value] : attributes) {
+    coap_str_const_t k = strConst(key);
+    coap_str_const_t v = strConst(value);
+    if (coap_add_attr(resource, &k, &v, 0) == nullptr) {
+      coap_delete_resource(nullptr, resource);  // not added yet: ours to delete
+      throw std::runtime_error("coap: cannot add attribute " + key + " to " + path);
+    }
+  }
+  coap_add_resource(context_.get(), resource);
+}
+
+void CoapLink::Impl::serveUnknown(ServerHandler handler) {
+  coap_resource_t* resource = coap_resource_unknown_init(&requestTrampoline);
+  if (resource == nullptr) throw std::runtime_error("coap: cannot create the unknown resource");
+  server_handlers_.push_back(std::make_unique<ServerHandler>(std::move(handler)));
+  coap_resource_set_userdata(resource, server_handlers_.back().get());
+  registerHandlers(resource);
+  coap_add_resource(context_.get(), resource);
+}
+
+}  // namespace coap2mqtt::gateway

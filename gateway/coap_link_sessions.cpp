@@ -1,0 +1,146 @@
+// CoapLink: one unicast client session per device (libcoap 4.3.1 overwrites a multicast
+// session's remote address with the last responder's), renewed when a request times out.
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <utility>
+
+#include <spdlog/spdlog.h>
+
+#include "gateway/coap_link_internal.h"
+
+namespace coap2mqtt::gateway {
+namespace {
+
+bool resolve(const std::string& uri, coap_address_t* out, std::string* error) {
+  coap_uri_t parsed;
+  if (coap_split_uri(reinterpret_cast<const std::uint8_t*>(uri.data()), uri.size(), &parsed) != 0) {
+    *error = "not a CoAP URI: " + uri;
+    return false;
+  }
+  if (parsed.scheme != COAP_URI_SCHEME_COAP) {
+    *error = "only coap:// is supported: " + uri;
+    return false;
+  }
+  std::string host(reinterpret_cast<const char*>(parsed.host.s), parsed.host.length);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* result = nullptr;
+  std::string port = std::to_string(parsed.port);
+  if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &result); rc != 0) {
+    *error = "cannot resolve '" + host + "': " + gai_strerror(rc);
+    return false;
+  }
+  coap_address_init(out);
+  out->size = result->ai_addrlen;
+  std::memcpy(&out->addr, result->ai_addr, result->ai_addrlen);
+  freeaddrinfo(result);
+  return true;
+}
+
+}  // namespace
+
+CoapSessionPtr CoapLink::Impl::newSession(const std::string& uri, std::string* error) {
+  coap_address_t address;
+  if (!resolve(uri, &address, error)) return nullptr;
+  CoapSessionPtr session(
+      coap_new_client_session(context_.get(), nullptr, &address, COAP_PROTO_UDP));
+  if (!session) {
+    *error = "cannot create a CoAP session to " + uri;
+    return nullptr;
+  }
+  coap_session_set_app_data(session.get(), this);
+  auto fixed = [](double seconds) {
+    const auto ms = static_cast<unsigned>(seconds * 1000.0 + 0.5);
+    return coap_fixed_point_t{static_cast<std::uint16_t>(ms / 1000),
+                              static_cast<std::uint16_t>(ms % 1000)};
+  };
+  coap_session_set_ack_timeout(session.get(), fixed(config_.ack_timeout.count() / 1000.0));
+  coap_session_set_ack_random_factor(session.get(), fixed(config_.ack_random_factor));
+  coap_session_set_max_retransmit(session.get(), config_.max_retransmit);
+  return session;
+}
+
+bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri,
+                               std::string* error) {
+  CoapSessionPtr session = newSession(uri, error);
+  if (!session) return false;
+  removeDevice(name);
+  auto device = std::make_unique<Device>();
+  device->name = name;
+  device->uri = uri;
+  device->session = std::move(session);
+  device->session_id = next_session_id_++;
+  devices_[name] = std::move(device);
+  return true;
+}
+
+// libcoap 4.3.1 sends one CON at a time per session (NSTART=1) and keeps retransmitting a
+// request we have given up on for up to a minute: every newer request (a ping, a new
+// registration) waits behind it, and after a partition the whole backlog arrives at once,
+// its answers unknown to us. A fresh session (new socket, empty queues) starts clean.
+void CoapLink::Impl::resetSession(const std::string& name, const std::string& reason) {
+  auto it = devices_.find(name);
+  if (it == devices_.end()) return;
+  std::string error;
+  CoapSessionPtr fresh = newSession(it->second->uri, &error);
+  if (!fresh) {
+    spdlog::warn("coap: cannot renew the session of {}: {}", name, error);
+    return;
+  }
+  CoapSessionPtr old = std::exchange(it->second->session, std::move(fresh));
+  it->second->session_id = next_session_id_++;
+  forgetConNotification(*it->second);  // its message id belonged to the old session
+  std::vector<std::function<void(bool)>> pings = takePings(name);
+  std::vector<std::uint64_t> tokens;
+  for (const auto& [token, exchange] : exchanges_) {
+    if (exchange->device == name) tokens.push_back(token);
+  }
+  ++stats_.session_resets;
+  spdlog::debug("coap: new session for {} ({}); {} exchange(s) dropped", name, reason,
+                tokens.size());
+  for (std::uint64_t token : tokens) fail(token, reason);
+  for (auto& done : pings) done(false);
+  discardSession(std::move(old));
+}
+
+void CoapLink::Impl::discardSession(CoapSessionPtr session) {
+  // Releasing alone is not enough: libcoap's send queue holds a reference and would keep
+  // retransmitting what was queued (an abandoned registration reaching a device that came
+  // back would replace the current one there). Disconnecting empties the queue; its nack
+  // callbacks find no exchange left. Then `session` releases ours.
+  coap_session_disconnected(session.get(), COAP_NACK_NOT_DELIVERABLE);
+}
+
+void CoapLink::Impl::removeDevice(const std::string& name) {
+  auto it = devices_.find(name);
+  if (it == devices_.end()) return;
+  for (auto e = exchanges_.begin(); e != exchanges_.end();) {
+    if (e->second->device == name) {
+      if (e->second->timer != 0) loop_.cancel(e->second->timer);
+      e = exchanges_.erase(e);
+    } else {
+      ++e;
+    }
+  }
+  forgetConNotification(*it->second);
+  CoapSessionPtr session = std::move(it->second->session);
+  devices_.erase(it);
+  discardSession(std::move(session));
+  for (auto& done : takePings(name)) done(false);
+}
+
+CoapLink::Impl::Device* CoapLink::Impl::deviceOn(std::string_view name,
+                                                 const coap_session_t* session) {
+  auto it = devices_.find(name);
+  return it != devices_.end() && it->second->session.get() == session ? it->second.get() : nullptr;
+}
+
+CoapLink::Impl::Device* CoapLink::Impl::deviceOn(std::string_view name, std::uint64_t session_id) {
+  auto it = devices_.find(name);
+  return it != devices_.end() && it->second->session_id == session_id ? it->second.get() : nullptr;
+}
+
+}  // namespace coap2mqtt::gateway
