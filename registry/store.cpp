@@ -2,6 +2,8 @@
 
 #include <charconv>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <iterator>
 #include <limits>
 #include <list>
@@ -10,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <variant>
@@ -232,6 +235,15 @@ using Op =
 }  // namespace
 
 struct Store::Impl {
+  // The loop-thread rule: the thread that opened the store is the only one that uses it.
+  const std::thread::id owner = std::this_thread::get_id();
+  void checkThread(const char* entry) const {
+    if (std::this_thread::get_id() != owner) [[unlikely]] {
+      std::fprintf(stderr, "coap2mqtt: registry::Store::%s called off the thread that opened it\n",
+                   entry);
+      std::abort();
+    }
+  }
   struct PendingTouch {
     std::int64_t last_seen_ms;
     bool online;
@@ -661,6 +673,7 @@ int Store::schemaVersion() const {
 }
 
 std::vector<Device> Store::loadAll() const {
+  impl_->checkThread("loadAll");
   Impl& impl = *impl_;
   std::vector<Device> devices;
   // One read transaction: both SELECTs see the same snapshot even while the daemon writes.
@@ -720,6 +733,7 @@ std::vector<Device> Store::loadAll() const {
 }
 
 WriteResult Store::save(const Device& device) {
+  impl_->checkThread("save");
   Impl& impl = *impl_;
   impl.requireWritable("save");
   for (const Resource& r : device.resources) {
@@ -737,6 +751,7 @@ WriteResult Store::save(const Device& device) {
 }
 
 WriteResult Store::remove(std::string_view name) {
+  impl_->checkThread("remove");
   Impl& impl = *impl_;
   impl.requireWritable("remove");
   impl.dropTouch(name);
@@ -744,6 +759,7 @@ WriteResult Store::remove(std::string_view name) {
 }
 
 RenameResult Store::rename(std::string_view from, std::string_view to) {
+  impl_->checkThread("rename");
   Impl& impl = *impl_;
   impl.requireWritable("rename");
   RenameDeviceOp op{std::string(from), std::string(to)};
@@ -782,6 +798,7 @@ RenameResult Store::rename(std::string_view from, std::string_view to) {
 
 void Store::touch(std::string_view name, std::chrono::system_clock::time_point last_seen,
                   bool online) {
+  impl_->checkThread("touch");
   Impl& impl = *impl_;
   impl.requireWritable("touch");
   const Impl::PendingTouch t{toMs(last_seen), online};
@@ -793,6 +810,7 @@ void Store::touch(std::string_view name, std::chrono::system_clock::time_point l
 }
 
 void Store::flush() {
+  impl_->checkThread("flush");
   impl_->requireWritable("flush");
   impl_->flush();
 }
@@ -815,6 +833,7 @@ const StoreStats& Store::stats() const {
 
 WriteResult Store::saveRdRegistration(const RdRegistration& r,
                                       std::chrono::system_clock::time_point expires_at) {
+  impl_->checkThread("saveRdRegistration");
   Impl& impl = *impl_;
   impl.requireWritable("saveRdRegistration");
   const std::int64_t lifetime = r.lifetime.count();
@@ -833,6 +852,7 @@ WriteResult Store::saveRdRegistration(const RdRegistration& r,
 }
 
 WriteResult Store::removeRdRegistration(std::string_view location) {
+  impl_->checkThread("removeRdRegistration");
   Impl& impl = *impl_;
   impl.requireWritable("removeRdRegistration");
   return impl.write(RemoveRdOp{std::string(location)});
@@ -840,6 +860,7 @@ WriteResult Store::removeRdRegistration(std::string_view location) {
 
 std::vector<StoredRdRegistration> Store::loadRdRegistrations(
     std::vector<SkippedRdRegistration>* skipped) const {
+  impl_->checkThread("loadRdRegistrations");
   Impl& impl = *impl_;
   std::vector<StoredRdRegistration> out;
   Run run(impl.db_, impl.select_rd_, "loading RD registrations");

@@ -182,6 +182,22 @@ TEST(Store, CreatesCurrentSchemaInNewFile) {
             (std::vector<std::string>{"devices", "rd_registrations", "resources"}));
 }
 
+// Issue 16: the loop-thread rule is asserted, not only written in comments.
+TEST(StoreDeathTest, AWriteFromAnotherThreadThanTheOpenersAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  TempDir dir;
+  EXPECT_DEATH(
+      {
+        Store store(dir.file("owned.db"));
+        Device d;
+        d.name = "x";
+        d.uri = "coap://127.0.0.1";
+        std::thread other([&] { store.save(d); });
+        other.join();
+      },
+      "off the thread that opened it");
+}
+
 TEST(Store, MigratesAnEmptyFile) {
   TempDir dir;
   const std::string path = dir.file("empty.db");
