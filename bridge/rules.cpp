@@ -17,6 +17,7 @@ namespace coap2mqtt::bridge {
 
 namespace {
 
+using toml_reader::checkDocument;
 using toml_reader::quote;
 using toml_reader::Reporter;
 using toml_reader::Table;
@@ -128,6 +129,10 @@ ConfigError syntaxError(const std::string& file, const std::string& what,
 
 std::optional<Value> parseDocument(const std::string& file, std::string_view content,
                                    std::vector<ConfigError>& errors) {
+  if (auto too_deep = checkDocument(file, content)) {
+    errors.push_back(std::move(*too_deep));
+    return std::nullopt;
+  }
   std::istringstream in{std::string(content)};
   try {
     return toml::parse<toml::discard_comments, std::map, std::vector>(in, file);

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "bridge/rules.h"  // parseDuration, closestMatch
+#include "registry/utf8.h"
 
 namespace coap2mqtt::bridge::toml_reader {
 
@@ -210,6 +211,75 @@ const Value* TableReader::table(std::string_view key) {
     return nullptr;
   }
   return v;
+}
+
+std::optional<ConfigError> checkDocument(const std::string& file, std::string_view content) {
+  std::size_t line = 1, column = 0;
+  std::size_t depth = 0;  // open '[' and '{'
+  std::size_t dots = 0;   // since the last key or value boundary: a key's levels - 1
+  bool in_comment = false;
+  auto refuse = [&](const char* what) { return ConfigError{file, line, column, "", what}; };
+  auto startsWith = [&](std::size_t i, std::string_view s) {
+    return content.substr(i, s.size()) == s;
+  };
+  for (std::size_t i = 0; i < content.size(); ++i) {
+    const char c = content[i];
+    if (static_cast<unsigned char>(c) >= 0x80) {  // UTF-8 everywhere, strings included
+      const std::size_t n = registry::utf8SequenceLength(content, i);
+      ++column;
+      if (n == 0) return refuse("not UTF-8 (TOML files are UTF-8)");
+      i += n - 1;
+      continue;
+    }
+    if (c == '\n') {
+      ++line;
+      column = 0;
+      dots = 0;
+      in_comment = false;
+      continue;
+    }
+    ++column;
+    if (in_comment) continue;
+    if (c == '#') {  // a comment, to the end of the line
+      in_comment = true;
+    } else if (c == '"' || c == '\'') {
+      // A string: skipped whole (multi-line ones count their lines); escapes only in "...".
+      const std::string_view close = startsWith(i, c == '"' ? "\"\"\"" : "\'\'\'")
+                                         ? (c == '"' ? "\"\"\"" : "\'\'\'")
+                                         : (c == '"' ? "\"" : "\'");
+      i += close.size();
+      while (i < content.size() && !startsWith(i, close)) {
+        if (content[i] == '\n') {
+          ++line;
+          column = 0;
+        } else {
+          ++column;
+        }
+        if (static_cast<unsigned char>(content[i]) >= 0x80) {
+          const std::size_t n = registry::utf8SequenceLength(content, i);
+          if (n == 0) return refuse("not UTF-8 (TOML files are UTF-8)");
+          i += n;
+          continue;
+        }
+        if (c == '"' && content[i] == '\\') ++i;
+        ++i;
+      }
+      i += close.size() - 1;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxNesting) {
+        return refuse("arrays and inline tables nest deeper than 32 levels");
+      }
+      dots = 0;
+    } else if (c == ']' || c == '}') {
+      if (depth > 0) --depth;
+      dots = 0;
+    } else if (c == '=' || c == ',') {
+      dots = 0;
+    } else if (c == '.' && ++dots >= kMaxKeyLevels) {
+      return refuse("a dotted key of more than 32 levels");
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace coap2mqtt::bridge::toml_reader

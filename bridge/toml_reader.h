@@ -38,6 +38,17 @@ std::string unknownKeyMessage(std::string_view key, const std::vector<std::strin
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 
+// What toml11 3.7 must not see (found by tests/fuzz/fuzz_config): it parses nested arrays
+// and inline tables by recursion (a file of 1,300 '[' ends the process on a stack
+// overflow), dotted keys in quadratic time (2,000 levels: 5 s), and reads past its buffer
+// on invalid UTF-8 in a literal-string key. TOML documents are UTF-8 and no config needs
+// more than a few levels, so this refuses, before toml11 sees it, a document that is not
+// UTF-8, whose arrays and inline tables nest deeper than kMaxNesting, or with a key of more
+// than kMaxKeyLevels dotted levels: the error points at the first byte or level too many.
+inline constexpr std::size_t kMaxNesting = 32;
+inline constexpr std::size_t kMaxKeyLevels = 32;
+std::optional<ConfigError> checkDocument(const std::string& file, std::string_view content);
+
 // Appends errors for one file, located at a value's source position.
 class Reporter {
  public:

@@ -407,6 +407,9 @@ GatewayConfig loadConfig(const std::string& path) {
                                                   : "cannot read config file: " + error->reason}});
   }
 
+  if (auto too_deep = bridge::toml_reader::checkDocument(path, content)) {
+    throw bridge::ConfigErrors({std::move(*too_deep)});
+  }
   std::optional<Value> doc;
   try {
     std::istringstream in(content);

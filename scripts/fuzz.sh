@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang and fuzzes each one in turn: the link-format parser
-# (fuzz_link_format) and the Content-Format conversions (fuzz_transform).
+# Builds the libFuzzer targets with clang and fuzzes each one in turn, one per parser that sees
+# outside bytes: link-format (fuzz_link_format), the Content-Format conversions
+# (fuzz_transform), the Resource Directory's queries and bodies (fuzz_resource_directory),
+# command topics and payloads (fuzz_command), rule files and gateway.toml (fuzz_config).
 #   scripts/fuzz.sh [seconds] [extra libFuzzer flags...]     (default: 60 seconds per target)
 # New inputs go to a scratch copy of each seed corpus, never into the repository. Crash
 # reproducers land in $FUZZ_ARTIFACTS (default: <build dir>/artifacts), named
@@ -27,14 +29,18 @@ else
   bin_dir=$build
 fi
 
-targets=(fuzz_link_format)
+# Every target this configuration has (fuzz_transform, fuzz_command and fuzz_config need
+# nlohmann-json or toml11, which the standalone project may lack).
 # (Not "| grep -q": with pipefail, cmake's SIGPIPE when grep stops early fails the test.)
 help=$(cmake --build "$build" --target help)
-if grep -qw fuzz_transform <<<"$help"; then
-  targets+=(fuzz_transform)
-else
-  echo "fuzz.sh: fuzz_transform is not configured (no nlohmann-json); skipping it" >&2
-fi
+targets=()
+for target in fuzz_link_format fuzz_transform fuzz_resource_directory fuzz_command fuzz_config; do
+  if grep -qw "$target" <<<"$help"; then
+    targets+=("$target")
+  else
+    echo "fuzz.sh: $target is not configured here; skipping it" >&2
+  fi
+done
 cmake --build "$build" --target "${targets[@]}" -j"$(nproc)"
 
 artifacts=${FUZZ_ARTIFACTS:-$build/artifacts}
@@ -42,12 +48,17 @@ mkdir -p "$artifacts"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
-# Per target: seed corpus directory, dictionary, and flags of its own.
-declare -A seeds=([fuzz_link_format]=link_format [fuzz_transform]=transform)
+# Per target: seed corpus directory (tests/fuzz/corpus/<seeds>), dictionary (optional) and
+# flags of its own.
+declare -A seeds=([fuzz_link_format]=link_format [fuzz_transform]=transform
+  [fuzz_resource_directory]=resource_directory [fuzz_command]=command [fuzz_config]=config)
 declare -A dicts=([fuzz_link_format]=link_format.dict [fuzz_transform]=transform.dict)
 # Payloads are single CoAP messages (block-wise transfers aside): 4 KiB is plenty to reach
-# every path, deep nesting included, and keeps the executions fast.
-declare -A flags=([fuzz_link_format]="" [fuzz_transform]="-max_len=4096")
+# every path, deep nesting included, and keeps the executions fast. A config file is read
+# from disk on each execution: a short -timeout still holds.
+declare -A flags=([fuzz_link_format]="" [fuzz_transform]="-max_len=4096"
+  [fuzz_resource_directory]="-max_len=4096" [fuzz_command]="-max_len=1024"
+  [fuzz_config]="-max_len=4096")
 
 failed=()
 for target in "${targets[@]}"; do
@@ -57,7 +68,7 @@ for target in "${targets[@]}"; do
   echo "fuzz.sh: $target for ${seconds}s" >&2
   # shellcheck disable=SC2086  # flags[...] is a word list
   if ! "$bin_dir/$target" -max_total_time="$seconds" -timeout=5 -print_final_stats=1 \
-    -dict="$root/tests/fuzz/${dicts[$target]}" -artifact_prefix="$artifacts/$target-" \
+    ${dicts[$target]:+-dict="$root/tests/fuzz/${dicts[$target]}"} -artifact_prefix="$artifacts/$target-" \
     ${flags[$target]} "$@" "$corpus"; then
     failed+=("$target")
   fi

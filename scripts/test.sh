@@ -1,43 +1,80 @@
 #!/bin/sh
-# The whole test suite: installs what is missing, builds warning-free, runs every test under
-# AddressSanitizer + UndefinedBehaviorSanitizer, the tests that cross threads under
-# ThreadSanitizer (scripts/tsan.sh), the fuzzers briefly, then every test on the normal build.
+# The whole test suite: installs what is missing, builds warning-free, runs every test on the
+# normal build and again under AddressSanitizer + UndefinedBehaviorSanitizer, fuzzes each
+# parser briefly, and runs the tests that cross threads under ThreadSanitizer (scripts/tsan.sh).
+#
+# Why this order (CI must stay within 20 minutes on a quiet 2-core machine): the builds are
+# CPU-bound, the tests mostly wait on timers (about a fifth of two cores busy). So each test
+# phase has the next build beside it, in the background at the lowest priority (nice 19:
+# the tests keep the CPU they ask for), and the machine is never idle while a test waits:
+#   foreground: normal build | normal tests | ASan tests          | TSan tests
+#   background:              | ASan build   | TSan build, fuzzers |
 set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh --test
 
 # Most integration tests wait on timers rather than compute: three per core.
 jobs=$(($(nproc) * 3))
+start=$(date +%s)
+phase() { echo "== $1 (at $(($(date +%s) - start)) s)"; }
 
-scripts/build.sh build-asan -DCOAP2MQTT_SANITIZE=ON
+phase "normal build"
+scripts/build.sh build
 
-# The ASan tests mostly wait on timers (about a fifth of two cores busy), so the TSan tree
-# builds beside them at the lowest priority (nice 19: the tests keep the CPU they ask for).
-# That hides most of the TSan job's build time (3.5 of its 5 minutes, clean, on 2 cores).
-tsan_build_log=$(mktemp)
-nice -n 19 scripts/tsan.sh --build-only >"$tsan_build_log" 2>&1 &
-tsan_build=$!
-echo "== tests under ASan+UBSan"
-asan_status=0
-(cd build-asan && ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure -j"$jobs") ||
-  asan_status=$?
-tsan_build_status=0
-wait "$tsan_build" || tsan_build_status=$?
-if [ "$tsan_build_status" -ne 0 ]; then
-  echo "== the TSan build failed:"
-  cat "$tsan_build_log"
+# Background jobs: each writes <name>.log and, when done, <name>.status.
+bg=$(mktemp -d)
+pids=""
+in_background() {  # name command...
+  name=$1
+  shift
+  # setsid: its own process group, so that the trap below stops the whole job.
+  setsid sh -c 's=0; nice -n 19 "$@" >"$0.log" 2>&1 || s=$?; echo "$s" >"$0.s" && mv "$0.s" "$0.status"' \
+    "$bg/$name" "$@" &
+  echo $! >"$bg/$name.pid"
+  pids="$pids $!"
+}
+# On the way out, after a failure too, no background job is left running.
+stop_background() {
+  for pid in $pids; do kill -- "-$pid" 2>/dev/null || true; done
+  rm -rf "$bg"
+}
+trap stop_background EXIT
+await() {  # name: waits for it, prints its log and stops when it failed
+  while [ ! -f "$bg/$1.status" ]; do
+    if ! kill -0 "$(cat "$bg/$1.pid")" 2>/dev/null && [ ! -f "$bg/$1.status" ]; then
+      echo "== $1 ended without a status:"
+      cat "$bg/$1.log"
+      exit 1
+    fi
+    sleep 1
+  done
+  if [ "$(cat "$bg/$1.status")" -ne 0 ]; then
+    echo "== $1 failed:"
+    cat "$bg/$1.log"
+    exit 1
+  fi
+}
+
+in_background asan-build scripts/build.sh build-asan -DCOAP2MQTT_SANITIZE=ON
+phase "tests (normal build)"
+(cd build && ctest --output-on-failure -j"$jobs")
+
+phase "ASan+UBSan build (waiting for the rest of it)"
+await asan-build
+in_background tsan-build scripts/tsan.sh --build-only
+# The fuzzers build and run beside the ASan tests too; each runs for FUZZ_SECONDS.
+if [ -x scripts/fuzz.sh ]; then
+  in_background fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 fi
-rm -f "$tsan_build_log"
-[ "$asan_status" -eq 0 ] || exit "$asan_status"
-[ "$tsan_build_status" -eq 0 ] || exit "$tsan_build_status"
-
-scripts/tsan.sh
+phase "tests under ASan+UBSan"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure -j"$jobs")
 
 if [ -x scripts/fuzz.sh ]; then
-  echo "== fuzzing"
-  scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+  phase "fuzzing (waiting for it)"
+  await fuzz
+  grep -E '^fuzz.sh:|^Done [0-9]+ runs' "$bg/fuzz.log" || true
 fi
-
-scripts/build.sh build
-echo "== tests"
-cd build && ctest --output-on-failure -j"$jobs"
+phase "ThreadSanitizer build (waiting for the rest of it)"
+await tsan-build
+phase "tests under ThreadSanitizer"
+scripts/tsan.sh
