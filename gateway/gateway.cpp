@@ -15,9 +15,11 @@
 // and through direct calls where one component uses another.
 #include "gateway/gateway.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <thread>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -48,10 +50,8 @@ constexpr auto kShutdownFlush = std::chrono::milliseconds(300);
 std::chrono::milliseconds testStallOnSigusr1() {
   const char* value = std::getenv("COAP2MQTT_TEST_STALL_ON_SIGUSR1");
   if (value == nullptr) return std::chrono::milliseconds(0);
-  return std::chrono::milliseconds(std::strtol(value, nullptr, 10));
+  return std::chrono::milliseconds(std::max(0L, std::strtol(value, nullptr, 10)));
 }
-
-namespace {}  // namespace
 
 struct Gateway::Impl {
   // Declaration order is construction order, and the order in which components subscribe
