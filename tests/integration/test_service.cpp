@@ -74,7 +74,7 @@ class NotifySocket {
         [&] {
           const auto all = messages();
           for (std::size_t i = from; i < all.size(); ++i) {
-            if (std::regex_match(all[i].text, re)) return true;
+            if (std::regex_search(all[i].text, re)) return true;
           }
           return false;
         },
@@ -167,7 +167,7 @@ TEST(Service, ReadyStatusWatchdogStallReloadAndStopping) {
   // STATUS= follows what happens: the broker connects, the device comes online, its
   // resources are observed.
   EXPECT_TRUE(notify.awaitMatch(
-      std::regex("STATUS=1/1 devices online, [1-9][0-9]* observations, broker connected.*"), *ready,
+      std::regex("STATUS=1/1 devices online, [1-9][0-9]* observations, broker connected"), *ready,
       20s))
       << notify.dump();
 
