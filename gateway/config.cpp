@@ -337,7 +337,7 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
   }
   if (auto user = r.string("username")) cfg.mqtt.username = *user;
   if (auto file = r.string("password_file", false, "a file path")) {
-    const std::string path = resolvePath(dir, *file);
+    const std::string path = resolveSecretPath(dir, *file);
     std::string password;
     if (file->empty()) {
       r.invalid("password_file", "expected a file path, got an empty string");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -56,6 +57,17 @@ bool fileExists(const std::string& path) {
 std::string resolvePath(const std::string& dir, const std::string& path) {
   if (path.empty() || path.front() == '/' || dir.empty()) return path;
   return (fs::path(dir) / path).string();
+}
+
+std::string resolveSecretPath(const std::string& dir, const std::string& path) {
+  if (!path.empty() && path.front() != '/') {
+    const char* credentials = std::getenv("CREDENTIALS_DIRECTORY");
+    if (credentials != nullptr && *credentials != '\0') {
+      std::string candidate = (fs::path(credentials) / path).string();
+      if (fileExists(candidate)) return candidate;
+    }
+  }
+  return resolvePath(dir, path);
 }
 
 bool isRulePattern(std::string_view entry) {

@@ -31,6 +31,11 @@ bool fileExists(const std::string& path);
 // `path` as named in a file in the folder `dir`: unchanged when it is absolute, empty or
 // `dir` is empty, else `dir`/`path`.
 std::string resolvePath(const std::string& dir, const std::string& path);
+// A secret's file (mqtt.password_file): a relative path names a systemd credential first
+// ($CREDENTIALS_DIRECTORY/<path>, from the unit's LoadCredential=) when there is one, else
+// the file relative to `dir`. The same gateway.toml thus works under systemd, where a
+// dynamic user cannot read /etc/coap2mqtt/mqtt.pass itself, and when run by hand.
+std::string resolveSecretPath(const std::string& dir, const std::string& path);
 
 // Whether a [gateway].rules entry is a glob(3) pattern ('*', '?' or '[') rather than a
 // file name.

@@ -9,13 +9,17 @@
 //     └─ ValueReceived ─► ValuePublisher ── rules → MQTT
 //   BridgeTopics, HomeAssistant ── the gateway's own MQTT topics
 //   CommandRouter ── MQTT commands → CoAP, through the allow-list; AdminApi ── bridge/request
-//   Stats ── the one model every surface reads
+//   Stats ── the one model every surface reads; ServiceNotifier ── systemd (sd_notify)
 //
 // They talk through typed events (gateway/events.h) where one thing has many listeners,
 // and through direct calls where one component uses another.
 #include "gateway/gateway.h"
 
+#include <algorithm>
 #include <csignal>
+#include <cstdlib>
+#include <thread>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -32,6 +36,7 @@
 #include "gateway/multicast_source.h"
 #include "gateway/observer.h"
 #include "gateway/rd_source.h"
+#include "gateway/service_notifier.h"
 #include "gateway/stats.h"
 #include "gateway/values.h"
 
@@ -41,6 +46,12 @@ namespace {
 constexpr auto kShutdownFlush = std::chrono::milliseconds(300);
 
 }  // namespace
+
+std::chrono::milliseconds testStallOnSigusr1() {
+  const char* value = std::getenv("COAP2MQTT_TEST_STALL_ON_SIGUSR1");
+  if (value == nullptr) return std::chrono::milliseconds(0);
+  return std::chrono::milliseconds(std::max(0L, std::strtol(value, nullptr, 10)));
+}
 
 struct Gateway::Impl {
   // Declaration order is construction order, and the order in which components subscribe
@@ -62,6 +73,11 @@ struct Gateway::Impl {
   MulticastSource multicast;
   RdSource rd;
   AdminApi admin;
+  ServiceNotifier service;
+  const std::chrono::milliseconds test_stall = testStallOnSigusr1();
+  bool started = false;
+  bool broker_attempted = false;  // the first connect attempt has ended, either way
+  bool ready = false;
   bool stopping = false;
 
   explicit Impl(GatewayConfig c)
@@ -79,13 +95,22 @@ struct Gateway::Impl {
         commands(config, loop, coap, mqtt, devices, events),
         multicast(config, loop, devices),
         rd(config, loop, coap, devices, observer, events),
-        admin(config, mqtt, devices, multicast, commands, stats, [this] { return reload(); }) {}
+        admin(config, mqtt, devices, multicast, commands, stats, [this] { return reload(); }),
+        service(
+            loop, [this] { return stats.serviceStatus(); }, ServiceNotifier::systemdSend(),
+            ServiceNotifier::systemdWatchdog()) {}
 
   void start() {
-    loop.handleSignals({SIGTERM, SIGINT, SIGHUP}, [this](int sig) { onSignal(sig); });
+    std::vector<int> signals{SIGTERM, SIGINT, SIGHUP};
+    if (test_stall.count() > 0) signals.push_back(SIGUSR1);
+    loop.handleSignals(signals, [this](int sig) { onSignal(sig); });
     devices.open();
     mqtt.setSubscriptionsFile(config.state_dir + "/mqtt-subscriptions");
-    mqtt.setOnConnected([this] { events.emit(MqttConnected{}); });
+    mqtt.setOnConnected([this] {
+      events.emit(MqttConnected{});
+      brokerAttempted();
+    });
+    mqtt.setOnConnectFailed([this] { brokerAttempted(); });
     // A device forgets a notification once it has our ACK: the ACK of a CON waits for the
     // outbox's next group commit when the notification queued something for it (a commit
     // per CON message cost about 1.3 page writes per message under load).
@@ -110,6 +135,22 @@ struct Gateway::Impl {
     spdlog::info("gateway '{}' started: {} known device(s), {} rule(s), {} command(s)", config.name,
                  devices.registry().size(), config.rules.rules.size(),
                  config.rules.commands.size());
+    service.start();
+    started = true;
+    maybeReady();
+  }
+
+  // systemd hears READY=1 once the config, the registry and the first broker attempt are
+  // done: dependent units then start against a gateway that has tried its broker.
+  void brokerAttempted() {
+    broker_attempted = true;
+    maybeReady();
+  }
+
+  void maybeReady() {
+    if (ready || !started || !broker_attempted || stopping) return;
+    ready = true;
+    service.ready();
   }
 
   void subscribeAll() {
@@ -119,7 +160,13 @@ struct Gateway::Impl {
 
   void onSignal(int sig) {
     if (sig == SIGHUP) {
+      service.reloading();
       reload();
+      if (ready) service.ready();
+      return;
+    }
+    if (sig == SIGUSR1) {
+      stallForTest();
       return;
     }
     spdlog::info("signal {}: shutting down", sig);
@@ -160,9 +207,22 @@ struct Gateway::Impl {
                             {"restart_required", restart}}};
   }
 
+  // Only with COAP2MQTT_TEST_STALL_ON_SIGUSR1=<ms> (tests/integration/test_service.cpp):
+  // blocks the loop thread as a hung handler would, to prove that the watchdog pings stop
+  // with it. The STATUS= line marks the stall's start in the notify socket's own order.
+  void stallForTest() {
+    service.status("loop stalled on purpose for " + std::to_string(test_stall.count()) +
+                   " ms (COAP2MQTT_TEST_STALL_ON_SIGUSR1)");
+    spdlog::warn("stalling the loop for {} ms (COAP2MQTT_TEST_STALL_ON_SIGUSR1)",
+                 test_stall.count());
+    std::this_thread::sleep_for(test_stall);
+    spdlog::warn("stall over");
+  }
+
   void shutdown() {
     if (stopping) return;
     stopping = true;
+    service.stopping();
     multicast.stop();
     topics.stop();
     observer.stop();  // sends the observe cancellations

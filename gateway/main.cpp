@@ -6,9 +6,6 @@
 #include <iostream>
 
 #include <coap3/coap.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
 #include <nlohmann/json.hpp>
@@ -17,6 +14,7 @@
 #include "gateway/config.h"
 #include "gateway/event_loop.h"
 #include "gateway/gateway.h"
+#include "gateway/logging.h"
 #include "gateway/multicast_discovery.h"
 #include "registry/link_format.h"
 #include "registry/store.h"
@@ -33,17 +31,6 @@ struct CoapRuntime {
   CoapRuntime(const CoapRuntime&) = delete;
   CoapRuntime& operator=(const CoapRuntime&) = delete;
 };
-
-void setupLogging(const std::string& level) {
-  // Colours only on a terminal; journald and log files get plain text.
-  auto logger = isatty(STDERR_FILENO) ? spdlog::stderr_color_mt("coap2mqtt")
-                                      : spdlog::stderr_logger_mt("coap2mqtt");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern(isatty(STDERR_FILENO) ? "%Y-%m-%d %H:%M:%S.%e %^%-5l%$ %v"
-                                            : "%Y-%m-%d %H:%M:%S.%e %-5l %v");
-  spdlog::set_level(spdlog::level::from_str(level));
-  spdlog::flush_on(spdlog::level::info);
-}
 
 int printErrors(const ConfigErrors& e) {
   for (const auto& error : e.errors()) std::cerr << error.toString() << "\n";
@@ -185,11 +172,12 @@ int run(const std::string& path, const std::string& log_level) {
   } catch (const ConfigErrors& e) {
     return printErrors(e);
   }
-  setupLogging(log_level.empty() ? config.log_level : log_level);
+  coap2mqtt::gateway::setupLogging(log_level.empty() ? config.log_level : log_level);
   // Block the signals before any thread exists so that only the loop's signalfd sees them.
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
+  if (coap2mqtt::gateway::testStallOnSigusr1().count() > 0) sigaddset(&set, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   CoapRuntime coap_runtime;

@@ -138,6 +138,11 @@ void MqttLink::setOnConnected(std::function<void()> handler) {
   impl_->setOnConnected(std::move(handler));
 }
 
+void MqttLink::setOnConnectFailed(std::function<void()> handler) {
+  loop_thread_.check();
+  impl_->setOnConnectFailed(std::move(handler));
+}
+
 void MqttLink::setMessageHandler(MessageHandler handler) {
   loop_thread_.check();
   impl_->setMessageHandler(std::move(handler));
@@ -256,6 +261,7 @@ void MqttLink::Impl::ConnectListener::on_failure(const mqtt::token& token) {
                    link_.retry_delay_.count());
     }
     link_.scheduleRetry();
+    if (link_.on_connect_failed_) link_.on_connect_failed_();
   });
 }
 
@@ -389,6 +395,7 @@ void MqttLink::Impl::connect() {
     spdlog::error("mqtt: connect to {} failed: {}; retrying in {} ms", config_.uri, e.what(),
                   retry_delay_.count());
     scheduleRetry();
+    if (on_connect_failed_) on_connect_failed_();
   }
 }
 

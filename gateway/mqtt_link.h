@@ -66,6 +66,8 @@ class MqttLink {
 
   // Both run on the loop thread. on_connected fires after every (re)connect.
   void setOnConnected(std::function<void()> handler);
+  // Runs after every connect attempt that failed (the link retries by itself).
+  void setOnConnectFailed(std::function<void()> handler);
   void setMessageHandler(MessageHandler handler);
 
   void start();  // connects; retries with back-off until the broker answers

@@ -36,6 +36,9 @@ class MqttLink::Impl {
 
   // The public operations (MqttLink forwards to them after its loop-thread check).
   void setOnConnected(std::function<void()> handler) { on_connected_ = std::move(handler); }
+  void setOnConnectFailed(std::function<void()> handler) {
+    on_connect_failed_ = std::move(handler);
+  }
   void setMessageHandler(MessageHandler handler) { on_message_ = std::move(handler); }
   void setOnFlushed(std::function<void()> handler) { on_flushed_ = std::move(handler); }
   void start();
@@ -126,6 +129,7 @@ class MqttLink::Impl {
   std::unique_ptr<mqtt::ssl_options> ssl_;  // built at the first connect
   std::unique_ptr<mqtt::async_client> client_;
   std::function<void()> on_connected_;
+  std::function<void()> on_connect_failed_;
   std::function<void()> on_flushed_;
   MessageHandler on_message_;
   std::vector<std::pair<std::string, int>> subscriptions_;

@@ -49,6 +49,16 @@ StatsSnapshot Stats::snapshot() const {
   return s;
 }
 
+ServiceStatus Stats::serviceStatus() const {
+  ServiceStatus s;
+  s.devices = devices_.registry().size();
+  s.devices_online = devices_.onlineCount();
+  s.observations = observer_.observations();
+  s.mqtt_connected = mqtt_.connected();
+  s.outbox = mqtt_.outboxSize();
+  return s;
+}
+
 Stats::Json Stats::statsJson(const StatsSnapshot& s) {
   const CoapStats& c = s.coap;
   return Json{{"devices", s.devices},

@@ -14,6 +14,7 @@
 #include "gateway/command_queue.h"
 #include "gateway/config.h"
 #include "gateway/observer.h"
+#include "gateway/service_notifier.h"
 
 namespace coap2mqtt::gateway {
 
@@ -57,6 +58,8 @@ class Stats {
         const CoapLink& coap, const MqttLink& mqtt);
 
   StatsSnapshot snapshot() const;
+  // The few counts systemd's STATUS= shows, read every few seconds (no per-device lists).
+  ServiceStatus serviceStatus() const;
 
   // bridge/info "stats" and the log line
   static Json statsJson(const StatsSnapshot& s);

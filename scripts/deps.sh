@@ -5,11 +5,12 @@ set -eu
 
 PACKAGES="build-essential cmake pkg-config libcoap3-dev libcoap3-bin libpaho-mqttpp-dev
 libpaho-mqtt-dev libtoml11-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
-libsqlite3-dev libgtest-dev mosquitto mosquitto-clients"
+libsqlite3-dev libsystemd-dev libgtest-dev mosquitto mosquitto-clients"
 if [ "${1:-}" = "--test" ]; then
   # websockify: a WebSocket front for mosquitto (Debian's has none) in the ws:// tests
   # libmosquitto-dev: bench_outbox's comparison with a second MQTT client library
-  PACKAGES="$PACKAGES clang libclang-rt-14-dev iproute2 nftables websockify libmosquitto-dev"
+  # systemd: systemd-analyze checks the unit (verify, security)
+  PACKAGES="$PACKAGES systemd clang libclang-rt-14-dev iproute2 nftables websockify libmosquitto-dev"
 fi
 
 missing=""

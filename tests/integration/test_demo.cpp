@@ -1,6 +1,10 @@
 // The README's demo: MQTT messages from simulated devices within 10 s.
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "tests/integration/harness.h"
@@ -20,6 +24,32 @@ TEST(Demo, ShowsDeviceValuesWithinTenSeconds) {
   EXPECT_TRUE(demo.waitForOutput("coap2mqtt/hall/sensors/counter {\"", 5s)) << demo.output();
   EXPECT_TRUE(demo.waitForOutput("coap2mqtt/bridge/state {\"state\":\"online\"}", 5s))
       << demo.output();
+}
+
+// Issue 19: with 18830 held by someone else, the demo used to show that broker's traffic.
+// Now it says so and runs its own broker on the next free port.
+TEST(Demo, SaysThePortIsTakenAndUsesAnother) {
+  TempDir dir;
+  const int holder = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(holder, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(18830);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // If something else already holds it, the port is just as taken.
+  if (::bind(holder, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    ASSERT_EQ(::listen(holder, 1), 0);
+  }
+  const std::string build_dir =
+      std::filesystem::path(gatewayBinary()).parent_path().parent_path().string();
+  Process demo({"/usr/bin/env", "DEMO_SECONDS=10", "DEMO_BUILD_DIR=" + build_dir,
+                sourceDir() + "/scripts/demo.sh"},
+               dir.file("demo.log"));
+  EXPECT_TRUE(demo.waitForOutput("Port 18830 is taken", 10s)) << demo.output();
+  EXPECT_TRUE(demo.waitForOutput("coap2mqtt/kitchen/sensors/temp ", 10s)) << demo.output();
+  EXPECT_EQ(demo.output().find("Live MQTT traffic on 127.0.0.1:18830 "), std::string::npos)
+      << demo.output();
+  ::close(holder);
 }
 
 }  // namespace

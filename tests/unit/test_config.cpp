@@ -391,6 +391,33 @@ password_file = "secrets/pw"
   EXPECT_EQ(cfg.mqtt.password, "pw");  // every trailing newline stripped
 }
 
+// Under systemd, LoadCredential=mqtt.pass:/etc/coap2mqtt/mqtt.pass puts the root-only file
+// where the dynamic user can read it; the same relative password_file finds it there.
+TEST(LoadConfig, RelativePasswordFileIsACredentialFirst) {
+  TempDir dir;
+  TempDir credentials;
+  dir.write("mqtt.pass", "from-config-folder\n");
+  credentials.write("mqtt.pass", "from-credentials\n");
+  const std::string toml = "[mqtt]\nusername = \"u\"\npassword_file = \"mqtt.pass\"\n";
+  ASSERT_EQ(setenv("CREDENTIALS_DIRECTORY", credentials.path().c_str(), 1), 0);
+  const auto under_systemd = loadOk(dir, toml);
+  // An absolute path is what it says, credentials or not.
+  const auto absolute =
+      loadOk(dir, "[mqtt]\nusername = \"u\"\npassword_file = \"" + dir.path("mqtt.pass") + "\"\n");
+  // A credential of another name: the config folder's file.
+  credentials.write("other", "x");
+  std::filesystem::remove(credentials.path("mqtt.pass"));
+  const auto not_a_credential = loadOk(dir, toml);
+  unsetenv("CREDENTIALS_DIRECTORY");
+  const auto by_hand = loadOk(dir, toml);
+  EXPECT_EQ(under_systemd.mqtt.password, "from-credentials");
+  EXPECT_EQ(under_systemd.mqtt.password_file, credentials.path("mqtt.pass"));
+  EXPECT_EQ(absolute.mqtt.password, "from-config-folder");
+  EXPECT_EQ(not_a_credential.mqtt.password, "from-config-folder");
+  EXPECT_EQ(by_hand.mqtt.password, "from-config-folder");
+  EXPECT_EQ(by_hand.mqtt.password_file, dir.path("mqtt.pass"));
+}
+
 TEST(LoadConfig, RuleDefaults) {
   TempDir dir;
   const auto cfg = loadOk(dir, R"([[rule]]
