@@ -114,12 +114,18 @@ void CommandRouter::onMessage(const std::string& topic, const std::string& paylo
                  correlation = meta.correlation_data](const CommandOutcome& outcome) {
                   if (outcome.kind == CommandOutcome::Kind::Answered) {
                     devices_.heard(context.device);
-                  } else {
-                    spdlog::warn("command {} {}{}: {}", bridge::toString(context.method),
-                                 context.device, context.path, outcome.error);
+                  } else if (RepeatedFailure& log = refused_log_[toString(outcome.kind)];
+                             log.failed(std::chrono::steady_clock::now())) {
+                    // A flood against a rate limit or a full queue: one line per interval.
+                    spdlog::warn("command {} {}{}: {} ({} {} since the last report)",
+                                 bridge::toString(context.method), context.device, context.path,
+                                 outcome.error, log.unreported(), toString(outcome.kind));
+                    log.reported();
                   }
+                  // Refused without CoAP traffic (rate limit, full queue): within the budget.
                   publishResult(context.result_topic, response_topic, correlation,
-                                commandResultJson(context, outcome), 1);
+                                commandResultJson(context, outcome),
+                                outcome.sent ? 1 : refusedResultQos());
                 });
 }
 
