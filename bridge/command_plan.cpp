@@ -1,10 +1,13 @@
 #include "bridge/command_plan.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "bridge/bridge.h"
 #include "bridge/json_parse.h"
 #include "bridge/transform.h"
+#include "bridge/uri_path.h"
 
 namespace coap2mqtt::bridge {
 namespace {
@@ -66,6 +69,14 @@ std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
     auto refuse = [&](std::string reason, std::string error) {
       return RefusedCommand{std::move(context), std::move(reason), std::move(error)};
     };
+    // The path is decided once, decoded, as the device will get it: `allow` judges that.
+    std::optional<UriPath> uri_path;
+    if (!captures->path.empty()) {
+      std::string path_error;
+      uri_path = decodeUriPath(captures->path, &path_error);
+      if (!uri_path) return refuse("invalid_path", path_error);
+      context.path = uri_path->decoded;
+    }
     if (payload.size() > rule.max_payload) {
       return refuse("payload_too_large", "payload of " + std::to_string(payload.size()) +
                                              " bytes is larger than max_payload (" +
@@ -104,7 +115,7 @@ std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
     PlannedCommand planned;
     planned.rule_index = i;
     planned.request.device = context.device;
-    planned.request.path = context.path;
+    planned.request.path = uri_path ? uri_path->encoded : context.path;
     planned.request.method = rule.method;
     planned.request.content_format = rule.content_format;
     planned.limits.queue = rule.queue;
@@ -134,7 +145,57 @@ std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
     planned.context = std::move(context);
     return planned;
   }
+  // Meant as a command, yet with an empty level where the device or path goes: refused,
+  // so that it is counted and answered where an answer can go.
+  for (const CommandRule& rule : rules.commands) {
+    auto captures = rule.topic.matchWithEmptyLevels(topic);
+    if (!captures) continue;
+    RefusedCommand refused;
+    refused.context.device = captures->device;
+    refused.context.path = captures->path;
+    refused.context.method = rule.method;
+    refused.context.result_topic =
+        resultTopic(rule, gateway, topic, captures->device, captures->path);
+    refused.reason = "invalid_topic";
+    refused.error = "empty topic level in the device or path of " + rule.name;
+    return refused;
+  }
   return std::nullopt;
+}
+
+std::variant<CommandRequest, RefusedCommand> planRead(const RuleSet& rules,
+                                                      const registry::Registry& registry,
+                                                      std::string_view device,
+                                                      std::string_view path) {
+  RefusedCommand refused;
+  refused.context.device = std::string(device);
+  refused.context.path = std::string(path);
+  refused.context.method = Method::Get;
+  std::string path_error;
+  auto uri_path = decodeUriPath(path, &path_error);
+  if (!uri_path) {
+    refused.reason = "invalid_path";
+    refused.error = path_error;
+    return refused;
+  }
+  refused.context.path = uri_path->decoded;
+  const bool allowed =
+      std::any_of(rules.commands.begin(), rules.commands.end(), [&](const CommandRule& rule) {
+        return rule.method == Method::Get && rule.allow_device.matches(device) &&
+               rule.allow_path.matches(uri_path->decoded);
+      });
+  if (!allowed) {
+    refused.reason = "not_allowed";
+    refused.error = "no [[command]] with method = \"GET\" allows device '" + std::string(device) +
+                    "' path '" + uri_path->decoded + "'";
+    return refused;
+  }
+  if (registry.find(std::string(device)) == nullptr) {
+    refused.reason = "unknown_device";
+    refused.error = "unknown device '" + std::string(device) + "'";
+    return refused;
+  }
+  return CommandRequest{std::string(device), uri_path->encoded, Method::Get, {}, std::nullopt};
 }
 
 }  // namespace coap2mqtt::bridge

@@ -58,7 +58,7 @@ struct PlannedCommand {
 struct RefusedCommand {
   CommandContext context;
   std::string reason;  // not_allowed | unknown_device | payload_too_large | invalid_json |
-                       // invalid_envelope
+                       // invalid_envelope | invalid_path | invalid_topic
   std::string error;   // for people
 };
 
@@ -68,8 +68,23 @@ struct RefusedCommand {
 // saying why. `gateway` is the {gateway} of result topics. nullopt: no [[command]] topic
 // matches (not a command), or `topic` is the result topic (<command topic>/result) of a
 // command topic: results are never commands.
+//
+// Paths: {path} is percent-decoded once (bridge/uri_path.h) and `allow` matches the
+// decoded path; CommandRequest::path is its encoded form, which the CoAP side decodes to
+// exactly those segments. A "." or ".." segment, an empty one, NUL or '/' inside one after
+// decoding: "invalid_path". A topic that fits a [[command]] topic except for an empty
+// level in the device or path ("c2m/lamp//set"): "invalid_topic" (its result topic may
+// not be a valid topic; the caller checks before publishing).
 std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
     const RuleSet& rules, const registry::Registry& registry, std::string_view gateway,
     std::string_view topic, std::string_view payload);
+
+// A read (the admin API's device/read): a GET, allowed where some [[command]] with
+// method = "GET" allows the device and the decoded path, as for commands. The request, or
+// why not (not_allowed, unknown_device, invalid_path; no result topic).
+std::variant<CommandRequest, RefusedCommand> planRead(const RuleSet& rules,
+                                                      const registry::Registry& registry,
+                                                      std::string_view device,
+                                                      std::string_view path);
 
 }  // namespace coap2mqtt::bridge

@@ -341,6 +341,30 @@ std::optional<CommandTopic::Captures> CommandTopic::match(std::string_view topic
   return captures;
 }
 
+std::optional<CommandTopic::Captures> CommandTopic::matchWithEmptyLevels(
+    std::string_view topic) const {
+  if (topic.empty() || emptyLevelAt(topic) == std::string_view::npos) return std::nullopt;
+  // Every empty level becomes a marker no pattern literal can equal (literal levels are
+  // never empty), then the ordinary match decides.
+  constexpr char kMarker = '\x01';
+  std::string marked;
+  marked.reserve(topic.size() + 4);
+  char prev = '/';
+  for (char c : topic) {
+    if (c == '/' && prev == '/') marked.push_back(kMarker);
+    marked.push_back(c);
+    prev = c;
+  }
+  if (prev == '/') marked.push_back(kMarker);
+  if (marked.find(kMarker) == std::string::npos) return std::nullopt;
+  if (topic.find(kMarker) != std::string_view::npos) return std::nullopt;
+  auto captures = match(marked);
+  if (!captures) return std::nullopt;
+  std::erase(captures->device, kMarker);
+  std::erase(captures->path, kMarker);
+  return captures;
+}
+
 std::string CommandTopic::subscriptionFilter() const {
   std::string filter;
   filter.reserve(text_.size());

@@ -67,6 +67,11 @@ class CommandTopic {
     std::string path;  // with a leading '/', empty when the pattern has no {path}
   };
   std::optional<Captures> match(std::string_view topic) const;
+  // What match() would capture if empty levels were allowed in {device} and {path}: the
+  // topic is meant as a command but cannot be one ("c2m/lamp//set"). The empty levels
+  // are empty in the captures. For topics match() did not take; nullopt when the topic
+  // has no empty level or does not fit the pattern anyway.
+  std::optional<Captures> matchWithEmptyLevels(std::string_view topic) const;
 
   // The MQTT subscription filter covering every topic match() can accept: captures become
   // '+', and everything from a multi-level capture on becomes '#'.

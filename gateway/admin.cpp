@@ -1,5 +1,11 @@
 #include "gateway/admin.h"
 
+#include <algorithm>
+#include <optional>
+
+#include <spdlog/spdlog.h>
+
+#include "bridge/uri_path.h"
 #include "gateway/command_router.h"
 #include "gateway/commands.h"
 #include "gateway/devices.h"
@@ -38,9 +44,24 @@ std::string AdminApi::requestFilter() const {
   return prefix_ + "#";
 }
 
-bool AdminApi::onMessage(const std::string& topic, const std::string& payload) {
+bool AdminApi::onMessage(const std::string& topic, const std::string& payload,
+                         const MqttMessageMeta& meta) {
   if (topic.rfind(prefix_, 0) != 0) return false;
   const std::string op = topic.substr(prefix_.size());
+  const auto now = std::chrono::steady_clock::now();
+  if (meta.retained || !config_.admin.enabled) {
+    // Not answered: a retained request is not a request of now, and with the API off we
+    // are not subscribed (only an overlapping [[command]] filter brings one here).
+    (meta.retained ? retained_ignored_ : refused_)++;
+    if (refused_log_.failed(now)) {
+      spdlog::warn("admin request {} ignored ({} since the last report): {}", op,
+                   refused_log_.unreported(),
+                   meta.retained ? "retained (requests must not be retained)"
+                                 : "the admin API is off ([admin] enabled = false)");
+      refused_log_.reported();
+    }
+    return true;
+  }
   admin::Request request = admin::parseRequest(op, payload);
   if (request.error) {
     respond(request, Json::object(), *request.error);
@@ -49,6 +70,15 @@ bool AdminApi::onMessage(const std::string& topic, const std::string& payload) {
   auto handler = handlers_.find(op);
   if (handler == handlers_.end()) {
     respond(request, Json::object(), admin::unknownOperation(op));
+  } else if (const auto& allow = config_.admin.allow;
+             allow && std::find(allow->begin(), allow->end(), op) == allow->end()) {
+    ++refused_;
+    if (refused_log_.failed(now)) {
+      spdlog::warn("admin request {} refused ({} since the last report): not in [admin] allow", op,
+                   refused_log_.unreported());
+      refused_log_.reported();
+    }
+    respond(request, Json::object(), "operation '" + op + "' is not allowed here ([admin] allow)");
   } else {
     handler->second(request);
   }
@@ -86,16 +116,25 @@ void AdminApi::remove(const admin::Request& request) {
   respond(request, name ? Json{{"device", *name}} : Json::object(), error);
 }
 
-// device/read {"device","path"}: a CoAP GET now, through the device's command queue.
+// device/read {"device","path"}: a CoAP GET now, through the device's command queue, where
+// a [[command]] with method = "GET" allows it (bridge::planRead), like a GET command.
 void AdminApi::read(const admin::Request& request) {
   std::string error;
   auto device = admin::stringField(request, "device", &error);
   auto path = device ? admin::stringField(request, "path", &error) : std::nullopt;
   if (path && path->front() != '/') *path = "/" + *path;
-  if (device && path && devices_.registry().find(*device) == nullptr) {
-    error = "unknown device '" + *device + "'";
+  std::optional<CommandRequest> get;
+  if (device && path) {
+    auto planned = bridge::planRead(config_.rules, devices_.registry(), *device, *path);
+    if (auto* refused = std::get_if<RefusedCommand>(&planned)) {
+      error = refused->error;
+      *path = refused->context.path;
+    } else {
+      get = std::get<CommandRequest>(std::move(planned));
+      *path = bridge::percentDecode(get->path);  // the path as the device gets it
+    }
   }
-  if (!error.empty()) {
+  if (!get) {
     Json data = Json::object();
     if (device) data["device"] = *device;
     if (path) data["path"] = *path;
@@ -103,7 +142,7 @@ void AdminApi::read(const admin::Request& request) {
     return;
   }
   commands_.read(
-      *device, *path, [this, request, device = *device, path = *path](const CommandOutcome& o) {
+      std::move(*get), [this, request, device = *device, path = *path](const CommandOutcome& o) {
         Json data{{"device", device}, {"path", path}, {"latency_ms", o.latency.count()}};
         std::string problem;
         if (o.kind == CommandOutcome::Kind::Answered) {

@@ -1,12 +1,14 @@
 #pragma once
 // The admin API on MQTT: <base>/bridge/request/<op> → <base>/bridge/response/<op>, as a
 // table of op → handler (the message format is gateway/admin_api.h).
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
 
 #include "gateway/admin_api.h"
 #include "gateway/config.h"
+#include "gateway/repeated_failure.h"
 
 namespace coap2mqtt::gateway {
 
@@ -15,6 +17,7 @@ class Devices;
 class MqttLink;
 class MulticastSource;
 class Stats;
+struct MqttMessageMeta;
 
 class AdminApi {
  public:
@@ -28,8 +31,16 @@ class AdminApi {
            MulticastSource& multicast, CommandRouter& commands, const Stats& stats, Reload reload);
 
   std::string requestFilter() const;  // <base>/bridge/request/#
-  // True when `topic` was an admin request (handled); false for any other topic.
-  bool onMessage(const std::string& topic, const std::string& payload);
+  // False when [admin] enabled = false: then nobody subscribes to requestFilter().
+  bool enabled() const { return config_.admin.enabled; }
+  // True when `topic` was an admin request (handled, or ignored: retained, the API off);
+  // false for any other topic. An operation left out of [admin] allow gets an error
+  // response; a retained request (the broker's stored copy, sent again at every
+  // (re)subscription) is never run. Both are counted.
+  bool onMessage(const std::string& topic, const std::string& payload, const MqttMessageMeta& meta);
+
+  std::uint64_t refused() const { return refused_; }  // turned off, or not in [admin] allow
+  std::uint64_t retainedIgnored() const { return retained_ignored_; }
 
  private:
   using Handler = std::function<void(const admin::Request&)>;
@@ -49,6 +60,9 @@ class AdminApi {
   Reload reload_;
   std::string prefix_;  // <base>/bridge/request/
   std::map<std::string, Handler, std::less<>> handlers_;
+  std::uint64_t refused_ = 0;
+  std::uint64_t retained_ignored_ = 0;
+  RepeatedFailure refused_log_;
 };
 
 }  // namespace coap2mqtt::gateway

@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "bridge/uri_path.h"
 #include "gateway/coap_link_internal.h"
 
 namespace coap2mqtt::gateway {
@@ -83,28 +84,6 @@ void tokenBytes(std::uint64_t v, std::uint8_t* out) {
   }
 }
 
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Uri-Path options carry decoded segments: "%20" in a link target is a space on the wire.
-std::string percentDecode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hexValue(s[i + 1]) >= 0 && hexValue(s[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hexValue(s[i + 1]) * 16 + hexValue(s[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
 coap_pdu_code_t methodCode(bridge::Method method) {
   switch (method) {
     case bridge::Method::Get:
@@ -159,7 +138,8 @@ bool coapAddPathOptions(coap_pdu_t* pdu, std::uint16_t option, std::string_view 
       continue;
     }
     auto slash = path.find('/');
-    std::string segment = percentDecode(path.substr(0, slash));
+    // Decoded with the same function that decided a command's path (bridge/uri_path.h).
+    std::string segment = bridge::percentDecode(path.substr(0, slash));
     if (coap_add_option(pdu, option, segment.size(),
                         reinterpret_cast<const std::uint8_t*>(segment.data())) == 0) {
       return false;

@@ -1,5 +1,7 @@
 #include "gateway/command_router.h"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "bridge/topic_template.h"
@@ -53,11 +55,14 @@ void CommandRouter::subscribe() {
 
 // The result goes to the MQTT 5 Response Topic with its Correlation Data when the command
 // had them, else to the rule's result topic.
-void CommandRouter::publishResult(const std::string& result_topic,
+bool CommandRouter::publishResult(const std::string& result_topic,
                                   const std::string& response_topic, const std::string& correlation,
-                                  const std::string& payload) {
+                                  const std::string& payload, int qos) {
   const std::string& to = responseTopicUsable(response_topic) ? response_topic : result_topic;
-  mqtt_.publish(to, payload, 1, false, correlation);
+  // A command topic with an empty level has no valid result topic.
+  if (!bridge::isValidPublishTopic(to)) return false;
+  mqtt_.publish(to, payload, qos, false, correlation);
+  return true;
 }
 
 // A Response Topic is the sender's choice, so anyone's: one the broker refuses ('#') would
@@ -84,11 +89,21 @@ void CommandRouter::onMessage(const std::string& topic, const std::string& paylo
                               const MqttMessageMeta& meta) {
   auto planned = planCommand(config_.rules, devices_.registry(), config_.name, topic, payload);
   if (!planned) return;  // not a command topic (e.g. our own publications)
+  if (meta.retained) {
+    // The broker's stored copy, sent because we (re)subscribed: running it would act again
+    // at every gateway start and reconnect.
+    ++retained_ignored_;
+    if (retained_log_.failed(std::chrono::steady_clock::now())) {
+      spdlog::warn(
+          "retained command on {} ignored ({} since the last report): commands must "
+          "not be retained",
+          topic, retained_log_.unreported());
+      retained_log_.reported();
+    }
+    return;
+  }
   if (auto* refused = std::get_if<RefusedCommand>(&*planned)) {
-    ++refused_;
-    spdlog::warn("command on {} refused: {}", topic, refused->error);
-    publishResult(refused->context.result_topic, meta.response_topic, meta.correlation_data,
-                  commandRefusedJson(*refused));
+    refuse(topic, *refused, meta);
     return;
   }
   auto& command = std::get<PlannedCommand>(*planned);
@@ -99,20 +114,58 @@ void CommandRouter::onMessage(const std::string& topic, const std::string& paylo
                  correlation = meta.correlation_data](const CommandOutcome& outcome) {
                   if (outcome.kind == CommandOutcome::Kind::Answered) {
                     devices_.heard(context.device);
-                  } else {
-                    spdlog::warn("command {} {}{}: {}", bridge::toString(context.method),
-                                 context.device, context.path, outcome.error);
+                  } else if (RepeatedFailure& log = refused_log_[toString(outcome.kind)];
+                             log.failed(std::chrono::steady_clock::now())) {
+                    // A flood against a rate limit or a full queue: one line per interval.
+                    spdlog::warn("command {} {}{}: {} ({} {} since the last report)",
+                                 bridge::toString(context.method), context.device, context.path,
+                                 outcome.error, log.unreported(), toString(outcome.kind));
+                    log.reported();
                   }
+                  // Refused without CoAP traffic (rate limit, full queue): within the budget.
                   publishResult(context.result_topic, response_topic, correlation,
-                                commandResultJson(context, outcome));
+                                commandResultJson(context, outcome),
+                                outcome.sent ? 1 : refusedResultQos());
                 });
 }
 
-void CommandRouter::read(const std::string& device, const std::string& path,
-                         std::function<void(const CommandOutcome&)> done) {
-  CommandRequest get{device, path, bridge::Method::Get, {}, std::nullopt};
+// Counted by reason, logged once per interval per reason (a flood of one kind does not
+// hide another), answered: at QoS 1 within the refusal budget, else at QoS 0.
+void CommandRouter::refuse(const std::string& topic, const RefusedCommand& refused,
+                           const MqttMessageMeta& meta) {
+  ++refused_;
+  auto counted = refused_by_reason_.find(refused.reason);
+  if (counted == refused_by_reason_.end()) {
+    counted = refused_by_reason_.emplace(refused.reason, 0).first;
+  }
+  ++counted->second;
+  RepeatedFailure& log = refused_log_[refused.reason];
+  if (log.failed(std::chrono::steady_clock::now())) {
+    spdlog::warn("command on {} refused ({} {} since the last report): {}", topic, log.unreported(),
+                 refused.reason, refused.error);
+    log.reported();
+  }
+  if (!publishResult(refused.context.result_topic, meta.response_topic, meta.correlation_data,
+                     commandRefusedJson(refused), refusedResultQos())) {
+    ++results_undeliverable_;
+  }
+}
+
+int CommandRouter::refusedResultQos() {
+  const auto now = std::chrono::steady_clock::now();
+  const std::chrono::duration<double> elapsed = now - refused_tokens_at_;
+  refused_tokens_at_ = now;
+  refused_tokens_ =
+      std::min(kRefusedResultsBurst, refused_tokens_ + elapsed.count() * kRefusedResultsPerSecond);
+  if (refused_tokens_ < 1.0) return 0;
+  refused_tokens_ -= 1.0;
+  return 1;
+}
+
+void CommandRouter::read(CommandRequest get, std::function<void(const CommandOutcome&)> done) {
   CommandLimits limits;
   limits.timeout = config_.coap.request_timeout;
+  const std::string device = get.device;
   queue_.submit(std::move(get), limits,
                 [this, device, done = std::move(done)](const CommandOutcome& o) {
                   if (o.kind == CommandOutcome::Kind::Answered) devices_.heard(device);

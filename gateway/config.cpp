@@ -347,9 +347,10 @@ std::string parseMqttSection(TableReader& root, Reporter& report, const std::str
       r.invalid("password_file",
                 "needs mqtt.username: MQTT sends a password only with a user name");
     } else {
-      while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
-        password.pop_back();
-      }
+      // The first line only, without its line end (a trailing comment or a second
+      // secret on later lines must never be sent).
+      if (const auto eol = password.find('\n'); eol != std::string::npos) password.resize(eol);
+      if (!password.empty() && password.back() == '\r') password.pop_back();
       cfg.mqtt.password_file = path;
       cfg.mqtt.password = std::move(password);
     }
@@ -422,11 +423,12 @@ GatewayConfig loadConfig(const std::string& path) {
   }
 
   Reporter report(path, errors, MessageStyle::Gateway);
-  TableReader root(report, *doc, "", {"gateway", "coap", "mqtt", "rule", "command"});
+  TableReader root(report, *doc, "", {"gateway", "coap", "mqtt", "admin", "rule", "command"});
   cfg.name = defaultGatewayName();
   parseGatewaySection(root, report, dir, cfg);
   parseCoapSection(root, report, cfg);
   const std::string rules_base = parseMqttSection(root, report, dir, cfg);
+  parseAdminSection(root, report, cfg.admin);
   if (cfg.mqtt.client_id.empty()) cfg.mqtt.client_id = "coap2mqtt-" + cfg.name;
 
   bridge::parseRules(path, content, rules_base, true, cfg.rules, errors);

@@ -93,6 +93,14 @@ struct CoapConfig {
   DiscoveryConfig discovery;
 };
 
+// [admin]: the admin API on <base>/bridge/request/<op>. Anyone who may publish there may
+// run what is allowed here, so it can be turned off or cut down to harmless operations.
+struct AdminConfig {
+  bool enabled = true;  // false: not even subscribed
+  // The operations answered (names as in admin::operations()); nullopt: all of them.
+  std::optional<std::vector<std::string>> allow;
+};
+
 // A field added here or in the structs above must also be compared in restartRequired()
 // (gateway/config_reload.cpp); its structured bindings fail to compile until it is.
 struct GatewayConfig {
@@ -104,6 +112,7 @@ struct GatewayConfig {
   CoapConfig coap;
   std::vector<StaticDevice> devices;  // [[coap.device]]
   MqttConfig mqtt;
+  AdminConfig admin;
   bridge::RuleSet rules;  // from rule files, plus any [[rule]]/[[command]] in this file
 };
 

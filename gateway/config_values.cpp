@@ -6,6 +6,8 @@
 #include <cctype>
 
 #include "bridge/toml_reader.h"
+#include "gateway/admin_api.h"
+#include "gateway/config.h"
 
 namespace coap2mqtt::gateway {
 
@@ -159,6 +161,34 @@ std::optional<std::string> checkBaseTopic(std::string_view topic) {
     return "must not have empty levels (a leading, trailing or doubled '/')";
   }
   return std::nullopt;
+}
+
+// ---- [admin] (issue 17, finding 5) ----------------------------------------------------
+
+void parseAdminSection(bridge::toml_reader::TableReader& root,
+                       bridge::toml_reader::Reporter& report, AdminConfig& out) {
+  using bridge::toml_reader::TableReader;
+  using bridge::toml_reader::Value;
+  const Value* section = root.table("admin");
+  if (section == nullptr) return;
+  TableReader r(report, *section, "admin", {"enabled", "allow"});
+  if (auto enabled = r.boolean("enabled")) out.enabled = *enabled;
+  if (r.find("allow") == nullptr) return;
+  std::vector<std::string> allow;
+  const auto& ops = admin::operations();
+  r.stringArray("allow", "admin operation names such as \"health_check\"",
+                [&](const Value& item, const std::string& key, const std::string& op) {
+                  if (std::find(ops.begin(), ops.end(), op) == ops.end()) {
+                    std::string known;
+                    for (const auto& o : ops) known += (known.empty() ? "" : ", ") + o;
+                    report.error(
+                        item, key,
+                        "unknown admin operation " + quote(op) + "; expected one of: " + known);
+                  } else if (std::find(allow.begin(), allow.end(), op) == allow.end()) {
+                    allow.push_back(op);
+                  }
+                });
+  out.allow = std::move(allow);
 }
 
 }  // namespace coap2mqtt::gateway

@@ -6,7 +6,11 @@
 #include <string>
 #include <string_view>
 
+#include "bridge/toml_reader.h"
+
 namespace coap2mqtt::gateway {
+
+struct AdminConfig;
 
 // A gateway or device name is [a-zA-Z0-9_.-]+: it is used as an MQTT topic level.
 bool isNameChar(char c);
@@ -34,5 +38,12 @@ bool isTlsMqttUri(std::string_view uri);
 // nullopt when `topic` can prefix every topic we publish (not empty, no '$' first, no
 // wildcards, no NUL, no empty levels); otherwise what is wrong.
 std::optional<std::string> checkBaseTopic(std::string_view topic);
+
+// ---- [admin] (issue 17, finding 5) ----------------------------------------------------
+// Reads the [admin] table of gateway.toml into `out`: `enabled` (bool) and `allow` (a list
+// of admin operation names, each checked against admin::operations()); errors go to
+// `report` at their file:line:col.
+void parseAdminSection(bridge::toml_reader::TableReader& root,
+                       bridge::toml_reader::Reporter& report, AdminConfig& out);
 
 }  // namespace coap2mqtt::gateway

@@ -87,7 +87,7 @@ struct Gateway::Impl {
              config.mqtt.base_topic + "/bridge/state", bridgeStateJson("offline")),
         events([](const char* what) { spdlog::error("event listener failed: {}", what); }),
         devices(config, loop, coap, events),
-        stats(config, devices, observer, values, commands, rd, coap, mqtt),
+        stats(config, devices, observer, values, commands, rd, coap, mqtt, admin),
         topics(config, loop, mqtt, devices, stats, events),
         observer(config, loop, coap, devices, events),
         values(config, loop, mqtt, events),
@@ -118,7 +118,7 @@ struct Gateway::Impl {
     mqtt.setOnFlushed([this] { coap.releaseHeldAcks(); });
     mqtt.setMessageHandler(
         [this](const std::string& topic, const std::string& payload, const MqttMessageMeta& meta) {
-          if (!admin.onMessage(topic, payload)) commands.onMessage(topic, payload, meta);
+          if (!admin.onMessage(topic, payload, meta)) commands.onMessage(topic, payload, meta);
         });
     subscribeAll();
     mqtt.start();
@@ -155,7 +155,7 @@ struct Gateway::Impl {
 
   void subscribeAll() {
     commands.subscribe();
-    mqtt.subscribe(admin.requestFilter(), 1);
+    if (admin.enabled()) mqtt.subscribe(admin.requestFilter(), 1);
   }
 
   void onSignal(int sig) {

@@ -106,6 +106,10 @@ class TlsAlerts {
 
 constexpr auto kMinRetry = std::chrono::milliseconds(500);
 constexpr int kPahoQueue = 65535;
+// Incoming messages waiting for the loop thread: beyond this a flood of commands or
+// requests is dropped (counted) instead of growing memory while the loop is busy.
+constexpr std::size_t kMaxQueuedMessages = 10000;
+constexpr std::size_t kMaxQueuedBytes = std::size_t{64} * 1024 * 1024;
 
 }  // namespace
 
@@ -217,6 +221,18 @@ void MqttLink::setOnFlushed(std::function<void()> handler) {
   impl_->setOnFlushed(std::move(handler));
 }
 
+void MqttLink::Impl::reportIncomingDrops() {
+  const std::uint64_t total = stats_.incoming_queue_full.load();
+  incoming_drops_reported_ = total;  // news is looked at once, logged at most per interval
+  if (incoming_log_.failed(std::chrono::steady_clock::now())) {
+    spdlog::warn(
+        "mqtt: incoming messages dropped, {} in total: more than {} messages or {} bytes "
+        "waited for the gateway",
+        total, kMaxQueuedMessages, kMaxQueuedBytes);
+    incoming_log_.reported();
+  }
+}
+
 // ---- The connection.
 
 void MqttLink::Impl::ConnectListener::on_failure(const mqtt::token& token) {
@@ -302,7 +318,17 @@ MqttLink::Impl::Impl(EventLoop& loop, const MqttConfig& config, std::unique_ptr<
   client_->set_message_callback([this, alive](mqtt::const_message_ptr msg) {
     if (!*alive) return;
     ++stats_.received;
+    // Paho calls this from one thread; the loop only ever lowers the counts.
+    const std::size_t bytes = msg->get_topic().size() + msg->get_payload().size();
+    if (incoming_waiting_.load() >= kMaxQueuedMessages ||
+        incoming_bytes_.load() + bytes > kMaxQueuedBytes) {
+      ++stats_.incoming_queue_full;
+      return;
+    }
+    ++incoming_waiting_;
+    incoming_bytes_ += bytes;
     MqttMessageMeta meta;
+    meta.retained = msg->is_retained();
     const mqtt::properties& props = msg->get_properties();
     if (props.contains(mqtt::property::RESPONSE_TOPIC)) {
       meta.response_topic = mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
@@ -311,8 +337,12 @@ MqttLink::Impl::Impl(EventLoop& loop, const MqttConfig& config, std::unique_ptr<
       meta.correlation_data = mqtt::get<std::string>(props, mqtt::property::CORRELATION_DATA);
     }
     loop_.post([this, alive, topic = msg->get_topic(), payload = msg->get_payload_str(),
-                meta = std::move(meta)] {
-      if (*alive && on_message_) on_message_(topic, payload, meta);
+                meta = std::move(meta), bytes] {
+      if (!*alive) return;
+      --incoming_waiting_;
+      incoming_bytes_ -= bytes;
+      if (stats_.incoming_queue_full.load() != incoming_drops_reported_) reportIncomingDrops();
+      if (on_message_) on_message_(topic, payload, meta);
     });
   });
 }
@@ -432,6 +462,7 @@ void MqttLink::Impl::onConnected(const std::string& cause) {
 
 void MqttLink::Impl::onConnectionLost(const std::string& cause) {
   connected_ = false;
+  noteConnectionLost();
   inflight_.clear();
   if (stopping_) return;
   spdlog::warn("mqtt: connection to {} lost{}; {} message(s) in the outbox; reconnecting in {} ms",

@@ -39,12 +39,25 @@ struct MqttStats {
   std::atomic<std::uint64_t> received{0};
   std::atomic<std::uint64_t> connects{0};
   std::atomic<std::uint64_t> outbox_write_failures{0};  // failed flushes (e.g. disk full)
+  // Refused by publish() before the outbox: not a valid publish topic (a broker would
+  // disconnect us for it), or larger than mqtt.buffer.max_bytes on its own.
+  std::atomic<std::uint64_t> invalid_topic{0};
+  std::atomic<std::uint64_t> too_large{0};
+  // Stored messages dropped because the broker ended the connection every time one was
+  // sent, alone, kMaxDisconnectsPerMessage times in a row (see mqtt_link_delivery.cpp).
+  std::atomic<std::uint64_t> broker_disconnects{0};
+  // Incoming messages dropped because kMaxQueuedMessages (or their bytes) already waited
+  // for the loop thread.
+  std::atomic<std::uint64_t> incoming_queue_full{0};
 };
 
-// MQTT 5 properties of an incoming message (empty with 3.1.1 or when absent).
+// What came with an incoming message besides topic and payload: the MQTT 5 properties
+// (empty with 3.1.1 or when absent) and the RETAIN flag, which a broker sets only on a
+// message it had stored, delivered because we (re)subscribed, never on a live one.
 struct MqttMessageMeta {
   std::string response_topic;
   std::string correlation_data;
+  bool retained = false;
 };
 
 class MqttLink {
@@ -83,7 +96,10 @@ class MqttLink {
   void subscribe(const std::string& filter, int qos);
   void unsubscribeAll();
   // `correlation_data`: MQTT 5 Correlation Data property (ignored with 3.1.1), e.g. to
-  // answer a request that carried a response topic.
+  // answer a request that carried a response topic. A topic that is not a valid publish
+  // topic (bridge::isValidPublishTopic) and a QoS >= 1 message larger than the outbox's
+  // max_bytes are refused here, counted and logged at a limited rate: neither may reach
+  // the broker or the outbox.
   void publish(const std::string& topic, const std::string& payload, int qos, bool retain,
                const std::string& correlation_data = {});
   bool connected() const;

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "bridge/topic_template.h"
 #include "gateway/mqtt_link_internal.h"
 #include "gateway/outbox.h"
 
@@ -43,6 +44,9 @@ constexpr auto kFlushRetry = std::chrono::milliseconds(1000);
 // commit, whose batch interval is the same).
 constexpr auto kAckSweep = std::chrono::milliseconds(5);
 constexpr std::size_t kNoAckWake = SIZE_MAX;
+// Connection losses in a row while one stored message was out alone, before it is dropped
+// as one the broker will never take (see MqttLink::Impl::probing_).
+constexpr unsigned kMaxDisconnectsPerMessage = 3;
 
 }  // namespace
 
@@ -102,8 +106,32 @@ bool MqttLink::Impl::sendDirect(const std::string& topic, const std::string& pay
   return true;
 }
 
+// A topic the broker would disconnect us for, or a message that can never fit the outbox,
+// goes no further: refused alone, counted, logged at a limited rate.
+bool MqttLink::Impl::admissible(const std::string& topic, const std::string& payload,
+                                const std::string& correlation_data, int qos) {
+  const char* problem = nullptr;
+  if (!bridge::isValidPublishTopic(topic)) {
+    ++stats_.invalid_topic;
+    problem = "not a valid publish topic";
+  } else if (qos > 0 && topic.size() + payload.size() + correlation_data.size() >
+                            outbox_->limits().max_bytes) {
+    ++stats_.too_large;
+    problem = "larger than mqtt.buffer.max_bytes";
+  } else {
+    return true;
+  }
+  if (refused_log_.failed(std::chrono::steady_clock::now())) {
+    spdlog::warn("mqtt: publish of {} bytes refused ({} since the last report): {}", payload.size(),
+                 refused_log_.unreported(), problem);
+    refused_log_.reported();
+  }
+  return false;
+}
+
 void MqttLink::Impl::publish(const std::string& topic, const std::string& payload, int qos,
                              bool retain, const std::string& correlation_data) {
+  if (!admissible(topic, payload, correlation_data, qos)) return;
   if (qos <= 0) {
     // Behind queued ones, or straight to paho; refused by paho: queued and retried.
     if (!connected_ || !qos0_queue_.empty() ||
@@ -121,7 +149,7 @@ void MqttLink::Impl::publish(const std::string& topic, const std::string& payloa
   if (outbox_->stats().dropped != drops_reported_) reportDrops();
   scheduleFlush();
   // The common case, nothing waiting ahead of it: straight to paho, no read-back.
-  if (connected_ && send_cursor_ == seq && inflight_.size() < config_.max_inflight) {
+  if (connected_ && send_cursor_ == seq && inflight_.size() < windowSize()) {
     if (sendStored(seq, topic, payload, qos, retain, correlation_data) && ack_sweep_timer_ == 0) {
       paceAcks();
     }
@@ -142,12 +170,13 @@ void MqttLink::Impl::pump() {
 
 void MqttLink::Impl::fillWindow() {
   if (!connected_ || stopping_) return;
-  while (inflight_.size() < config_.max_inflight && send_cursor_ < outbox_->nextSeq()) {
+  while (inflight_.size() < windowSize() && send_cursor_ < outbox_->nextSeq()) {
     // Straight from the outbox's memory or the file to paho, no copy of our own.
     bool refused = false;
     const std::size_t visited = outbox_->forEach(
-        send_cursor_, config_.max_inflight - inflight_.size(), [&](const OutboxMessageView& m) {
+        send_cursor_, windowSize() - inflight_.size(), [&](const OutboxMessageView& m) {
           refused = !sendStored(m.seq, m.topic, m.payload, m.qos, m.retain, m.correlation_data);
+          if (!refused && probing_ && m.seq == probe_seq_) probe_out_ = true;
           return !refused;
         });
     if (refused) return;
@@ -264,6 +293,7 @@ bool MqttLink::Impl::applyAcks() {
     const std::uint64_t seq = sentSeq(sent_id);
     if (sentConnection(sent_id) == connection_) inflight_.erase(seq);
     // Both copies of a message sent again may be acknowledged: it counts once.
+    if (ack != Ack::Failed) noteAcknowledged(seq);
     switch (ack) {
       case Ack::Delivered:
         if (outbox_->remove(seq)) ++stats_.delivered;
@@ -282,6 +312,39 @@ bool MqttLink::Impl::applyAcks() {
   return !acks.empty();
 }
 
+void MqttLink::Impl::noteAcknowledged(std::uint64_t seq) {
+  if (seq == suspect_seq_) suspect_losses_ = 0;
+  if (probing_ && seq == probe_seq_) {
+    probing_ = false;  // the broker takes messages again: the whole window
+    probe_out_ = false;
+  }
+}
+
+// Runs before the in-flight set is forgotten. Only a loss while the probe was out alone
+// counts against a message: a broker restart or a flaky network during a full window
+// costs no message anything.
+void MqttLink::Impl::noteConnectionLost() {
+  if (probing_ && probe_out_) {
+    if (suspect_seq_ != probe_seq_) {
+      suspect_seq_ = probe_seq_;
+      suspect_losses_ = 0;
+    }
+    if (++suspect_losses_ >= kMaxDisconnectsPerMessage && outbox_->remove(probe_seq_)) {
+      ++stats_.broker_disconnects;
+      spdlog::warn(
+          "mqtt: dropped stored message {}: the broker closed the connection each of the {} "
+          "times it was sent alone",
+          probe_seq_, suspect_losses_);
+      suspect_losses_ = 0;
+      scheduleFlush();
+    }
+  }
+  probe_out_ = false;
+  // What goes first on the next connection goes alone, until the broker acknowledges it
+  // (restartSending picks it).
+  probing_ = outbox_->size() > 0;
+}
+
 void MqttLink::Impl::restartSending() {
   drainQos0();
   // Everything not acknowledged is sent again, from the oldest (what was acknowledged
@@ -290,6 +353,8 @@ void MqttLink::Impl::restartSending() {
   ++connection_;
   inflight_.clear();
   send_cursor_ = outbox_->firstSeq().value_or(outbox_->nextSeq());
+  probe_seq_ = send_cursor_;
+  if (probing_ && !outbox_->firstSeq()) probing_ = false;
   pump();
 }
 

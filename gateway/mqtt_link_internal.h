@@ -117,6 +117,12 @@ class MqttLink::Impl {
   void scheduleFlush();
   void writeOutbox();  // flushOutbox() without on_flushed_
   void reportDrops();
+  bool admissible(const std::string& topic, const std::string& payload,
+                  const std::string& correlation_data, int qos);
+  std::size_t windowSize() const { return probing_ ? 1 : config_.max_inflight; }
+  void noteConnectionLost();  // a stored message that keeps ending the connection goes
+  void noteAcknowledged(std::uint64_t seq);
+  void reportIncomingDrops();  // loop thread
 
   EventLoop& loop_;
   const MqttConfig config_;
@@ -157,6 +163,22 @@ class MqttLink::Impl {
   // After a failed flush: no new attempt before this, and one log line per interval.
   std::chrono::steady_clock::time_point flush_retry_at_{};
   RepeatedFailure flush_failures_;  // logged once per interval
+  RepeatedFailure refused_log_;     // publish() refusals (invalid topic, too large)
+  // A message a broker refuses by disconnecting (one it deems malformed or too big) would
+  // otherwise be sent again first after every reconnect, forever. After a connection
+  // loss with stored messages, the oldest is sent alone until it is acknowledged (the
+  // probe); a loss while the probe is out is counted against it, and after
+  // kMaxDisconnectsPerMessage in a row it is dropped (broker_disconnects).
+  bool probing_ = false;
+  bool probe_out_ = false;  // the probe was sent on this connection and is unacknowledged
+  std::uint64_t probe_seq_ = 0;
+  std::uint64_t suspect_seq_ = 0;
+  unsigned suspect_losses_ = 0;
+  // Paho's thread -> loop: incoming messages posted and not yet handled, and their bytes.
+  std::atomic<std::size_t> incoming_waiting_{0};
+  std::atomic<std::size_t> incoming_bytes_{0};
+  std::uint64_t incoming_drops_reported_ = 0;
+  RepeatedFailure incoming_log_;
 
   mutable std::mutex acks_mutex_;                    // paho's threads -> loop
   std::vector<std::pair<std::uint64_t, Ack>> acks_;  // (sent id, outcome)

@@ -212,8 +212,12 @@ void Outbox::enforceLimits() {
 
 std::uint64_t Outbox::append(const std::string& topic, const std::string& payload, int qos,
                              bool retain, const std::string& correlation_data) {
-  const std::uint64_t seq = next_seq_++;
   const std::uint32_t bytes = messageBytes(topic, payload, correlation_data);
+  if (bytes > limits_.max_bytes) {
+    ++stats_.too_large;
+    return 0;
+  }
+  const std::uint64_t seq = next_seq_++;
   pending_.push_back(OutboxMessage{seq, topic, payload, qos, retain, correlation_data, nowMs()});
   index_.push_back(Entry{seq, bytes, true, false});
   ++live_count_;

@@ -57,10 +57,11 @@ struct OutboxMessageView {
 
 struct OutboxStats {
   std::uint64_t appended = 0;
-  std::uint64_t removed = 0;  // acknowledged
-  std::uint64_t dropped = 0;  // oldest dropped because a bound was reached
-  std::uint64_t commits = 0;  // transactions written
-  std::uint64_t written = 0;  // messages that reached the file
+  std::uint64_t removed = 0;    // acknowledged
+  std::uint64_t dropped = 0;    // oldest dropped because a bound was reached
+  std::uint64_t too_large = 0;  // refused by append(): larger than max_bytes alone
+  std::uint64_t commits = 0;    // transactions written
+  std::uint64_t written = 0;    // messages that reached the file
 };
 
 class Outbox {
@@ -77,7 +78,9 @@ class Outbox {
   Outbox& operator=(const Outbox&) = delete;
 
   // Adds a message at the end; returns its seq. May drop the oldest messages to stay
-  // within the limits. Memory only until flush().
+  // within the limits. A message larger than max_bytes on its own can never fit: it is
+  // refused alone (0, counted in stats().too_large) and nothing else is dropped for it.
+  // Memory only until flush().
   std::uint64_t append(const std::string& topic, const std::string& payload, int qos, bool retain,
                        const std::string& correlation_data = {});
   // Forgets a message (its PUBACK came). Unknown or already removed seqs are ignored:

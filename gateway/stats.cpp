@@ -1,5 +1,6 @@
 #include "gateway/stats.h"
 
+#include "gateway/admin.h"
 #include "gateway/command_router.h"
 #include "gateway/devices.h"
 #include "gateway/mqtt_link.h"
@@ -10,7 +11,7 @@ namespace coap2mqtt::gateway {
 
 Stats::Stats(const GatewayConfig& config, const Devices& devices, const Observer& observer,
              const ValuePublisher& values, const CommandRouter& commands, const RdSource& rd,
-             const CoapLink& coap, const MqttLink& mqtt)
+             const CoapLink& coap, const MqttLink& mqtt, const AdminApi& admin)
     : config_(config),
       devices_(devices),
       observer_(observer),
@@ -18,7 +19,8 @@ Stats::Stats(const GatewayConfig& config, const Devices& devices, const Observer
       commands_(commands),
       rd_(rd),
       coap_(coap),
-      mqtt_(mqtt) {}
+      mqtt_(mqtt),
+      admin_(admin) {}
 
 StatsSnapshot Stats::snapshot() const {
   StatsSnapshot s;
@@ -39,6 +41,16 @@ StatsSnapshot Stats::snapshot() const {
   s.rd_refused = rd_.refusedCount();
   s.bad_response_topic = commands_.badResponseTopics();
   s.commands = commands_.stats();
+  for (const auto& [reason, n] : commands_.refusedByReason()) {
+    s.commands_refused_by_reason.emplace_back(reason, n);
+  }
+  s.retained_command = commands_.retainedIgnored() + admin_.retainedIgnored();
+  s.admin_refused = admin_.refused();
+  s.command_no_result = commands_.resultsUndeliverable();
+  s.publish_invalid_topic = mqtt_.stats().invalid_topic.load();
+  s.publish_too_large = mqtt_.stats().too_large.load();
+  s.broker_disconnect = mqtt_.stats().broker_disconnects.load();
+  s.mqtt_incoming_full = mqtt_.stats().incoming_queue_full.load();
   s.mqtt_connected = mqtt_.connected();
   s.mqtt_publish_failed = mqtt_.stats().publish_failed.load();
   s.mqtt_delivered = mqtt_.stats().delivered.load();
@@ -59,6 +71,16 @@ ServiceStatus Stats::serviceStatus() const {
   return s;
 }
 
+namespace {
+
+Stats::Json refusedByReason(const StatsSnapshot& s) {
+  Stats::Json out = Stats::Json::object();
+  for (const auto& [reason, n] : s.commands_refused_by_reason) out[reason] = n;
+  return out;
+}
+
+}  // namespace
+
 Stats::Json Stats::statsJson(const StatsSnapshot& s) {
   const CoapStats& c = s.coap;
   return Json{{"devices", s.devices},
@@ -78,14 +100,22 @@ Stats::Json Stats::statsJson(const StatsSnapshot& s) {
                 {"bad_topic", s.bad_topic},
                 {"command_refused", s.commands_refused},
                 {"rd_refused", s.rd_refused},
-                {"bad_response_topic", s.bad_response_topic}}},
+                {"bad_response_topic", s.bad_response_topic},
+                {"retained_command", s.retained_command},
+                {"admin_refused", s.admin_refused},
+                {"command_no_result", s.command_no_result},
+                {"publish_invalid_topic", s.publish_invalid_topic},
+                {"publish_too_large", s.publish_too_large},
+                {"broker_disconnect", s.broker_disconnect},
+                {"mqtt_incoming_full", s.mqtt_incoming_full}}},
               {"commands",
                {{"submitted", s.commands.submitted},
                 {"answered", s.commands.answered},
                 {"failed", s.commands.failed},
                 {"timed_out", s.commands.timed_out},
                 {"queue_full", s.commands.queue_full},
-                {"rate_limited", s.commands.rate_limited}}},
+                {"rate_limited", s.commands.rate_limited},
+                {"refused", refusedByReason(s)}}},
               {"reregistrations", s.observe.reregistrations},
               {"published", s.published},
               {"mqtt",

@@ -18,6 +18,7 @@
 
 namespace coap2mqtt::gateway {
 
+class AdminApi;
 class CommandRouter;
 class Devices;
 class MqttLink;
@@ -40,6 +41,15 @@ struct StatsSnapshot {
   std::uint64_t bad_response_topic = 0;  // MQTT 5 Response Topics we would not publish to  // RD
                                          // requests against the security policy
   CommandQueue::Stats commands;
+  // Issue 17: what hostile or careless MQTT clients cost us.
+  std::vector<std::pair<std::string, std::uint64_t>> commands_refused_by_reason;
+  std::uint64_t retained_command = 0;   // retained commands and admin requests, not run
+  std::uint64_t admin_refused = 0;      // admin API off, or the op not in [admin] allow
+  std::uint64_t command_no_result = 0;  // refusals with no valid topic to answer on
+  std::uint64_t publish_invalid_topic = 0;
+  std::uint64_t publish_too_large = 0;
+  std::uint64_t broker_disconnect = 0;
+  std::uint64_t mqtt_incoming_full = 0;
   bool mqtt_connected = false;
   std::uint64_t mqtt_publish_failed = 0;
   std::uint64_t mqtt_delivered = 0;
@@ -55,7 +65,7 @@ class Stats {
 
   Stats(const GatewayConfig& config, const Devices& devices, const Observer& observer,
         const ValuePublisher& values, const CommandRouter& commands, const RdSource& rd,
-        const CoapLink& coap, const MqttLink& mqtt);
+        const CoapLink& coap, const MqttLink& mqtt, const AdminApi& admin);
 
   StatsSnapshot snapshot() const;
   // The few counts systemd's STATUS= shows, read every few seconds (no per-device lists).
@@ -77,6 +87,7 @@ class Stats {
   const RdSource& rd_;
   const CoapLink& coap_;
   const MqttLink& mqtt_;
+  const AdminApi& admin_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

@@ -1,6 +1,8 @@
 #include "registry/sqlite.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <utility>
 
@@ -23,6 +25,20 @@ bool Error::refusesTheChange() const noexcept {
   }
 }
 
+namespace {
+
+// State files hold device addresses and queued messages: readable by the gateway's user
+// only. SQLite creates a new file 0644 (less the umask) and gives its -wal and -shm files
+// the main file's mode, so the main file is created here first, 0600. An existing file
+// keeps its mode; ":memory:" and URIs are left to SQLite.
+void createPrivate(const std::string& path) {
+  if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) return;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) ::close(fd);  // EEXIST and other errors: sqlite3_open_v2 reports them
+}
+
+}  // namespace
+
 namespace detail {
 
 void StmtFinalizer::operator()(sqlite3_stmt* stmt) const noexcept {
@@ -44,6 +60,7 @@ Db::Db(const std::string& path, Mode mode, std::string label,
   const int flags = (mode == Mode::ReadWrite ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
                                              : SQLITE_OPEN_READONLY) |
                     SQLITE_OPEN_NOMUTEX;  // one thread (the loop) per connection
+  if (mode == Mode::ReadWrite) createPrivate(path);
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
   db_.reset(raw);  // a handle comes back even on most failures and must be closed

@@ -103,9 +103,14 @@ class AdminApi : public ::testing::Test {
     return out;
   }
 
+  // Reads (device/read) obey the GET rules' allow: /info and /actuators/*.
   static constexpr const char* kRules =
       "[[command]]\nname = \"set\"\ntopic = \"c2m/{device}/{path}/set\"\n"
-      "allow = { device = \"*\", path = \"/actuators/*\" }\n";
+      "allow = { device = \"*\", path = \"/actuators/*\" }\n"
+      "[[command]]\nname = \"get\"\ntopic = \"c2m/{device}/{path}/get\"\nmethod = \"GET\"\n"
+      "allow = { device = \"*\", path = \"/actuators/*\" }\n"
+      "[[command]]\nname = \"info\"\ntopic = \"c2m/{device}/{path}/info\"\nmethod = \"GET\"\n"
+      "allow = { device = \"*\", path = \"/info\" }\n";
 
   TempDir dir_;
   Mosquitto broker_;
@@ -132,7 +137,7 @@ TEST_F(AdminApi, HealthCheckAndInfo) {
   EXPECT_EQ(r.value("status", ""), "ok") << r;
   EXPECT_EQ(r["data"].value("gateway", ""), "test-gw") << r;
   EXPECT_TRUE(r["data"].contains("version")) << r;
-  EXPECT_EQ(r["data"].value("commands", 0), 1) << r;
+  EXPECT_EQ(r["data"].value("commands", 0), 3) << r;
   EXPECT_TRUE(r["data"].contains("stats")) << r;
 }
 
@@ -170,7 +175,7 @@ TEST_F(AdminApi, DeviceReadGetsTheValueNow) {
   EXPECT_EQ(r["data"].value("path", ""), "/actuators/led") << r;
   EXPECT_EQ(r["data"]["payload"], "off") << r;
 
-  r = request("device/read", {{"device", "dev0"}, {"path", "/nothing/here"}});
+  r = request("device/read", {{"device", "dev0"}, {"path", "/actuators/nothing"}});
   EXPECT_EQ(r.value("status", ""), "error") << r;
   EXPECT_EQ(r["data"].value("code", ""), "4.04") << r;
   r = request("device/read", {{"device", "ghost"}, {"path", "/info"}});
@@ -178,8 +183,26 @@ TEST_F(AdminApi, DeviceReadGetsTheValueNow) {
   EXPECT_EQ(r.value("error", ""), "unknown device 'ghost'") << r;
   r = request("device/read", {{"device", "dev0"}});
   EXPECT_EQ(r.value("error", ""), "missing \"path\"") << r;
-  EXPECT_EQ(sim_->countInOutput("/nothing/here"), 1u);
+  EXPECT_EQ(sim_->countInOutput("/actuators/nothing"), 1u);
   EXPECT_EQ(sim_->countInOutput("ghost"), 0u);
+}
+
+// Issue 17, finding 5: device/read GET any path on any device, whatever `allow` said.
+TEST_F(AdminApi, DeviceReadObeysTheGetCommandsAllowList) {
+  Json r = request("device/read", {{"device", "dev0"}, {"path", "/config/secret"}});
+  EXPECT_EQ(r.value("status", ""), "error") << dump();
+  EXPECT_NE(r.value("error", "").find("allows device 'dev0' path '/config/secret'"),
+            std::string::npos)
+      << r;
+  r = request("device/read", {{"device", "dev0"}, {"path", "/actuators/%2e%2e/config"}});
+  EXPECT_EQ(r.value("status", ""), "error") << r;
+  EXPECT_NE(r.value("error", "").find("after decoding"), std::string::npos) << r;
+  // Decoded once, as for commands: "%69nfo" is /info.
+  r = request("device/read", {{"device", "dev0"}, {"path", "/%69nfo"}});
+  EXPECT_EQ(r["data"].value("code", ""), "2.05") << r;
+  EXPECT_EQ(r["data"].value("path", ""), "/info") << r;
+  EXPECT_EQ(sim_->countInOutput("/config/secret"), 0u) << sim_->output();
+  EXPECT_EQ(sim_->countInOutput(".."), 0u) << sim_->output();
 }
 
 TEST_F(AdminApi, DeviceRemoveForgetsARegisteredDevice) {
@@ -257,7 +280,7 @@ TEST_F(AdminApi, DeviceRenameErrors) {
 TEST_F(AdminApi, RulesReloadAnswersWithCountsOrTheError) {
   Json r = request("rules/reload");
   EXPECT_EQ(r.value("status", ""), "ok") << r << dump();
-  EXPECT_EQ(r["data"].value("commands", -1), 1) << r;
+  EXPECT_EQ(r["data"].value("commands", -1), 3) << r;
   EXPECT_EQ(r["data"].value("rules", -1), 0) << r;
 
   dir_.write("rules.toml", std::string(kRules) +
@@ -306,6 +329,81 @@ TEST_F(AdminApi, RulesReloadNamesTheChangesThatNeedARestart) {
       },
       5s))
       << gateway_->output();
+}
+
+// Issue 17, finding 5: the admin API can be cut down to some operations ([admin] allow) or
+// turned off ([admin] enabled = false); refusals are counted.
+TEST(AdminConfig, OperationsLeftOutOfAllowAreRefusedAndCounted) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1, "1000");
+  MqttProbe probe(broker.port(), "c2m/#");
+  auto gateway = startGateway(dir, baseConfig(broker, dir) + simDevices(port, 1) +
+                                       "[admin]\nallow = [\"health_check\", \"info\"]\n");
+  auto response = [&](const std::string& op, const std::string& tx) {
+    Json found;
+    waitUntil(
+        [&] {
+          for (const auto& m : probe.messagesOn("c2m/bridge/response/" + op)) {
+            Json j = Json::parse(m.payload, nullptr, false);
+            if (j.is_object() && j.value("transaction", "") == tx) found = j;
+          }
+          return !found.is_null();
+        },
+        1s);
+    return found;
+  };
+  int attempt = 0;
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        const std::string tx = "ready-" + std::to_string(++attempt);
+        probe.publish("c2m/bridge/request/health_check", R"({"transaction":")" + tx + "\"}");
+        return !response("health_check", tx).is_null();
+      },
+      20s))
+      << gateway->output();
+  probe.publish("c2m/bridge/request/device/rename",
+                R"({"from":"dev0","to":"x","transaction":"r"})");
+  probe.publish("c2m/bridge/request/rules/reload", R"({"transaction":"l"})");
+  ASSERT_TRUE(waitUntil([&] { return !response("rules/reload", "l").is_null(); }, 10s));
+  Json r = response("device/rename", "r");
+  EXPECT_EQ(r.value("status", ""), "error") << r;
+  EXPECT_NE(r.value("error", "").find("not allowed here ([admin] allow)"), std::string::npos) << r;
+  EXPECT_EQ(response("rules/reload", "l").value("status", ""), "error");
+  probe.publish("c2m/bridge/request/info", R"({"transaction":"i"})");
+  ASSERT_TRUE(waitUntil([&] { return !response("info", "i").is_null(); }, 10s));
+  EXPECT_EQ(response("info", "i")["data"]["stats"]["dropped"].value("admin_refused", 0), 2)
+      << response("info", "i");
+}
+
+TEST(AdminConfig, TurnedOffItAnswersNothingAndCommandsStillWork) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1, "1000");
+  MqttProbe probe(broker.port(), "c2m/#");
+  auto gateway = startGateway(dir, baseConfig(broker, dir) + simDevices(port, 1) +
+                                       "[admin]\nenabled = false\n\n[[command]]\nname = \"set\"\n"
+                                       "topic = \"c2m/{device}/{path}/set\"\n"
+                                       "allow = { device = \"*\", path = \"/actuators/*\" }\n");
+  // Ready once a command is answered; a request sent before a second command would have
+  // been answered before that command's result.
+  int attempt = 0;
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        probe.publish("c2m/dev0/actuators/led/set", "on-" + std::to_string(++attempt));
+        return probe.waitForCount("c2m/dev0/actuators/led/set/result", 1, 1s);
+      },
+      20s))
+      << gateway->output();
+  probe.publish("c2m/bridge/request/health_check", R"({"transaction":"h"})");
+  probe.publish("c2m/bridge/request/device/remove", R"({"device":"dev0"})");
+  const std::size_t results = probe.messagesOn("c2m/dev0/actuators/led/set/result").size();
+  probe.publish("c2m/dev0/actuators/led/set", "after");
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/actuators/led/set/result", results + 1, 15s));
+  EXPECT_TRUE(probe.messagesOn("c2m/bridge/response/health_check").empty());
+  EXPECT_TRUE(probe.messagesOn("c2m/bridge/response/device/remove").empty());
 }
 
 }  // namespace

@@ -521,5 +521,80 @@ TEST(Commands, HostileMqtt5ResponseTopicsAreRefusedAndTheLinkStaysUp) {
   client.disconnect()->wait_for(5s);
 }
 
+// bridge/info's stats, through the admin API's info.
+Json statsNow(MqttProbe& probe) {
+  const std::size_t before = probe.messagesOn("c2m/bridge/response/info").size();
+  probe.publish("c2m/bridge/request/info", "{}");
+  if (!probe.waitForCount("c2m/bridge/response/info", before + 1, 10s)) return Json();
+  return Json::parse(probe.messagesOn("c2m/bridge/response/info").back().payload)["data"]["stats"];
+}
+
+// Issue 17, finding 8: `allow` was checked before "%XX" was decoded and let "." and ".."
+// through; commands on topics with empty levels got neither a result nor a count.
+// Finding 5: a retained command ran again at every gateway start.
+TEST(Commands, HostilePathsAndRetainedCommandsNeverReachTheDevice) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1, "1000");
+  MqttProbe probe(broker.port(), "c2m/#");
+  // Stored by the broker before the gateway subscribes: delivered to it as retained.
+  probe.publish("c2m/dev0/actuators/led/set", "from-the-past", 1, true);
+  probe.publish("c2m/bridge/request/info", R"({"transaction":"retained-tx"})", 1, true);
+  auto gateway = startGateway(dir, baseConfig(broker, dir) + simDevices(port, 1) + kSetRule);
+  waitForGateway(probe, *gateway);
+  const std::vector<std::string> hostile{
+      "c2m/dev0/actuators/../set", "c2m/dev0/actuators/%2e%2e/set",
+      "c2m/dev0/actuators/%2F..%2Fsecret/set", "c2m/dev0/actuators/.%00/set"};
+  for (const auto& topic : hostile) probe.publish(topic, "evil");
+  probe.publish("c2m/dev0//set", "evil");  // an empty level: no result topic to answer on
+  probe.publish("c2m/dev0/actuators/l%65d/set", "last");
+  for (const auto& topic : hostile) {
+    ASSERT_TRUE(probe.waitForCount(topic + "/result", 1, 15s)) << topic << "\n" << dump(probe);
+    EXPECT_EQ(jsonOn(probe, topic + "/result").front().value("reason", ""), "invalid_path")
+        << topic;
+  }
+  // Decoded once: "l%65d" is the led, and the device gets exactly that.
+  ASSERT_TRUE(sim->waitForOutput("REQ dev0 PUT /actuators/led last", 10s)) << sim->output();
+  EXPECT_EQ(requests(*sim, "dev0", "PUT", "/actuators/led"), std::vector<std::string>{"last"})
+      << sim->output();
+  EXPECT_EQ(sim->countInOutput("secret"), 0u) << sim->output();
+  EXPECT_EQ(sim->countInOutput("evil"), 0u) << sim->output();
+  const Json stats = statsNow(probe);
+  // The command, and the request (once per subscription it matches: c2m/+/# and
+  // c2m/bridge/request/#).
+  EXPECT_GE(stats["dropped"].value("retained_command", 0), 2) << stats.dump();
+  EXPECT_EQ(stats["dropped"].value("command_refused", 0), 5) << stats.dump();
+  EXPECT_EQ(stats["dropped"].value("command_no_result", 0), 1) << stats.dump();
+  EXPECT_EQ(stats["commands"]["refused"].value("invalid_path", 0), 4) << stats.dump();
+  EXPECT_EQ(stats["commands"]["refused"].value("invalid_topic", 0), 1) << stats.dump();
+  for (const auto& m : probe.messagesOn("c2m/bridge/response/info")) {
+    EXPECT_EQ(m.payload.find("retained-tx"), std::string::npos) << "a retained request ran";
+  }
+}
+
+// Issue 17, finding 11: every refused command published a QoS 1 result, which waits in the
+// outbox (and pushes its oldest out when full). Past a small budget they go at QoS 0; each
+// still gets its result.
+TEST(Commands, AFloodOfRefusedCommandsIsAnsweredAtQos0PastItsBudget) {
+  TempDir dir;
+  Mosquitto broker;
+  const int port = freeUdpPortRange(1);
+  auto sim = startSim(dir, port, 1, "1000");
+  MqttProbe probe(broker.port(), "c2m/#");
+  auto gateway = startGateway(dir, baseConfig(broker, dir) + simDevices(port, 1) + kSetRule);
+  waitForGateway(probe, *gateway);
+  constexpr std::size_t kFlood = 200;
+  for (std::size_t i = 0; i < kFlood; ++i) probe.publish("c2m/dev0/config/name/set", "x");
+  ASSERT_TRUE(probe.waitForCount("c2m/dev0/config/name/set/result", kFlood, 20s))
+      << dump(probe).size();
+  const auto results = probe.messagesOn("c2m/dev0/config/name/set/result");
+  const auto qos1 = std::count_if(results.begin(), results.end(),
+                                  [](const MqttMessage& m) { return m.qos == 1; });
+  EXPECT_GE(qos1, 20) << "the burst";
+  EXPECT_LT(qos1, static_cast<long>(kFlood)) << "no QoS 0 past the budget";
+  EXPECT_EQ(statsNow(probe)["dropped"].value("command_refused", 0), static_cast<int>(kFlood));
+}
+
 }  // namespace
 }  // namespace coap2mqtt::test

@@ -61,6 +61,10 @@ class LinkRunner {
   bool waitConnected() {
     return waitUntil([&] { return connected_.load(); }, 10s);
   }
+  // The link's counters, from any thread (atomics).
+  const gateway::MqttStats& linkStats() const { return link_->stats(); }
+  // Runs `f` on the loop thread without waiting for it.
+  void post(std::function<void()> f) { loop_.post(std::move(f)); }
   // Every message the link received, as "topic payload", in order.
   std::vector<std::string> received() const {
     std::lock_guard<std::mutex> lock(received_mutex_);
@@ -363,6 +367,105 @@ std::atomic<int> g_fine_traces{0};
 // every message: once a link exists, paho traces nothing below errors. (The callback sees
 // paho's output level; TRACE_ERROR sets it and the recording level alike, while FATAL
 // would set only the output one: this test would not tell FATAL from ERROR.)
+std::uint64_t linkStat(LinkRunner& runner, std::atomic<std::uint64_t> gateway::MqttStats::*stat) {
+  return runner.onLoop(
+      [stat](MqttLink& link) { return static_cast<std::uint64_t>((link.stats().*stat).load()); });
+}
+
+// Issue 17, finding 4: a publish to '#' made mosquitto close the connection; the message
+// stayed first in the outbox and was sent again after every reconnect, so nothing behind
+// it ever arrived. Now it is refused before the outbox, counted.
+TEST(MqttLink, AnInvalidTopicIsRefusedAndWhatFollowsIsDelivered) {
+  LinkUnderTest t("link-test/values", 100);
+  ASSERT_TRUE(t.runner.waitConnected());
+  t.runner.onLoop([](MqttLink& link) {
+    link.publish("link-test/#", "poison", 1, false);
+    link.publish("link-test//empty-level", "poison", 1, false);
+    for (int i = 0; i < 3; ++i) link.publish("link-test/values", payloadOf(i), 1, false);
+    return 0;
+  });
+  EXPECT_TRUE(t.probe.waitForCount("link-test/values", 3, 10s));
+  EXPECT_EQ(linkStat(t.runner, &gateway::MqttStats::invalid_topic), 2u);
+  EXPECT_EQ(linkStat(t.runner, &gateway::MqttStats::connects), 1u) << "never disconnected";
+}
+
+// Issue 17, finding 4: a message the broker refuses by closing the connection (here: over
+// its max_packet_size, which a 3.1.1 client is not told) must not block the ones behind
+// it. It is sent alone after the first loss, and dropped after three losses in a row.
+TEST(MqttLink, AMessageTheBrokerDisconnectsForIsDroppedAndTheRestDelivered) {
+  Mosquitto::Options options;
+  options.extra_conf = "max_packet_size 2000\n";
+  Mosquitto broker(options);
+  TempDir dir;
+  MqttProbe probe(broker.port(), "link-test/#");
+  LinkRunner runner(broker, dir, 100);
+  ASSERT_TRUE(runner.waitConnected());
+  runner.onLoop([](MqttLink& link) {
+    link.publish("link-test/before", "fine", 1, false);
+    link.publish("link-test/big", std::string(5000, 'x'), 1, false);
+    for (int i = 0; i < 3; ++i) link.publish("link-test/after", payloadOf(i), 1, false);
+    return 0;
+  });
+  // The outbox empties: before, the big one was sent again after every reconnect, forever.
+  ASSERT_TRUE(waitUntil(
+      [&] { return runner.onLoop([](MqttLink& link) { return link.outboxSize() == 0; }); }, 30s))
+      << "connects " << linkStat(runner, &gateway::MqttStats::connects);
+  EXPECT_EQ(linkStat(runner, &gateway::MqttStats::broker_disconnects), 1u);
+  EXPECT_TRUE(probe.waitForCount("link-test/after", 3, 10s));
+  EXPECT_GE(probe.messagesOn("link-test/before").size(), 1u);  // at least once
+  EXPECT_TRUE(probe.messagesOn("link-test/big").empty());
+  // And the link works on: a new message is delivered at once.
+  runner.onLoop([](MqttLink& link) {
+    link.publish("link-test/later", "fine", 1, false);
+    return 0;
+  });
+  EXPECT_TRUE(probe.waitForCount("link-test/later", 1, 10s));
+}
+
+// Issue 17, finding 11: messages from paho's thread waited for the loop without bound. A
+// flood while the loop is busy is now cut at the bound, and every message is either
+// handled or counted as dropped.
+TEST(MqttLink, IncomingMessagesWaitingForTheLoopAreBounded) {
+  Mosquitto broker;
+  TempDir dir;
+  MqttProbe probe(broker.port(), "link-test/none");
+  LinkRunner runner(broker, dir, 100);
+  ASSERT_TRUE(runner.waitConnected());
+  runner.onLoop([](MqttLink& link) {
+    link.subscribe("link-test/flood", 0);
+    return 0;
+  });
+  // The subscription is in place once a message on it comes back.
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        probe.publish("link-test/flood", "ready", 0);
+        return !runner.received().empty();
+      },
+      10s));
+  const std::uint64_t before = linkStat(runner, &gateway::MqttStats::received);
+  constexpr std::uint64_t kFlood = 15000;
+  std::atomic<bool> released{false};
+  // The loop is busy until paho has taken the whole flood.
+  runner.post([&] {
+    waitUntil([&] { return runner.linkStats().received.load() >= before + kFlood; }, 60s);
+    released = true;
+  });
+  for (std::uint64_t i = 0; i < kFlood; ++i) probe.publish("link-test/flood", "x", 0);
+  ASSERT_TRUE(waitUntil([&] { return released.load(); }, 70s));
+  std::uint64_t handled = 0;
+  std::uint64_t dropped = 0;
+  EXPECT_TRUE(waitUntil(
+      [&] {
+        handled = runner.received().size();
+        dropped = linkStat(runner, &gateway::MqttStats::incoming_queue_full);
+        return handled + dropped >= linkStat(runner, &gateway::MqttStats::received);
+      },
+      20s))
+      << handled << " handled, " << dropped << " dropped";
+  EXPECT_LE(handled, 10000u + 100u) << "the bound, plus what came before the flood";
+  EXPECT_GE(dropped, kFlood - 10000u);
+}
+
 TEST(MqttLink, PahoTracesNothingBelowErrorsWhileALinkRuns) {
   MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_MINIMUM);  // paho's default
   MQTTAsync_setTraceCallback([](enum MQTTASYNC_TRACE_LEVELS level, char*) {

@@ -1,6 +1,7 @@
 // planCommand: which [[command]] takes an MQTT message, the refusals and their reasons,
 // payload conversion and the envelope; the [[command]] delivery keys it carries over.
 #include "bridge/command_plan.h"
+#include "bridge/uri_path.h"
 
 #include <gtest/gtest.h>
 
@@ -80,6 +81,102 @@ content_format = "application/cbor"
   EXPECT_EQ(reason("c2m/lamp/actuators/led/set", "123456789"), "payload_too_large");
   EXPECT_EQ(reason("c2m/lamp/actuators/led/set", "{oops"), "invalid_json");
   EXPECT_EQ(reason("c2m/lamp/actuators/led/set", "[1,2]"), "planned");
+}
+
+// Issue 17, finding 8: `allow` judged the topic's text, and the CoAP side decoded "%XX"
+// after it: with path = "/actuators/*" all of these reached the device.
+TEST(PlanCommand, PathsAreDecodedOnceAndTraversalIsRefused) {
+  auto rules = rulesFrom(kCommandRule);
+  auto reg = devices({"lamp"});
+  auto plan = [&](const std::string& topic) { return planCommand(rules, reg, "gw", topic, "1"); };
+  for (const char* topic :
+       {"c2m/lamp/actuators/../set", "c2m/lamp/actuators/./set", "c2m/lamp/actuators/%2e%2e/set",
+        "c2m/lamp/actuators/%2E./set", "c2m/lamp/actuators/%2F..%2Fsecret/set",
+        "c2m/lamp/actuators/a%2Fb/set", "c2m/lamp/actuators/a%00b/set"}) {
+    SCOPED_TRACE(topic);
+    auto r = plan(topic);
+    ASSERT_TRUE(r);
+    auto* refused = std::get_if<RefusedCommand>(&*r);
+    ASSERT_NE(refused, nullptr) << "reached the device";
+    EXPECT_EQ(refused->reason, "invalid_path");
+    EXPECT_EQ(refused->context.result_topic, std::string(topic) + "/result");
+  }
+  // Decoded once: the device gets "led" for "l%65d", and a literal '%' stays one.
+  auto r = plan("c2m/lamp/actuators/l%65d/set");
+  ASSERT_TRUE(r);
+  auto* p = std::get_if<PlannedCommand>(&*r);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->context.path, "/actuators/led");
+  EXPECT_EQ(p->request.path, "/actuators/led");
+  r = plan("c2m/lamp/actuators/100%2525/set");
+  ASSERT_TRUE(r);
+  p = std::get_if<PlannedCommand>(&*r);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->context.path, "/actuators/100%25");
+  EXPECT_EQ(p->request.path, "/actuators/100%2525");
+  EXPECT_EQ(percentDecode("100%2525"), "100%25") << "what the CoAP side sends";
+  // `allow` sees the decoded path: "%2A" is a literal '*', not a glob.
+  r = plan("c2m/lamp/%61ctuators/led/set");
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(std::holds_alternative<PlannedCommand>(*r));
+}
+
+// Issue 17, finding 8: a command topic with an empty level got neither a result nor a
+// counted drop; it is now refused like any other bad command.
+TEST(PlanCommand, EmptyLevelsInDeviceOrPathAreRefused) {
+  auto rules = rulesFrom(kCommandRule);
+  auto reg = devices({"lamp"});
+  for (const char* topic : {"c2m/lamp//set", "c2m//actuators/led/set",
+                            "c2m/lamp/actuators//led/set", "c2m/lamp/actuators/led//set"}) {
+    SCOPED_TRACE(topic);
+    auto r = planCommand(rules, reg, "gw", topic, "1");
+    ASSERT_TRUE(r);
+    auto* refused = std::get_if<RefusedCommand>(&*r);
+    ASSERT_NE(refused, nullptr);
+    EXPECT_EQ(refused->reason, "invalid_topic");
+  }
+  EXPECT_FALSE(planCommand(rules, reg, "gw", "c2m/lamp//get", "1")) << "not a command topic";
+  EXPECT_FALSE(planCommand(rules, reg, "gw", "other//x", "1"));
+}
+
+// Issue 17, finding 5: the admin API's device/read GETs only what a GET [[command]] allows.
+TEST(PlanRead, FollowsTheGetCommandsAllowList) {
+  auto rules = rulesFrom(std::string(kCommandRule) + R"(
+[[command]]
+name = "read"
+topic = "c2m/{device}/{path}/get"
+method = "GET"
+allow = { device = "lamp", path = "/sensors/*" }
+)");
+  auto reg = devices({"lamp", "door"});
+  auto reason = [&](const char* device, const char* path) {
+    auto r = planRead(rules, reg, device, path);
+    auto* refused = std::get_if<RefusedCommand>(&r);
+    return refused ? refused->reason : std::get<CommandRequest>(r).path;
+  };
+  EXPECT_EQ(reason("lamp", "/sensors/temp"), "/sensors/temp");
+  EXPECT_EQ(reason("lamp", "sensors/t%65mp"), "/sensors/temp");
+  EXPECT_EQ(reason("lamp", "/actuators/led"), "not_allowed") << "a PUT rule allows no reads";
+  EXPECT_EQ(reason("door", "/sensors/temp"), "not_allowed");
+  EXPECT_EQ(reason("lamp", "/sensors/../secret"), "invalid_path");
+  EXPECT_EQ(reason("lamp", "/sensors//temp"), "invalid_path");
+  EXPECT_EQ(reason("ghost", "/sensors/temp"), "not_allowed");
+  EXPECT_EQ(planRead(rulesFrom(kCommandRule), reg, "lamp", "/actuators/led").index(), 1u)
+      << "no GET rule: no reads";
+}
+
+TEST(UriPath, DecodesEachSegmentOnceAndRefusesWhatCannotBeOne) {
+  std::string error;
+  auto p = decodeUriPath("/a%20b/c", &error);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->segments, (std::vector<std::string>{"a b", "c"}));
+  EXPECT_EQ(p->decoded, "/a b/c");
+  EXPECT_EQ(decodeUriPath("a/%zz%2", &error)->decoded, "/a/%zz%2") << "not escapes: kept";
+  EXPECT_EQ(decodeUriPath("a/%zz", &error)->encoded, "/a/%25zz");
+  for (const char* bad : {"", "/", "a//b", "a/", "..", "a/%2E", "a/%2f", "%00"}) {
+    EXPECT_FALSE(decodeUriPath(bad, &error)) << bad;
+    EXPECT_FALSE(error.empty());
+  }
 }
 
 TEST(PlanCommand, JsonBecomesCbor) {

@@ -418,6 +418,30 @@ TEST(LoadConfig, RelativePasswordFileIsACredentialFirst) {
   EXPECT_EQ(by_hand.mqtt.password_file, dir.path("mqtt.pass"));
 }
 
+// Issue 17, finding 5: the admin API can be turned off or cut down to some operations.
+TEST(LoadConfig, AdminSection) {
+  TempDir dir;
+  auto cfg = loadOk(dir, "[mqtt]\nbase_topic = \"x\"\n");
+  EXPECT_TRUE(cfg.admin.enabled);
+  EXPECT_FALSE(cfg.admin.allow) << "every operation by default";
+  cfg = loadOk(dir, "[admin]\nenabled = false\nallow = [\"health_check\", \"info\", \"info\"]\n");
+  EXPECT_FALSE(cfg.admin.enabled);
+  ASSERT_TRUE(cfg.admin.allow);
+  EXPECT_EQ(*cfg.admin.allow, (std::vector<std::string>{"health_check", "info"}));
+  cfg = loadOk(dir, "[admin]\nallow = []\n");
+  ASSERT_TRUE(cfg.admin.allow);
+  EXPECT_TRUE(cfg.admin.allow->empty()) << "nothing allowed";
+}
+
+// Issue 17, finding 12: the README promises the first line; a second line (a comment, an
+// old password) must never be sent.
+TEST(LoadConfig, PasswordFileGivesItsFirstLineOnly) {
+  TempDir dir;
+  dir.write("pw", "s3cret\r\nold-password\n");
+  const auto cfg = loadOk(dir, "[mqtt]\nusername = \"u\"\npassword_file = \"pw\"\n");
+  EXPECT_EQ(cfg.mqtt.password, "s3cret");
+}
+
 TEST(LoadConfig, RuleDefaults) {
   TempDir dir;
   const auto cfg = loadOk(dir, R"([[rule]]
@@ -667,6 +691,13 @@ const ErrorCase kErrorCases[] = {
      "nope.toml\" not found"},
     {"missing_password_file", "[mqtt]\nusername = \"u\"\npassword_file = \"none.pass\"\n", 3, 17,
      "mqtt.password_file", "cannot read"},
+
+    // [admin] (issue 17, finding 5).
+    {"admin_unknown_operation", "[admin]\nallow = [\"info\", \"device/nuke\"]\n", 2, 18,
+     "admin.allow[2]", "unknown admin operation \"device/nuke\"; expected one of: discover,"},
+    {"admin_allow_not_a_list", "[admin]\nallow = \"info\"\n", 2, 9, "admin.allow",
+     "expected an array of admin operation names"},
+    {"admin_enabled_not_bool", "[admin]\nenabled = \"no\"\n", 2, 11, "admin.enabled", "expected"},
 };
 
 void PrintTo(const ErrorCase& c, std::ostream* os) {

@@ -71,6 +71,8 @@ const std::vector<Change>& changes() {
       {"mqtt.buffer.max_messages", [](GatewayConfig& c) { c.mqtt.buffer.max_messages = 10; }},
       {"mqtt.buffer.max_bytes", [](GatewayConfig& c) { c.mqtt.buffer.max_bytes = 4096; }},
       {"mqtt.buffer.qos0_messages", [](GatewayConfig& c) { c.mqtt.buffer.qos0_messages = 0; }},
+      {"admin.enabled", [](GatewayConfig& c) { c.admin.enabled = false; }},
+      {"admin.allow", [](GatewayConfig& c) { c.admin.allow = std::vector<std::string>{"info"}; }},
   };
   return table;
 }

@@ -200,6 +200,39 @@ TEST(Outbox, DropsTheOldestWhenOverTheByteBound) {
   EXPECT_EQ(all(box).front().payload.front(), '2');
 }
 
+// Issue 17, finding 7: a message larger than max_bytes can never fit; it is refused alone
+// (counted) instead of emptying the outbox on its way in.
+TEST(Outbox, RefusesAMessageThatCanNeverFitAndKeepsTheRest) {
+  TempDir dir;
+  OutboxLimits limits;
+  limits.max_bytes = 100;
+  Outbox box(dir.file("outbox.db"), limits);
+  box.append("t", "a", 1, false);
+  box.append("t", "b", 1, false);
+  EXPECT_EQ(box.append("t", std::string(200, 'x'), 1, false), 0u) << "refused: no seq";
+  EXPECT_EQ(payloads(all(box)), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(box.stats().dropped, 0u);
+  EXPECT_EQ(box.stats().too_large, 1u);
+  EXPECT_EQ(box.append("t", "c", 1, false), 3u) << "seqs stay dense";
+}
+
+// Issue 17, finding 12: state files are the gateway's alone, whatever the umask.
+TEST(Outbox, CreatesItsFilesReadableByTheOwnerOnly) {
+  TempDir dir;
+  const std::string path = dir.file("outbox.db");
+  {
+    Outbox box(path, OutboxLimits{});
+    box.append("t", "a", 1, false);
+    box.flush();
+    for (const std::string& f : {path, path + "-wal"}) {
+      ASSERT_TRUE(fs::exists(f)) << f;
+      EXPECT_EQ(fs::status(f).permissions() & fs::perms::all,
+                fs::perms::owner_read | fs::perms::owner_write)
+          << f;
+    }
+  }
+}
+
 TEST(Outbox, ReopenKeepsUnsentMessagesInOrder) {
   TempDir dir;
   const std::string path = dir.file("outbox.db");

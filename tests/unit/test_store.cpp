@@ -182,6 +182,21 @@ TEST(Store, CreatesCurrentSchemaInNewFile) {
             (std::vector<std::string>{"devices", "rd_registrations", "resources"}));
 }
 
+// Issue 17, finding 12: registry.db holds device addresses: the gateway's user only, whatever
+// the umask (SQLite gives its -wal and -shm files the main file's mode).
+TEST(Store, CreatesItsFilesReadableByTheOwnerOnly) {
+  TempDir dir;
+  const std::string path = dir.file("registry.db");
+  Store store(path);
+  store.save(makeDevice("a", 1));
+  for (const std::string& f : {path, path + "-wal"}) {
+    ASSERT_TRUE(std::filesystem::exists(f)) << f;
+    EXPECT_EQ(std::filesystem::status(f).permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_read | std::filesystem::perms::owner_write)
+        << f;
+  }
+}
+
 // Issue 16: the loop-thread rule is asserted, not only written in comments.
 TEST(StoreDeathTest, AWriteFromAnotherThreadThanTheOpenersAborts) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
