@@ -6,8 +6,10 @@
 
 #include "bridge/bridge.h"
 #include "bridge/json_parse.h"
+#include "bridge/topic_template.h"
 #include "bridge/transform.h"
 #include "bridge/uri_path.h"
+#include "registry/utf8.h"
 
 namespace coap2mqtt::bridge {
 namespace {
@@ -39,7 +41,8 @@ std::string resultTopic(const CommandRule& rule, std::string_view gateway, std::
   return std::string(topic) + std::string(kResultSuffix);
 }
 
-bool isResultTopic(const RuleSet& rules, std::string_view topic) {
+// `empty_levels`: also the result topic of a command topic with an empty level.
+bool isResultTopic(const RuleSet& rules, std::string_view topic, bool empty_levels = false) {
   if (topic.size() <= kResultSuffix.size() ||
       topic.substr(topic.size() - kResultSuffix.size()) != kResultSuffix) {
     return false;
@@ -47,6 +50,7 @@ bool isResultTopic(const RuleSet& rules, std::string_view topic) {
   const std::string_view command = topic.substr(0, topic.size() - kResultSuffix.size());
   for (const auto& rule : rules.commands) {
     if (rule.topic.match(command)) return true;
+    if (empty_levels && rule.topic.matchWithEmptyLevels(command)) return true;
   }
   return false;
 }
@@ -69,6 +73,12 @@ std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
     auto refuse = [&](std::string reason, std::string error) {
       return RefusedCommand{std::move(context), std::move(reason), std::move(error)};
     };
+    // Brokers deliver no topic with a wildcard or that is not UTF-8 (MQTT 3.1.1 §1.5.3,
+    // §4.7.1), so such a one came some other way: it goes no further, whatever `allow` says
+    // (its result topic would be no better). Found by tests/fuzz/fuzz_command.
+    if (!isValidPublishTopic(topic)) {
+      return refuse("invalid_topic", "not a topic a broker delivers (wildcard or not UTF-8)");
+    }
     // The path is decided once, decoded, as the device will get it: `allow` judges that.
     std::optional<UriPath> uri_path;
     if (!captures->path.empty()) {
@@ -146,7 +156,9 @@ std::optional<std::variant<PlannedCommand, RefusedCommand>> planCommand(
     return planned;
   }
   // Meant as a command, yet with an empty level where the device or path goes: refused,
-  // so that it is counted and answered where an answer can go.
+  // so that it is counted and answered where an answer can go. (Its answers, on
+  // <topic>/result, are not commands either: found by tests/fuzz/fuzz_command.)
+  if (isResultTopic(rules, topic, true)) return std::nullopt;
   for (const CommandRule& rule : rules.commands) {
     auto captures = rule.topic.matchWithEmptyLevels(topic);
     if (!captures) continue;

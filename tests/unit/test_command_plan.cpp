@@ -136,7 +136,25 @@ TEST(PlanCommand, EmptyLevelsInDeviceOrPathAreRefused) {
     EXPECT_EQ(refused->reason, "invalid_topic");
   }
   EXPECT_FALSE(planCommand(rules, reg, "gw", "c2m/lamp//get", "1")) << "not a command topic";
+  EXPECT_FALSE(planCommand(rules, reg, "gw", "c2m/lamp//set/result", "1")) << "its result";
   EXPECT_FALSE(planCommand(rules, reg, "gw", "other//x", "1"));
+}
+
+// Found by tests/fuzz/fuzz_command: topics no broker delivers (not UTF-8, a wildcard) were
+// planned, with a result topic nobody may publish to.
+TEST(PlanCommand, TopicsNoBrokerDeliversAreRefused) {
+  auto rules = rulesFrom(kCommandRule);
+  auto reg = devices({"lamp"});
+  for (const char* topic : {"c2m/lamp/actuators/\xe4"
+                            "ed/set",
+                            "c2m/lamp/actuators/a+b/set", "c2m/lamp/actuators/#/set"}) {
+    SCOPED_TRACE(topic);
+    auto r = planCommand(rules, reg, "gw", topic, "on");
+    ASSERT_TRUE(r);
+    auto* refused = std::get_if<RefusedCommand>(&*r);
+    ASSERT_NE(refused, nullptr);
+    EXPECT_EQ(refused->reason, "invalid_topic");
+  }
 }
 
 // Issue 17, finding 5: the admin API's device/read GETs only what a GET [[command]] allows.
