@@ -6,6 +6,9 @@
 #include <string>
 #include <string_view>
 
+#include "bridge/toml_reader.h"
+#include "gateway/config.h"
+
 namespace coap2mqtt::gateway {
 
 // A gateway or device name is [a-zA-Z0-9_.-]+: it is used as an MQTT topic level.
@@ -34,5 +37,10 @@ bool isTlsMqttUri(std::string_view uri);
 // nullopt when `topic` can prefix every topic we publish (not empty, no '$' first, no
 // wildcards, no NUL, no empty levels); otherwise what is wrong.
 std::optional<std::string> checkBaseTopic(std::string_view topic);
+
+// ---- [coap.limits] (issue 17) -------------------------------------------------------
+// Reads the optional [coap.limits] table of `coap` into `out`; errors at file:line:col.
+void parseCoapLimits(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
+                     CoapLimits& out);
 
 }  // namespace coap2mqtt::gateway

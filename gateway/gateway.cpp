@@ -71,7 +71,7 @@ struct Gateway::Impl {
              config.mqtt.base_topic + "/bridge/state", bridgeStateJson("offline")),
         events([](const char* what) { spdlog::error("event listener failed: {}", what); }),
         devices(config, loop, coap, events),
-        stats(config, devices, observer, values, commands, rd, coap, mqtt),
+        stats(config, devices, observer, values, commands, rd, multicast, coap, mqtt),
         topics(config, loop, mqtt, devices, stats, events),
         observer(config, loop, coap, devices, events),
         values(config, loop, mqtt, events),

@@ -3,6 +3,7 @@
 #include "gateway/command_router.h"
 #include "gateway/devices.h"
 #include "gateway/mqtt_link.h"
+#include "gateway/multicast_source.h"
 #include "gateway/rd_source.h"
 #include "gateway/values.h"
 
@@ -10,13 +11,14 @@ namespace coap2mqtt::gateway {
 
 Stats::Stats(const GatewayConfig& config, const Devices& devices, const Observer& observer,
              const ValuePublisher& values, const CommandRouter& commands, const RdSource& rd,
-             const CoapLink& coap, const MqttLink& mqtt)
+             const MulticastSource& multicast, const CoapLink& coap, const MqttLink& mqtt)
     : config_(config),
       devices_(devices),
       observer_(observer),
       values_(values),
       commands_(commands),
       rd_(rd),
+      multicast_(multicast),
       coap_(coap),
       mqtt_(mqtt) {}
 
@@ -38,6 +40,8 @@ StatsSnapshot Stats::snapshot() const {
   s.commands_refused = commands_.refused();
   s.rd_refused = rd_.refusedCount();
   s.bad_response_topic = commands_.badResponseTopics();
+  s.device_limit = devices_.deviceLimitDrops();
+  s.discovery_answers = multicast_.answersOverLimit();
   s.commands = commands_.stats();
   s.mqtt_connected = mqtt_.connected();
   s.mqtt_publish_failed = mqtt_.stats().publish_failed.load();
@@ -68,7 +72,9 @@ Stats::Json Stats::statsJson(const StatsSnapshot& s) {
                 {"bad_topic", s.bad_topic},
                 {"command_refused", s.commands_refused},
                 {"rd_refused", s.rd_refused},
-                {"bad_response_topic", s.bad_response_topic}}},
+                {"bad_response_topic", s.bad_response_topic},
+                {"device_limit", s.device_limit},
+                {"discovery_answers", s.discovery_answers}}},
               {"commands",
                {{"submitted", s.commands.submitted},
                 {"answered", s.commands.answered},

@@ -20,6 +20,7 @@ namespace coap2mqtt::gateway {
 class CommandRouter;
 class Devices;
 class MqttLink;
+class MulticastSource;
 class RdSource;
 class ValuePublisher;
 
@@ -38,6 +39,8 @@ struct StatsSnapshot {
   std::uint64_t rd_refused = 0;
   std::uint64_t bad_response_topic = 0;  // MQTT 5 Response Topics we would not publish to  // RD
                                          // requests against the security policy
+  std::uint64_t device_limit = 0;        // devices refused by [coap.limits]
+  std::uint64_t discovery_answers = 0;   // multicast answers beyond a round's bound
   CommandQueue::Stats commands;
   bool mqtt_connected = false;
   std::uint64_t mqtt_publish_failed = 0;
@@ -54,7 +57,7 @@ class Stats {
 
   Stats(const GatewayConfig& config, const Devices& devices, const Observer& observer,
         const ValuePublisher& values, const CommandRouter& commands, const RdSource& rd,
-        const CoapLink& coap, const MqttLink& mqtt);
+        const MulticastSource& multicast, const CoapLink& coap, const MqttLink& mqtt);
 
   StatsSnapshot snapshot() const;
 
@@ -72,6 +75,7 @@ class Stats {
   const ValuePublisher& values_;
   const CommandRouter& commands_;
   const RdSource& rd_;
+  const MulticastSource& multicast_;
   const CoapLink& coap_;
   const MqttLink& mqtt_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
