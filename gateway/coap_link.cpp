@@ -3,8 +3,11 @@
 // coap_link_internal.h).
 #include "gateway/coap_link.h"
 
-#include <random>
+#include <sys/random.h>
+
+#include <cerrno>
 #include <stdexcept>
+#include <system_error>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -257,9 +260,7 @@ const CoapStats& CoapLink::stats() const {
 
 // ---- The state.
 
-CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config)
-    : loop_(loop), config_(config), next_token_(std::random_device{}()) {
-  next_token_ = (next_token_ << 32) ^ std::random_device{}();
+CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config) : loop_(loop), config_(config) {
   coap_set_log_handler(&logTrampoline);
   coap_set_log_level(spdlog::get_level() <= spdlog::level::trace   ? LOG_DEBUG
                      : spdlog::get_level() <= spdlog::level::debug ? LOG_INFO
@@ -268,6 +269,10 @@ CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config)
   if (!context_) throw std::runtime_error("coap: cannot create context");
   // libcoap reassembles Block2 bodies and sends Block1 for us; handlers see whole bodies.
   coap_context_set_block_mode(context_.get(), COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+  // Every client of our listeners (RD registrants, /ps) gets a server session; libcoap keeps
+  // them without bound unless told: past the cap the least recently used idle one goes.
+  coap_context_set_max_idle_sessions(context_.get(),
+                                     static_cast<unsigned>(config_.limits.max_sessions));
   coap_register_response_handler(context_.get(), &responseTrampoline);
   coap_register_nack_handler(context_.get(), &nackTrampoline);
 
@@ -329,11 +334,35 @@ void CoapLink::Impl::cancelRequest(std::uint64_t id) {
   exchanges_.erase(it);
 }
 
+// Tokens are unpredictable (RFC 9175 §4.2): an off-path host that could guess the next
+// one could inject a response to it. From the kernel's CSPRNG, 64 at a time; never one
+// that is still in use.
+std::uint64_t CoapLink::Impl::newToken() {
+  for (;;) {
+    if (token_pool_used_ == token_pool_.size()) {
+      std::size_t got = 0;
+      auto* bytes = reinterpret_cast<char*>(token_pool_.data());
+      const std::size_t want = token_pool_.size() * sizeof token_pool_[0];
+      while (got < want) {
+        const ssize_t n = getrandom(bytes + got, want - got, 0);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          throw std::system_error(errno, std::generic_category(), "coap: getrandom");
+        }
+        got += static_cast<std::size_t>(n);
+      }
+      token_pool_used_ = 0;
+    }
+    const std::uint64_t token = token_pool_[token_pool_used_++];
+    if (exchanges_.count(token) == 0) return token;
+  }
+}
+
 std::uint64_t CoapLink::Impl::send(Device& device, bridge::Method method, const std::string& path,
                                    const std::string& payload,
                                    std::optional<unsigned> content_format, bool observe,
                                    std::unique_ptr<Exchange> exchange) {
-  const std::uint64_t token = next_token_++;
+  const std::uint64_t token = newToken();
   tokenBytes(token, exchange->token);
   CoapPduPtr pdu(coap_new_pdu(COAP_MESSAGE_CON, methodCode(method), device.session.get()));
   if (!pdu) {

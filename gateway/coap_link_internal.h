@@ -8,6 +8,7 @@
 //   coap_link_server.cpp   our own resources (listen/serve/serveUnknown)
 #include <coap3/coap.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -153,6 +154,7 @@ class CoapLink::Impl {
   bool onPingAnswer(coap_session_t* session, coap_mid_t mid, coap_nack_reason_t reason);
   std::vector<std::function<void(bool)>> takePings(const std::string& device);
   void releaseLater(CoapSessionPtr session);
+  std::uint64_t newToken();
 
   EventLoop& loop_;
   CoapConfig config_;
@@ -161,7 +163,8 @@ class CoapLink::Impl {
   int fd_ = -1;
   std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
-  std::uint64_t next_token_;
+  std::array<std::uint64_t, 64> token_pool_{};
+  std::size_t token_pool_used_ = token_pool_.size();  // empty: filled at the first request
   std::uint64_t next_session_id_ = 1;
   CoapStats stats_;
   std::function<bool()> hold_ack_;
