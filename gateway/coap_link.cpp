@@ -268,7 +268,10 @@ CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config) : loop_(loop), c
   context_.reset(coap_new_context(nullptr));
   if (!context_) throw std::runtime_error("coap: cannot create context");
   // libcoap reassembles Block2 bodies and sends Block1 for us; handlers see whole bodies.
-  coap_context_set_block_mode(context_.get(), COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+  // libcoap fetches Block2 blocks and sends Block1 for us. Not COAP_BLOCK_SINGLE_BODY:
+  // in 4.3.1 that allocates whatever Size2 the peer claims and keeps every block until the
+  // end; we take the blocks one by one and refuse a body beyond kMaxResponseBody.
+  coap_context_set_block_mode(context_.get(), COAP_BLOCK_USE_LIBCOAP);
   // Every client of our listeners (RD registrants, /ps) gets a server session; libcoap keeps
   // them without bound unless told: past the cap the least recently used idle one goes.
   coap_context_set_max_idle_sessions(context_.get(),
@@ -455,15 +458,24 @@ bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* recei
   coap_pdu_code_t code = coap_pdu_get_code(received);
   response.code = COAP_RESPONSE_CLASS(code) * 100 + (code & 0x1f);
   response.content_format = coapUintOption(received, COAP_OPTION_CONTENT_FORMAT);
-  response.observe = observe_value;
   response.max_age = coapUintOption(received, COAP_OPTION_MAXAGE);
-  std::size_t length = 0;
-  const std::uint8_t* data = nullptr;
-  std::size_t offset = 0;
-  std::size_t total = 0;
-  if (coap_get_data_large(received, &length, &data, &offset, &total) != 0) {
-    response.payload.assign(reinterpret_cast<const char*>(data), length);
+  switch (collectBlock(exchange, received, response.payload, observe_value)) {
+    case BodyState::Partial:
+      return true;  // libcoap has asked for the next block already
+    case BodyState::Refused: {
+      ++stats_.body_too_large;
+      std::unique_ptr<Exchange> refused = std::move(it->second);
+      exchanges_.erase(it);  // the blocks still coming find no exchange: dropped
+      if (refused->timer != 0) loop_.cancel(refused->timer);
+      ++stats_.failures;
+      refused->handler(std::nullopt, "response body larger than " +
+                                         std::to_string(kMaxResponseBody) + " bytes, refused");
+      return true;
+    }
+    case BodyState::Complete:
+      break;
   }
+  response.observe = observe_value;
 
   const bool continues = exchange.observe && response.success() && response.observe.has_value();
   if (exchange.observe && exchange.established) {
@@ -487,6 +499,40 @@ bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* recei
   if (done->timer != 0) loop_.cancel(done->timer);
   done->handler(response, {});
   return true;
+}
+
+CoapLink::Impl::BodyState CoapLink::Impl::collectBlock(Exchange& exchange,
+                                                       const coap_pdu_t* received,
+                                                       std::string& payload,
+                                                       std::optional<std::uint32_t>& observe) {
+  std::size_t length = 0;
+  const std::uint8_t* data = nullptr;
+  std::size_t offset = 0;
+  std::size_t total = 0;
+  if (coap_get_data_large(received, &length, &data, &offset, &total) == 0) length = 0;
+  coap_block_t block{};
+  const bool blockwise = coap_get_block(received, COAP_OPTION_BLOCK2, &block) != 0;
+  if (!blockwise || (block.num == 0 && block.m == 0)) {
+    exchange.body.clear();
+    if (length > kMaxResponseBody) return BodyState::Refused;
+    payload.assign(reinterpret_cast<const char*>(data), length);
+    return BodyState::Complete;
+  }
+  if (offset == 0) {  // a new body (also when libcoap restarted it after an ETag change)
+    exchange.body.clear();
+    exchange.body_observe = observe;
+  }
+  if (offset != exchange.body.size() || offset + length > kMaxResponseBody) {
+    exchange.body.clear();
+    exchange.body.shrink_to_fit();
+    return BodyState::Refused;
+  }
+  exchange.body.append(reinterpret_cast<const char*>(data), length);
+  if (block.m != 0) return BodyState::Partial;
+  payload = std::move(exchange.body);
+  exchange.body.clear();
+  observe = exchange.body_observe;
+  return BodyState::Complete;
 }
 
 void CoapLink::Impl::onNack(coap_session_t* session, const coap_pdu_t* sent,

@@ -114,6 +114,10 @@ class CoapLink::Impl {
     EventLoop::TimerId timer = 0;
     std::optional<std::chrono::milliseconds> timeout;  // instead of request_timeout
     std::uint8_t token[8] = {};
+    // A Block2 body arriving block by block (libcoap's block mode): what came so far, and
+    // the Observe value of its first block (later blocks answer plain GETs).
+    std::string body;
+    std::optional<std::uint32_t> body_observe;
   };
 
   struct HeldAck {
@@ -155,6 +159,11 @@ class CoapLink::Impl {
   std::vector<std::function<void(bool)>> takePings(const std::string& device);
   void releaseLater(CoapSessionPtr session);
   std::uint64_t newToken();
+  // Adds one block of a Block2 body to `exchange`; the whole body when it is complete.
+  // Refuses (nullopt, *refused set) a body beyond kMaxResponseBody.
+  enum class BodyState { Partial, Complete, Refused };
+  BodyState collectBlock(Exchange& exchange, const coap_pdu_t* received, std::string& payload,
+                         std::optional<std::uint32_t>& observe);
 
   EventLoop& loop_;
   CoapConfig config_;

@@ -74,6 +74,7 @@ Stats::Json Stats::statsJson(const StatsSnapshot& s) {
                 {"rd_refused", s.rd_refused},
                 {"bad_response_topic", s.bad_response_topic},
                 {"device_limit", s.device_limit},
+                {"body_too_large", c.body_too_large},
                 {"discovery_answers", s.discovery_answers}}},
               {"commands",
                {{"submitted", s.commands.submitted},

@@ -6,11 +6,17 @@
 //   its document changes.
 // - An RD lookup bigger than one CoAP message came back as an empty 2.05; now it comes in
 //   Block2 blocks, whole.
+// - Finding 7: libcoap's single-body mode let a device's Size2 and blocks choose how much
+//   the gateway buffered. Blocks are now collected by the gateway, up to 1 MiB; a bigger
+//   body is refused and counted (bridge/info stats.dropped.body_too_large).
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "tests/integration/gateway_process.h"
 #include "tests/integration/harness.h"
@@ -147,6 +153,81 @@ TEST_F(CoapHardening, AnRdLookupBiggerThanOneMessageComesWhole) {
     EXPECT_NE(lookup.payload.find("ep=\"" + ep + "\""), std::string::npos) << ep << " missing in:\n"
                                                                            << lookup.payload;
   }
+}
+
+// A Block2 resource of coap-server-openssl (/example_data) holding `size` bytes.
+class BlockwiseDevice {
+ public:
+  BlockwiseDevice(const TempDir& dir, std::size_t size) : port_(freeUdpPort()) {
+    server_ =
+        std::make_unique<Process>(std::vector<std::string>{"coap-server-openssl", "-A", "127.0.0.1",
+                                                           "-p", std::to_string(port_)},
+                                  dir.file("server.log"));
+    body_.reserve(size);
+    for (std::size_t i = 0; body_.size() < size; ++i) body_ += "0123456789abcdef"[i % 16];
+    dir.write("body", body_);
+    // coap-server needs a moment to bind: PUT until it says 2.04.
+    EXPECT_TRUE(waitUntil(
+        [&] {
+          Process put(
+              {"coap-client-openssl", "-v", "6", "-m", "put", "-B", "30", "-f", dir.file("body"),
+               "coap://127.0.0.1:" + std::to_string(port_) + "/example_data"},
+              dir.file("put.log"));
+          put.stop(0, 60s);
+          return put.output().find("2.04") != std::string::npos ||
+                 put.output().find("2.01") != std::string::npos;
+        },
+        60s));
+  }
+  int port() const { return port_; }
+  const std::string& body() const { return body_; }
+
+ private:
+  int port_;
+  std::string body_;
+  std::unique_ptr<Process> server_;
+};
+
+std::string blockwiseConfig(const Mosquitto& broker, const TempDir& dir, int port) {
+  return baseConfig(broker, dir) +
+         "[[coap.device]]\nname = \"big\"\nuri = \"coap://127.0.0.1:" + std::to_string(port) +
+         "\"\n\n[[rule]]\nname = \"data\"\nmatch = { path = \"/example_data\" }\n"
+         "mode = \"poll\"\ninterval = \"1s\"\npayload = \"raw\"\n"
+         "topic = \"c2m/{device}/{path}\"\n";
+}
+
+TEST_F(CoapHardening, AMultiBlockBodyArrivesWhole) {
+  BlockwiseDevice device(dir_, 5000);  // five 1 KiB blocks
+  MqttProbe probe(broker_.port(), "c2m/big/#");
+  gateway_ = startGateway(dir_, blockwiseConfig(broker_, dir_, device.port()));
+  ASSERT_TRUE(probe.waitForCount("c2m/big/example_data", 1, 20s)) << gateway_->output();
+  EXPECT_EQ(probe.messagesOn("c2m/big/example_data").front().payload, device.body());
+}
+
+TEST_F(CoapHardening, ABodyBeyondOneMiBIsRefusedAndCounted) {
+  BlockwiseDevice device(dir_, (std::size_t{3} << 20) / 2);  // 1.5 MiB
+  MqttProbe probe(broker_.port(), "c2m/#");
+  gateway_ = startGateway(dir_, blockwiseConfig(broker_, dir_, device.port()));
+  long long refused = -1;
+  const auto counted = [&] {
+    probe.publish("c2m/bridge/request/info", R"({"transaction":"t"})", 0);
+    return probe.waitFor(
+        [&](const std::vector<MqttMessage>& ms) {
+          for (auto m = ms.rbegin(); m != ms.rend(); ++m) {
+            if (m->topic != "c2m/bridge/response/info") continue;
+            const auto j = nlohmann::json::parse(m->payload, nullptr, false);
+            if (j.is_discarded()) return false;
+            refused = j["data"]["stats"]["dropped"].value("body_too_large", -1LL);
+            return refused >= 1;
+          }
+          return false;
+        },
+        1s);
+  };
+  EXPECT_TRUE(waitUntil(counted, 60s)) << "body_too_large: " << refused << "\n"
+                                       << gateway_->output();
+  EXPECT_TRUE(probe.messagesOn("c2m/big/example_data").empty());
+  EXPECT_TRUE(gateway_->running());
 }
 
 }  // namespace
