@@ -653,6 +653,11 @@ struct ResolvedRecords {
 // Applies the base values (§4.6) without resolving relative times.
 std::optional<std::string> resolveBase(const json& pack, ResolvedRecords& out) {
   if (!pack.is_array()) return std::string("SenML: expected an array of records");
+  // With senml = "records" every record is a publish: a peer must not choose how many.
+  if (pack.size() > kMaxSenmlRecords) {
+    return "SenML: " + std::to_string(pack.size()) + " records, more than the limit of " +
+           std::to_string(kMaxSenmlRecords);
+  }
   std::string base_name;
   double base_time = 0;
   std::optional<std::string> base_unit;

@@ -1,5 +1,6 @@
 #pragma once
 // Payload conversion by CoAP Content-Format. Pure functions.
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -78,6 +79,9 @@ TransformResult transformPayload(PayloadMode mode, std::optional<unsigned> conte
 // (§4.4). Also errors: not an array of objects, wrong field types, a resolved name that is
 // empty or outside [A-Za-z0-9:./_-] (starting alphanumerically), more than one value
 // field, bver above 10.
+// A pack of more than kMaxSenmlRecords records is refused (an error, counted by the caller
+// as a bad payload): with senml = "records" each record is a message of its own.
+inline constexpr std::size_t kMaxSenmlRecords = 1024;
 TransformResult resolveSenml(unsigned content_format, std::string_view bytes,
                              std::optional<std::int64_t> now_ms);
 

@@ -3,8 +3,11 @@
 // coap_link_internal.h).
 #include "gateway/coap_link.h"
 
-#include <random>
+#include <sys/random.h>
+
+#include <cerrno>
 #include <stdexcept>
+#include <system_error>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -237,9 +240,7 @@ const CoapStats& CoapLink::stats() const {
 
 // ---- The state.
 
-CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config)
-    : loop_(loop), config_(config), next_token_(std::random_device{}()) {
-  next_token_ = (next_token_ << 32) ^ std::random_device{}();
+CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config) : loop_(loop), config_(config) {
   coap_set_log_handler(&logTrampoline);
   coap_set_log_level(spdlog::get_level() <= spdlog::level::trace   ? LOG_DEBUG
                      : spdlog::get_level() <= spdlog::level::debug ? LOG_INFO
@@ -247,7 +248,14 @@ CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config)
   context_.reset(coap_new_context(nullptr));
   if (!context_) throw std::runtime_error("coap: cannot create context");
   // libcoap reassembles Block2 bodies and sends Block1 for us; handlers see whole bodies.
-  coap_context_set_block_mode(context_.get(), COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+  // libcoap fetches Block2 blocks and sends Block1 for us. Not COAP_BLOCK_SINGLE_BODY:
+  // in 4.3.1 that allocates whatever Size2 the peer claims and keeps every block until the
+  // end; we take the blocks one by one and refuse a body beyond kMaxResponseBody.
+  coap_context_set_block_mode(context_.get(), COAP_BLOCK_USE_LIBCOAP);
+  // Every client of our listeners (RD registrants, /ps) gets a server session; libcoap keeps
+  // them without bound unless told: past the cap the least recently used idle one goes.
+  coap_context_set_max_idle_sessions(context_.get(),
+                                     static_cast<unsigned>(config_.limits.max_sessions));
   coap_register_response_handler(context_.get(), &responseTrampoline);
   coap_register_nack_handler(context_.get(), &nackTrampoline);
 
@@ -309,11 +317,35 @@ void CoapLink::Impl::cancelRequest(std::uint64_t id) {
   exchanges_.erase(it);
 }
 
+// Tokens are unpredictable (RFC 9175 §4.2): an off-path host that could guess the next
+// one could inject a response to it. From the kernel's CSPRNG, 64 at a time; never one
+// that is still in use.
+std::uint64_t CoapLink::Impl::newToken() {
+  for (;;) {
+    if (token_pool_used_ == token_pool_.size()) {
+      std::size_t got = 0;
+      auto* bytes = reinterpret_cast<char*>(token_pool_.data());
+      const std::size_t want = token_pool_.size() * sizeof token_pool_[0];
+      while (got < want) {
+        const ssize_t n = getrandom(bytes + got, want - got, 0);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          throw std::system_error(errno, std::generic_category(), "coap: getrandom");
+        }
+        got += static_cast<std::size_t>(n);
+      }
+      token_pool_used_ = 0;
+    }
+    const std::uint64_t token = token_pool_[token_pool_used_++];
+    if (exchanges_.count(token) == 0) return token;
+  }
+}
+
 std::uint64_t CoapLink::Impl::send(Device& device, bridge::Method method, const std::string& path,
                                    const std::string& payload,
                                    std::optional<unsigned> content_format, bool observe,
                                    std::unique_ptr<Exchange> exchange) {
-  const std::uint64_t token = next_token_++;
+  const std::uint64_t token = newToken();
   tokenBytes(token, exchange->token);
   CoapPduPtr pdu(coap_new_pdu(COAP_MESSAGE_CON, methodCode(method), device.session.get()));
   if (!pdu) {
@@ -406,15 +438,24 @@ bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* recei
   coap_pdu_code_t code = coap_pdu_get_code(received);
   response.code = COAP_RESPONSE_CLASS(code) * 100 + (code & 0x1f);
   response.content_format = coapUintOption(received, COAP_OPTION_CONTENT_FORMAT);
-  response.observe = observe_value;
   response.max_age = coapUintOption(received, COAP_OPTION_MAXAGE);
-  std::size_t length = 0;
-  const std::uint8_t* data = nullptr;
-  std::size_t offset = 0;
-  std::size_t total = 0;
-  if (coap_get_data_large(received, &length, &data, &offset, &total) != 0) {
-    response.payload.assign(reinterpret_cast<const char*>(data), length);
+  switch (collectBlock(exchange, received, response.payload, observe_value)) {
+    case BodyState::Partial:
+      return true;  // libcoap has asked for the next block already
+    case BodyState::Refused: {
+      ++stats_.body_too_large;
+      std::unique_ptr<Exchange> refused = std::move(it->second);
+      exchanges_.erase(it);  // the blocks still coming find no exchange: dropped
+      if (refused->timer != 0) loop_.cancel(refused->timer);
+      ++stats_.failures;
+      refused->handler(std::nullopt, "response body larger than " +
+                                         std::to_string(kMaxResponseBody) + " bytes, refused");
+      return true;
+    }
+    case BodyState::Complete:
+      break;
   }
+  response.observe = observe_value;
 
   const bool continues = exchange.observe && response.success() && response.observe.has_value();
   if (exchange.observe && exchange.established) {
@@ -438,6 +479,40 @@ bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* recei
   if (done->timer != 0) loop_.cancel(done->timer);
   done->handler(response, {});
   return true;
+}
+
+CoapLink::Impl::BodyState CoapLink::Impl::collectBlock(Exchange& exchange,
+                                                       const coap_pdu_t* received,
+                                                       std::string& payload,
+                                                       std::optional<std::uint32_t>& observe) {
+  std::size_t length = 0;
+  const std::uint8_t* data = nullptr;
+  std::size_t offset = 0;
+  std::size_t total = 0;
+  if (coap_get_data_large(received, &length, &data, &offset, &total) == 0) length = 0;
+  coap_block_t block{};
+  const bool blockwise = coap_get_block(received, COAP_OPTION_BLOCK2, &block) != 0;
+  if (!blockwise || (block.num == 0 && block.m == 0)) {
+    exchange.body.clear();
+    if (length > kMaxResponseBody) return BodyState::Refused;
+    payload.assign(reinterpret_cast<const char*>(data), length);
+    return BodyState::Complete;
+  }
+  if (offset == 0) {  // a new body (also when libcoap restarted it after an ETag change)
+    exchange.body.clear();
+    exchange.body_observe = observe;
+  }
+  if (offset != exchange.body.size() || offset + length > kMaxResponseBody) {
+    exchange.body.clear();
+    exchange.body.shrink_to_fit();
+    return BodyState::Refused;
+  }
+  exchange.body.append(reinterpret_cast<const char*>(data), length);
+  if (block.m != 0) return BodyState::Partial;
+  payload = std::move(exchange.body);
+  exchange.body.clear();
+  observe = exchange.body_observe;
+  return BodyState::Complete;
 }
 
 void CoapLink::Impl::onNack(coap_session_t* session, const coap_pdu_t* sent,

@@ -38,7 +38,12 @@ struct CoapStats {
   std::uint64_t unknown_token = 0;   // answered with RST
   std::uint64_t session_resets = 0;  // sessions renewed after a timeout
   std::uint64_t extra_acks = 0;      // CON notifications ACKed again (see Device)
+  std::uint64_t body_too_large = 0;  // responses beyond kMaxResponseBody, refused
 };
+
+// The largest response body taken from a device (Block2 reassembled): a peer's Size2 or
+// endless blocks must not choose how much memory the gateway spends.
+inline constexpr std::size_t kMaxResponseBody = std::size_t{1} << 20;
 
 // A request to one of our own server resources (the Resource Directory).
 struct CoapServerRequest {

@@ -8,6 +8,7 @@
 //   coap_link_server.cpp   our own resources (listen/serve/serveUnknown)
 #include <coap3/coap.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -113,6 +114,10 @@ class CoapLink::Impl {
     EventLoop::TimerId timer = 0;
     std::optional<std::chrono::milliseconds> timeout;  // instead of request_timeout
     std::uint8_t token[8] = {};
+    // A Block2 body arriving block by block (libcoap's block mode): what came so far, and
+    // the Observe value of its first block (later blocks answer plain GETs).
+    std::string body;
+    std::optional<std::uint32_t> body_observe;
   };
 
   struct HeldAck {
@@ -153,6 +158,12 @@ class CoapLink::Impl {
   bool onPingAnswer(coap_session_t* session, coap_mid_t mid, coap_nack_reason_t reason);
   std::vector<std::function<void(bool)>> takePings(const std::string& device);
   void releaseLater(CoapSessionPtr session);
+  std::uint64_t newToken();
+  // Adds one block of a Block2 body to `exchange`; the whole body when it is complete.
+  // Refuses (nullopt, *refused set) a body beyond kMaxResponseBody.
+  enum class BodyState { Partial, Complete, Refused };
+  BodyState collectBlock(Exchange& exchange, const coap_pdu_t* received, std::string& payload,
+                         std::optional<std::uint32_t>& observe);
 
   EventLoop& loop_;
   CoapConfig config_;
@@ -161,7 +172,8 @@ class CoapLink::Impl {
   int fd_ = -1;
   std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
-  std::uint64_t next_token_;
+  std::array<std::uint64_t, 64> token_pool_{};
+  std::size_t token_pool_used_ = token_pool_.size();  // empty: filled at the first request
   std::uint64_t next_session_id_ = 1;
   CoapStats stats_;
   std::function<bool()> hold_ack_;

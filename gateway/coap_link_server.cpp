@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
@@ -65,15 +66,38 @@ CoapServerRequest readRequest(coap_session_t* session, const coap_pdu_t* request
   return req;
 }
 
-void writeResponse(const CoapServerResponse& res, coap_pdu_t* response) {
+void releasePayload(coap_session_t* /*session*/, void* payload) noexcept {
+  delete static_cast<std::string*>(payload);
+}
+
+// A GET's answer may be bigger than one message (an RD lookup with many registrations):
+// libcoap then sends it in Block2 blocks, keeping a copy until the last one has gone.
+bool addLargeBody(const CoapServerResponse& res, coap_resource_t* resource, coap_session_t* session,
+                  const coap_pdu_t* request, coap_pdu_t* response, const coap_string_t* query) {
+  auto copy = std::make_unique<std::string>(res.payload);
+  const auto* data = reinterpret_cast<const std::uint8_t*>(copy->data());
+  const std::size_t size = copy->size();
+  // libcoap calls releasePayload also when it fails.
+  return coap_add_data_large_response(resource, session, request, response, query,
+                                      static_cast<std::uint16_t>(res.content_format.value_or(0)),
+                                      -1, 0, size, data, &releasePayload, copy.release()) != 0;
+}
+
+void writeResponse(const CoapServerResponse& res, coap_resource_t* resource,
+                   coap_session_t* session, const coap_pdu_t* request, coap_pdu_t* response,
+                   const coap_string_t* query) {
   coap_pdu_set_code(response, static_cast<coap_pdu_code_t>(COAP_RESPONSE_CODE(res.code)));
   std::uint8_t buf[4];
   bool ok = coapAddPathOptions(response, COAP_OPTION_LOCATION_PATH, res.location);
-  if (ok && res.content_format) {
+  const bool large = coap_pdu_get_code(request) == COAP_REQUEST_CODE_GET && res.code == 205 &&
+                     !res.payload.empty();
+  if (ok && res.content_format && !large) {
     ok = coap_add_option(response, COAP_OPTION_CONTENT_FORMAT,
                          coap_encode_var_safe(buf, sizeof buf, *res.content_format), buf) != 0;
   }
-  if (ok && !res.payload.empty()) {
+  if (ok && large) {
+    ok = addLargeBody(res, resource, session, request, response, query);
+  } else if (ok && !res.payload.empty()) {
     ok = coap_add_data(response, res.payload.size(),
                        reinterpret_cast<const std::uint8_t*>(res.payload.data())) != 0;
   }
@@ -85,11 +109,12 @@ void writeResponse(const CoapServerResponse& res, coap_pdu_t* response) {
 
 // noexcept trampoline: no exception ever crosses into libcoap.
 void requestTrampoline(coap_resource_t* resource, coap_session_t* session,
-                       const coap_pdu_t* request, const coap_string_t* /*query*/,
+                       const coap_pdu_t* request, const coap_string_t* query,
                        coap_pdu_t* response) noexcept {
   try {
     auto* handler = static_cast<CoapLink::ServerHandler*>(coap_resource_get_userdata(resource));
-    writeResponse((*handler)(readRequest(session, request)), response);
+    writeResponse((*handler)(readRequest(session, request)), resource, session, request, response,
+                  query);
   } catch (const std::exception& e) {
     spdlog::error("coap: server handler failed: {}", e.what());
     coap_pdu_set_code(response, COAP_RESPONSE_CODE_INTERNAL_ERROR);

@@ -122,7 +122,7 @@ void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
   TableReader r(
       report, *section, "coap",
       {"listen", "request_timeout", "retry_interval", "offline_after", "resource_directory",
-       "ack_timeout", "ack_random_factor", "max_retransmit", "discovery", "device"});
+       "ack_timeout", "ack_random_factor", "max_retransmit", "discovery", "device", "limits"});
   r.stringArray("listen", "\"host:port\" strings",
                 [&](const Value& item, const std::string& key, const std::string& addr) {
                   if (isHostPort(addr, true, true)) {
@@ -157,6 +157,7 @@ void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
   }
   if (auto n = r.integer("max_retransmit", 0, 20)) cfg.coap.max_retransmit = unsigned(*n);
   parseDiscoverySection(r, report, cfg.coap.discovery);
+  parseCoapLimits(r, report, cfg.coap.limits);
 
   const Value* devices = r.find("device");
   if (devices == nullptr) return;

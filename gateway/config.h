@@ -75,6 +75,17 @@ struct DiscoveryConfig {
   std::string query;  // Uri-Query filter, e.g. "rt=temperature*"; empty = none
 };
 
+// [coap.limits]: how much outside peers can make the gateway hold (issue 17). Configured
+// devices are always bridged and count towards max_devices; discovered and registered ones
+// beyond a bound are refused, counted (bridge/info dropped.device_limit) and logged once per
+// interval.
+struct CoapLimits {
+  std::size_t max_devices = 1000;            // devices in total
+  std::size_t max_devices_per_host = 16;     // discovered + registered per IP address
+  std::size_t max_answers_per_round = 2000;  // multicast answers taken per round
+  std::size_t max_sessions = 1000;           // idle server sessions (RD, /ps clients)
+};
+
 struct CoapConfig {
   // Server endpoints ("host:port") for the Resource Directory and our own
   // /.well-known/core; empty = client only (ephemeral ports).
@@ -91,6 +102,7 @@ struct CoapConfig {
   double ack_random_factor = 1.5;
   unsigned max_retransmit = 4;
   DiscoveryConfig discovery;
+  CoapLimits limits;
 };
 
 // [admin]: the admin API on <base>/bridge/request/<op>. Anyone who may publish there may

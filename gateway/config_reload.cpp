@@ -38,10 +38,19 @@ void compareDiscovery(Changes& c, const DiscoveryConfig& a, const DiscoveryConfi
   c.compare("coap.discovery.query", a.query, b.query);
 }
 
+void compareLimits(Changes& c, const CoapLimits& a, const CoapLimits& b) {
+  [[maybe_unused]] const auto& [max_devices, max_devices_per_host, max_answers_per_round,
+                                max_sessions] = a;
+  c.compare("coap.limits.max_devices", a.max_devices, b.max_devices);
+  c.compare("coap.limits.max_devices_per_host", a.max_devices_per_host, b.max_devices_per_host);
+  c.compare("coap.limits.max_answers_per_round", a.max_answers_per_round, b.max_answers_per_round);
+  c.compare("coap.limits.max_sessions", a.max_sessions, b.max_sessions);
+}
+
 void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
   [[maybe_unused]] const auto& [listen, request_timeout, retry_interval, offline_after,
                                 resource_directory, ack_timeout, ack_random_factor, max_retransmit,
-                                discovery] = a;
+                                discovery, limits] = a;
   c.compare("coap.listen", a.listen, b.listen);
   c.compare("coap.request_timeout", a.request_timeout, b.request_timeout);
   c.compare("coap.retry_interval", a.retry_interval, b.retry_interval);
@@ -51,6 +60,7 @@ void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
   c.compare("coap.ack_random_factor", a.ack_random_factor, b.ack_random_factor);
   c.compare("coap.max_retransmit", a.max_retransmit, b.max_retransmit);
   compareDiscovery(c, a.discovery, b.discovery);
+  compareLimits(c, a.limits, b.limits);
 }
 
 bool sameDevice(const StaticDevice& a, const StaticDevice& b) {

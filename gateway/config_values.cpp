@@ -191,4 +191,22 @@ void parseAdminSection(bridge::toml_reader::TableReader& root,
   out.allow = std::move(allow);
 }
 
+// ---- [coap.limits] (issue 17): bounds on what peers can make the gateway hold -----------
+
+void parseCoapLimits(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
+                     CoapLimits& out) {
+  const bridge::toml_reader::Value* section = coap.table("limits");
+  if (section == nullptr) return;
+  bridge::toml_reader::TableReader r(
+      report, *section, "coap.limits",
+      {"max_devices", "max_devices_per_host", "max_answers_per_round", "max_sessions"});
+  const auto size = [&](std::string_view key, std::int64_t lo, std::int64_t hi, std::size_t& to) {
+    if (auto n = r.integer(key, lo, hi)) to = static_cast<std::size_t>(*n);
+  };
+  size("max_devices", 1, 1000000, out.max_devices);
+  size("max_devices_per_host", 1, 1000000, out.max_devices_per_host);
+  size("max_answers_per_round", 1, 1000000, out.max_answers_per_round);
+  size("max_sessions", 1, 1000000, out.max_sessions);
+}
+
 }  // namespace coap2mqtt::gateway

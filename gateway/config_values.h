@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "bridge/toml_reader.h"
+#include "gateway/config.h"
 
 namespace coap2mqtt::gateway {
 
@@ -45,5 +46,10 @@ std::optional<std::string> checkBaseTopic(std::string_view topic);
 // `report` at their file:line:col.
 void parseAdminSection(bridge::toml_reader::TableReader& root,
                        bridge::toml_reader::Reporter& report, AdminConfig& out);
+
+// ---- [coap.limits] (issue 17) -------------------------------------------------------
+// Reads the optional [coap.limits] table of `coap` into `out`; errors at file:line:col.
+void parseCoapLimits(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
+                     CoapLimits& out);
 
 }  // namespace coap2mqtt::gateway

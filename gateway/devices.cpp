@@ -7,6 +7,7 @@
 
 #include "gateway/device_names.h"
 #include "gateway/event_loop.h"
+#include "registry/sqlite.h"
 #include "registry/store.h"
 
 namespace coap2mqtt::gateway {
@@ -56,9 +57,36 @@ Devices::Devices(const GatewayConfig& config, EventLoop& loop, CoapLink& coap, E
 
 Devices::~Devices() = default;
 
+// The registry is a cache of what was learned: a file that cannot be used must not keep the
+// daemon down (systemd would restart it forever) nor cost the configured devices. One that
+// is not a usable database is moved aside and replaced by a fresh one; one that cannot be
+// opened at all (read-only, full disk, a directory) leaves a store in memory for this run.
 void Devices::open() {
-  std::filesystem::create_directories(config_.state_dir);
-  store_ = std::make_unique<registry::Store>(config_.state_dir + "/registry.db");
+  const std::string path = config_.state_dir + "/registry.db";
+  try {
+    std::filesystem::create_directories(config_.state_dir);
+    try {
+      store_ = std::make_unique<registry::Store>(path);
+    } catch (const registry::sqlite::Error& e) {
+      if (!e.unusableFile()) throw;
+      replaceUnusableStore(e.what());
+    }
+  } catch (const std::exception& e) {
+    spdlog::error(
+        "registry: {}; running with a registry in memory: configured devices are bridged, "
+        "but what is learned is not kept across a restart",
+        e.what());
+    store_ = std::make_unique<registry::Store>(":memory:");
+  }
+}
+
+void Devices::replaceUnusableStore(const std::string& why) {
+  const std::string path = config_.state_dir + "/registry.db";
+  store_.reset();
+  const std::string aside = registry::sqlite::moveAside(path);
+  spdlog::error("registry: {}; moved it aside to {} and starting with an empty registry", why,
+                aside);
+  store_ = std::make_unique<registry::Store>(path);
 }
 
 void Devices::start() {
@@ -141,10 +169,32 @@ void Devices::save(const registry::Device& device) {
 // Devices from the last run: observed again at once, no discovery round needed.
 void Devices::loadKnown() {
   std::size_t reobserved = 0;
-  for (auto& stored : store_->loadAll()) {
+  std::vector<registry::Device> known;
+  try {
+    known = store_->loadAll();
+  } catch (const registry::sqlite::Error& e) {
+    // Corruption past the header shows only when the pages are read.
+    if (!e.unusableFile()) {
+      spdlog::error("registry: cannot read the known devices: {}", e.what());
+    } else {
+      try {
+        replaceUnusableStore(e.what());
+      } catch (const std::exception& again) {
+        spdlog::error("registry: {}; running with a registry in memory", again.what());
+        store_ = std::make_unique<registry::Store>(":memory:");
+      }
+    }
+  }
+  for (auto& stored : known) {
     const bool is_static = stored.source == registry::Source::Static;
     if (is_static && findStaticConfig(stored.name) == nullptr) {
       write("remove", stored.name, [&] { store_->remove(stored.name); });  // not configured
+      continue;
+    }
+    if (!is_static && configuredAt(stored.uri)) {
+      // Learned at a configured device's endpoint (before URIs were compared canonically):
+      // the configured device is that endpoint's one device.
+      write("remove", stored.name, [&] { store_->remove(stored.name); });
       continue;
     }
     std::string error;
@@ -174,6 +224,14 @@ void Devices::loadKnown() {
   }
 }
 
+bool Devices::configuredAt(std::string_view uri) const {
+  const std::string canonical = registry::canonicalUri(uri);
+  for (const auto& d : config_.devices) {
+    if (registry::canonicalUri(d.uri) == canonical) return true;
+  }
+  return false;
+}
+
 const StaticDevice* Devices::findStaticConfig(std::string_view name) const {
   for (const auto& d : config_.devices) {
     if (d.name == name) return &d;
@@ -199,6 +257,28 @@ void Devices::addStatic(const StaticDevice& device) {
   registry_.upsert(std::move(d));
   states_[device.name];
   discover(device.name);
+}
+
+bool Devices::admits(std::string_view uri, std::string_view from) {
+  const CoapLimits& limits = config_.coap.limits;
+  const std::string host = registry::uriHost(uri);
+  const char* full = nullptr;
+  if (registry_.size() >= limits.max_devices) {
+    full = "max_devices";
+  } else if (registry_.countAtHost(host) >= limits.max_devices_per_host) {
+    full = "max_devices_per_host";
+  }
+  if (full == nullptr) return true;
+  ++limit_drops_;
+  if (limit_log_.failed(SteadyClock::now())) {
+    spdlog::warn(
+        "devices: {} device at {} refused: [coap.limits] {} reached ({} device(s), {} at {}); "
+        "{} refused since the last report",
+        from, uri, full, registry_.size(), registry_.countAtHost(host), host,
+        limit_log_.unreported());
+    limit_log_.reported();
+  }
+  return false;
 }
 
 const registry::Device* Devices::add(registry::Device device, std::string* error) {
@@ -247,16 +327,24 @@ void Devices::onDiscovered(const std::string& name, const std::optional<CoapResp
     heard(name);
     if (!response->success()) problem = "/.well-known/core answered " + response->codeString();
   }
+  bool repeated = false;
   if (problem.empty()) {
     links = registry::parseLinkFormat(response->payload);
     if (!links.ok()) {
       problem = "bad link-format at byte " + std::to_string(links.error->offset) + ": " +
                 links.error->message;
+      // The same broken document at every retry is said once, until it changes.
+      const std::size_t document = std::hash<std::string>{}(response->payload);
+      repeated = s->bad_document == document;
+      s->bad_document = document;
+    } else {
+      s->bad_document.reset();
     }
   }
   if (!problem.empty()) {
-    spdlog::warn("device {}: discovery failed: {}; retrying in {} ms", name, problem,
-                 config_.coap.retry_interval.count());
+    spdlog::log(repeated ? spdlog::level::debug : spdlog::level::warn,
+                "device {}: discovery failed: {}; retrying in {} ms", name, problem,
+                config_.coap.retry_interval.count());
     if (const registry::Device* d = registry_.find(name); d != nullptr && !d->online) {
       setOnline(name, false, true);
     }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,7 +33,9 @@ class Devices {
   Devices(const Devices&) = delete;
   Devices& operator=(const Devices&) = delete;
 
-  // Opens <state_dir>/registry.db. Throws when it cannot (start-up may throw).
+  // Opens <state_dir>/registry.db. Never throws: a file that is not a usable database is
+  // moved aside (registry.db.corrupt-<time>) and started afresh; one that cannot be opened
+  // at all leaves an in-memory store for this run. Both are logged at error level.
   void open();
   // Devices of the last run, re-observed at once; then the configured ones; then the
   // liveness and store-flush timers.
@@ -47,6 +50,13 @@ class Devices {
   std::string uniqueName(const std::string& base) const;
   bool everOnline(std::string_view name) const;
   std::size_t onlineCount() const;
+
+  // Whether one more discovered or registered device at `uri` fits [coap.limits] (in total
+  // and per host). When not, it is counted and logged (once per interval) with `from`, the
+  // source that offered it ("multicast", "rd"). Configured devices never ask: they are
+  // always bridged, and count towards the total.
+  bool admits(std::string_view uri, std::string_view from);
+  std::uint64_t deviceLimitDrops() const { return limit_drops_; }
 
   // A new device: its CoAP session, the registry, the store, DeviceJoined. nullptr (and
   // *error) when the link cannot reach `device.uri`.
@@ -77,12 +87,15 @@ class Devices {
     bool discovering = false;
     bool probing = false;
     bool ever_online = false;
+    std::optional<std::size_t> bad_document;  // hash of the broken link-format last logged
     std::chrono::steady_clock::time_point last_heard{};
   };
 
   void loadKnown();
+  void replaceUnusableStore(const std::string& why);
   void addStatic(const StaticDevice& device);
   const StaticDevice* findStaticConfig(std::string_view name) const;
+  bool configuredAt(std::string_view uri) const;
   void onDiscovered(const std::string& name, const std::optional<CoapResponse>& response,
                     const std::string& error);
   void scheduleRediscovery(const std::string& name);
@@ -102,6 +115,8 @@ class Devices {
   std::unique_ptr<registry::Store> store_;
   std::map<std::string, State, std::less<>> states_;  // exactly the registry's devices
   RepeatedFailure store_failures_;
+  std::uint64_t limit_drops_ = 0;  // devices refused by [coap.limits]
+  RepeatedFailure limit_log_;
   bool stopping_ = false;
 };
 

@@ -87,7 +87,7 @@ struct Gateway::Impl {
              config.mqtt.base_topic + "/bridge/state", bridgeStateJson("offline")),
         events([](const char* what) { spdlog::error("event listener failed: {}", what); }),
         devices(config, loop, coap, events),
-        stats(config, devices, observer, values, commands, rd, coap, mqtt, admin),
+        stats(config, devices, observer, values, commands, rd, multicast, coap, mqtt, admin),
         topics(config, loop, mqtt, devices, stats, events),
         observer(config, loop, coap, devices, events),
         values(config, loop, mqtt, events),

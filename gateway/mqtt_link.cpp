@@ -14,6 +14,7 @@
 
 #include "gateway/mqtt_link_internal.h"
 #include "gateway/outbox.h"
+#include "registry/sqlite.h"
 
 namespace coap2mqtt::gateway {
 namespace {
@@ -134,7 +135,20 @@ std::unique_ptr<Outbox> MqttLink::openOutbox(const std::string& state_dir,
   OutboxLimits limits;
   limits.max_messages = config.buffer.max_messages;
   limits.max_bytes = config.buffer.max_bytes;
-  return std::make_unique<Outbox>(state_dir + "/outbox.db", limits);
+  const std::string path = state_dir + "/outbox.db";
+  try {
+    return std::make_unique<Outbox>(path, limits);
+  } catch (const registry::sqlite::Error& e) {
+    if (!e.unusableFile()) throw;  // locked by another gateway, unreadable: say so, stop
+    // Messages a device considers delivered may be in it: never deleted, only moved aside
+    // where an operator can recover them, and said loudly.
+    const std::string aside = registry::sqlite::moveAside(path);
+    spdlog::error(
+        "outbox: {}; MOVED IT ASIDE to {} (the messages in it are NOT sent; recover them from "
+        "that file if needed) and starting with an empty outbox",
+        e.what(), aside);
+    return std::make_unique<Outbox>(path, limits);
+  }
 }
 
 void MqttLink::setOnConnected(std::function<void()> handler) {

@@ -281,6 +281,16 @@ void MulticastDiscovery::onReadable(int fd) {
                              static_cast<std::uint8_t>(d->mid & 0xff)};
       sendto(fd, ack, sizeof ack, 0, reinterpret_cast<sockaddr*>(&from), from_len);
     }
+    if (round_->seen.size() >= max_answers_) {
+      ++stats_.over_limit;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - over_limit_logged_ >= std::chrono::seconds(10)) {
+        over_limit_logged_ = now;
+        spdlog::warn("discovery: more than {} answers in this round; ignoring the rest ({} so far)",
+                     max_answers_, stats_.over_limit);
+      }
+      continue;
+    }
     // Every device answers with the request's token, and libcoap ones even reuse its MID:
     // a duplicate is the same source sending the same MID again.
     if (!round_->seen.emplace(host + "|" + std::to_string(port), d->mid).second) {

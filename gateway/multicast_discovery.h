@@ -31,6 +31,7 @@ struct DiscoveryStats {
   std::uint64_t answers = 0;
   std::uint64_t duplicates = 0;  // same (source, MID) seen again in a round
   std::uint64_t malformed = 0;   // datagrams that are not a CoAP response to us
+  std::uint64_t over_limit = 0;  // answers beyond a round's bound (setMaxAnswers), ignored
 };
 
 class MulticastDiscovery {
@@ -53,6 +54,9 @@ class MulticastDiscovery {
   bool start(const std::vector<Target>& targets, std::chrono::milliseconds window,
              const std::string& query, AnswerHandler on_answer, DoneHandler on_done);
   bool running() const { return round_.has_value(); }
+  // A round takes at most `n` answers (distinct sources); the rest are counted and ignored,
+  // so a flood of answers costs neither memory nor devices.
+  void setMaxAnswers(std::size_t n) { max_answers_ = n; }
   const DiscoveryStats& stats() const { return stats_; }
 
  private:
@@ -75,7 +79,9 @@ class MulticastDiscovery {
   int fd6_ = -1;
   std::uint16_t next_mid_;
   std::optional<Round> round_;
+  std::size_t max_answers_ = 100000;
   DiscoveryStats stats_;
+  std::chrono::steady_clock::time_point over_limit_logged_{};
 };
 
 // The parts of a CoAP datagram discovery needs (RFC 7252 §3). nullopt when malformed.

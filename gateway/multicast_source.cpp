@@ -18,8 +18,13 @@ MulticastSource::~MulticastSource() = default;
 void MulticastSource::start() {
   if (config_.coap.discovery.multicast.empty()) return;
   discovery_ = std::make_unique<MulticastDiscovery>(loop_, config_.coap.discovery.port);
+  discovery_->setMaxAnswers(config_.coap.limits.max_answers_per_round);
   runRound(nullptr);
   scheduleRounds();
+}
+
+std::uint64_t MulticastSource::answersOverLimit() const {
+  return discovery_ ? discovery_->stats().over_limit : 0;
 }
 
 void MulticastSource::scheduleRounds() {
@@ -47,7 +52,10 @@ void MulticastSource::runRound(std::function<void(const std::vector<std::string>
   auto answered = std::make_shared<std::vector<std::string>>();
   const bool started = discovery_->start(
       targets, d.window, d.query,
-      [this, answered](const DiscoveryAnswer& a) { answered->push_back(onAnswer(a)); },
+      [this, answered](const DiscoveryAnswer& a) {
+        std::string name = onAnswer(a);
+        if (!name.empty()) answered->push_back(std::move(name));
+      },
       [this, answered, done](std::size_t count) {
         spdlog::info("discovery: {} device(s) answered", count);
         devices_.flushStore();
@@ -57,11 +65,19 @@ void MulticastSource::runRound(std::function<void(const std::vector<std::string>
 }
 
 std::string MulticastSource::onAnswer(const DiscoveryAnswer& answer) {
-  std::string name = devices_.nameForUri(answer.uri);
+  std::string name = devices_.nameForUri(answer.uri);  // one device per endpoint, however spelt
+  if (const registry::Device* known = devices_.registry().find(name);
+      known != nullptr && known->source != registry::Source::Multicast) {
+    // A configured device's resources come from its own /.well-known/core, a registered
+    // one's from its registration: a multicast answer, which anyone can forge with the
+    // device's source address, changes neither (nor vouches that it is alive).
+    return name;
+  }
   auto links =
       answer.complete ? registry::parseLinkFormat(answer.payload) : registry::LinkFormatResult{};
   const bool usable = answer.complete && links.ok();
   if (name.empty()) {
+    if (!devices_.admits(answer.uri, "multicast")) return {};
     registry::Device d;
     d.name = devices_.uniqueName(deviceNameForAddress(answer.host, answer.port));
     d.uri = answer.uri;

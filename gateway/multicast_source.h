@@ -2,6 +2,7 @@
 // Devices found by multicast: a discovery round (GET /.well-known/core to All-CoAP-Nodes)
 // every coap.discovery.interval, and on request (admin "discover"). Every answer is a
 // device: a new one is added with the resources it listed.
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -24,6 +25,8 @@ class MulticastSource {
   void start();  // the first round now, then every interval; nothing when no groups are set
   void stop() { stopping_ = true; }
   bool enabled() const { return discovery_ != nullptr; }
+  // Answers beyond a round's bound ([coap.limits] max_answers_per_round), ignored.
+  std::uint64_t answersOverLimit() const;
   // `done` gets the names of the devices that answered.
   void runRound(std::function<void(const std::vector<std::string>&)> done);
 

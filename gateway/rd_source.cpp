@@ -150,6 +150,11 @@ CoapServerResponse RdSource::onRequest(const CoapServerRequest& r) {
   const auto now = SteadyClock::now();
   if (r.path == "/rd") {
     if (r.method != bridge::Method::Post) return CoapServerResponse{405, {}, {}, {}};
+    if (!admitsNewEndpoint(r, query)) {
+      // RFC 9176 §5.3 names 5.03 Service Unavailable for a registration the directory
+      // cannot take now (4.13 would blame the payload's size, which is not the reason).
+      return CoapServerResponse{503, "device limit reached", 0, {}};
+    }
     result = rd_.registerEndpoint(query, r.payload, r.content_format, r.source, now, events);
   } else if (r.path.rfind("/rd/", 0) == 0) {
     switch (r.method) {
@@ -171,6 +176,18 @@ CoapServerResponse RdSource::onRequest(const CoapServerRequest& r) {
   for (const auto& e : events) onEvent(e);
   scheduleExpiry();
   return fromRd(result);
+}
+
+// A registration that would create a device (a new endpoint at an address no device has)
+// must fit [coap.limits]; Devices counts and logs a refusal.
+bool RdSource::admitsNewEndpoint(const CoapServerRequest& r, const registry::RdQuery& query) {
+  if (auto ep = queryValue(query, "ep");
+      ep && rd_.findEndpoint(*ep, queryValue(query, "d").value_or("")) != nullptr) {
+    return true;  // an update of a known registration
+  }
+  const std::string base = queryValue(query, "base").value_or(r.source);
+  if (!devices_.nameForUri(base).empty()) return true;
+  return devices_.admits(base, "rd");
 }
 
 void RdSource::restore() {
@@ -254,7 +271,8 @@ void RdSource::onEvent(const registry::RdEvent& e) {
     case registry::RdEvent::Kind::Updated: {
       const registry::Device* existing = devices_.registry().find(name);
       // A known device at a new address: its old session and observations are gone.
-      const bool moved = existing != nullptr && existing->uri != reg.base;
+      const bool moved = existing != nullptr &&
+                         registry::canonicalUri(existing->uri) != registry::canonicalUri(reg.base);
       std::string error;
       if (existing == nullptr) {
         registry::Device d;

@@ -33,6 +33,7 @@ class RdSource {
   CoapServerResponse onRequest(const CoapServerRequest& r);
   std::optional<CoapServerResponse> refused(const CoapServerRequest& r,
                                             const registry::RdQuery& query) const;
+  bool admitsNewEndpoint(const CoapServerRequest& r, const registry::RdQuery& query);
   void onEvent(const registry::RdEvent& e);
   void persist(const registry::RdEvent& e);
   void scheduleExpiry();

@@ -4,6 +4,7 @@
 #include "gateway/command_router.h"
 #include "gateway/devices.h"
 #include "gateway/mqtt_link.h"
+#include "gateway/multicast_source.h"
 #include "gateway/rd_source.h"
 #include "gateway/values.h"
 
@@ -11,13 +12,15 @@ namespace coap2mqtt::gateway {
 
 Stats::Stats(const GatewayConfig& config, const Devices& devices, const Observer& observer,
              const ValuePublisher& values, const CommandRouter& commands, const RdSource& rd,
-             const CoapLink& coap, const MqttLink& mqtt, const AdminApi& admin)
+             const MulticastSource& multicast, const CoapLink& coap, const MqttLink& mqtt,
+             const AdminApi& admin)
     : config_(config),
       devices_(devices),
       observer_(observer),
       values_(values),
       commands_(commands),
       rd_(rd),
+      multicast_(multicast),
       coap_(coap),
       mqtt_(mqtt),
       admin_(admin) {}
@@ -40,6 +43,8 @@ StatsSnapshot Stats::snapshot() const {
   s.commands_refused = commands_.refused();
   s.rd_refused = rd_.refusedCount();
   s.bad_response_topic = commands_.badResponseTopics();
+  s.device_limit = devices_.deviceLimitDrops();
+  s.discovery_answers = multicast_.answersOverLimit();
   s.commands = commands_.stats();
   for (const auto& [reason, n] : commands_.refusedByReason()) {
     s.commands_refused_by_reason.emplace_back(reason, n);
@@ -107,7 +112,10 @@ Stats::Json Stats::statsJson(const StatsSnapshot& s) {
                 {"publish_invalid_topic", s.publish_invalid_topic},
                 {"publish_too_large", s.publish_too_large},
                 {"broker_disconnect", s.broker_disconnect},
-                {"mqtt_incoming_full", s.mqtt_incoming_full}}},
+                {"mqtt_incoming_full", s.mqtt_incoming_full},
+                {"device_limit", s.device_limit},
+                {"body_too_large", c.body_too_large},
+                {"discovery_answers", s.discovery_answers}}},
               {"commands",
                {{"submitted", s.commands.submitted},
                 {"answered", s.commands.answered},

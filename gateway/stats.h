@@ -22,6 +22,7 @@ class AdminApi;
 class CommandRouter;
 class Devices;
 class MqttLink;
+class MulticastSource;
 class RdSource;
 class ValuePublisher;
 
@@ -40,6 +41,8 @@ struct StatsSnapshot {
   std::uint64_t rd_refused = 0;
   std::uint64_t bad_response_topic = 0;  // MQTT 5 Response Topics we would not publish to  // RD
                                          // requests against the security policy
+  std::uint64_t device_limit = 0;        // devices refused by [coap.limits]
+  std::uint64_t discovery_answers = 0;   // multicast answers beyond a round's bound
   CommandQueue::Stats commands;
   // Issue 17: what hostile or careless MQTT clients cost us.
   std::vector<std::pair<std::string, std::uint64_t>> commands_refused_by_reason;
@@ -65,7 +68,8 @@ class Stats {
 
   Stats(const GatewayConfig& config, const Devices& devices, const Observer& observer,
         const ValuePublisher& values, const CommandRouter& commands, const RdSource& rd,
-        const CoapLink& coap, const MqttLink& mqtt, const AdminApi& admin);
+        const MulticastSource& multicast, const CoapLink& coap, const MqttLink& mqtt,
+        const AdminApi& admin);
 
   StatsSnapshot snapshot() const;
   // The few counts systemd's STATUS= shows, read every few seconds (no per-device lists).
@@ -85,6 +89,7 @@ class Stats {
   const ValuePublisher& values_;
   const CommandRouter& commands_;
   const RdSource& rd_;
+  const MulticastSource& multicast_;
   const CoapLink& coap_;
   const MqttLink& mqtt_;
   const AdminApi& admin_;

@@ -46,15 +46,32 @@ class Registry {
   const Device* find(std::string_view name) const;
   // The device at `uri` (discovery answers and RD registrations name the address, not the
   // device). Without a linear scan: an answer from each of 1,000 devices asks once each.
+  // `uri` is compared in its canonical form (canonicalUri): "coap://192.0.2.10" and
+  // "COAP://192.0.2.10:5683/" are one endpoint, so one device.
   const Device* findByUri(std::string_view uri) const;
+  // Devices whose address is `host` (canonical, as uriHost returns it): what one host may
+  // hold is bounded (the gateway's [coap.limits]).
+  std::size_t countAtHost(std::string_view host) const;
   Device* findMutable(std::string_view name);
   bool remove(std::string_view name);
   std::vector<const Device*> all() const;
   std::size_t size() const { return devices_.size(); }
 
  private:
+  void unindex(const Device& device);
+
   std::map<std::string, Device, std::less<>> devices_;
-  std::map<std::string, std::string, std::less<>> names_by_uri_;  // uri -> name
+  std::map<std::string, std::string, std::less<>> names_by_uri_;   // canonical uri -> name
+  std::map<std::string, std::size_t, std::less<>> count_by_host_;  // canonical host -> devices
 };
+
+// The one spelling of a CoAP endpoint, so that identity never depends on how a URI was
+// written: scheme and host lower-cased, an IPv6 address in its RFC 5952 form (zone kept),
+// the default port (5683, coaps 5684) written out, a trailing '/' dropped:
+// "coap://[FE80::0:1%eth0]/" -> "coap://[fe80::1%eth0]:5683". Text that is not
+// scheme://authority is returned unchanged (it can then only equal itself).
+std::string canonicalUri(std::string_view uri);
+// The host of canonicalUri(uri), without brackets: "192.0.2.10", "fe80::1%eth0".
+std::string uriHost(std::string_view uri);
 
 }  // namespace coap2mqtt::registry

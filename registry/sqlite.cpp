@@ -4,6 +4,10 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <ctime>
+#include <system_error>
 #include <utility>
 
 namespace coap2mqtt::registry::sqlite {
@@ -38,6 +42,27 @@ void createPrivate(const std::string& path) {
 }
 
 }  // namespace
+
+bool Error::unusableFile() const noexcept {
+  const int primary = code_ & 0xff;
+  return primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT;
+}
+
+std::string moveAside(const std::string& path) {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
+  const std::string aside = path + ".corrupt-" + stamp;
+  if (std::rename(path.c_str(), aside.c_str()) != 0 && errno != ENOENT) {
+    throw std::system_error(errno, std::generic_category(), "renaming " + path + " to " + aside);
+  }
+  for (const char* suffix : {"-wal", "-shm"}) {  // a journal belongs to its file
+    (void)std::rename((path + suffix).c_str(), (aside + suffix).c_str());
+  }
+  return aside;
+}
 
 namespace detail {
 
@@ -90,6 +115,10 @@ void Db::fail(std::string_view what, int rc) const {
 
 void Db::fail(std::string_view what) const {
   throw Error(label_ + ": " + std::string(what), 0);
+}
+
+void Db::failUnusable(std::string_view what) const {
+  throw Error(label_ + ": " + std::string(what), SQLITE_NOTADB);
 }
 
 void Db::exec(const std::string& sql, std::string_view what) {

@@ -32,6 +32,10 @@ class Error : public std::runtime_error {
   // datatype mismatch. Trying the same change again cannot succeed, unlike a locked, full,
   // read-only or failing file, where the same change succeeds once the file is fine again.
   bool refusesTheChange() const noexcept;
+  // The file is not a database we can use: not SQLite at all, corrupt, or (Db::failUnusable)
+  // another program's or a newer schema. Moving it aside and starting clean can work;
+  // retrying cannot.
+  bool unusableFile() const noexcept;
 
  private:
   int code_;
@@ -92,6 +96,8 @@ class Db {
 
   [[noreturn]] void fail(std::string_view what, int rc) const;  // with SQLite's message
   [[noreturn]] void fail(std::string_view what) const;          // our own finding, code 0
+  // Our own finding that the file is not ours to use (Error::unusableFile()).
+  [[noreturn]] void failUnusable(std::string_view what) const;
 
  private:
   friend class Run;
@@ -184,5 +190,10 @@ class Savepoint {
   Db& db_;
   bool released_ = false;
 };
+
+// Renames `path` (and its -wal and -shm files) to `<path>.corrupt-<UTC time>` so that a
+// fresh file can take its place; nothing is deleted. Returns the new name; throws
+// std::system_error when the rename fails.
+std::string moveAside(const std::string& path);
 
 }  // namespace coap2mqtt::registry::sqlite

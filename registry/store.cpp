@@ -284,6 +284,8 @@ struct Store::Impl {
             "registry store " + path_, kOpenBusyTimeout) {}
 
   [[noreturn]] void failPlain(const std::string& what) const { db_.fail(what); }
+  // Not ours to use (sqlite::Error::unusableFile()): the daemon moves such a file aside.
+  [[noreturn]] void failUnusable(const std::string& what) const { db_.failUnusable(what); }
 
   void requireWritable(const char* op) const {
     if (mode_ == Mode::ReadOnly) {
@@ -302,23 +304,24 @@ struct Store::Impl {
     const std::int64_t version = db_.queryInt("PRAGMA user_version");
     const std::int64_t app_id = db_.queryInt("PRAGMA application_id");
     if (version > kCurrentVersion) {
-      failPlain("database schema version " + std::to_string(version) +
-                " is newer than this coap2mqtt supports (" + std::to_string(kCurrentVersion) +
-                "); refusing to open it, upgrade coap2mqtt or use another database file");
+      failUnusable("database schema version " + std::to_string(version) +
+                   " is newer than this coap2mqtt supports (" + std::to_string(kCurrentVersion) +
+                   "); refusing to open it, upgrade coap2mqtt or use another database file");
     }
     if (app_id != 0 && app_id != kApplicationId) {
-      failPlain("not a coap2mqtt database (PRAGMA application_id is " + std::to_string(app_id) +
-                ")");
+      failUnusable("not a coap2mqtt database (PRAGMA application_id is " + std::to_string(app_id) +
+                   ")");
     }
     if (version == 0 && db_.queryInt("SELECT count(*) FROM sqlite_schema") != 0) {
-      failPlain(
+      failUnusable(
           "an SQLite database of some other program (it has tables but no coap2mqtt "
           "schema version); refusing to add tables to it");
     }
 
     if (rw) {
       const std::string journal = db_.queryText("PRAGMA journal_mode = WAL");
-      if (journal != "wal") {
+      // A volatile store (":memory:", when the file cannot be used) has no WAL to switch to.
+      if (journal != "wal" && !(path_ == ":memory:" && journal == "memory")) {
         failPlain("could not switch to WAL journal mode (got '" + journal + "')");
       }
       db_.exec("PRAGMA synchronous = NORMAL", "setting synchronous=NORMAL");

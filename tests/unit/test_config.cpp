@@ -1041,4 +1041,40 @@ TEST(LoadConfig, DiscoveryAndTransmissionErrors) {
   }
 }
 
+// Issue 17: [coap.limits], its defaults and its errors (file:line:col).
+TEST(LoadConfig, CoapLimits) {
+  TempDir dir;
+  GatewayConfig cfg = loadOk(dir, R"([coap.limits]
+max_devices = 50
+max_devices_per_host = 4
+max_answers_per_round = 100
+max_sessions = 64
+)");
+  EXPECT_EQ(cfg.coap.limits.max_devices, 50u);
+  EXPECT_EQ(cfg.coap.limits.max_devices_per_host, 4u);
+  EXPECT_EQ(cfg.coap.limits.max_answers_per_round, 100u);
+  EXPECT_EQ(cfg.coap.limits.max_sessions, 64u);
+  GatewayConfig defaults = loadOk(dir, "");
+  EXPECT_EQ(defaults.coap.limits.max_devices, 1000u);
+  EXPECT_EQ(defaults.coap.limits.max_devices_per_host, 16u);
+  EXPECT_EQ(defaults.coap.limits.max_answers_per_round, 2000u);
+  EXPECT_EQ(defaults.coap.limits.max_sessions, 1000u);
+
+  const struct {
+    const char* toml;
+    const char* key;
+  } cases[] = {
+      {"[coap.limits]\nmax_devices = 0\n", "coap.limits.max_devices"},
+      {"[coap.limits]\nmax_devices_per_host = \"16\"\n", "coap.limits.max_devices_per_host"},
+      {"[coap.limits]\nmax_answers_per_round = -1\n", "coap.limits.max_answers_per_round"},
+      {"[coap.limits]\nmax_device = 5\n", "coap.limits.max_device"},
+  };
+  for (const auto& c : cases) {
+    auto errors = loadErrors(dir, c.toml);
+    ASSERT_EQ(errors.size(), 1u) << c.toml;
+    EXPECT_EQ(errors[0].key, c.key) << c.toml << errors[0].toString();
+    EXPECT_EQ(errors[0].line, 2u) << errors[0].toString();
+  }
+}
+
 }  // namespace

@@ -109,7 +109,6 @@ TEST(Registry, FindByUriFollowsUpsertsAndRemovals) {
   EXPECT_EQ(reg.findByUri("coap://10.0.0.1")->name, "a");
   EXPECT_EQ(reg.findByUri("coap://10.0.0.2")->name, "b");
   EXPECT_EQ(reg.findByUri("coap://10.0.0.3"), nullptr);
-  EXPECT_EQ(reg.findByUri("coap://10.0.0.1:5683"), nullptr) << "exact match only";
 
   // a moves: its old address is free, the new one names it.
   reg.upsert(makeDevice("a", "coap://10.0.0.3"));
@@ -123,6 +122,75 @@ TEST(Registry, FindByUriFollowsUpsertsAndRemovals) {
   EXPECT_EQ(reg.findByUri("coap://10.0.0.2")->name, "c");
   EXPECT_TRUE(reg.remove("c"));
   EXPECT_EQ(reg.findByUri("coap://10.0.0.2"), nullptr);
+}
+
+// Issue 17, finding 9: a configured coap://192.0.2.10 that also answered multicast (as
+// coap://192.0.2.10:5683) was two devices. One endpoint is one device, however it is spelt.
+TEST(Registry, FindByUriMatchesEveryWayOfWritingTheSameEndpoint) {
+  Registry reg;
+  reg.upsert(makeDevice("boiler", "coap://192.0.2.10"));
+  reg.upsert(makeDevice("v6", "coap://[2001:DB8:0:0::1]:5683"));
+  reg.upsert(makeDevice("ll", "coap://[fe80::1%eth0]"));
+  for (const char* same : {"coap://192.0.2.10", "coap://192.0.2.10:5683", "COAP://192.0.2.10/",
+                           "coap://192.0.2.10:05683"}) {
+    ASSERT_NE(reg.findByUri(same), nullptr) << same;
+    EXPECT_EQ(reg.findByUri(same)->name, "boiler") << same;
+  }
+  for (const char* same : {"coap://[2001:db8::1]", "coap://[2001:0db8::0001]:5683/"}) {
+    ASSERT_NE(reg.findByUri(same), nullptr) << same;
+    EXPECT_EQ(reg.findByUri(same)->name, "v6") << same;
+  }
+  EXPECT_EQ(reg.findByUri("coap://[FE80::1%eth0]:5683")->name, "ll");
+  // Another port, another scheme, another zone: another endpoint.
+  EXPECT_EQ(reg.findByUri("coap://192.0.2.10:5700"), nullptr);
+  EXPECT_EQ(reg.findByUri("coaps://192.0.2.10"), nullptr);
+  EXPECT_EQ(reg.findByUri("coap://[fe80::1%eth1]"), nullptr);
+}
+
+struct CanonicalCase {
+  const char* uri;
+  const char* canonical;
+  const char* host;
+};
+
+class CanonicalUri : public ::testing::TestWithParam<CanonicalCase> {};
+
+TEST_P(CanonicalUri, IsTheOneSpelling) {
+  EXPECT_EQ(canonicalUri(GetParam().uri), GetParam().canonical);
+  EXPECT_EQ(uriHost(GetParam().uri), GetParam().host);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, CanonicalUri,
+    ::testing::Values(
+        CanonicalCase{"coap://192.0.2.10", "coap://192.0.2.10:5683", "192.0.2.10"},
+        CanonicalCase{"coaps://192.0.2.10", "coaps://192.0.2.10:5684", "192.0.2.10"},
+        CanonicalCase{"CoAP://Boiler.LAN:1234/", "coap://boiler.lan:1234", "boiler.lan"},
+        CanonicalCase{"coap://[FE80::0:1%eth0]/", "coap://[fe80::1%eth0]:5683", "fe80::1%eth0"},
+        CanonicalCase{"coap://[::ffff:192.0.2.1]:5683", "coap://[::ffff:192.0.2.1]:5683",
+                      "::ffff:192.0.2.1"},
+        // Not a base URI: unchanged, no host.
+        CanonicalCase{"coap://192.0.2.10/x", "coap://192.0.2.10/x", ""},
+        CanonicalCase{"coap://[zz::1]", "coap://[zz::1]", ""},
+        CanonicalCase{"coap://h:99999", "coap://h:99999", ""},
+        CanonicalCase{"nonsense", "nonsense", ""}));
+
+// Issue 17, finding 3: what one host holds is bounded; the count follows every change.
+TEST(Registry, CountAtHostFollowsUpsertsMovesAndRemovals) {
+  Registry reg;
+  reg.upsert(makeDevice("a", "coap://10.0.0.1:5683"));
+  reg.upsert(makeDevice("b", "coap://10.0.0.1:5700"));
+  reg.upsert(makeDevice("c", "coap://10.0.0.2"));
+  EXPECT_EQ(reg.countAtHost("10.0.0.1"), 2u);
+  EXPECT_EQ(reg.countAtHost("10.0.0.2"), 1u);
+  reg.upsert(makeDevice("b", "coap://10.0.0.2:5700"));  // b moves
+  EXPECT_EQ(reg.countAtHost("10.0.0.1"), 1u);
+  EXPECT_EQ(reg.countAtHost("10.0.0.2"), 2u);
+  reg.upsert(makeDevice("b", "coap://10.0.0.2:5700"));  // the same again: no change
+  EXPECT_EQ(reg.countAtHost("10.0.0.2"), 2u);
+  EXPECT_TRUE(reg.remove("a"));
+  EXPECT_EQ(reg.countAtHost("10.0.0.1"), 0u);
+  EXPECT_EQ(reg.countAtHost("10.0.0.9"), 0u);
 }
 
 TEST(Registry, AllIsOrderedByName) {

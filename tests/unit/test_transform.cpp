@@ -500,5 +500,30 @@ TEST(Transform, OtherFormatsAreBase64) {
   }
 }
 
+// Issue 17, finding 7: with senml = "records" every record is a publish; a peer's pack
+// could hold any number of them. kMaxSenmlRecords is the bound, in both modes.
+TEST(Transform, SenmlPacksBeyondTheRecordLimitAreRefused) {
+  const auto pack = [](std::size_t n) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < n; ++i) {
+      out += (i ? ",{" : "{") + std::string("\"n\":\"r") + std::to_string(i) + "\",\"v\":1}";
+    }
+    return out + "]";
+  };
+  for (const bool split : {false, true}) {
+    RenderOptions options;
+    options.split_senml = split;
+    std::vector<RenderedPayload> out;
+    EXPECT_EQ(renderPayload(options, ct::kSenmlJson, pack(kMaxSenmlRecords), out), std::nullopt);
+    EXPECT_EQ(out.size(), split ? kMaxSenmlRecords : 1u);
+    out.clear();
+    const auto error = renderPayload(options, ct::kSenmlJson, pack(kMaxSenmlRecords + 1), out);
+    ASSERT_TRUE(error.has_value()) << "split " << split;
+    EXPECT_NE(error->find("more than the limit of 1024"), std::string::npos) << *error;
+    EXPECT_TRUE(out.empty());
+  }
+  EXPECT_FALSE(resolveSenml(ct::kSenmlJson, pack(kMaxSenmlRecords + 1), 0).ok());
+}
+
 }  // namespace
 }  // namespace coap2mqtt::bridge
