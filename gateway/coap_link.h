@@ -39,6 +39,7 @@ struct CoapStats {
   std::uint64_t session_resets = 0;  // sessions renewed after a timeout
   std::uint64_t extra_acks = 0;      // CON notifications ACKed again (see Device)
   std::uint64_t body_too_large = 0;  // responses beyond kMaxResponseBody, refused
+  std::uint64_t malformed = 0;       // datagrams libcoap discarded as malformed
 };
 
 // The largest response body taken from a device (Block2 reassembled): a peer's Size2 or

@@ -74,6 +74,8 @@ class CoapLink::Impl {
   void setHoldAck(std::function<bool()> hold_ack) { hold_ack_ = std::move(hold_ack); }
   void releaseHeldAcks();
   const CoapStats& stats() const { return stats_; }
+  // libcoap says it only in its log (see logTrampoline in coap_link.cpp).
+  void setMalformed(std::uint64_t n) { stats_.malformed = n; }
 
   // From libcoap's callbacks (the noexcept trampolines in CoapCallbacks).
   bool onResponse(coap_session_t* session, const coap_pdu_t* received);

@@ -115,6 +115,7 @@ Stats::Json Stats::statsJson(const StatsSnapshot& s) {
                 {"mqtt_incoming_full", s.mqtt_incoming_full},
                 {"device_limit", s.device_limit},
                 {"body_too_large", c.body_too_large},
+                {"malformed_coap", c.malformed},
                 {"discovery_answers", s.discovery_answers}}},
               {"commands",
                {{"submitted", s.commands.submitted},

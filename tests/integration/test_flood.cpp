@@ -9,7 +9,9 @@
 // Asserted: the daemon stays up; every counter value the device sent from before the flood
 // to after it arrives on MQTT, in order, none missing; the peak RSS stays within a bound
 // (normal build; sanitizers change what RSS means); each kind of hostile input shows up
-// by reason in bridge/info; the devices it created stay within [coap.limits].
+// by reason in bridge/info; the devices it created stay within [coap.limits]; the log stays
+// short (each reason rate-limited); retained commands and admin requests waiting on the
+// broker at start-up do not run.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -39,8 +41,9 @@ constexpr int kMqttPort = 1883;
 constexpr const char* kGroup = "224.0.1.187";
 constexpr const char* kCounter = "c2m/real/sensors/counter";
 constexpr std::size_t kMaxDevices = 50;
-// Peak RSS of the daemon in a normal build, flood included (measured: see the commit).
-constexpr long kMaxPeakRssKb = 64 * 1024;
+// Peak RSS of the daemon in a normal build, flood included: measured 20.6-23.3 MB (14.6 MB
+// before the flood) on x86_64.
+constexpr long kMaxPeakRssKb = 40 * 1024;
 
 long statusKb(int pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -59,8 +62,8 @@ TEST(Flood, TheDaemonStaysUpAndTheRealDeviceLosesNothing) {
   NsMosquitto broker(ns, kMqttPort);
   NsMqttTap tap(ns, kMqttPort, "c2m/#");
 
-  Process sim(ns.exec({simulatorBinary(), "--devices", "1", "--address", "127.0.0.10",
-                       "--port", std::to_string(kCoapPort), "--interval", "500"}),
+  Process sim(ns.exec({simulatorBinary(), "--devices", "1", "--address", "127.0.0.10", "--port",
+                       std::to_string(kCoapPort), "--interval", "500"}),
               ns.file("sim.log"));
   ASSERT_TRUE(sim.waitForOutput("READY", 20s)) << sim.output();
 
@@ -68,17 +71,23 @@ TEST(Flood, TheDaemonStaysUpAndTheRealDeviceLosesNothing) {
             "[gateway]\nname = \"flood-gw\"\nstate_dir = \"" + dir.path() +
                 "\"\n\n[coap]\nlisten = [\"127.0.0.1:" + std::to_string(kGatewayPort) +
                 "\"]\n\n[[coap.device]]\nname = \"real\"\nuri = \"coap://127.0.0.10:" +
-                std::to_string(kCoapPort) +
-                "\"\n\n[coap.discovery]\nmulticast = [\"" + kGroup +
+                std::to_string(kCoapPort) + "\"\n\n[coap.discovery]\nmulticast = [\"" + kGroup +
                 "\"]\ninterfaces = [\"lo\"]\nport = " + std::to_string(kCoapPort) +
                 "\nwindow = \"3s\"\ninterval = \"1h\"\n\n[coap.limits]\nmax_devices = " +
-                std::to_string(kMaxDevices) + "\n\n[mqtt]\nuri = \"mqtt://127.0.0.1:" +
-                std::to_string(kMqttPort) +
+                std::to_string(kMaxDevices) +
+                "\n\n[mqtt]\nuri = \"mqtt://127.0.0.1:" + std::to_string(kMqttPort) +
                 "\"\nclient_id = \"gw-flood\"\nbase_topic = \"c2m\"\n\n"
                 "[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
                 "topic = \"c2m/{device}/{path}\"\n\n"
                 "[[command]]\nname = \"act\"\ntopic = \"c2m/{device}/{path}/set\"\n"
                 "allow = { device = \"real\", path = \"/actuators/*\" }\n");
+  // Retained commands and admin requests wait on the broker for the gateway's subscription:
+  // they must not run (the flood's own arrive live, where the broker clears the flag).
+  auto publishRetained = [&](const std::string& topic, const std::string& payload) {
+    ns.run({"mosquitto_pub", "-p", std::to_string(kMqttPort), "-r", "-t", topic, "-m", payload});
+  };
+  publishRetained("c2m/real/actuators/led/set", "on");
+  publishRetained("c2m/bridge/request/device/rename", R"({"from":"real","to":"mine"})");
   Process gateway(ns.exec({gatewayBinary(), "run", "-c", dir.file("gateway.toml")}),
                   dir.file("gateway.log"));
   auto dump = [&] {
@@ -87,10 +96,16 @@ TEST(Flood, TheDaemonStaysUpAndTheRealDeviceLosesNothing) {
   };
   auto counters = [&] {
     std::vector<long> out;
-    for (const auto& m : tap.messagesOn(kCounter)) out.push_back(std::stol(m.payload));
+    for (const auto& m : tap.messagesOn(kCounter)) {
+      const auto pos = m.payload.find("\"seq\":");  // {"seq":12,...}
+      if (pos != std::string::npos) out.push_back(std::stol(m.payload.substr(pos + 6)));
+    }
     return out;
   };
   ASSERT_TRUE(waitUntil([&] { return counters().size() >= 3; }, 30s)) << dump();
+  EXPECT_EQ(sim.countInOutput("PUT /actuators/led"), 0u) << "a retained command ran";
+  publishRetained("c2m/real/actuators/led/set", "");
+  publishRetained("c2m/bridge/request/device/rename", "");
   const long rss_before = statusKb(gateway.pid(), "VmRSS");
 
   Process flooder(ns.exec({"python3", sourceDir() + "/tests/integration/peers/flooder.py",
@@ -114,11 +129,13 @@ TEST(Flood, TheDaemonStaysUpAndTheRealDeviceLosesNothing) {
 
   const long peak = statusKb(gateway.pid(), "VmHWM");
   std::printf("gateway RSS: %ld kB before the flood, peak %ld kB\n", rss_before, peak);
-  if (!kSanitized) EXPECT_LE(peak, kMaxPeakRssKb);
+  if (!kSanitized) {
+    EXPECT_LE(peak, kMaxPeakRssKb);
+  }
 
   // Every kind of hostile input is counted by reason.
-  ns.run({"mosquitto_pub", "-p", std::to_string(kMqttPort), "-t", "c2m/bridge/request/info",
-          "-m", R"({"transaction":"flood"})"});
+  ns.run({"mosquitto_pub", "-p", std::to_string(kMqttPort), "-t", "c2m/bridge/request/info", "-m",
+          R"({"transaction":"flood"})"});
   nlohmann::json info;
   ASSERT_TRUE(waitUntil(
       [&] {
@@ -133,14 +150,21 @@ TEST(Flood, TheDaemonStaysUpAndTheRealDeviceLosesNothing) {
   const auto& stats = info["data"]["stats"];
   const auto& dropped = stats["dropped"];
   std::printf("bridge/info stats after the flood: %s\n", stats.dump().c_str());
-  EXPECT_GE(dropped.value("malformed_coap", 0), 50000) << stats.dump();
+  // Of the 110,000 junk and malformed datagrams, the kernel drops some when the socket
+  // buffer is full (its own count, not ours); libcoap discards most of the rest as
+  // malformed, and some parse as CoAP and are answered or ignored.
+  EXPECT_GE(dropped.value("malformed_coap", 0), 20000) << stats.dump();
   EXPECT_GE(dropped.value("rd_refused", 0) + dropped.value("device_limit", 0), 4000)
       << stats.dump();
   EXPECT_GE(dropped.value("device_limit", 0) + dropped.value("discovery_answers", 0), 4000)
       << stats.dump();
   EXPECT_GE(dropped.value("command_refused", 0), 1000) << stats.dump();
-  EXPECT_GE(dropped.value("retained_request", 0), 1) << stats.dump();
+  EXPECT_GE(dropped.value("retained_command", 0), 2) << stats.dump();
+  EXPECT_TRUE(tap.messagesOn("c2m/mine/sensors/counter").empty()) << "a retained rename ran";
   EXPECT_LE(stats.value("devices", 0), kMaxDevices) << stats.dump();
+  // Logged, but rate-limited per reason: measured 267 lines for the whole flood.
+  const std::string log = gateway.output();
+  EXPECT_LT(std::count(log.begin(), log.end(), '\n'), 1000) << dump();
 }
 
 }  // namespace
