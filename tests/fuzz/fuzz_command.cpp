@@ -23,16 +23,12 @@
 #include "bridge/glob.h"
 #include "bridge/topic_template.h"
 #include "bridge/uri_path.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace coap2mqtt::bridge {
 namespace {
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "invariant violated: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::check;
 
 constexpr const char* kRules = R"(
 [[command]]

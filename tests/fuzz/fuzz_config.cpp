@@ -23,15 +23,11 @@
 #include "bridge/config_error.h"
 #include "bridge/rules.h"
 #include "gateway/config.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "invariant violated: %s\n", what);
-    std::abort();
-  }
-}
+using coap2mqtt::fuzz::check;
 
 std::size_t lineCount(std::string_view text) {
   std::size_t lines = 1;

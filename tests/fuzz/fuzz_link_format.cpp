@@ -10,16 +10,12 @@
 #include <string_view>
 
 #include "registry/link_format.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace coap2mqtt::registry {
 namespace {
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "invariant violated: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::check;
 
 // Every value re-emitted as a quoted-string; the parser accepts that for all attributes.
 std::string serialise(const LinkFormatResult& r) {

@@ -23,16 +23,12 @@
 
 #include "registry/link_format.h"
 #include "registry/resource_directory.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace coap2mqtt::registry {
 namespace {
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "invariant violated: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::check;
 
 RdQuery splitQuery(std::string_view text) {
   RdQuery query;

@@ -42,6 +42,7 @@
 
 #include "bridge/transform.h"
 #include "registry/utf8.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace coap2mqtt::bridge {
 namespace {
@@ -49,12 +50,7 @@ namespace {
 using nlohmann::json;
 namespace ct = content_format;
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "invariant violated: %s\n", what);
-    std::abort();
-  }
-}
+using fuzz::check;
 
 const std::optional<unsigned> kFormats[] = {
     std::nullopt,   ct::kTextPlain, ct::kLinkFormat, ct::kOctetStream, ct::kJson,      ct::kCbor,

@@ -30,28 +30,15 @@
 
 #include "tests/integration/harness.h"
 #include "tests/integration/netns.h"
+#include "tests/integration/ns_gateway.h"
 
 namespace coap2mqtt::test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr int kCoapPort = 5683;     // the devices'
-constexpr int kGatewayPort = 5690;  // the gateway's own endpoint (the RD)
-constexpr int kMqttPort = 1883;
-constexpr const char* kGroup = "224.0.1.187";
 // What a failure that repeats is logged at most once per (gateway/repeated_failure.h).
 constexpr auto kLogInterval = 10s;
-
-#define REQUIRE_NETNS()                                 \
-  do {                                                  \
-    std::string why_;                                   \
-    if (!NetNs::available(&why_)) GTEST_SKIP() << why_; \
-  } while (0)
-
-std::string counterTopic(const std::string& device) {
-  return "c2m/" + device + "/sensors/counter";
-}
 
 // Another connection holding the registry's write lock, as a second process would.
 class DbLock {
@@ -98,90 +85,14 @@ std::vector<std::string> column(const std::string& path, const std::string& sql)
   return out;
 }
 
-// A device that answers multicast discovery with whatever link-format it is given, from
-// ADDRESS:5683, and nothing else: a few lines of Python with raw sockets.
-constexpr const char* kAnswererPy = R"py(
-import socket, struct, sys
-group, port, address, links = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].encode()
-rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-rx.bind((group, port))
-rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-              struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton("127.0.0.1")))
-tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-tx.bind((address, port))
-print("READY", flush=True)
-while True:
-    data, peer = rx.recvfrom(2048)
-    if len(data) < 4 or data[0] >> 6 != 1 or data[1] != 1:
-        continue
-    tkl = data[0] & 0x0F
-    # NON 2.05, the request's MID and token, Content-Format 40, the links.
-    answer = bytes([0x50 | tkl, 0x45]) + data[2:4] + data[4:4 + tkl] + bytes([0xC1, 40, 0xFF])
-    tx.sendto(answer + links, peer)
-    print("ANSWERED", peer, flush=True)
-)py";
-
-class StoreFailures : public ::testing::Test {
+class StoreFailures : public NsGatewayTest {
  protected:
-  void SetUp() override {
-    REQUIRE_NETNS();
-    ns_ = std::make_unique<NetNs>(NetNs::Options{.multicast_lo = true});
-    broker_ = std::make_unique<NsMosquitto>(*ns_, kMqttPort);
-    tap_ = std::make_unique<NsMqttTap>(*ns_, kMqttPort, "c2m/#");
-  }
-  void TearDown() override {
-    // Processes before the namespace they run in.
-    gateway_.reset();
-    for (auto& p : peers_) p.reset();
-    tap_.reset();
-    broker_.reset();
-    ns_.reset();
-  }
-
   std::string dbPath() const { return dir_.file("registry.db"); }
 
-  void startGateway() {
-    dir_.write("gateway.toml",
-               "[gateway]\nname = \"store-gw\"\nstate_dir = \"" + dir_.path() +
-                   "\"\n\n"
-                   "[coap]\nlisten = [\"127.0.0.1:" +
-                   std::to_string(kGatewayPort) +
-                   "\"]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
-                   "[coap.discovery]\nmulticast = [\"" +
-                   kGroup + "\"]\ninterfaces = [\"lo\"]\nport = " + std::to_string(kCoapPort) +
-                   "\nwindow = \"3s\"\ninterval = \"1h\"\n\n"
-                   "[mqtt]\nuri = \"mqtt://127.0.0.1:" +
-                   std::to_string(kMqttPort) +
-                   "\"\nclient_id = \"gw-store\"\nbase_topic = \"c2m\"\n\n"
-                   "[[rule]]\nname = \"counter\"\nmatch = { path = \"/sensors/counter\" }\n"
-                   "topic = \"c2m/{device}/{path}\"\n");
-    gateway_ = std::make_unique<Process>(
-        ns_->exec({gatewayBinary(), "run", "-c", dir_.file("gateway.toml"), "-l", "debug"}),
-        dir_.file("gateway.log"));
-  }
+  void startGateway() { NsGatewayTest::startGateway("store-gw", "3s", "3s"); }
 
-  // coap2mqtt-sim: `count` devices from `address` on, each on its own address, port 5683.
   Process& startSim(const std::string& address, int count, bool multicast) {
-    std::vector<std::string> argv{
-        simulatorBinary(), "--devices", std::to_string(count),     "--address",  address,
-        "--address-step",  "--port",    std::to_string(kCoapPort), "--interval", "300",
-        "--leisure",       "500"};
-    if (multicast) argv.insert(argv.end(), {"--multicast", kGroup});
-    peers_.push_back(std::make_unique<Process>(
-        ns_->exec(argv), ns_->file("sim-" + std::to_string(peers_.size()) + ".log")));
-    EXPECT_TRUE(peers_.back()->waitForOutput("READY", 20s)) << peers_.back()->output();
-    return *peers_.back();
-  }
-
-  Process& startAnswerer(const std::string& address, const std::string& links) {
-    dir_.write("answerer.py", kAnswererPy);
-    peers_.push_back(
-        std::make_unique<Process>(ns_->exec({"python3", dir_.file("answerer.py"), kGroup,
-                                             std::to_string(kCoapPort), address, links}),
-                                  ns_->file("answerer-" + std::to_string(peers_.size()) + ".log")));
-    EXPECT_TRUE(peers_.back()->waitForOutput("READY", 10s)) << peers_.back()->output();
-    return *peers_.back();
+    return NsGatewayTest::startSim(address, count, multicast, 500);
   }
 
   // POST /rd on the gateway with coap-client inside the namespace, sent from the base's
@@ -196,11 +107,6 @@ class StoreFailures : public ::testing::Test {
                   "&lt=600&base=" + base},
              &out, 15s);
     return out;
-  }
-
-  void publish(const std::string& topic, const std::string& payload) {
-    ns_->run({"mosquitto_pub", "-p", std::to_string(kMqttPort), "-t", topic, "-m", payload},
-             nullptr, 5s);
   }
 
   // `coap2mqtt devices --json` (reads the file only, read-only: runs on the host).
@@ -254,27 +160,6 @@ class StoreFailures : public ::testing::Test {
     return out;
   }
 
-  std::size_t values(const std::string& device) const {
-    return tap_->messagesOn(counterTopic(device)).size();
-  }
-
-  std::string dump() const {
-    std::string out = "gateway log (tail):\n";
-    const std::string log = gateway_ ? gateway_->output() : "";
-    out += log.size() > 6000 ? log.substr(log.size() - 6000) : log;
-    out += "\nmqtt (bridge topics):\n";
-    for (const auto& m : tap_->messages()) {
-      if (m.topic.find("/bridge/") != std::string::npos) out += m.topic + " " + m.payload + "\n";
-    }
-    return out;
-  }
-
-  TempDir dir_;
-  std::unique_ptr<NetNs> ns_;
-  std::unique_ptr<NsMosquitto> broker_;
-  std::unique_ptr<NsMqttTap> tap_;
-  std::vector<std::unique_ptr<Process>> peers_;
-  std::unique_ptr<Process> gateway_;
   int devices_runs_ = 0;
 };
 
