@@ -64,7 +64,7 @@ await asan-build
 in_background tsan-build scripts/tsan.sh --build-only
 # The fuzzers build and run beside the ASan tests too; each runs for FUZZ_SECONDS.
 if [ -x scripts/fuzz.sh ]; then
-  in_background fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
+  in_background fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi
 phase "tests under ASan+UBSan"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure -j"$jobs")

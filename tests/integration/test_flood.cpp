@@ -4,7 +4,9 @@
 // 5,000 RD registrations with hostile names (each from its own address), 5,000 fake answers
 // to a multicast discovery round (each from its own address) and 10,000 hostile MQTT
 // commands and admin requests (QoS 0 and 1, some retained). Meanwhile a simulated device
-// sends a counter every 500 ms as CON notifications.
+// sends a counter every 500 ms as NON notifications: every value is sent (a CON one that
+// the gateway, slowed down by a sanitizer and the flood, acknowledges late is replaced by
+// the next, as RFC 7641 allows), so a missing value is one the gateway lost.
 //
 // Asserted: the daemon stays up; every counter value the device sent from before the flood
 // to after it arrives on MQTT, in order, none missing; the peak RSS stays within a bound
@@ -63,7 +65,7 @@ TEST(Flood, TheDaemonStaysUpAndTheRealDeviceLosesNothing) {
   NsMqttTap tap(ns, kMqttPort, "c2m/#");
 
   Process sim(ns.exec({simulatorBinary(), "--devices", "1", "--address", "127.0.0.10", "--port",
-                       std::to_string(kCoapPort), "--interval", "500"}),
+                       std::to_string(kCoapPort), "--interval", "500", "--non-always"}),
               ns.file("sim.log"));
   ASSERT_TRUE(sim.waitForOutput("READY", 20s)) << sim.output();
 
@@ -150,14 +152,15 @@ TEST(Flood, TheDaemonStaysUpAndTheRealDeviceLosesNothing) {
   const auto& stats = info["data"]["stats"];
   const auto& dropped = stats["dropped"];
   std::printf("bridge/info stats after the flood: %s\n", stats.dump().c_str());
-  // Of the 110,000 junk and malformed datagrams, the kernel drops some when the socket
-  // buffer is full (its own count, not ours); libcoap discards most of the rest as
-  // malformed, and some parse as CoAP and are answered or ignored.
+  // UDP floods overflow the socket buffer: the kernel drops some datagrams (its count, not
+  // ours), more when a sanitizer slows the gateway down. Measured (normal / ASan build):
+  // malformed_coap 40,032 / 37,725 of 110,000 junk and malformed datagrams (libcoap
+  // discards most as malformed, a few parse as CoAP and are answered); device_limit 4,690 /
+  // 2,632 and discovery_answers 3,000 / 3,000 of the 10,000 registrations and answers.
   EXPECT_GE(dropped.value("malformed_coap", 0), 20000) << stats.dump();
-  EXPECT_GE(dropped.value("rd_refused", 0) + dropped.value("device_limit", 0), 4000)
+  EXPECT_GE(dropped.value("rd_refused", 0) + dropped.value("device_limit", 0), 2000)
       << stats.dump();
-  EXPECT_GE(dropped.value("device_limit", 0) + dropped.value("discovery_answers", 0), 4000)
-      << stats.dump();
+  EXPECT_GE(dropped.value("discovery_answers", 0), 2000) << stats.dump();
   EXPECT_GE(dropped.value("command_refused", 0), 1000) << stats.dump();
   EXPECT_GE(dropped.value("retained_command", 0), 2) << stats.dump();
   EXPECT_TRUE(tap.messagesOn("c2m/mine/sensors/counter").empty()) << "a retained rename ran";
