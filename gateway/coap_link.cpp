@@ -6,11 +6,8 @@
 #include <sys/random.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <map>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -20,7 +17,6 @@
 
 #include "bridge/uri_path.h"
 #include "gateway/coap_link_internal.h"
-#include "gateway/repeated_failure.h"
 
 namespace coap2mqtt::gateway {
 namespace {
@@ -59,70 +55,6 @@ void nackTrampoline(coap_session_t* session, const coap_pdu_t* sent,
     link->onNack(session, sent, reason, mid);
   } catch (const std::exception& e) {
     spdlog::error("coap: nack handler failed: {}", e.what());
-  }
-}
-
-// Datagrams libcoap threw away as malformed: any host can send them, so they are counted
-// (bridge/info dropped.malformed_coap) and their log lines limited. libcoap 4.3.1 says so
-// only in a log line, "discard malformed PDU", once per datagram.
-std::atomic<std::uint64_t> g_malformed{0};
-
-// libcoap's warnings, at most one line per kind per interval with the count it stands for:
-// 100,000 junk datagrams must not become 100,000 log lines. The kind is the text up to its
-// first digit ("offset 12 option 3 has bad length" and "offset 9 ..." are one kind).
-class LibcoapLogLimiter {
- public:
-  // True when `text` is to be logged now; *suppressed: lines of its kind left out since.
-  bool admit(std::string_view text, std::uint64_t* suppressed) {
-    const std::string kind(text.substr(0, std::min(text.find_first_of("0123456789"), kMaxKind)));
-    const auto now = RepeatedFailure::Clock::now();
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (kinds_.size() >= kMaxKinds && kinds_.count(kind) == 0) kinds_.clear();
-    RepeatedFailure& limiter = kinds_.try_emplace(kind).first->second;
-    if (!limiter.failed(now)) return false;
-    *suppressed = limiter.unreported() - 1;
-    limiter.reported();
-    return true;
-  }
-
- private:
-  static constexpr std::size_t kMaxKind = 48;
-  static constexpr std::size_t kMaxKinds = 128;  // bounded, whatever libcoap says
-  std::mutex mutex_;  // libcoap logs on the loop thread; a log line costs a lock anyway
-  std::map<std::string, RepeatedFailure> kinds_;
-};
-
-LibcoapLogLimiter g_log_limiter;
-
-void logTrampoline(coap_log_t level, const char* message) noexcept {
-  try {
-    std::string_view text(message);
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
-    if (text.rfind("discard malformed PDU", 0) == 0) g_malformed.fetch_add(1);
-    spdlog::level::level_enum mapped = spdlog::level::debug;
-    // An RST answering our CoAP ping is the expected pong, not an alert.
-    if (text.rfind("got RST for mid", 0) == 0) {
-      mapped = spdlog::level::debug;
-    } else if (level <= LOG_ERR) {
-      mapped = spdlog::level::err;
-    } else if (level == LOG_WARNING) {
-      mapped = spdlog::level::warn;
-    }
-    if (mapped < spdlog::level::warn) {
-      spdlog::log(mapped, "libcoap: {}", text);
-      return;
-    }
-    std::uint64_t suppressed = 0;
-    if (!g_log_limiter.admit(text, &suppressed)) return;
-    if (suppressed == 0) {
-      spdlog::log(mapped, "libcoap: {}", text);
-    } else {
-      spdlog::log(
-          mapped, "libcoap: {} (and {} more like it in the last {} s)", text, suppressed,
-          std::chrono::duration_cast<std::chrono::seconds>(RepeatedFailure::kLogInterval).count());
-    }
-  } catch (...) {
-    // A log line is not worth an exception in libcoap.
   }
 }
 
@@ -287,14 +219,14 @@ void CoapLink::releaseHeldAcks() {
 
 const CoapStats& CoapLink::stats() const {
   loop_thread_.check();
-  impl_->setMalformed(g_malformed.load());
+  impl_->setMalformed(libcoapMalformedCount());
   return impl_->stats();
 }
 
 // ---- The state.
 
 CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config) : loop_(loop), config_(config) {
-  coap_set_log_handler(&logTrampoline);
+  coap_set_log_handler(&libcoapLogHandler);
   coap_set_log_level(spdlog::get_level() <= spdlog::level::trace   ? LOG_DEBUG
                      : spdlog::get_level() <= spdlog::level::debug ? LOG_INFO
                                                                    : LOG_WARNING);

@@ -47,6 +47,11 @@ std::optional<std::uint32_t> coapUintOption(const coap_pdu_t* pdu, std::uint16_t
 // One option per path segment ("/a/b" -> "a", "b"), percent-decoded as the wire wants.
 bool coapAddPathOptions(coap_pdu_t* pdu, std::uint16_t option, std::string_view path);
 
+// gateway/coap_link_log.cpp: libcoap's log handler (coap_set_log_handler), and the
+// datagrams it has seen libcoap discard as malformed so far.
+void libcoapLogHandler(coap_log_t level, const char* message) noexcept;
+std::uint64_t libcoapMalformedCount();
+
 class CoapLink::Impl {
  public:
   using ResponseHandler = CoapLink::ResponseHandler;
@@ -74,7 +79,7 @@ class CoapLink::Impl {
   void setHoldAck(std::function<bool()> hold_ack) { hold_ack_ = std::move(hold_ack); }
   void releaseHeldAcks();
   const CoapStats& stats() const { return stats_; }
-  // libcoap says it only in its log (see logTrampoline in coap_link.cpp).
+  // libcoap says it only in its log (see gateway/coap_link_log.cpp).
   void setMalformed(std::uint64_t n) { stats_.malformed = n; }
 
   // From libcoap's callbacks (the noexcept trampolines in CoapCallbacks).
