@@ -1,6 +1,5 @@
 #include "gateway/rd_source.h"
 
-#include <cctype>
 #include <random>
 
 #include <spdlog/spdlog.h>
@@ -29,26 +28,6 @@ registry::RdQuery rdQuery(const std::vector<std::string>& options) {
     }
   }
   return q;
-}
-
-// The host of "coap://host:port" (IPv6 without brackets), lower-cased; empty when it is
-// not such a URI.
-std::string hostOf(std::string_view uri) {
-  const auto scheme = uri.find("://");
-  if (scheme == std::string_view::npos) return {};
-  std::string_view rest = uri.substr(scheme + 3);
-  rest = rest.substr(0, rest.find('/'));
-  std::string_view host;
-  if (!rest.empty() && rest.front() == '[') {
-    const auto close = rest.find(']');
-    if (close == std::string_view::npos) return {};
-    host = rest.substr(1, close - 1);
-  } else {
-    host = rest.substr(0, rest.find(':'));
-  }
-  std::string out(host);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 std::optional<std::string> queryValue(const registry::RdQuery& query, std::string_view key) {
@@ -112,8 +91,8 @@ void RdSource::serve() {
 // client port changes from request to request.
 std::optional<CoapServerResponse> RdSource::refused(const CoapServerRequest& r,
                                                     const registry::RdQuery& query) const {
-  const std::string source = hostOf(r.source);
-  if (auto base = queryValue(query, "base"); base && hostOf(*base) != source) {
+  const std::string source = registry::uriHost(r.source);
+  if (auto base = queryValue(query, "base"); base && registry::uriHost(*base) != source) {
     return forbidden("base must name the registering host");
   }
   const registry::RdRegistration* existing = nullptr;
@@ -121,12 +100,12 @@ std::optional<CoapServerResponse> RdSource::refused(const CoapServerRequest& r,
     if (auto ep = queryValue(query, "ep")) {
       existing = rd_.findEndpoint(*ep, queryValue(query, "d").value_or(""));
     }
-    if (existing != nullptr && hostOf(existing->base) != source) {
+    if (existing != nullptr && registry::uriHost(existing->base) != source) {
       return forbidden("endpoint registered by another host");
     }
   } else if (r.method != bridge::Method::Get) {
     existing = rd_.find(r.path);
-    if (existing != nullptr && hostOf(existing->base) != source) {
+    if (existing != nullptr && registry::uriHost(existing->base) != source) {
       return forbidden("registration made by another host");
     }
   }
