@@ -111,6 +111,10 @@ std::string metricsConfig(int port) {
   return "[metrics]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n\n";
 }
 
+const char* const kSetRule =
+    "[[command]]\nname = \"set\"\ntopic = \"c2m/{device}/{path}/set\"\nmethod = \"PUT\"\n"
+    "allow = { device = \"*\", path = \"/actuators/*\" }\n\n";
+
 const char* const kCounterRule =
     "[[rule]]\nname = \"counter\"\nmatch = { device = \"dev0\", path = \"/sensors/counter\" }\n"
     "mode = \"observe\"\ntopic = \"c2m/{device}/{path}\"\npayload = \"raw\"\nqos = 1\n";
@@ -122,14 +126,21 @@ TEST(Metrics, ScrapeCountsWhatWasSentAndPublished) {
   const int http_port = freeTcpPort();
   auto sim = startSim(dir, coap_port, 1, "100");
   MqttProbe probe(broker.port(), "c2m/dev0/sensors/counter");
-  const std::string config =
-      baseConfig(broker, dir) + simDevices(coap_port, 1) + metricsConfig(http_port) + kCounterRule;
+  MqttProbe results(broker.port(), "c2m/dev0/actuators/led/set/result");
+  const std::string config = baseConfig(broker, dir) + simDevices(coap_port, 1) +
+                             metricsConfig(http_port) + kSetRule + kCounterRule;
   auto gateway = startGateway(dir, config);
   const std::string url = "http://127.0.0.1:" + std::to_string(http_port);
 
   // The device sends until 10 values have reached the broker; then it is killed, so the
   // number sent is fixed: what the broker received once the gateway has caught up.
   ASSERT_TRUE(probe.waitForCount("c2m/dev0/sensors/counter", 10, 30s)) << gateway->output();
+  // One command, answered 2.04 by the device: counted by its code.
+  results.publish("c2m/dev0/actuators/led/set", "on");
+  ASSERT_TRUE(results.waitForCount("c2m/dev0/actuators/led/set/result", 1, 15s))
+      << gateway->output();
+  EXPECT_NE(results.messages().front().payload.find("\"code\":\"2.04\""), std::string::npos)
+      << results.messages().front().payload;
   sim->stop(SIGKILL);
   Scrape scrape;
   std::map<std::string, double> m;
@@ -158,6 +169,9 @@ TEST(Metrics, ScrapeCountsWhatWasSentAndPublished) {
   EXPECT_EQ(value(m, "coap2mqtt_devices{state=\"offline\"}"), 0) << scrape.body;
   EXPECT_EQ(value(m, "coap2mqtt_observations"), 1) << scrape.body;
   EXPECT_EQ(value(m, "coap2mqtt_mqtt_connected"), 1);
+  EXPECT_EQ(value(m, "coap2mqtt_commands_total{result=\"answered\",code=\"2.04\"}"), 1)
+      << scrape.body;
+  EXPECT_EQ(value(m, "coap2mqtt_commands_total{result=\"refused\"}"), 0) << scrape.body;
   EXPECT_EQ(value(m, "coap2mqtt_build_info{version=\"" COAP2MQTT_VERSION "\"}"), 1);
   EXPECT_GT(value(m, "process_resident_memory_bytes"), 1e6);
   EXPECT_GT(value(m, "process_open_fds"), 3);
