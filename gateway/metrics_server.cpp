@@ -207,7 +207,7 @@ void MetricsServer::start(const std::string& listen) {
     if (res.status == 404) res.set_content("not found: only GET /metrics\n", "text/plain");
   });
   server->set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
         static std::atomic<bool> logged{false};
         try {
           std::rethrow_exception(ep);
