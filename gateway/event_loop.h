@@ -11,6 +11,8 @@
 
 #include "gateway/timers.h"
 
+struct epoll_event;  // <sys/epoll.h>
+
 namespace coap2mqtt::gateway {
 
 class EventLoop : public Timers {
@@ -46,6 +48,8 @@ class EventLoop : public Timers {
  private:
   template <class F>
   static void guarded(const char* what, F&& f);  // logs what f throws
+  static constexpr int kMaxEvents = 32;
+  void dispatch(const epoll_event* events, int n);  // one epoll_wait's events
   void drainPosted();
   void fireTimers();
   int nextTimeoutMs(unsigned extra_ms) const;

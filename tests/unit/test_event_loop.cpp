@@ -2,7 +2,10 @@
 // outside input: one bad datagram must not end the daemon).
 #include <unistd.h>
 
+#include <chrono>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -47,6 +50,36 @@ TEST(EventLoop, AThrowingTimerOrPostedTaskDoesNotEndTheLoop) {
   });
   loop.run();
   EXPECT_EQ(after, 1);
+}
+
+// A timer that would conclude "no answer" runs after what already arrived: here a posted
+// task runs past the timer's deadline while a byte arrives on a watched fd.
+TEST(EventLoop, WhatArrivedDuringALongIterationIsReadBeforeTheTimersFire) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  EventLoop loop;
+  std::vector<std::string> order;
+  loop.watchFd(fds[0], [&] {
+    char c;
+    ASSERT_EQ(read(fds[0], &c, 1), 1);
+    order.push_back("answer");
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+  loop.runAfter(std::chrono::milliseconds(20), [&] {
+    order.push_back("timeout");
+    loop.stop();
+  });
+  loop.post([&] {
+    ASSERT_EQ(write(fds[1], "a", 1), 1);
+    // Busy, as a loaded loop is, until past the timer's deadline.
+    while (std::chrono::steady_clock::now() <= deadline + std::chrono::milliseconds(5)) {
+    }
+  });
+  loop.run();
+  EXPECT_EQ(order, (std::vector<std::string>{"answer", "timeout"}));
+  loop.unwatchFd(fds[0]);
+  close(fds[0]);
+  close(fds[1]);
 }
 
 }  // namespace
