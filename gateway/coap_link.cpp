@@ -47,6 +47,17 @@ coap_response_t responseTrampoline(coap_session_t* session, const coap_pdu_t* /*
   }
 }
 
+int eventTrampoline(coap_session_t* session, const coap_event_t event) noexcept {
+  CoapLink::Impl* link = linkOf(session);
+  if (link == nullptr) return 0;
+  try {
+    link->onEvent(session, event);
+  } catch (const std::exception& e) {
+    spdlog::error("coap: event handler failed: {}", e.what());
+  }
+  return 0;
+}
+
 void nackTrampoline(coap_session_t* session, const coap_pdu_t* sent,
                     const coap_nack_reason_t reason, const coap_mid_t mid) noexcept {
   CoapLink::Impl* link = linkOf(session);
@@ -148,9 +159,10 @@ CoapLink::CoapLink(EventLoop& loop, const CoapConfig& config)
 
 CoapLink::~CoapLink() = default;
 
-bool CoapLink::addDevice(const std::string& name, const std::string& uri, std::string* error) {
+bool CoapLink::addDevice(const std::string& name, const std::string& uri, std::string* error,
+                         const std::optional<PskCredentials>& psk) {
   loop_thread_.check();
-  return impl_->addDevice(name, uri, error);
+  return impl_->addDevice(name, uri, error, psk);
 }
 
 void CoapLink::removeDevice(const std::string& name) {
@@ -243,6 +255,7 @@ CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config) : loop_(loop), c
                                      static_cast<unsigned>(config_.limits.max_sessions));
   coap_register_response_handler(context_.get(), &responseTrampoline);
   coap_register_nack_handler(context_.get(), &nackTrampoline);
+  coap_register_event_handler(context_.get(), &eventTrampoline);
 
   fd_ = coap_context_get_coap_fd(context_.get());
   if (fd_ < 0) throw std::runtime_error("coap: libcoap was built without epoll support");
@@ -270,6 +283,7 @@ CoapLink::Impl::~Impl() {
   // into a link that is half gone.
   coap_register_response_handler(context_.get(), nullptr);
   coap_register_nack_handler(context_.get(), nullptr);
+  coap_register_event_handler(context_.get(), nullptr);
 }
 
 void CoapLink::Impl::processIo() {

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -50,13 +51,33 @@ class LibcoapLogLimiter {
 
 LibcoapLogLimiter g_log_limiter;
 
+// The last line of libcoap's that tells why a (D)TLS session failed (OpenSSL's alerts and
+// errors as libcoap 4.3.1 logs them), for the one line CoapLink writes about the failure.
+std::mutex g_tls_mutex;
+std::string g_tls_reason;
+
+void noteTlsReason(std::string_view text) {
+  const bool tls =
+      text.find("alert") != std::string_view::npos || text.find("SSL") != std::string_view::npos ||
+      text.find("DTLS") != std::string_view::npos || text.find("dtls") != std::string_view::npos;
+  if (!tls) return;
+  std::lock_guard<std::mutex> lock(g_tls_mutex);
+  g_tls_reason.assign(text.substr(0, 200));
+}
+
 }  // namespace
+
+std::string takeLibcoapTlsReason() {
+  std::lock_guard<std::mutex> lock(g_tls_mutex);
+  return std::exchange(g_tls_reason, {});
+}
 
 void libcoapLogHandler(coap_log_t level, const char* message) noexcept {
   try {
     std::string_view text(message);
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
     if (text.rfind("discard malformed PDU", 0) == 0) g_malformed.fetch_add(1);
+    if (level <= LOG_WARNING) noteTlsReason(text);
     spdlog::level::level_enum mapped = spdlog::level::debug;
     // An RST answering our CoAP ping is the expected pong, not an alert.
     if (text.rfind("got RST for mid", 0) == 0) {
