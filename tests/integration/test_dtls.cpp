@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <set>
 #include <sstream>
@@ -76,6 +77,30 @@ class DtlsServer {
   std::string log_;
   std::unique_ptr<Process> proc_;
 };
+
+// One request with coap-client-openssl (argv straight to exec: no quoting); `extra` goes
+// before the URI, e.g. {"-u", identity, "-k", key}. The code of the last response PDU that
+// -v 6 logs ("v:1 t:ACK c:2.01 ..."), empty when none came.
+std::string coapCode(const std::string& method, const std::string& uri,
+                     const std::vector<std::string>& extra, std::string* log = nullptr) {
+  TempDir dir;
+  std::vector<std::string> argv = {"coap-client-openssl", "-v", "6", "-m", method, "-B", "4"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back(uri);
+  Process p(argv, dir.file("client.log"));
+  if (p.stop(0, 10s) == -1) p.stop(9, 2s);
+  std::istringstream in(p.output());
+  std::string code;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("v:1 t:", 0) != 0) continue;
+    const auto c = line.find(" c:");
+    if (c == std::string::npos || line.size() < c + 7) continue;
+    const std::string value = line.substr(c + 3, 4);
+    if (value[1] == '.' && value != "0.00" && value[0] >= '2') code = value;
+  }
+  if (log != nullptr) *log = p.output();
+  return code;
+}
 
 std::string dtlsDevice(const std::string& name, const std::string& uri,
                        const std::string& key_file) {
@@ -208,6 +233,71 @@ TEST(Dtls, DeviceRestartResumesValuesWithinTenSeconds) {
   ASSERT_TRUE(probe.waitForCount("c2m/clock/time", before + 1, 10s)) << gateway->output();
   const auto resumed = probe.messagesOn("c2m/clock/time")[before].received;
   EXPECT_LT(resumed - restarted, 10s);
+  std::cout << "values resumed "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(resumed - restarted).count()
+            << " ms after the device restarted\n";
+}
+
+// Acceptance 5: the gateway's own listener over DTLS. A PSK identity registers the endpoint
+// names it is bound to, and only those; an endpoint bound to an identity is not registered
+// over plain CoAP; an unknown identity gets no session.
+TEST(Dtls, ResourceDirectoryOverDtlsBindsIdentitiesToEndpoints) {
+  TempDir dir;
+  Mosquitto broker;
+  writeKeyFile(dir, "node7.key", kKey);
+  MqttProbe probe(broker.port(), "#");
+  const int port = freeUdpPortRange(2);
+  const std::string plain = "coap://127.0.0.1:" + std::to_string(port);
+  const std::string secure = "coaps://127.0.0.1:" + std::to_string(port + 1);
+  auto gateway = startGateway(
+      dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
+               "\"\n\n[coap]\nlisten = [\"127.0.0.1:" + std::to_string(port) +
+               "\", \"coaps://127.0.0.1:" + std::to_string(port + 1) +
+               "\"]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
+               "[[coap.psk_client]]\nidentity = \"node7\"\nkey_file = \"node7.key\"\n\n"
+               "[mqtt]\nuri = \"" +
+               broker.uri() + "\"\nbase_topic = \"c2m\"\n");
+  const std::vector<std::string> node7 = {"-u", "node7", "-k", kKey};
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        return !gateway->running() ||
+               coapCode("get", secure + "/.well-known/core", node7) == "2.05";
+      },
+      15s))
+      << gateway->output();
+  ASSERT_TRUE(gateway->running()) << gateway->output();
+  const std::vector<std::string> links = {"-e", "</temp>;ct=0", "-t", "40"};
+  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  std::string log;
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node7&lt=60", with(node7, links), &log), "2.01")
+      << log << gateway->output();
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node8&lt=60", with(node7, links), &log), "4.03")
+      << log;
+  // node7 is bound to an identity: not over plain CoAP either.
+  EXPECT_EQ(coapCode("post", plain + "/rd?ep=node7&lt=60", links, &log), "4.03") << log;
+  // An identity the gateway does not know: no handshake, no answer.
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node9&lt=60",
+                     with({"-u", "node9", "-k", kKey}, links), &log),
+            "")
+      << log;
+  EXPECT_TRUE(gateway->waitForOutput("unknown PSK identity \"node9\"", 5s)) << gateway->output();
+  // What the directory holds: node7 only.
+  std::string lookup_log;
+  TempDir out;
+  Process lookup({"coap-client-openssl", "-B", "4", "-o", out.file("eps"), plain + "/rd-lookup/ep"},
+                 out.file("log"));
+  lookup.stop(0, 10s);
+  const std::string eps = readWhole(out.file("eps"));
+  EXPECT_NE(eps.find("ep=\"node7\""), std::string::npos) << eps;
+  EXPECT_EQ(eps.find("node8"), std::string::npos) << eps;
+  EXPECT_EQ(eps.find("node9"), std::string::npos) << eps;
+  EXPECT_NE(gateway->output().find("refused: this PSK identity may not register that endpoint"),
+            std::string::npos)
+      << gateway->output();
+  expectSecretNowhere(kKey, *gateway, probe, dir);
 }
 
 }  // namespace
