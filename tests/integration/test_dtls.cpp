@@ -238,6 +238,29 @@ TEST(Dtls, DeviceRestartResumesValuesWithinTenSeconds) {
             << " ms after the device restarted\n";
 }
 
+// `coap2mqtt check`: a key file others can read is a warning naming it; a missing one is an
+// error at its file:line:col; neither prints the key.
+TEST(Dtls, CheckWarnsAboutReadableKeyFilesAndRefusesMissingOnes) {
+  TempDir dir;
+  dir.write("open.key", kKey);
+  ::chmod(dir.file("open.key").c_str(), 0644);
+  const std::string base = "[mqtt]\nuri = \"mqtt://127.0.0.1:1883\"\n\n";
+  dir.write("ok.toml", base + dtlsDevice("clock", "coaps://127.0.0.1", dir.file("open.key")));
+  Process ok({gatewayBinary(), "check", "-c", dir.file("ok.toml")}, dir.file("ok.log"));
+  EXPECT_EQ(ok.stop(0, 10s), 0) << ok.output();
+  EXPECT_NE(ok.output().find("warning: " + dir.file("open.key") +
+                             ": holds a secret but its group or others can read it (mode 0644)"),
+            std::string::npos)
+      << ok.output();
+  dir.write("bad.toml", base + dtlsDevice("clock", "coaps://127.0.0.1", dir.file("missing.key")));
+  Process bad({gatewayBinary(), "check", "-c", dir.file("bad.toml")}, dir.file("bad.log"));
+  EXPECT_EQ(bad.stop(0, 10s), 1) << bad.output();
+  EXPECT_NE(bad.output().find(dir.file("bad.toml") + ":7:"), std::string::npos) << bad.output();
+  EXPECT_NE(bad.output().find("coap.device[1].psk.key_file: cannot read"), std::string::npos)
+      << bad.output();
+  EXPECT_EQ(ok.output().find(kKey), std::string::npos);
+}
+
 // Acceptance 5: the gateway's own listener over DTLS. A PSK identity registers the endpoint
 // names it is bound to, and only those; an endpoint bound to an identity is not registered
 // over plain CoAP; an unknown identity gets no session.
