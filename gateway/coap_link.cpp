@@ -105,7 +105,7 @@ const char* nackReason(coap_nack_reason_t reason) {
     case COAP_NACK_RST:
       return "reset by device";
     case COAP_NACK_TLS_FAILED:
-      return "DTLS failed";
+      return "DTLS handshake failed (see the line before)";
     case COAP_NACK_ICMP_ISSUE:
       return "ICMP error (port unreachable?)";
   }
@@ -160,9 +160,9 @@ CoapLink::CoapLink(EventLoop& loop, const CoapConfig& config)
 CoapLink::~CoapLink() = default;
 
 bool CoapLink::addDevice(const std::string& name, const std::string& uri, std::string* error,
-                         const std::optional<PskCredentials>& psk) {
+                         const DtlsCredentials& credentials) {
   loop_thread_.check();
-  return impl_->addDevice(name, uri, error, psk);
+  return impl_->addDevice(name, uri, error, credentials);
 }
 
 void CoapLink::removeDevice(const std::string& name) {

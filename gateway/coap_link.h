@@ -87,9 +87,9 @@ class CoapLink {
   CoapLink& operator=(const CoapLink&) = delete;
 
   // Creates the device's session: plain UDP for coap://, DTLS for coaps:// (which needs
-  // `psk`). false and *error when the URI does not resolve or credentials are missing.
+  // credentials). false and *error when the URI does not resolve or credentials are missing.
   bool addDevice(const std::string& name, const std::string& uri, std::string* error,
-                 const std::optional<PskCredentials>& psk = std::nullopt);
+                 const DtlsCredentials& credentials = {});
   void removeDevice(const std::string& name);
 
   // One request; `handler` is called exactly once, unless cancelRequest() or the link's

@@ -4,7 +4,11 @@
 // the device, its URI and why (OpenSSL's alert, from libcoap's log), never the key.
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
+#include <string_view>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -23,25 +27,60 @@ const coap_dtls_cpsk_info_t* identityHintTrampoline(coap_str_const_t* /*hint*/,
   }
 }
 
+int commonNameTrampoline(const char* cn, const std::uint8_t* /*asn1_public_cert*/,
+                         std::size_t /*asn1_length*/, coap_session_t* session, unsigned depth,
+                         int /*validated*/, void* arg) noexcept {
+  if (depth > 0) return 1;  // a CA's name: the chain is OpenSSL's to check
+  try {
+    return static_cast<CoapLink::Impl*>(arg)->certificateNameMatches(cn, session) ? 1 : 0;
+  } catch (const std::exception& e) {
+    spdlog::error("coap: certificate name check failed: {}", e.what());
+    return 0;
+  }
+}
+
+bool sameHostName(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 }  // namespace
+
+bool CoapLink::Impl::certificateNameMatches(const char* cn, coap_session_t* session) {
+  Device* device = deviceBySession(session);
+  if (device == nullptr) return false;
+  const std::string_view name = cn == nullptr ? std::string_view{} : std::string_view(cn);
+  if (sameHostName(name, device->host)) return true;
+  std::string shown;
+  for (char c : name.substr(0, 64)) shown.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  device->name_mismatch = "the device's certificate names \"" + shown + "\", not \"" +
+                          device->host + "\" (pki.check_name)";
+  return false;
+}
 
 const coap_dtls_cpsk_info_t* CoapLink::Impl::onIdentityHint(coap_session_t* session) {
   Device* device = deviceBySession(session);
-  if (device == nullptr || !device->psk) return nullptr;  // fails the handshake
+  if (device == nullptr || !device->credentials.psk) return nullptr;  // fails the handshake
+  const PskCredentials& psk = *device->credentials.psk;
   device->dtls_hello = true;
-  device->psk_info.identity =
-      coap_bin_const_t{device->psk->identity.size(),
-                       reinterpret_cast<const std::uint8_t*>(device->psk->identity.data())};
-  device->psk_info.key = coap_bin_const_t{
-      device->psk->key.size(), reinterpret_cast<const std::uint8_t*>(device->psk->key.data())};
+  device->psk_info.identity = coap_bin_const_t{
+      psk.identity.size(), reinterpret_cast<const std::uint8_t*>(psk.identity.data())};
+  device->psk_info.key =
+      coap_bin_const_t{psk.key.size(), reinterpret_cast<const std::uint8_t*>(psk.key.data())};
   return &device->psk_info;
 }
 
 std::string CoapLink::Impl::stalledHandshake(const Device& device) {
+  if (device.credentials.pki) {
+    return "the handshake did not complete (no DTLS answer, or the device refused our "
+           "certificate without an alert)";
+  }
   return device.dtls_hello
              ? "the device answered but did not accept our Finished message: wrong key, or an "
                "identity it does not know (PSK identity \"" +
-                   device.psk->identity + "\")"
+                   device.credentials.psk->identity + "\")"
              : "no DTLS answer from the device (nothing listens there, it speaks no DTLS, or it "
                "is down)";
 }
@@ -81,6 +120,43 @@ CoapSessionPtr CoapLink::Impl::newPskSession(const coap_address_t& address, cons
   return session;
 }
 
+CoapSessionPtr CoapLink::Impl::newPkiSession(const coap_address_t& address, const std::string& uri,
+                                             const PkiCredentials& pki, std::string* error) {
+  if (coap_dtls_is_supported() == 0) {
+    *error = "this libcoap has no DTLS (install libcoap3 with OpenSSL): cannot reach " + uri;
+    return nullptr;
+  }
+  coap_dtls_pki_t setup;
+  std::memset(&setup, 0, sizeof setup);
+  setup.version = COAP_DTLS_PKI_SETUP_VERSION;
+  setup.verify_peer_cert = 1;  // the device's certificate is checked...
+  setup.check_common_ca = 1;   // ...against ca_file
+  setup.allow_self_signed = 0;
+  setup.allow_expired_certs = 0;
+  setup.cert_chain_validation = 1;
+  setup.cert_chain_verify_depth = 3;
+  setup.check_cert_revocation = 0;  // no CRLs configured
+  setup.allow_no_crl = 1;
+  setup.allow_expired_crl = 1;
+  if (pki.check_name) {
+    setup.validate_cn_call_back = &commonNameTrampoline;
+    setup.cn_call_back_arg = this;
+  }
+  std::string sni = uriHost(uri);  // valid during the call, as libcoap asks
+  setup.client_sni = sni.empty() ? nullptr : sni.data();
+  setup.pki_key.key_type = COAP_PKI_KEY_PEM;
+  setup.pki_key.key.pem.ca_file = pki.ca_file.c_str();
+  setup.pki_key.key.pem.public_cert = pki.cert_file.c_str();
+  setup.pki_key.key.pem.private_key = pki.key_file.c_str();
+  CoapSessionPtr session(
+      coap_new_client_session_pki(context_.get(), nullptr, &address, COAP_PROTO_DTLS, &setup));
+  if (!session) {
+    *error = "cannot create a DTLS session to " + uri + " (are " + pki.cert_file + " and " +
+             pki.key_file + " a certificate and its key?)";
+  }
+  return session;
+}
+
 void CoapLink::Impl::onEvent(coap_session_t* session, coap_event_t event) {
   switch (event) {
     case COAP_EVENT_DTLS_CONNECTED: {
@@ -99,8 +175,10 @@ void CoapLink::Impl::onEvent(coap_session_t* session, coap_event_t event) {
     case COAP_EVENT_DTLS_ERROR:
     case COAP_EVENT_SESSION_FAILED: {
       Device* device = deviceBySession(session);
-      if (device == nullptr || !device->psk) return;
-      std::string reason = takeLibcoapTlsReason();
+      if (device == nullptr || !device->credentials.any()) return;
+      std::string reason = std::exchange(device->name_mismatch, {});
+      const std::string tls = takeLibcoapTlsReason();
+      if (reason.empty()) reason = tls;
       if (reason.empty()) reason = stalledHandshake(*device);
       dtlsFailed(*device, std::move(reason));
       return;

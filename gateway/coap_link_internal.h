@@ -43,6 +43,10 @@ struct CoapPduDelete {
 };
 using CoapPduPtr = std::unique_ptr<coap_pdu_t, CoapPduDelete>;
 
+// The host of a coap(s):// URI as libcoap reads it ("" when it does not parse)
+// (coap_link_sessions.cpp).
+std::string uriHost(const std::string& uri);
+
 // Helpers shared by the link's .cpp files (coap_link.cpp).
 std::optional<std::uint32_t> coapUintOption(const coap_pdu_t* pdu, std::uint16_t number);
 // One option per path segment ("/a/b" -> "a", "b"), percent-decoded as the wire wants.
@@ -67,7 +71,7 @@ class CoapLink::Impl {
 
   // The public operations (CoapLink forwards to them after its loop-thread check).
   bool addDevice(const std::string& name, const std::string& uri, std::string* error,
-                 const std::optional<PskCredentials>& psk);
+                 const DtlsCredentials& credentials);
   void removeDevice(const std::string& name);
   std::uint64_t startExchange(const std::string& device, bridge::Method method,
                               const std::string& path, const std::string& payload,
@@ -98,12 +102,15 @@ class CoapLink::Impl {
   const coap_bin_const_t* serverKey(const coap_bin_const_t* identity, coap_session_t* session);
   // The device's PSK when its DTLS handshake reaches the identity hint (it answered).
   const coap_dtls_cpsk_info_t* onIdentityHint(coap_session_t* session);
+  // Whether a device certificate's name (`cn`: DNS SAN or CN) is the device's URI host.
+  bool certificateNameMatches(const char* cn, coap_session_t* session);
 
  private:
   struct Device {
     std::string name;
     std::string uri;
-    std::optional<PskCredentials> psk;  // coaps:// devices (the key is never logged)
+    std::string host;             // of the URI: what a device certificate must name
+    DtlsCredentials credentials;  // coaps:// devices (the key is never logged)
     CoapSessionPtr session;
     // Numbers this device's sessions: a held ACK or a deferred reset names the session it
     // was for by this, never by a pointer that a later session may reuse.
@@ -124,7 +131,8 @@ class CoapLink::Impl {
     EventLoop::TimerId reack_timer = 0;
     std::string dtls_failure;  // why the last DTLS session failed, as last logged ("" = none)
     bool dtls_hello = false;   // the device answered this session's handshake (its hint came)
-    coap_dtls_cpsk_info_t psk_info{};  // into `psk`, for the identity hint callback
+    coap_dtls_cpsk_info_t psk_info{};  // into credentials.psk, for the identity hint callback
+    std::string name_mismatch;         // why the certificate's name was refused ("" = it was not)
   };
 
   struct Exchange {
@@ -155,11 +163,14 @@ class CoapLink::Impl {
   };
 
   // Sessions (coap_link_sessions.cpp); DTLS ones from coap_link_dtls.cpp.
-  CoapSessionPtr newSession(const std::string& uri, const std::optional<PskCredentials>& psk,
+  CoapSessionPtr newSession(const std::string& uri, const DtlsCredentials& credentials,
                             std::string* error);
   CoapSessionPtr newPskSession(const coap_address_t& address, const std::string& uri,
                                const PskCredentials& psk, std::string* error);
+  CoapSessionPtr newPkiSession(const coap_address_t& address, const std::string& uri,
+                               const PkiCredentials& pki, std::string* error);
   Device* deviceBySession(const coap_session_t* session);
+
   // A DTLS session of `device` that failed or never completed: counted, and said at warning
   // level once per device and reason. Returns the reason for the exchanges it fails.
   std::string dtlsFailed(Device& device, std::string reason);

@@ -56,13 +56,20 @@ LibcoapLogLimiter g_log_limiter;
 std::mutex g_tls_mutex;
 std::string g_tls_reason;
 
-void noteTlsReason(std::string_view text) {
+// Whether `text` was such a line (CoapLink then says it, naming the device).
+bool noteTlsReason(std::string_view text) {
   const bool tls =
       text.find("alert") != std::string_view::npos || text.find("SSL") != std::string_view::npos ||
       text.find("DTLS") != std::string_view::npos || text.find("dtls") != std::string_view::npos;
-  if (!tls) return;
+  if (!tls) return false;
+  // Without libcoap's session prefix ("127.0.0.1:36763 <-> 127.0.0.1:5684 DTLS: "): the
+  // local port changes with every session, the reason does not.
+  if (const auto at = text.find("DTLS: "); at != std::string_view::npos) {
+    text.remove_prefix(at + 6);
+  }
   std::lock_guard<std::mutex> lock(g_tls_mutex);
   g_tls_reason.assign(text.substr(0, 200));
+  return true;
 }
 
 }  // namespace
@@ -77,10 +84,11 @@ void libcoapLogHandler(coap_log_t level, const char* message) noexcept {
     std::string_view text(message);
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
     if (text.rfind("discard malformed PDU", 0) == 0) g_malformed.fetch_add(1);
-    if (level <= LOG_WARNING) noteTlsReason(text);
+    // A TLS failure CoapLink reports itself, once per device and reason: here a debug line.
+    const bool tls_reason = level <= LOG_WARNING && noteTlsReason(text);
     spdlog::level::level_enum mapped = spdlog::level::debug;
     // An RST answering our CoAP ping is the expected pong, not an alert.
-    if (text.rfind("got RST for mid", 0) == 0) {
+    if (text.rfind("got RST for mid", 0) == 0 || tls_reason) {
       mapped = spdlog::level::debug;
     } else if (level <= LOG_ERR) {
       mapped = spdlog::level::err;

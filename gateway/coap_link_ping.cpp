@@ -21,10 +21,10 @@ void CoapLink::Impl::ping(const std::string& device, std::function<void(bool)> d
   // old one, which is what a failed ping should say: the timeout renews the session).
   std::string error;
   CoapSessionPtr probe;
-  if (it->second->psk) {
+  if (it->second->credentials.any()) {
     probe.reset(coap_session_reference(it->second->session.get()));
   } else {
-    probe = newSession(it->second->uri, std::nullopt, &error);
+    probe = newSession(it->second->uri, DtlsCredentials{}, &error);
   }
   if (!probe) {
     done(false);

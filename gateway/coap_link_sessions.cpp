@@ -44,19 +44,31 @@ bool resolve(const std::string& uri, coap_address_t* out, bool* dtls, std::strin
 
 }  // namespace
 
+std::string uriHost(const std::string& uri) {
+  coap_uri_t parsed;
+  if (coap_split_uri(reinterpret_cast<const std::uint8_t*>(uri.data()), uri.size(), &parsed) != 0) {
+    return {};
+  }
+  return std::string(reinterpret_cast<const char*>(parsed.host.s), parsed.host.length);
+}
+
 CoapSessionPtr CoapLink::Impl::newSession(const std::string& uri,
-                                          const std::optional<PskCredentials>& psk,
-                                          std::string* error) {
+                                          const DtlsCredentials& credentials, std::string* error) {
   coap_address_t address;
   bool dtls = false;
   if (!resolve(uri, &address, &dtls, error)) return nullptr;
-  if (dtls && !psk) {
-    *error = "coaps:// needs credentials (psk) for " + uri;
+  if (dtls && !credentials.any()) {
+    *error = "coaps:// needs credentials (psk or pki) for " + uri;
     return nullptr;
   }
-  CoapSessionPtr session = dtls ? newPskSession(address, uri, *psk, error)
-                                : CoapSessionPtr(coap_new_client_session(context_.get(), nullptr,
-                                                                         &address, COAP_PROTO_UDP));
+  CoapSessionPtr session;
+  if (!dtls) {
+    session.reset(coap_new_client_session(context_.get(), nullptr, &address, COAP_PROTO_UDP));
+  } else if (credentials.psk) {
+    session = newPskSession(address, uri, *credentials.psk, error);
+  } else {
+    session = newPkiSession(address, uri, *credentials.pki, error);
+  }
   if (!session) {
     if (dtls) return nullptr;  // *error says why
     *error = "cannot create a CoAP session to " + uri;
@@ -75,14 +87,16 @@ CoapSessionPtr CoapLink::Impl::newSession(const std::string& uri,
 }
 
 bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri, std::string* error,
-                               const std::optional<PskCredentials>& psk) {
-  CoapSessionPtr session = newSession(uri, psk, error);
-  if (!session) return false;
-  removeDevice(name);
+                               const DtlsCredentials& credentials) {
   auto device = std::make_unique<Device>();
   device->name = name;
   device->uri = uri;
-  device->psk = psk;
+  device->host = uriHost(uri);
+  device->credentials = credentials;
+  // From the device's own copy: libcoap may keep pointers to the certificate file names.
+  CoapSessionPtr session = newSession(uri, device->credentials, error);
+  if (!session) return false;
+  removeDevice(name);
   device->session = std::move(session);
   device->session_id = next_session_id_++;
   devices_[name] = std::move(device);
@@ -97,14 +111,14 @@ void CoapLink::Impl::resetSession(const std::string& name, const std::string& re
   auto it = devices_.find(name);
   if (it == devices_.end()) return;
   std::string why = reason;
-  if (it->second->psk &&
+  if (it->second->credentials.any() &&
       coap_session_get_state(it->second->session.get()) != COAP_SESSION_STATE_ESTABLISHED) {
     // Not a lost request: the DTLS handshake never completed (DTLS drops a Finished it cannot
     // verify, so a wrong key shows as silence, not as an alert).
     why = dtlsFailed(*it->second, stalledHandshake(*it->second));
   }
   std::string error;
-  CoapSessionPtr fresh = newSession(it->second->uri, it->second->psk, &error);
+  CoapSessionPtr fresh = newSession(it->second->uri, it->second->credentials, &error);
   if (!fresh) {
     spdlog::warn("coap: cannot renew the session of {}: {}", name, error);
     return;

@@ -187,7 +187,7 @@ void parseCoapSection(TableReader& root, Reporter& report, const std::string& di
       report.error(item, prefix, std::string("expected a table, got ") + typeName(item));
       continue;
     }
-    TableReader d(report, item, prefix, {"name", "uri", "psk"});
+    TableReader d(report, item, prefix, {"name", "uri", "psk", "pki"});
     StaticDevice dev;
     bool ok = true;
     if (auto name = d.string("name", true, kNameExpected)) {
@@ -210,20 +210,27 @@ void parseCoapSection(TableReader& root, Reporter& report, const std::string& di
       ok = false;
     }
     const bool has_psk = d.find("psk") != nullptr;
+    const bool has_pki = d.find("pki") != nullptr;
     dev.psk = parsePsk(d, report, prefix, dir);
-    if (has_psk && !dev.psk) ok = false;
+    dev.pki = parsePki(d, report, prefix, dir);
+    if ((has_psk && !dev.psk) || (has_pki && !dev.pki)) ok = false;
+    if (has_psk && has_pki) {
+      d.invalid("pki", "a device has either psk or pki, not both");
+      ok = false;
+    }
     if (auto uri = d.string("uri", true, "a URI coap://host[:port] or coaps://host[:port]")) {
       if (auto problem = checkCoapUri(*uri)) {
         d.invalid("uri", *problem);
         ok = false;
-      } else if (isCoapsUri(*uri) && !has_psk) {
+      } else if (isCoapsUri(*uri) && !has_psk && !has_pki) {
         d.invalid("uri",
                   "coaps:// needs the device's credentials: psk = { identity = \"...\", "
-                  "key_file = \"...\" }");
+                  "key_file = \"...\" } or pki = { ca_file, cert_file, key_file }");
         ok = false;
-      } else if (!isCoapsUri(*uri) && has_psk) {
-        d.invalid("psk",
-                  "a pre-shared key is used with a coaps:// uri only, but uri is " + quote(*uri));
+      } else if (!isCoapsUri(*uri) && (has_psk || has_pki)) {
+        d.invalid(has_psk ? "psk" : "pki",
+                  std::string(has_psk ? "a pre-shared key" : "a certificate") +
+                      " is used with a coaps:// uri only, but uri is " + quote(*uri));
         ok = false;
       }
       dev.uri = *uri;

@@ -22,6 +22,27 @@ struct PskCredentials {
   }
 };
 
+// DTLS with certificates (`pki = { ca_file, cert_file, key_file }` of a [[coap.device]]):
+// the device's certificate must chain to ca_file, be valid now and, unless check_name is
+// false, name the URI's host (DNS SAN or CN); cert_file and key_file are ours.
+struct PkiCredentials {
+  std::string ca_file;  // resolved paths
+  std::string cert_file;
+  std::string key_file;  // a secret (its content is never read by us, only by OpenSSL)
+  bool check_name = true;
+  bool operator==(const PkiCredentials& o) const {
+    return ca_file == o.ca_file && cert_file == o.cert_file && key_file == o.key_file &&
+           check_name == o.check_name;
+  }
+};
+
+// What a coaps:// device is reached with: one of the two.
+struct DtlsCredentials {
+  std::optional<PskCredentials> psk;
+  std::optional<PkiCredentials> pki;
+  bool any() const { return psk.has_value() || pki.has_value(); }
+};
+
 // [[coap.psk_client]]: a DTLS client of our coaps:// listeners (a device registering in the
 // Resource Directory), known by its PSK identity.
 struct PskClient {
@@ -40,7 +61,9 @@ struct PskClient {
 struct StaticDevice {
   std::string name;                   // [a-zA-Z0-9_.-]+, unique; used as a topic level
   std::string uri;                    // coap://host[:port], or coaps://host[:port] (DTLS, with psk)
-  std::optional<PskCredentials> psk;  // set exactly when uri is coaps://
+  std::optional<PskCredentials> psk;  // coaps:// needs exactly one of psk and pki
+  std::optional<PkiCredentials> pki;
+  DtlsCredentials credentials() const { return DtlsCredentials{psk, pki}; }
 };
 
 enum class MqttProtocol { V311, V5 };

@@ -113,6 +113,42 @@ std::optional<PskCredentials> parsePsk(bridge::toml_reader::TableReader& device,
   return psk;
 }
 
+std::optional<PkiCredentials> parsePki(bridge::toml_reader::TableReader& device,
+                                       bridge::toml_reader::Reporter& report,
+                                       const std::string& prefix, const std::string& dir) {
+  const bridge::toml_reader::Value* table = device.table("pki");
+  if (table == nullptr) return std::nullopt;
+  bridge::toml_reader::TableReader r(report, *table, prefix + ".pki",
+                                     {"ca_file", "cert_file", "key_file", "check_name"});
+  PkiCredentials pki;
+  bool ok = true;
+  const auto file = [&](std::string_view key, std::string_view expected, bool secret,
+                        std::string& out) {
+    auto name = r.string(key, true, expected);
+    if (!name) {
+      ok = false;
+      return;
+    }
+    if (name->empty()) {
+      r.invalid(key, "expected a file path, got an empty string");
+      ok = false;
+      return;
+    }
+    out = secret ? resolveSecretPath(dir, *name) : resolvePath(dir, *name);
+    if (auto error = checkReadable(out)) {
+      r.invalid(key, "cannot read " + report.quote(out) + ": " + error->reason);
+      ok = false;
+    }
+  };
+  file("ca_file", "the PEM file of the CA(s) device certificates must chain to", false,
+       pki.ca_file);
+  file("cert_file", "the PEM file of the gateway's client certificate", false, pki.cert_file);
+  file("key_file", "the PEM file of that certificate's private key", true, pki.key_file);
+  if (auto b = r.boolean("check_name")) pki.check_name = *b;
+  if (!ok) return std::nullopt;
+  return pki;
+}
+
 void parsePskClients(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
                      const std::string& dir, std::vector<PskClient>& out) {
   using bridge::toml_reader::Value;
@@ -168,6 +204,7 @@ std::vector<std::string> secretFileWarnings(const GatewayConfig& config) {
   for (const auto& c : config.coap.psk_clients) files.push_back(c.key_file);
   for (const auto& d : config.devices) {
     if (d.psk) files.push_back(d.psk->key_file);
+    if (d.pki) files.push_back(d.pki->key_file);
   }
   files.push_back(config.mqtt.password_file);
   files.push_back(config.mqtt.tls.key_file);

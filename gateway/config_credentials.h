@@ -30,6 +30,12 @@ std::optional<PskCredentials> parsePsk(bridge::toml_reader::TableReader& device,
                                        bridge::toml_reader::Reporter& report,
                                        const std::string& prefix, const std::string& dir);
 
+// Reads `pki = { ca_file, cert_file, key_file, check_name }` of a [[coap.device]] table:
+// the three files readable (relative to `dir`; key_file a systemd credential first).
+std::optional<PkiCredentials> parsePki(bridge::toml_reader::TableReader& device,
+                                       bridge::toml_reader::Reporter& report,
+                                       const std::string& prefix, const std::string& dir);
+
 // Reads the [[coap.psk_client]] tables of `coap` into `out`: identity (unique), key_file
 // (as for psk), endpoints (globs; default [identity]).
 void parsePskClients(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,

@@ -66,9 +66,9 @@ void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
 }
 
 bool sameDevice(const StaticDevice& a, const StaticDevice& b) {
-  [[maybe_unused]] const auto& [name, uri, psk] = a;
+  [[maybe_unused]] const auto& [name, uri, psk, pki] = a;
   // A new key (or key file, or identity) is a changed device too, named by the device only.
-  return a.name == b.name && a.uri == b.uri && a.psk == b.psk;
+  return a.name == b.name && a.uri == b.uri && a.psk == b.psk && a.pki == b.pki;
 }
 
 // "coap.device[<name>]" for each static device removed or changed, then each one added.

@@ -236,25 +236,24 @@ bool Devices::configuredAt(std::string_view uri) const {
   return false;
 }
 
-std::optional<PskCredentials> Devices::credentialsFor(std::string_view name,
-                                                      std::string_view uri) const {
+DtlsCredentials Devices::credentialsFor(std::string_view name, std::string_view uri) const {
   const StaticDevice* configured = findStaticConfig(name);
   if (configured != nullptr) {
-    return configured->uri == uri ? configured->psk : std::nullopt;
+    return configured->uri == uri ? configured->credentials() : DtlsCredentials{};
   }
   // A device that registered over DTLS (in this run or before): the [[coap.psk_client]]
   // whose endpoints name it (RdSource gives the same at registration). Start-up only.
-  if (!isCoapsUri(uri)) return std::nullopt;
+  if (!isCoapsUri(uri)) return {};
   for (const PskClient& client : config_.coap.psk_clients) {
     for (const std::string& ep : client.endpoints) {
       std::string error;
       auto glob = bridge::Glob::compile(ep, bridge::Glob::Kind::Name, &error);
       if (glob && glob->matches(name)) {
-        return PskCredentials{client.identity, client.key_file, client.key};
+        return DtlsCredentials{PskCredentials{client.identity, client.key_file, client.key}, {}};
       }
     }
   }
-  return std::nullopt;
+  return {};
 }
 
 const StaticDevice* Devices::findStaticConfig(std::string_view name) const {
@@ -270,7 +269,7 @@ void Devices::addStatic(const StaticDevice& device) {
     return;  // loaded from the database and already watched
   }
   std::string error;
-  if (!coap_.addDevice(device.name, device.uri, &error, device.psk)) {
+  if (!coap_.addDevice(device.name, device.uri, &error, device.credentials())) {
     spdlog::error("device {}: {}", device.name, error);
     return;
   }
@@ -307,9 +306,9 @@ bool Devices::admits(std::string_view uri, std::string_view from) {
 }
 
 const registry::Device* Devices::add(registry::Device device, std::string* error,
-                                     const std::optional<PskCredentials>& psk) {
+                                     const DtlsCredentials& credentials) {
   if (!coap_.addDevice(device.name, device.uri, error,
-                       psk ? psk : credentialsFor(device.name, device.uri))) {
+                       credentials.any() ? credentials : credentialsFor(device.name, device.uri))) {
     return nullptr;
   }
   if (device.first_seen == SystemClock::time_point{}) device.first_seen = SystemClock::now();

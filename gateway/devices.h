@@ -60,9 +60,10 @@ class Devices {
 
   // A new device: its CoAP session, the registry, the store, DeviceJoined. nullptr (and
   // *error) when the link cannot reach `device.uri`.
-  // `psk`: its DTLS credentials when its URI is coaps:// (else a configured device's).
+  // `credentials`: its DTLS credentials when its URI is coaps:// (else a configured
+  // device's).
   const registry::Device* add(registry::Device device, std::string* error,
-                              const std::optional<PskCredentials>& psk = std::nullopt);
+                              const DtlsCredentials& credentials = {});
   // Points a known device at a new address (RD re-registration from elsewhere).
   const registry::Device* move(const std::string& name, const std::string& uri, std::string* error);
   // Something came back from the device: it is alive.
@@ -99,7 +100,7 @@ class Devices {
   void addStatic(const StaticDevice& device);
   const StaticDevice* findStaticConfig(std::string_view name) const;
   // The DTLS credentials of the device `name` at `uri` (a configured one's psk).
-  std::optional<PskCredentials> credentialsFor(std::string_view name, std::string_view uri) const;
+  DtlsCredentials credentialsFor(std::string_view name, std::string_view uri) const;
   bool configuredAt(std::string_view uri) const;
   void onDiscovered(const std::string& name, const std::optional<CoapResponse>& response,
                     const std::string& error);

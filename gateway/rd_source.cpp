@@ -119,16 +119,16 @@ bool RdSource::identityMay(std::string_view identity, std::string_view ep, bool*
 
 // A device that registered over DTLS is reached over DTLS with the same identity and key
 // (as LwM2M does): the identity whose `endpoints` match its name.
-std::optional<PskCredentials> RdSource::credentialsFor(const registry::RdRegistration& reg) const {
-  if (reg.base.rfind("coaps://", 0) != 0) return std::nullopt;
+DtlsCredentials RdSource::credentialsFor(const registry::RdRegistration& reg) const {
+  if (reg.base.rfind("coaps://", 0) != 0) return {};
   for (std::size_t i = 0; i < identity_endpoints_.size(); ++i) {
     for (const bridge::Glob& glob : identity_endpoints_[i].second) {
       if (!glob.matches(reg.ep)) continue;
       const PskClient& client = config_.coap.psk_clients[i];
-      return PskCredentials{client.identity, client.key_file, client.key};
+      return DtlsCredentials{PskCredentials{client.identity, client.key_file, client.key}, {}};
     }
   }
-  return std::nullopt;
+  return {};
 }
 
 std::optional<CoapServerResponse> RdSource::refused(const CoapServerRequest& r,

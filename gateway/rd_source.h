@@ -43,7 +43,7 @@ class RdSource {
   void scheduleExpiry();
   // Whether `identity` may register `ep` ([[coap.psk_client]] endpoints); `claimed`: some
   // identity's endpoints match it (then only those identities may).
-  std::optional<PskCredentials> credentialsFor(const registry::RdRegistration& reg) const;
+  DtlsCredentials credentialsFor(const registry::RdRegistration& reg) const;
   bool identityMay(std::string_view identity, std::string_view ep, bool* claimed) const;
 
   const GatewayConfig& config_;

@@ -181,9 +181,48 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"PskWithPlainUri",
                 device("coap://h", "psk = { identity = \"gw\", key_file = \"good\" }"), 4, 7,
                 "coap.device[1].psk", "used with a coaps:// uri only"},
+        BadCase{"PkiMissingKeyFile",
+                device("coaps://h",
+                       "pki = { ca_file = \"good\", cert_file = \"good\", key_file = \"nope\" }"),
+                4, 58, "coap.device[1].pki.key_file", "cannot read"},
+        BadCase{"PkiWithoutCa",
+                device("coaps://h", "pki = { cert_file = \"good\", key_file = \"good\" }"), 4, 7,
+                "coap.device[1].pki.ca_file", "required key is missing"},
+        BadCase{"PkiWithPlainUri",
+                device("coap://h",
+                       "pki = { ca_file = \"good\", cert_file = \"good\", key_file = \"good\" }"),
+                4, 7, "coap.device[1].pki", "a certificate is used with a coaps:// uri only"},
+        BadCase{"PskAndPki",
+                device("coaps://h",
+                       "psk = { identity = \"gw\", key_file = \"good\" }\npki = { ca_file = "
+                       "\"good\", cert_file = \"good\", key_file = \"good\" }"),
+                5, 7, "coap.device[1].pki", "either psk or pki, not both"},
         BadCase{"PskNotATable", device("coaps://h", "psk = \"goodsecret\""), 4, 7,
                 "coap.device[1].psk", "expected a table"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(PkiConfig, LoadsTheThreeFilesAndChecksNamesByDefault) {
+  Dir dir;
+  dir.write("ca.pem", "x", 0644);
+  dir.write("gw.pem", "x", 0644);
+  dir.write("gw.key", "x", 0644);
+  GatewayConfig cfg;
+  const auto errors = load(dir,
+                           device("coaps://h",
+                                  "pki = { ca_file = \"ca.pem\", cert_file = "
+                                  "\"gw.pem\", key_file = \"gw.key\" }"),
+                           &cfg);
+  ASSERT_TRUE(errors.empty()) << errors.front().toString();
+  ASSERT_TRUE(cfg.devices.at(0).pki.has_value());
+  EXPECT_EQ(cfg.devices[0].pki->ca_file, dir.path("ca.pem"));
+  EXPECT_EQ(cfg.devices[0].pki->key_file, dir.path("gw.key"));
+  EXPECT_TRUE(cfg.devices[0].pki->check_name);
+  // The private key is a secret file: readable by others, it is warned about (the
+  // certificates are public).
+  const auto warnings = secretFileWarnings(cfg);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0].rfind(dir.path("gw.key") + ": ", 0), 0u) << warnings[0];
+}
 
 TEST(PskConfig, WarnsAboutKeyFilesOthersCanRead) {
   Dir dir;

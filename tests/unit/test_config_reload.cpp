@@ -58,9 +58,13 @@ const std::vector<Change>& changes() {
       // A device's new key or identity is a changed device (the key itself is never named).
       {"coap.device[lamp]", [](GatewayConfig& c) { lamp(c).psk->key = "k2"; }},
       {"coap.device[lamp]", [](GatewayConfig& c) { lamp(c).psk->identity = "gw2"; }},
+      {"coap.device[lamp]",
+       [](GatewayConfig& c) {
+         lamp(c).pki = PkiCredentials{"/etc/ca.pem", "/etc/gw.pem", "/etc/gw.key", true};
+       }},
       {"coap.device[garage]",
        [](GatewayConfig& c) {
-         c.devices.push_back({"garage", "coap://192.0.2.30", std::nullopt});
+         c.devices.push_back({"garage", "coap://192.0.2.30", std::nullopt, std::nullopt});
        }},
       {"mqtt.uri", [](GatewayConfig& c) { c.mqtt.uri = "mqtts://broker.example.com"; }},
       {"mqtt.client_id", [](GatewayConfig& c) { c.mqtt.client_id = "someone-else"; }},
@@ -92,8 +96,9 @@ GatewayConfig running() {
   GatewayConfig c;
   c.file = "/etc/coap2mqtt/gateway.toml";
   c.name = "pi-gw-1";
-  c.devices = {{"boiler", "coap://192.0.2.10", std::nullopt},
-               {"lamp", "coaps://192.0.2.20", PskCredentials{"gw", "/etc/lamp.key", "k1"}}};
+  c.devices = {
+      {"boiler", "coap://192.0.2.10", std::nullopt, std::nullopt},
+      {"lamp", "coaps://192.0.2.20", PskCredentials{"gw", "/etc/lamp.key", "k1"}, std::nullopt}};
   c.coap.psk_clients = {PskClient{"node7", "/etc/node7.key", "k7", {"node7"}}};
   c.mqtt.username = "gw";
   c.mqtt.password_file = "/etc/coap2mqtt/mqtt.pass";
