@@ -350,6 +350,50 @@ TEST(Dtls, CertificatesAreCheckedAgainstTheCaTheDateAndTheName) {
   }
 }
 
+// Sessions that cost one handshake: ten simulated DTLS devices (coap2mqtt-sim --psk), two
+// observed resources each, values every 200 ms, a command to each: one handshake per
+// device, however many exchanges follow.
+TEST(Dtls, SimulatedDevicesCostOneHandshakeEach) {
+  TempDir dir;
+  Mosquitto broker;
+  writeKeyFile(dir, "sim.key", kKey);
+  constexpr int kDevices = 10;
+  const int port = freeUdpPortRange(kDevices);
+  auto sim = startSim(dir, port, kDevices, "200", "sim.log", {"--psk", kKey});
+  std::string devices;
+  for (int i = 0; i < kDevices; ++i) {
+    devices += dtlsDevice("dev" + std::to_string(i),
+                          "coaps://127.0.0.1:" + std::to_string(port + i), dir.file("sim.key"));
+  }
+  MqttProbe probe(broker.port(), "c2m/#");
+  auto gateway = startGateway(
+      dir, baseConfig(broker, dir) + devices +
+               "[[rule]]\nname = \"sensors\"\nmatch = { path = \"/sensors/*\" }\n"
+               "topic = \"c2m/{device}/{path}\"\n\n"
+               "[[command]]\nname = \"led\"\ntopic = \"c2m/{device}/{path}/set\"\n"
+               "method = \"PUT\"\nallow = { device = \"*\", path = \"/actuators/*\" }\n");
+  for (int i = 0; i < kDevices; ++i) {
+    const std::string dev = "c2m/dev" + std::to_string(i);
+    ASSERT_TRUE(probe.waitForCount(dev + "/sensors/counter", 5, 30s)) << gateway->output();
+    ASSERT_TRUE(probe.waitForCount(dev + "/sensors/temp", 2, 15s)) << gateway->output();
+    probe.publish(dev + "/actuators/led/set", "on");
+  }
+  for (int i = 0; i < kDevices; ++i) {
+    const std::string dev = "c2m/dev" + std::to_string(i);
+    EXPECT_TRUE(probe.waitForCount(dev + "/actuators/led/set/result", 1, 15s)) << dev;
+  }
+  EXPECT_EQ(gateway->stop(15, 10s), 0);
+  // The counters at exit: every device's session was established exactly once.
+  const std::string out = gateway->output();
+  const auto stats = out.rfind("stats: {");
+  ASSERT_NE(stats, std::string::npos) << out;
+  const std::string line = out.substr(stats, out.find('\n', stats) - stats);
+  EXPECT_NE(line.find("\"dtls_handshakes\":" + std::to_string(kDevices) + ","), std::string::npos)
+      << line;
+  EXPECT_NE(line.find("\"dtls_failures\":0"), std::string::npos) << line;
+  expectSecretNowhere(kKey, *gateway, probe, dir);
+}
+
 // Acceptance 5: the gateway's own listener over DTLS. A PSK identity registers the endpoint
 // names it is bound to, and only those; an endpoint bound to an identity is not registered
 // over plain CoAP; an unknown identity gets no session.
