@@ -3,6 +3,10 @@
 // namespace on its loopback (needs root).
 //
 //   bench_observe [--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency] [--non]
+//                 [--dtls]
+//
+// --dtls: every device speaks DTLS with a pre-shared key (coap2mqtt-sim --psk; the gateway
+// reaches it over coaps://), and the table adds the handshakes and their rate at start-up.
 //
 // --non makes the simulator notify in NON messages (libcoap still sends every 5th as CON)
 // instead of CON ones. A CON notification is ACKed only once its message is in the outbox,
@@ -74,7 +78,10 @@ struct Options {
   int qos = 0;           // of the rules; 1 puts every message through the outbox
   bool latency = false;  // observe /sensors/stamp only and measure per-message latency
   bool non = false;      // NON notifications instead of CON
+  bool dtls = false;     // coaps:// with a pre-shared key
 };
+
+constexpr const char* kBenchKey = "bench-psk-0123456789";
 
 // Observed resources per device.
 int resourcesPerDevice(const Options& o) {
@@ -118,8 +125,10 @@ std::string gatewayToml(const TempDir& dir, const Options& o) {
   std::string toml = "[gateway]\nname = \"bench-gw\"\nstate_dir = \"" + dir.path() +
                      "\"\n\n[coap]\nrequest_timeout = \"10s\"\nretry_interval = \"5s\"\n\n";
   for (int i = 0; i < o.devices; ++i) {
-    toml += "[[coap.device]]\nname = \"dev" + std::to_string(i) + "\"\nuri = \"coap://" +
-            deviceAddress(i) + ":" + std::to_string(kCoapPort) + "\"\n";
+    toml += "[[coap.device]]\nname = \"dev" + std::to_string(i) + "\"\nuri = \"" +
+            (o.dtls ? "coaps://" : "coap://") + deviceAddress(i) + ":" + std::to_string(kCoapPort) +
+            "\"\n";
+    if (o.dtls) toml += "psk = { identity = \"bench\", key_file = \"bench.key\" }\n";
   }
   toml += "\n[mqtt]\nuri = \"mqtt://127.0.0.1:" + std::to_string(kMqttPort) +
           "\"\nclient_id = \"gw-bench\"\nbase_topic = \"c2m\"\n";
@@ -220,6 +229,10 @@ int run(const Options& o) {
                "--interval", std::to_string(o.interval_ms)});
   if (o.latency) sim_command.push_back("--stamp");  // exec() only puts `ip netns exec` in front
   if (o.non) sim_command.push_back("--non");
+  if (o.dtls) {
+    sim_command.push_back("--psk");
+    sim_command.push_back(kBenchKey);
+  }
   Process sim(sim_command, ns.file("sim.log"));
   if (!sim.waitForOutput("READY", 60s)) throw std::runtime_error("sim: " + sim.output());
 
@@ -241,6 +254,7 @@ int run(const Options& o) {
   }
 
   state.write("gateway.toml", gatewayToml(state, o));
+  state.write("bench.key", kBenchKey);
   const double t_spawn = now();
   Process gateway(ns.exec({gatewayBinary(), "run", "-c", state.file("gateway.toml"), "-l", "info"}),
                   state.file("gateway.log"));
@@ -334,6 +348,13 @@ int run(const Options& o) {
       fmt("%.1f", msgs > 0 ? cpu_s * 1e6 / static_cast<double>(msgs) : -1.0));
   row("simulator CPU (% of one core)", fmt("%.1f", 100 * (sim_cpu1 - sim_cpu0) / window));
   row("notifications taken (whole run)", statCount("notifications"));
+  if (o.dtls) {
+    const std::string handshakes = statCount("dtls_handshakes");
+    row("DTLS handshakes (whole run)", handshakes);
+    row("DTLS handshake failures (whole run)", statCount("dtls_failures"));
+    row("DTLS handshakes per second, spawn -> all observed",
+        fmt("%.0f", std::strtod(handshakes.c_str(), nullptr) / all_s));
+  }
   row("QoS 1 acknowledged by the broker (whole run)", statCount("delivered"));
   row("left in the outbox at shutdown", statCount("outbox"));
   row("dropped from a full outbox", statCount("outbox_dropped"));
@@ -363,12 +384,12 @@ int main(int argc, char** argv) {
   Options o;
   if (int rc = coap2mqtt::bench::parseFlags(
           argc, argv, "bench_observe",
-          "[--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency] [--non]",
+          "[--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency] [--non] [--dtls]",
           {{"--devices", {&o.devices, 1, 60000}},
            {"--interval", {&o.interval_ms}},
            {"--steady", {&o.steady_s}},
            {"--qos", {&o.qos, 0, 2}}},
-          {{"--latency", &o.latency}, {"--non", &o.non}});
+          {{"--latency", &o.latency}, {"--non", &o.non}, {"--dtls", &o.dtls}});
       rc != 0) {
     return rc;
   }

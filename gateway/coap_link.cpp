@@ -49,6 +49,17 @@ coap_response_t responseTrampoline(coap_session_t* session, const coap_pdu_t* /*
   }
 }
 
+int eventTrampoline(coap_session_t* session, const coap_event_t event) noexcept {
+  CoapLink::Impl* link = linkOf(session);
+  if (link == nullptr) return 0;
+  try {
+    link->onEvent(session, event);
+  } catch (const std::exception& e) {
+    spdlog::error("coap: event handler failed: {}", e.what());
+  }
+  return 0;
+}
+
 void nackTrampoline(coap_session_t* session, const coap_pdu_t* sent,
                     const coap_nack_reason_t reason, const coap_mid_t mid) noexcept {
   CoapLink::Impl* link = linkOf(session);
@@ -96,7 +107,7 @@ const char* nackReason(coap_nack_reason_t reason) {
     case COAP_NACK_RST:
       return "reset by device";
     case COAP_NACK_TLS_FAILED:
-      return "DTLS failed";
+      return "DTLS handshake failed (see the line before)";
     case COAP_NACK_ICMP_ISSUE:
       return "ICMP error (port unreachable?)";
   }
@@ -150,9 +161,10 @@ CoapLink::CoapLink(EventLoop& loop, const CoapConfig& config)
 
 CoapLink::~CoapLink() = default;
 
-bool CoapLink::addDevice(const std::string& name, const std::string& uri, std::string* error) {
+bool CoapLink::addDevice(const std::string& name, const std::string& uri, std::string* error,
+                         const DtlsCredentials& credentials) {
   loop_thread_.check();
-  return impl_->addDevice(name, uri, error);
+  return impl_->addDevice(name, uri, error, credentials);
 }
 
 void CoapLink::removeDevice(const std::string& name) {
@@ -245,6 +257,7 @@ CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config) : loop_(loop), c
                                      static_cast<unsigned>(config_.limits.max_sessions));
   coap_register_response_handler(context_.get(), &responseTrampoline);
   coap_register_nack_handler(context_.get(), &nackTrampoline);
+  coap_register_event_handler(context_.get(), &eventTrampoline);
 
   fd_ = coap_context_get_coap_fd(context_.get());
   if (fd_ < 0) throw std::runtime_error("coap: libcoap was built without epoll support");
@@ -267,6 +280,7 @@ CoapLink::Impl::~Impl() {
   // into a link that is half gone.
   coap_register_response_handler(context_.get(), nullptr);
   coap_register_nack_handler(context_.get(), nullptr);
+  coap_register_event_handler(context_.get(), nullptr);
 }
 
 // What coap_io_process(NO_WAIT) does, without its coap_io_prepare_epoll: that walks every

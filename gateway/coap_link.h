@@ -34,12 +34,14 @@ struct CoapStats {
   std::uint64_t requests_sent = 0;
   std::uint64_t responses = 0;
   std::uint64_t notifications = 0;
-  std::uint64_t failures = 0;        // timeouts, RST, undeliverable
-  std::uint64_t unknown_token = 0;   // answered with RST
-  std::uint64_t session_resets = 0;  // sessions renewed after a timeout
-  std::uint64_t extra_acks = 0;      // CON notifications ACKed again (see Device)
-  std::uint64_t body_too_large = 0;  // responses beyond kMaxResponseBody, refused
-  std::uint64_t malformed = 0;       // datagrams libcoap discarded as malformed
+  std::uint64_t failures = 0;         // timeouts, RST, undeliverable
+  std::uint64_t unknown_token = 0;    // answered with RST
+  std::uint64_t session_resets = 0;   // sessions renewed after a timeout
+  std::uint64_t extra_acks = 0;       // CON notifications ACKed again (see Device)
+  std::uint64_t body_too_large = 0;   // responses beyond kMaxResponseBody, refused
+  std::uint64_t malformed = 0;        // datagrams libcoap discarded as malformed
+  std::uint64_t dtls_handshakes = 0;  // DTLS sessions to devices established
+  std::uint64_t dtls_failures = 0;    // DTLS sessions to devices that failed (handshake, alert)
 };
 
 // The largest response body taken from a device (Block2 reassembled): a peer's Size2 or
@@ -53,7 +55,9 @@ struct CoapServerRequest {
   std::vector<std::string> query;  // Uri-Query options as sent, e.g. "ep=node7"
   std::string payload;
   std::optional<unsigned> content_format;
-  std::string source;  // coap://host:port of the requester
+  std::string source;  // coap://host:port of the requester (coaps:// over DTLS)
+  // The PSK identity the requester proved in its DTLS handshake; empty over plain CoAP.
+  std::string psk_identity;
 };
 
 struct CoapServerResponse {
@@ -82,8 +86,10 @@ class CoapLink {
   CoapLink(const CoapLink&) = delete;
   CoapLink& operator=(const CoapLink&) = delete;
 
-  // Creates the device's session. false and *error when the URI does not resolve.
-  bool addDevice(const std::string& name, const std::string& uri, std::string* error);
+  // Creates the device's session: plain UDP for coap://, DTLS for coaps:// (which needs
+  // credentials). false and *error when the URI does not resolve or credentials are missing.
+  bool addDevice(const std::string& name, const std::string& uri, std::string* error,
+                 const DtlsCredentials& credentials = {});
   void removeDevice(const std::string& name);
 
   // One request; `handler` is called exactly once, unless cancelRequest() or the link's
@@ -104,7 +110,8 @@ class CoapLink {
   // Reachability probe: an empty CON ("CoAP ping"); true when the device answered (RST).
   void ping(const std::string& device, std::function<void(bool)> done);
 
-  // Server side. listen() opens a UDP endpoint ("host:port", IPv6 in brackets).
+  // Server side. listen() opens a UDP endpoint ("host:port", IPv6 in brackets), or a DTLS
+  // one ("coaps://host:port") whose clients must know a key of config.psk_clients.
   bool listen(const std::string& host_port, std::string* error);
   // `path` without leading '/', e.g. "rd"; `attributes` are link attributes for our own
   // /.well-known/core, e.g. {{"rt", "\"core.rd\""}}. Handles GET, POST, PUT, DELETE.

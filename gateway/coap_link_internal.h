@@ -6,6 +6,7 @@
 //   coap_link_acks.cpp     ACKs held back until the outbox is durable, and re-ACKs
 //   coap_link_ping.cpp     reachability probes on sessions of their own
 //   coap_link_server.cpp   our own resources (listen/serve/serveUnknown)
+//   coap_link_dtls.cpp     DTLS: sessions with a pre-shared key, libcoap's session events
 #include <coap3/coap.h>
 
 #include <array>
@@ -43,6 +44,10 @@ struct CoapPduDelete {
 };
 using CoapPduPtr = std::unique_ptr<coap_pdu_t, CoapPduDelete>;
 
+// The host of a coap(s):// URI as libcoap reads it ("" when it does not parse)
+// (coap_link_sessions.cpp).
+std::string uriHost(const std::string& uri);
+
 // Helpers shared by the link's .cpp files (coap_link.cpp).
 std::optional<std::uint32_t> coapUintOption(const coap_pdu_t* pdu, std::uint16_t number);
 // One option per path segment ("/a/b" -> "a", "b"), percent-decoded as the wire wants.
@@ -52,6 +57,10 @@ bool coapAddPathOptions(coap_pdu_t* pdu, std::uint16_t option, std::string_view 
 // datagrams it has seen libcoap discard as malformed so far.
 void libcoapLogHandler(coap_log_t level, const char* message) noexcept;
 std::uint64_t libcoapMalformedCount();
+// The last TLS alert or error libcoap logged ("decrypt error", "unknown psk identity"...),
+// taken (cleared) by the caller: libcoap's events say that a handshake failed, only its
+// log says why.
+std::string takeLibcoapTlsReason();
 
 class CoapLink::Impl {
  public:
@@ -62,7 +71,8 @@ class CoapLink::Impl {
   ~Impl();
 
   // The public operations (CoapLink forwards to them after its loop-thread check).
-  bool addDevice(const std::string& name, const std::string& uri, std::string* error);
+  bool addDevice(const std::string& name, const std::string& uri, std::string* error,
+                 const DtlsCredentials& credentials);
   void removeDevice(const std::string& name);
   std::uint64_t startExchange(const std::string& device, bridge::Method method,
                               const std::string& path, const std::string& payload,
@@ -88,11 +98,20 @@ class CoapLink::Impl {
   bool holdAck(coap_session_t* session, coap_mid_t mid);
   void onNack(coap_session_t* session, const coap_pdu_t* sent, coap_nack_reason_t reason,
               coap_mid_t mid);
+  void onEvent(coap_session_t* session, coap_event_t event);
+  // The key of a DTLS client's identity (config.psk_clients); nullptr refuses it.
+  const coap_bin_const_t* serverKey(const coap_bin_const_t* identity, coap_session_t* session);
+  // The device's PSK when its DTLS handshake reaches the identity hint (it answered).
+  const coap_dtls_cpsk_info_t* onIdentityHint(coap_session_t* session);
+  // Whether a device certificate's name (`cn`: DNS SAN or CN) is the device's URI host.
+  bool certificateNameMatches(const char* cn, coap_session_t* session);
 
  private:
   struct Device {
     std::string name;
     std::string uri;
+    std::string host;             // of the URI: what a device certificate must name
+    DtlsCredentials credentials;  // coaps:// devices (the key is never logged)
     CoapSessionPtr session;
     // Numbers this device's sessions: a held ACK or a deferred reset names the session it
     // was for by this, never by a pointer that a later session may reuse.
@@ -111,6 +130,10 @@ class CoapLink::Impl {
     NotificationPace con_pace;       // of CON notifications; last() is when last_con_mid came
     unsigned reacks = 0;             // extra ACKs sent for last_con_mid
     EventLoop::TimerId reack_timer = 0;
+    std::string dtls_failure;  // why the last DTLS session failed, as last logged ("" = none)
+    bool dtls_hello = false;   // the device answered this session's handshake (its hint came)
+    coap_dtls_cpsk_info_t psk_info{};  // into credentials.psk, for the identity hint callback
+    std::string name_mismatch;         // why the certificate's name was refused ("" = it was not)
   };
 
   struct Exchange {
@@ -140,8 +163,20 @@ class CoapLink::Impl {
     std::function<void(bool)> done;
   };
 
-  // Sessions (coap_link_sessions.cpp).
-  CoapSessionPtr newSession(const std::string& uri, std::string* error);
+  // Sessions (coap_link_sessions.cpp); DTLS ones from coap_link_dtls.cpp.
+  CoapSessionPtr newSession(const std::string& uri, const DtlsCredentials& credentials,
+                            std::string* error);
+  CoapSessionPtr newPskSession(const coap_address_t& address, const std::string& uri,
+                               const PskCredentials& psk, std::string* error);
+  CoapSessionPtr newPkiSession(const coap_address_t& address, const std::string& uri,
+                               const PkiCredentials& pki, std::string* error);
+  Device* deviceBySession(const coap_session_t* session);
+
+  // A DTLS session of `device` that failed or never completed: counted, and said at warning
+  // level once per device and reason. Returns the reason for the exchanges it fails.
+  std::string dtlsFailed(Device& device, std::string reason);
+  // Why `device`'s handshake has not completed (its session is not established).
+  static std::string stalledHandshake(const Device& device);
   void resetSession(const std::string& name, const std::string& reason);
   static void discardSession(CoapSessionPtr session);
   // The device `name` if it still uses `session` (nullptr once removed or on a new session).
@@ -193,6 +228,13 @@ class CoapLink::Impl {
   std::vector<CoapSessionPtr> to_release_;                              // finished probes
   EventLoop::TimerId release_timer_ = 0;
   std::vector<std::unique_ptr<ServerHandler>> server_handlers_;  // resources point here
+  // Server DTLS (coap_link_dtls.cpp): set up at the first coaps:// listener. The keys point
+  // into config_.psk_clients.
+  bool setupServerPsk(std::string* error);
+  bool server_psk_ready_ = false;
+  std::map<std::string, coap_bin_const_t, std::less<>> server_keys_;  // by identity
+  std::uint64_t unknown_identities_ = 0;
+  std::chrono::steady_clock::time_point unknown_identity_logged_{};
 };
 
 }  // namespace coap2mqtt::gateway

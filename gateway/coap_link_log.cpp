@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -50,16 +51,44 @@ class LibcoapLogLimiter {
 
 LibcoapLogLimiter g_log_limiter;
 
+// The last line of libcoap's that tells why a (D)TLS session failed (OpenSSL's alerts and
+// errors as libcoap 4.3.1 logs them), for the one line CoapLink writes about the failure.
+std::mutex g_tls_mutex;
+std::string g_tls_reason;
+
+// Whether `text` was such a line (CoapLink then says it, naming the device).
+bool noteTlsReason(std::string_view text) {
+  const bool tls =
+      text.find("alert") != std::string_view::npos || text.find("SSL") != std::string_view::npos ||
+      text.find("DTLS") != std::string_view::npos || text.find("dtls") != std::string_view::npos;
+  if (!tls) return false;
+  // Without libcoap's session prefix ("127.0.0.1:36763 <-> 127.0.0.1:5684 DTLS: "): the
+  // local port changes with every session, the reason does not.
+  if (const auto at = text.find("DTLS: "); at != std::string_view::npos) {
+    text.remove_prefix(at + 6);
+  }
+  std::lock_guard<std::mutex> lock(g_tls_mutex);
+  g_tls_reason.assign(text.substr(0, 200));
+  return true;
+}
+
 }  // namespace
+
+std::string takeLibcoapTlsReason() {
+  std::lock_guard<std::mutex> lock(g_tls_mutex);
+  return std::exchange(g_tls_reason, {});
+}
 
 void libcoapLogHandler(coap_log_t level, const char* message) noexcept {
   try {
     std::string_view text(message);
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
     if (text.rfind("discard malformed PDU", 0) == 0) g_malformed.fetch_add(1);
+    // A TLS failure CoapLink reports itself, once per device and reason: here a debug line.
+    const bool tls_reason = level <= LOG_WARNING && noteTlsReason(text);
     spdlog::level::level_enum mapped = spdlog::level::debug;
     // An RST answering our CoAP ping is the expected pong, not an alert.
-    if (text.rfind("got RST for mid", 0) == 0) {
+    if (text.rfind("got RST for mid", 0) == 0 || tls_reason) {
       mapped = spdlog::level::debug;
     } else if (level <= LOG_ERR) {
       mapped = spdlog::level::err;

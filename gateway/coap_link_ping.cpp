@@ -1,5 +1,6 @@
 // CoapLink: reachability probes ("CoAP ping", an empty CON that a device answers with a
-// RST), each on a session of its own.
+// RST), each on a session of its own; for DTLS devices on the device's session, whose
+// handshake it then costs nothing.
 #include <utility>
 
 #include "gateway/coap_link_internal.h"
@@ -15,8 +16,16 @@ void CoapLink::Impl::ping(const std::string& device, std::function<void(bool)> d
   // On a session of its own: with NSTART=1 a ping on the device's session would hold back
   // every request behind it (a re-registration, a command) for as long as it goes
   // unanswered, which is exactly when the device is hard to reach.
+  // A DTLS device's probe goes on its own session: a session of the probe's own would be a
+  // full handshake per ping (and a device that lost its DTLS state answers nothing on the
+  // old one, which is what a failed ping should say: the timeout renews the session).
   std::string error;
-  CoapSessionPtr probe = newSession(it->second->uri, &error);
+  CoapSessionPtr probe;
+  if (it->second->credentials.any()) {
+    probe.reset(coap_session_reference(it->second->session.get()));
+  } else {
+    probe = newSession(it->second->uri, DtlsCredentials{}, &error);
+  }
   if (!probe) {
     done(false);
     return;

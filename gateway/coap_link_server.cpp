@@ -56,12 +56,20 @@ CoapServerRequest readRequest(coap_session_t* session, const coap_pdu_t* request
   const coap_address_t* remote = coap_session_get_addr_remote(session);
   char host[INET6_ADDRSTRLEN] = {};
   std::uint16_t port = coap_address_get_port(remote);
+  const bool dtls = coap_session_get_proto(session) == COAP_PROTO_DTLS;
+  const std::string scheme = dtls ? "coaps://" : "coap://";
   if (remote->addr.sa.sa_family == AF_INET6) {
     inet_ntop(AF_INET6, &remote->addr.sin6.sin6_addr, host, sizeof host);
-    req.source = "coap://[" + std::string(host) + "]:" + std::to_string(port);
+    req.source = scheme + "[" + std::string(host) + "]:" + std::to_string(port);
   } else {
     inet_ntop(AF_INET, &remote->addr.sin.sin_addr, host, sizeof host);
-    req.source = "coap://" + std::string(host) + ":" + std::to_string(port);
+    req.source = scheme + std::string(host) + ":" + std::to_string(port);
+  }
+  if (dtls) {
+    // The identity the handshake proved (libcoap keeps it with the session).
+    if (const coap_bin_const_t* id = coap_session_get_psk_identity(session)) {
+      req.psk_identity.assign(reinterpret_cast<const char*>(id->s), id->length);
+    }
   }
   return req;
 }
@@ -130,7 +138,10 @@ void registerHandlers(coap_resource_t* resource) {
 
 }  // namespace
 
-bool CoapLink::Impl::listen(const std::string& host_port, std::string* error) {
+bool CoapLink::Impl::listen(const std::string& address_text, std::string* error) {
+  const bool dtls = address_text.rfind("coaps://", 0) == 0;
+  const std::string host_port = dtls ? address_text.substr(8) : address_text;
+  if (dtls && !setupServerPsk(error)) return false;
   auto colon = host_port.rfind(':');
   if (colon == std::string::npos) {
     *error = "expected host:port, got " + host_port;
@@ -157,8 +168,9 @@ bool CoapLink::Impl::listen(const std::string& host_port, std::string* error) {
   std::memcpy(&address.addr, result->ai_addr, result->ai_addrlen);
   freeaddrinfo(result);
   // The endpoint belongs to the context (freed with it).
-  if (coap_new_endpoint(context_.get(), &address, COAP_PROTO_UDP) == nullptr) {
-    *error = "cannot listen on " + host_port + " (address in use?)";
+  if (coap_new_endpoint(context_.get(), &address, dtls ? COAP_PROTO_DTLS : COAP_PROTO_UDP) ==
+      nullptr) {
+    *error = "cannot listen on " + address_text + " (address in use?)";
     return false;
   }
   return true;

@@ -1,5 +1,6 @@
 // CoapLink: one unicast client session per device (libcoap 4.3.1 overwrites a multicast
 // session's remote address with the last responder's), renewed when a request times out.
+// coaps:// devices get a DTLS session (coap_link_dtls.cpp).
 #include <netdb.h>
 #include <sys/socket.h>
 
@@ -13,16 +14,17 @@
 namespace coap2mqtt::gateway {
 namespace {
 
-bool resolve(const std::string& uri, coap_address_t* out, std::string* error) {
+bool resolve(const std::string& uri, coap_address_t* out, bool* dtls, std::string* error) {
   coap_uri_t parsed;
   if (coap_split_uri(reinterpret_cast<const std::uint8_t*>(uri.data()), uri.size(), &parsed) != 0) {
     *error = "not a CoAP URI: " + uri;
     return false;
   }
-  if (parsed.scheme != COAP_URI_SCHEME_COAP) {
-    *error = "only coap:// is supported: " + uri;
+  if (parsed.scheme != COAP_URI_SCHEME_COAP && parsed.scheme != COAP_URI_SCHEME_COAPS) {
+    *error = "only coap:// and coaps:// are supported: " + uri;
     return false;
   }
+  *dtls = parsed.scheme == COAP_URI_SCHEME_COAPS;  // libcoap's default port is then 5684
   std::string host(reinterpret_cast<const char*>(parsed.host.s), parsed.host.length);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -42,12 +44,33 @@ bool resolve(const std::string& uri, coap_address_t* out, std::string* error) {
 
 }  // namespace
 
-CoapSessionPtr CoapLink::Impl::newSession(const std::string& uri, std::string* error) {
+std::string uriHost(const std::string& uri) {
+  coap_uri_t parsed;
+  if (coap_split_uri(reinterpret_cast<const std::uint8_t*>(uri.data()), uri.size(), &parsed) != 0) {
+    return {};
+  }
+  return std::string(reinterpret_cast<const char*>(parsed.host.s), parsed.host.length);
+}
+
+CoapSessionPtr CoapLink::Impl::newSession(const std::string& uri,
+                                          const DtlsCredentials& credentials, std::string* error) {
   coap_address_t address;
-  if (!resolve(uri, &address, error)) return nullptr;
-  CoapSessionPtr session(
-      coap_new_client_session(context_.get(), nullptr, &address, COAP_PROTO_UDP));
+  bool dtls = false;
+  if (!resolve(uri, &address, &dtls, error)) return nullptr;
+  if (dtls && !credentials.any()) {
+    *error = "coaps:// needs credentials (psk or pki) for " + uri;
+    return nullptr;
+  }
+  CoapSessionPtr session;
+  if (!dtls) {
+    session.reset(coap_new_client_session(context_.get(), nullptr, &address, COAP_PROTO_UDP));
+  } else if (credentials.psk) {
+    session = newPskSession(address, uri, *credentials.psk, error);
+  } else {
+    session = newPkiSession(address, uri, *credentials.pki, error);
+  }
   if (!session) {
+    if (dtls) return nullptr;  // *error says why
     *error = "cannot create a CoAP session to " + uri;
     return nullptr;
   }
@@ -63,14 +86,17 @@ CoapSessionPtr CoapLink::Impl::newSession(const std::string& uri, std::string* e
   return session;
 }
 
-bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri,
-                               std::string* error) {
-  CoapSessionPtr session = newSession(uri, error);
-  if (!session) return false;
-  removeDevice(name);
+bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri, std::string* error,
+                               const DtlsCredentials& credentials) {
   auto device = std::make_unique<Device>();
   device->name = name;
   device->uri = uri;
+  device->host = uriHost(uri);
+  device->credentials = credentials;
+  // From the device's own copy: libcoap may keep pointers to the certificate file names.
+  CoapSessionPtr session = newSession(uri, device->credentials, error);
+  if (!session) return false;
+  removeDevice(name);
   device->session = std::move(session);
   device->session_id = next_session_id_++;
   devices_[name] = std::move(device);
@@ -84,14 +110,22 @@ bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri,
 void CoapLink::Impl::resetSession(const std::string& name, const std::string& reason) {
   auto it = devices_.find(name);
   if (it == devices_.end()) return;
+  std::string why = reason;
+  if (it->second->credentials.any() &&
+      coap_session_get_state(it->second->session.get()) != COAP_SESSION_STATE_ESTABLISHED) {
+    // Not a lost request: the DTLS handshake never completed (DTLS drops a Finished it cannot
+    // verify, so a wrong key shows as silence, not as an alert).
+    why = dtlsFailed(*it->second, stalledHandshake(*it->second));
+  }
   std::string error;
-  CoapSessionPtr fresh = newSession(it->second->uri, &error);
+  CoapSessionPtr fresh = newSession(it->second->uri, it->second->credentials, &error);
   if (!fresh) {
     spdlog::warn("coap: cannot renew the session of {}: {}", name, error);
     return;
   }
   CoapSessionPtr old = std::exchange(it->second->session, std::move(fresh));
   it->second->session_id = next_session_id_++;
+  it->second->dtls_hello = false;
   forgetConNotification(*it->second);  // its message id belonged to the old session
   std::vector<std::function<void(bool)>> pings = takePings(name);
   std::vector<std::uint64_t> tokens;
@@ -99,9 +133,8 @@ void CoapLink::Impl::resetSession(const std::string& name, const std::string& re
     if (exchange->device == name) tokens.push_back(token);
   }
   ++stats_.session_resets;
-  spdlog::debug("coap: new session for {} ({}); {} exchange(s) dropped", name, reason,
-                tokens.size());
-  for (std::uint64_t token : tokens) fail(token, reason);
+  spdlog::debug("coap: new session for {} ({}); {} exchange(s) dropped", name, why, tokens.size());
+  for (std::uint64_t token : tokens) fail(token, why);
   for (auto& done : pings) done(false);
   discardSession(std::move(old));
 }
@@ -130,6 +163,14 @@ void CoapLink::Impl::removeDevice(const std::string& name) {
   devices_.erase(it);
   discardSession(std::move(session));
   for (auto& done : takePings(name)) done(false);
+}
+
+CoapLink::Impl::Device* CoapLink::Impl::deviceBySession(const coap_session_t* session) {
+  // Only on session events (a handshake done or failed), never per message.
+  for (auto& [name, device] : devices_) {
+    if (device->session.get() == session) return device.get();
+  }
+  return nullptr;
 }
 
 CoapLink::Impl::Device* CoapLink::Impl::deviceOn(std::string_view name,

@@ -14,6 +14,7 @@
 #include <toml.hpp>
 
 #include "bridge/toml_reader.h"
+#include "gateway/config_credentials.h"
 #include "gateway/config_files.h"
 #include "gateway/config_values.h"
 #include "gateway/device_names.h"
@@ -116,24 +117,34 @@ void parseDiscoverySection(TableReader& coap, Reporter& report, DiscoveryConfig&
   if (auto q = r.string("query", false, "a query such as \"rt=temperature\"")) out.query = *q;
 }
 
-void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
+void parseCoapSection(TableReader& root, Reporter& report, const std::string& dir,
+                      GatewayConfig& cfg) {
   const Value* section = root.table("coap");
   if (section == nullptr) return;
-  TableReader r(
-      report, *section, "coap",
-      {"listen", "request_timeout", "retry_interval", "offline_after", "resource_directory",
-       "ack_timeout", "ack_random_factor", "max_retransmit", "discovery", "device", "limits"});
+  TableReader r(report, *section, "coap",
+                {"listen", "request_timeout", "retry_interval", "offline_after",
+                 "resource_directory", "ack_timeout", "ack_random_factor", "max_retransmit",
+                 "discovery", "device", "limits", "psk_client"});
+  const Value* dtls_listen = nullptr;  // the first coaps:// listener
   r.stringArray("listen", "\"host:port\" strings",
                 [&](const Value& item, const std::string& key, const std::string& addr) {
-                  if (isHostPort(addr, true, true)) {
+                  const bool dtls = isCoapsUri(addr);
+                  if (isHostPort(dtls ? std::string_view(addr).substr(8) : addr, true, true)) {
                     cfg.coap.listen.push_back(addr);
+                    if (dtls && dtls_listen == nullptr) dtls_listen = &item;
                   } else {
                     report.error(item, key,
-                                 "expected \"host:port\" with host an IPv4 address, [IPv6] or a "
-                                 "name, got " +
+                                 "expected \"host:port\" or \"coaps://host:port\" with host an "
+                                 "IPv4 address, [IPv6] or a name, got " +
                                      quote(addr));
                   }
                 });
+  parsePskClients(r, report, dir, cfg.coap.psk_clients);
+  if (dtls_listen != nullptr && cfg.coap.psk_clients.empty() && r.find("psk_client") == nullptr) {
+    report.error(*dtls_listen, "coap.listen",
+                 "a coaps:// listener needs the clients' keys: add a [[coap.psk_client]] with "
+                 "identity and key_file for each");
+  }
   constexpr std::chrono::milliseconds kMin{100};
   if (auto d = r.duration("request_timeout", kMin)) cfg.coap.request_timeout = *d;
   if (auto d = r.duration("retry_interval", kMin)) cfg.coap.retry_interval = *d;
@@ -176,7 +187,7 @@ void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
       report.error(item, prefix, std::string("expected a table, got ") + typeName(item));
       continue;
     }
-    TableReader d(report, item, prefix, {"name", "uri"});
+    TableReader d(report, item, prefix, {"name", "uri", "psk", "pki"});
     StaticDevice dev;
     bool ok = true;
     if (auto name = d.string("name", true, kNameExpected)) {
@@ -198,9 +209,28 @@ void parseCoapSection(TableReader& root, Reporter& report, GatewayConfig& cfg) {
     } else {
       ok = false;
     }
-    if (auto uri = d.string("uri", true, "a URI coap://host[:port]")) {
+    const bool has_psk = d.find("psk") != nullptr;
+    const bool has_pki = d.find("pki") != nullptr;
+    dev.psk = parsePsk(d, report, prefix, dir);
+    dev.pki = parsePki(d, report, prefix, dir);
+    if ((has_psk && !dev.psk) || (has_pki && !dev.pki)) ok = false;
+    if (has_psk && has_pki) {
+      d.invalid("pki", "a device has either psk or pki, not both");
+      ok = false;
+    }
+    if (auto uri = d.string("uri", true, "a URI coap://host[:port] or coaps://host[:port]")) {
       if (auto problem = checkCoapUri(*uri)) {
         d.invalid("uri", *problem);
+        ok = false;
+      } else if (isCoapsUri(*uri) && !has_psk && !has_pki) {
+        d.invalid("uri",
+                  "coaps:// needs the device's credentials: psk = { identity = \"...\", "
+                  "key_file = \"...\" } or pki = { ca_file, cert_file, key_file }");
+        ok = false;
+      } else if (!isCoapsUri(*uri) && (has_psk || has_pki)) {
+        d.invalid(has_psk ? "psk" : "pki",
+                  std::string(has_psk ? "a pre-shared key" : "a certificate") +
+                      " is used with a coaps:// uri only, but uri is " + quote(*uri));
         ok = false;
       }
       dev.uri = *uri;
@@ -428,7 +458,7 @@ GatewayConfig loadConfig(const std::string& path) {
                    {"gateway", "coap", "mqtt", "admin", "metrics", "rule", "command"});
   cfg.name = defaultGatewayName();
   parseGatewaySection(root, report, dir, cfg);
-  parseCoapSection(root, report, cfg);
+  parseCoapSection(root, report, dir, cfg);
   const std::string rules_base = parseMqttSection(root, report, dir, cfg);
   parseAdminSection(root, report, cfg.admin);
   parseMetricsSection(root, report, cfg.metrics);

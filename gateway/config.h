@@ -12,9 +12,58 @@
 
 namespace coap2mqtt::gateway {
 
+// DTLS with a pre-shared key (`psk = { identity, key_file }` of a [[coap.device]]).
+struct PskCredentials {
+  std::string identity;  // sent in the clear in the handshake: not a secret
+  std::string key_file;  // resolved path (a systemd credential first, see resolveSecretPath)
+  std::string key;       // the key's bytes, read from key_file at load; a secret: never logged
+  bool operator==(const PskCredentials& o) const {
+    return identity == o.identity && key_file == o.key_file && key == o.key;
+  }
+};
+
+// DTLS with certificates (`pki = { ca_file, cert_file, key_file }` of a [[coap.device]]):
+// the device's certificate must chain to ca_file, be valid now and, unless check_name is
+// false, name the URI's host (DNS SAN or CN); cert_file and key_file are ours.
+struct PkiCredentials {
+  std::string ca_file;  // resolved paths
+  std::string cert_file;
+  std::string key_file;  // a secret (its content is never read by us, only by OpenSSL)
+  bool check_name = true;
+  bool operator==(const PkiCredentials& o) const {
+    return ca_file == o.ca_file && cert_file == o.cert_file && key_file == o.key_file &&
+           check_name == o.check_name;
+  }
+};
+
+// What a coaps:// device is reached with: one of the two.
+struct DtlsCredentials {
+  std::optional<PskCredentials> psk;
+  std::optional<PkiCredentials> pki;
+  bool any() const { return psk.has_value() || pki.has_value(); }
+};
+
+// [[coap.psk_client]]: a DTLS client of our coaps:// listeners (a device registering in the
+// Resource Directory), known by its PSK identity.
+struct PskClient {
+  std::string identity;
+  std::string key_file;  // resolved path
+  std::string key;       // a secret: never logged
+  // RD endpoint names (globs) this identity may register, update and delete; default: the
+  // identity itself.
+  std::vector<std::string> endpoints;
+  bool operator==(const PskClient& o) const {
+    return identity == o.identity && key_file == o.key_file && key == o.key &&
+           endpoints == o.endpoints;
+  }
+};
+
 struct StaticDevice {
-  std::string name;  // [a-zA-Z0-9_.-]+, unique; used as a topic level
-  std::string uri;   // coap://host[:port]  (coaps:// later)
+  std::string name;                   // [a-zA-Z0-9_.-]+, unique; used as a topic level
+  std::string uri;                    // coap://host[:port], or coaps://host[:port] (DTLS, with psk)
+  std::optional<PskCredentials> psk;  // coaps:// needs exactly one of psk and pki
+  std::optional<PkiCredentials> pki;
+  DtlsCredentials credentials() const { return DtlsCredentials{psk, pki}; }
 };
 
 enum class MqttProtocol { V311, V5 };
@@ -87,9 +136,11 @@ struct CoapLimits {
 };
 
 struct CoapConfig {
-  // Server endpoints ("host:port") for the Resource Directory and our own
-  // /.well-known/core; empty = client only (ephemeral ports).
+  // Server endpoints ("host:port", or "coaps://host:port" for DTLS) for the Resource
+  // Directory and our own /.well-known/core; empty = client only (ephemeral ports).
   std::vector<std::string> listen;
+  // Who may speak DTLS to the coaps:// listeners (needed when there is one).
+  std::vector<PskClient> psk_clients;
   // How long to wait for /.well-known/core and other requests before giving up.
   std::chrono::milliseconds request_timeout{std::chrono::seconds(10)};
   // How often to retry a static device whose discovery failed.

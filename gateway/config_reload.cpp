@@ -48,10 +48,12 @@ void compareLimits(Changes& c, const CoapLimits& a, const CoapLimits& b) {
 }
 
 void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
-  [[maybe_unused]] const auto& [listen, request_timeout, retry_interval, offline_after,
+  [[maybe_unused]] const auto& [listen, psk_clients, request_timeout, retry_interval, offline_after,
                                 resource_directory, ack_timeout, ack_random_factor, max_retransmit,
                                 discovery, limits] = a;
   c.compare("coap.listen", a.listen, b.listen);
+  // Keys included, reported by the key of the table only.
+  c.compare("coap.psk_client", a.psk_clients, b.psk_clients);
   c.compare("coap.request_timeout", a.request_timeout, b.request_timeout);
   c.compare("coap.retry_interval", a.retry_interval, b.retry_interval);
   c.compare("coap.offline_after", a.offline_after, b.offline_after);
@@ -64,8 +66,9 @@ void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
 }
 
 bool sameDevice(const StaticDevice& a, const StaticDevice& b) {
-  [[maybe_unused]] const auto& [name, uri] = a;
-  return a.name == b.name && a.uri == b.uri;
+  [[maybe_unused]] const auto& [name, uri, psk, pki] = a;
+  // A new key (or key file, or identity) is a changed device too, named by the device only.
+  return a.name == b.name && a.uri == b.uri && a.psk == b.psk && a.pki == b.pki;
 }
 
 // "coap.device[<name>]" for each static device removed or changed, then each one added.

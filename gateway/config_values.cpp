@@ -110,13 +110,24 @@ bool isMulticastGroup(const std::string& address) {
 
 std::optional<std::string> checkCoapUri(std::string_view uri) {
   const std::string expected =
-      "expected coap://host[:port] with host an IPv4 address, [IPv6] or a name, got " + quote(uri);
-  if (startsWithIgnoreCase(uri, "coaps://")) return "coaps:// (DTLS) is not supported yet";
-  if (!startsWithIgnoreCase(uri, "coap://")) return expected;
-  auto authority = uri.substr(7);
+      "expected coap://host[:port] or coaps://host[:port] with host an IPv4 address, [IPv6] or "
+      "a name, got " +
+      quote(uri);
+  std::string_view authority;
+  if (startsWithIgnoreCase(uri, "coaps://")) {
+    authority = uri.substr(8);
+  } else if (startsWithIgnoreCase(uri, "coap://")) {
+    authority = uri.substr(7);
+  } else {
+    return expected;
+  }
   if (!authority.empty() && authority.back() == '/') authority.remove_suffix(1);
   if (!isHostPort(authority, false, false)) return expected;
   return std::nullopt;
+}
+
+bool isCoapsUri(std::string_view uri) {
+  return startsWithIgnoreCase(uri, "coaps://");
 }
 
 bool isTlsMqttUri(std::string_view uri) {

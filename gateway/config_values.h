@@ -25,9 +25,11 @@ bool isHostPort(std::string_view s, bool port_required, bool allow_port_zero);
 // "ff02::fd".
 bool isMulticastGroup(const std::string& address);
 
-// nullopt when `uri` is a usable coap://host[:port]; otherwise what is wrong, for a
-// message (coaps:// is refused as not supported yet).
+// nullopt when `uri` is a usable coap://host[:port] or coaps://host[:port] (DTLS, port 5684
+// by default); otherwise what is wrong, for a message.
 std::optional<std::string> checkCoapUri(std::string_view uri);
+// coaps:// in any case.
+bool isCoapsUri(std::string_view uri);
 
 // nullopt when `uri` is a broker URI paho takes: mqtt://, tcp://, mqtts://, ssl:// with
 // host[:port], or ws://, wss:// with host[:port][/path]; otherwise what is wrong.

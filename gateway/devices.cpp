@@ -1,10 +1,13 @@
 #include "gateway/devices.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <type_traits>
 
 #include <spdlog/spdlog.h>
 
+#include "bridge/glob.h"
+#include "gateway/config_values.h"
 #include "gateway/device_names.h"
 #include "gateway/event_loop.h"
 #include "registry/sqlite.h"
@@ -198,7 +201,8 @@ void Devices::loadKnown() {
       continue;
     }
     std::string error;
-    if (!coap_.addDevice(stored.name, stored.uri, &error)) {
+    if (!coap_.addDevice(stored.name, stored.uri, &error,
+                         credentialsFor(stored.name, stored.uri))) {
       spdlog::warn("device {}: {}", stored.name, error);
       continue;
     }
@@ -232,6 +236,26 @@ bool Devices::configuredAt(std::string_view uri) const {
   return false;
 }
 
+DtlsCredentials Devices::credentialsFor(std::string_view name, std::string_view uri) const {
+  const StaticDevice* configured = findStaticConfig(name);
+  if (configured != nullptr) {
+    return configured->uri == uri ? configured->credentials() : DtlsCredentials{};
+  }
+  // A device that registered over DTLS (in this run or before): the [[coap.psk_client]]
+  // whose endpoints name it (RdSource gives the same at registration). Start-up only.
+  if (!isCoapsUri(uri)) return {};
+  for (const PskClient& client : config_.coap.psk_clients) {
+    for (const std::string& ep : client.endpoints) {
+      std::string error;
+      auto glob = bridge::Glob::compile(ep, bridge::Glob::Kind::Name, &error);
+      if (glob && glob->matches(name)) {
+        return DtlsCredentials{PskCredentials{client.identity, client.key_file, client.key}, {}};
+      }
+    }
+  }
+  return {};
+}
+
 const StaticDevice* Devices::findStaticConfig(std::string_view name) const {
   for (const auto& d : config_.devices) {
     if (d.name == name) return &d;
@@ -245,7 +269,7 @@ void Devices::addStatic(const StaticDevice& device) {
     return;  // loaded from the database and already watched
   }
   std::string error;
-  if (!coap_.addDevice(device.name, device.uri, &error)) {
+  if (!coap_.addDevice(device.name, device.uri, &error, device.credentials())) {
     spdlog::error("device {}: {}", device.name, error);
     return;
   }
@@ -281,8 +305,12 @@ bool Devices::admits(std::string_view uri, std::string_view from) {
   return false;
 }
 
-const registry::Device* Devices::add(registry::Device device, std::string* error) {
-  if (!coap_.addDevice(device.name, device.uri, error)) return nullptr;
+const registry::Device* Devices::add(registry::Device device, std::string* error,
+                                     const DtlsCredentials& credentials) {
+  if (!coap_.addDevice(device.name, device.uri, error,
+                       credentials.any() ? credentials : credentialsFor(device.name, device.uri))) {
+    return nullptr;
+  }
   if (device.first_seen == SystemClock::time_point{}) device.first_seen = SystemClock::now();
   const registry::Device& added = registry_.upsert(std::move(device));
   states_[added.name];
@@ -297,7 +325,7 @@ const registry::Device* Devices::move(const std::string& name, const std::string
                                       std::string* error) {
   registry::Device* existing = registry_.findMutable(name);
   if (existing == nullptr) return nullptr;
-  if (!coap_.addDevice(name, uri, error)) return nullptr;
+  if (!coap_.addDevice(name, uri, error, credentialsFor(name, uri))) return nullptr;
   registry::Device d = *existing;  // keeps online state, history, resources
   d.uri = uri;
   const registry::Device& moved = registry_.upsert(std::move(d));
@@ -342,16 +370,35 @@ void Devices::onDiscovered(const std::string& name, const std::optional<CoapResp
     }
   }
   if (!problem.empty()) {
+    ++s->failed_discoveries;
+    // A DTLS failure the link has said already (once per device and reason).
+    repeated = repeated || problem.rfind("DTLS handshake failed", 0) == 0;
     spdlog::log(repeated ? spdlog::level::debug : spdlog::level::warn,
                 "device {}: discovery failed: {}; retrying in {} ms", name, problem,
-                config_.coap.retry_interval.count());
+                retryDelay(name).count());
     if (const registry::Device* d = registry_.find(name); d != nullptr && !d->online) {
       setOnline(name, false, true);
     }
     scheduleRediscovery(name);
     return;
   }
+  s->failed_discoveries = 0;
   updateResources(name, resourcesFrom(links.links), true);
+}
+
+std::chrono::milliseconds Devices::retryDelay(const std::string& name) {
+  const std::chrono::milliseconds base = config_.coap.retry_interval;
+  const State* s = state(name);
+  const registry::Device* d = registry_.find(name);
+  if (s == nullptr || d == nullptr || !isCoapsUri(d->uri) || s->failed_discoveries <= 1) {
+    return base;
+  }
+  // Each attempt at a DTLS device is a handshake (and a wrong key stays wrong until someone
+  // fixes it): its retries double, up to 32 x retry_interval or 5 minutes, whichever is more.
+  const std::chrono::milliseconds cap =
+      std::max<std::chrono::milliseconds>(base, std::chrono::minutes(5));
+  const unsigned shift = std::min(s->failed_discoveries - 1, 5u);
+  return std::min(cap, base * (1 << shift));
 }
 
 void Devices::updateResources(const std::string& name, std::vector<registry::Resource> resources,
@@ -370,7 +417,7 @@ void Devices::updateResources(const std::string& name, std::vector<registry::Res
 void Devices::scheduleRediscovery(const std::string& name) {
   State* s = state(name);
   if (s == nullptr || s->retry_timer != 0 || stopping_) return;
-  s->retry_timer = loop_.runAfter(config_.coap.retry_interval, [this, name] {
+  s->retry_timer = loop_.runAfter(retryDelay(name), [this, name] {
     State* st = state(name);
     if (st == nullptr) return;
     st->retry_timer = 0;
@@ -481,7 +528,7 @@ std::string Devices::rename(const std::string& from, const std::string& to) {
   renamed.name = to;
   remove(from, false, "device renamed to '" + to + "'");
   std::string error;
-  if (!coap_.addDevice(to, renamed.uri, &error)) return error;
+  if (!coap_.addDevice(to, renamed.uri, &error, credentialsFor(to, renamed.uri))) return error;
   const registry::Device& added = registry_.upsert(std::move(renamed));
   save(added);
   State& s = states_[to];

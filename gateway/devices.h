@@ -60,7 +60,10 @@ class Devices {
 
   // A new device: its CoAP session, the registry, the store, DeviceJoined. nullptr (and
   // *error) when the link cannot reach `device.uri`.
-  const registry::Device* add(registry::Device device, std::string* error);
+  // `credentials`: its DTLS credentials when its URI is coaps:// (else a configured
+  // device's).
+  const registry::Device* add(registry::Device device, std::string* error,
+                              const DtlsCredentials& credentials = {});
   // Points a known device at a new address (RD re-registration from elsewhere).
   const registry::Device* move(const std::string& name, const std::string& uri, std::string* error);
   // Something came back from the device: it is alive.
@@ -89,16 +92,21 @@ class Devices {
     bool ever_online = false;
     std::optional<std::size_t> bad_document;  // hash of the broken link-format last logged
     std::chrono::steady_clock::time_point last_heard{};
+    unsigned failed_discoveries = 0;  // in a row; a DTLS device's retries back off with it
   };
 
   void loadKnown();
   void replaceUnusableStore(const std::string& why);
   void addStatic(const StaticDevice& device);
   const StaticDevice* findStaticConfig(std::string_view name) const;
+  // The DTLS credentials of the device `name` at `uri` (a configured one's psk).
+  DtlsCredentials credentialsFor(std::string_view name, std::string_view uri) const;
   bool configuredAt(std::string_view uri) const;
   void onDiscovered(const std::string& name, const std::optional<CoapResponse>& response,
                     const std::string& error);
   void scheduleRediscovery(const std::string& name);
+  // How long until the next discovery of `name` (coap.retry_interval; backing off for DTLS).
+  std::chrono::milliseconds retryDelay(const std::string& name);
   void scheduleLiveness();
   void checkLiveness();
   void scheduleStoreFlush();

@@ -28,6 +28,7 @@
 #include "gateway/bridge_topics.h"
 #include "gateway/coap_link.h"
 #include "gateway/command_router.h"
+#include "gateway/config_credentials.h"
 #include "gateway/config_reload.h"
 #include "gateway/devices.h"
 #include "gateway/event_loop.h"
@@ -108,6 +109,7 @@ struct Gateway::Impl {
     std::vector<int> signals{SIGTERM, SIGINT, SIGHUP};
     if (test_stall.count() > 0) signals.push_back(SIGUSR1);
     loop.handleSignals(signals, [this](int sig) { onSignal(sig); });
+    for (const auto& warning : secretFileWarnings(config)) spdlog::warn("config: {}", warning);
     devices.open();
     mqtt.setSubscriptionsFile(config.state_dir + "/mqtt-subscriptions");
     mqtt.setOnConnected([this] {

@@ -12,6 +12,7 @@
 
 #include "bridge/config_error.h"
 #include "gateway/config.h"
+#include "gateway/config_credentials.h"
 #include "gateway/event_loop.h"
 #include "gateway/gateway.h"
 #include "gateway/logging.h"
@@ -41,6 +42,9 @@ int printErrors(const ConfigErrors& e) {
 int check(const std::string& path) {
   try {
     GatewayConfig config = coap2mqtt::gateway::loadConfig(path);
+    for (const auto& warning : coap2mqtt::gateway::secretFileWarnings(config)) {
+      std::cerr << "warning: " << warning << "\n";
+    }
     std::cout << path << ": OK (" << config.devices.size() << " device(s), "
               << config.rules.rules.size() << " rule(s), " << config.rules.commands.size()
               << " command(s))\n";

@@ -123,9 +123,10 @@ void addCoap(Builder& b, const StatsSnapshot& s) {
             d(c.session_resets));
   b.counter("coap2mqtt_coap_extra_acks_total", "CON notifications acknowledged again",
             d(c.extra_acks));
-  // DTLS: counted once coaps:// lands (StatsSnapshot::dtls_handshakes); 0 until then.
   b.counter("coap2mqtt_dtls_handshakes_total", "DTLS handshakes completed with devices",
-            d(s.dtls_handshakes));
+            d(s.coap.dtls_handshakes));
+  b.counter("coap2mqtt_dtls_failures_total",
+            "DTLS sessions to devices that failed (handshake, alert)", d(s.coap.dtls_failures));
 }
 
 void addMqtt(Builder& b, const StatsSnapshot& s) {

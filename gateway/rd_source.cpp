@@ -60,6 +60,16 @@ RdSource::RdSource(const GatewayConfig& config, EventLoop& loop, CoapLink& coap,
       devices_(devices),
       observer_(observer),
       events_(events) {
+  for (const PskClient& client : config_.coap.psk_clients) {
+    std::vector<bridge::Glob> globs;
+    for (const std::string& ep : client.endpoints) {
+      std::string error;  // checked when the configuration was loaded
+      if (auto glob = bridge::Glob::compile(ep, bridge::Glob::Kind::Name, &error)) {
+        globs.push_back(std::move(*glob));
+      }
+    }
+    identity_endpoints_.emplace_back(client.identity, std::move(globs));
+  }
   rd_.setLocationIds([] {
     std::random_device random;  // the kernel's CSPRNG (getrandom) on Linux
     return (std::uint64_t{random()} << 32) | random();
@@ -89,8 +99,58 @@ void RdSource::serve() {
 // registered from one host cannot be registered again from another; a registration is
 // updated or deleted only from the host that made it. The host, not the port: a device's
 // client port changes from request to request.
+//
+// Over DTLS the identity counts as well (issue 18): a [[coap.psk_client]] identity registers,
+// updates and deletes only the endpoint names its `endpoints` allow, and an endpoint name
+// some identity's `endpoints` match is registered by such an identity only (never over plain
+// CoAP); a registration made over DTLS is changed over DTLS only.
+bool RdSource::identityMay(std::string_view identity, std::string_view ep, bool* claimed) const {
+  bool may = false;
+  *claimed = false;
+  for (const auto& [id, globs] : identity_endpoints_) {
+    for (const bridge::Glob& glob : globs) {
+      if (!glob.matches(ep)) continue;
+      *claimed = true;
+      if (id == identity) may = true;
+    }
+  }
+  return may;
+}
+
+// A device that registered over DTLS is reached over DTLS with the same identity and key
+// (as LwM2M does): the identity whose `endpoints` match its name.
+DtlsCredentials RdSource::credentialsFor(const registry::RdRegistration& reg) const {
+  if (reg.base.rfind("coaps://", 0) != 0) return {};
+  for (std::size_t i = 0; i < identity_endpoints_.size(); ++i) {
+    for (const bridge::Glob& glob : identity_endpoints_[i].second) {
+      if (!glob.matches(reg.ep)) continue;
+      const PskClient& client = config_.coap.psk_clients[i];
+      return DtlsCredentials{PskCredentials{client.identity, client.key_file, client.key}, {}};
+    }
+  }
+  return {};
+}
+
 std::optional<CoapServerResponse> RdSource::refused(const CoapServerRequest& r,
                                                     const registry::RdQuery& query) const {
+  const bool dtls = !r.psk_identity.empty();
+  if (r.path == "/rd" && r.method == bridge::Method::Post) {
+    bool claimed = false;
+    const auto ep = queryValue(query, "ep");
+    const bool may = ep && identityMay(r.psk_identity, *ep, &claimed);
+    if (dtls && !may) return forbidden("this PSK identity may not register that endpoint");
+    if (!dtls && claimed) return forbidden("this endpoint registers over DTLS only");
+  } else if (r.path.rfind("/rd/", 0) == 0 && r.method != bridge::Method::Get) {
+    if (const registry::RdRegistration* existing = rd_.find(r.path)) {
+      bool claimed = false;
+      if (dtls && !identityMay(r.psk_identity, existing->ep, &claimed)) {
+        return forbidden("registration of an endpoint this PSK identity may not change");
+      }
+      if (!dtls && existing->base.rfind("coaps://", 0) == 0) {
+        return forbidden("registration made over DTLS");
+      }
+    }
+  }
   const std::string source = registry::uriHost(r.source);
   if (auto base = queryValue(query, "base"); base && registry::uriHost(*base) != source) {
     return forbidden("base must name the registering host");
@@ -258,7 +318,7 @@ void RdSource::onEvent(const registry::RdEvent& e) {
         d.name = name;
         d.uri = reg.base;
         d.source = registry::Source::ResourceDirectory;
-        if (devices_.add(std::move(d), &error) == nullptr) {
+        if (devices_.add(std::move(d), &error, credentialsFor(reg)) == nullptr) {
           spdlog::warn("rd: {}: {}", reg.ep, error);
           return;
         }

@@ -4,7 +4,11 @@
 // and each registration mapped to a device (registered, updated, expired, removed).
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "bridge/glob.h"
 #include "gateway/coap_link.h"
 #include "gateway/config.h"
 #include "gateway/events.h"
@@ -37,6 +41,10 @@ class RdSource {
   void onEvent(const registry::RdEvent& e);
   void persist(const registry::RdEvent& e);
   void scheduleExpiry();
+  // Whether `identity` may register `ep` ([[coap.psk_client]] endpoints); `claimed`: some
+  // identity's endpoints match it (then only those identities may).
+  DtlsCredentials credentialsFor(const registry::RdRegistration& reg) const;
+  bool identityMay(std::string_view identity, std::string_view ep, bool* claimed) const;
 
   const GatewayConfig& config_;
   EventLoop& loop_;
@@ -45,6 +53,8 @@ class RdSource {
   Observer& observer_;
   Events& events_;
   registry::ResourceDirectory rd_;
+  // [[coap.psk_client]]: each identity with the endpoint names it may register.
+  std::vector<std::pair<std::string, std::vector<bridge::Glob>>> identity_endpoints_;
   std::uint64_t expiry_timer_ = 0;
   std::uint64_t refused_ = 0;    // requests refused by the security policy
   RepeatedFailure refusal_log_;  // a flood of them is one log line per interval

@@ -64,9 +64,6 @@ struct StatsSnapshot {
   std::size_t outbox = 0;
   std::uint64_t outbox_dropped = 0;
   std::uint64_t outbox_write_failures = 0;
-  // DTLS handshakes completed with devices. Always 0 until coaps:// lands: CoapLink then
-  // counts them in CoapStats and snapshot() copies the count here.
-  std::uint64_t dtls_handshakes = 0;
 };
 
 // Every reason a message, request or answer is dropped, with its count: bridge/info's

@@ -128,6 +128,7 @@ struct Options {
   int leisure_ms = 2000;           // each device waits a random [0, leisure) ms to answer
   bool senml = false;              // serve /sensors/senml and /sensors/senml-cbor
   bool stamp = false;              // serve /sensors/stamp (send time, for latency benches)
+  std::string psk;                 // non-empty: every device speaks DTLS with this key only
 };
 
 const char kUsage[] =
@@ -135,6 +136,7 @@ const char kUsage[] =
     "                     [--interval MS] [--non | --non-always] [--max-age S]\n"
     "                     [--name-prefix PREFIX] [--log-level 0-8]\n"
     "                     [--multicast GROUP]... [--leisure MS] [--senml] [--stamp]\n"
+    "                     [--psk KEY]\n"
     "  Device i (named PREFIX<i>) listens on ADDR:(P+i), or with --address-step on\n"
     "  (ADDR+i):P (IPv4 only). --interval: sensor update period (default 1000 ms).\n"
     "  --non: NON notifications (libcoap still sends every 5th as CON);\n"
@@ -146,6 +148,8 @@ const char kUsage[] =
     "  /sensors/senml-cbor (ct 112), logged as 'SENML <device> <pack as JSON>'.\n"
     "  --stamp: also serve an observable /sensors/stamp (ct 0) whose value is the time it\n"
     "  was sent, in microseconds since the epoch (for latency measurements).\n"
+    "  --psk KEY: the devices speak DTLS (coaps://) only, with pre-shared key KEY for any\n"
+    "  identity (a test key: it is on the command line).\n"
     "  stdout: 'READY <N>' once bound, then 'REQ <device> <METHOD> <path> [payload]',\n"
     "  and 'MCAST <n>' per multicast request (n = devices that will answer).\n";
 
@@ -204,6 +208,9 @@ Options parseOptions(int argc, char** argv) {
       o.senml = true;
     } else if (arg == "--stamp") {
       o.stamp = true;
+    } else if (arg == "--psk") {
+      o.psk = take();
+      if (o.psk.empty()) throw std::invalid_argument("--psk: the key must not be empty");
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
@@ -722,7 +729,8 @@ void Simulator::bindDevice(int index) {
   ::close(probe);
   if (rc != 0) throw std::runtime_error(std::string("bind ") + text + ": " + std::strerror(err));
 
-  if (coap_new_endpoint(ctx_, &addr, COAP_PROTO_UDP) == nullptr) {
+  if (coap_new_endpoint(ctx_, &addr, opts_.psk.empty() ? COAP_PROTO_UDP : COAP_PROTO_DTLS) ==
+      nullptr) {
     throw std::runtime_error(std::string("coap_new_endpoint failed for ") + text);
   }
 
@@ -744,6 +752,17 @@ void Simulator::start() {
   coap_set_app_data(ctx_, this);
   coap_context_set_block_mode(ctx_, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
   epoll_ = coap_context_get_coap_fd(ctx_) >= 0;
+  if (!opts_.psk.empty()) {
+    coap_dtls_spsk_t psk;
+    std::memset(&psk, 0, sizeof psk);
+    psk.version = COAP_DTLS_SPSK_SETUP_VERSION;
+    static const char kHint[] = "coap2mqtt-sim";
+    psk.psk_info.hint = {sizeof kHint - 1, reinterpret_cast<const uint8_t*>(kHint)};
+    psk.psk_info.key = {opts_.psk.size(), reinterpret_cast<const uint8_t*>(opts_.psk.data())};
+    if (coap_context_set_psk2(ctx_, &psk) == 0) {
+      throw std::runtime_error("coap_context_set_psk2 failed (libcoap without DTLS?)");
+    }
+  }
 
   for (const ResourceSpec& spec : kResources) addResource(spec);
   if (opts_.senml) {

@@ -24,12 +24,20 @@ struct Change {
 };
 
 // One row per setting: changing it alone reports exactly its key.
+StaticDevice& lamp(GatewayConfig& c) {
+  return *std::find_if(c.devices.begin(), c.devices.end(),
+                       [](const StaticDevice& d) { return d.name == "lamp"; });
+}
+
 const std::vector<Change>& changes() {
   static const std::vector<Change> table{
       {"gateway.name", [](GatewayConfig& c) { c.name = "other-gw"; }},
       {"gateway.state_dir", [](GatewayConfig& c) { c.state_dir = "/tmp/elsewhere"; }},
       {"gateway.log_level", [](GatewayConfig& c) { c.log_level = "debug"; }},
       {"coap.listen", [](GatewayConfig& c) { c.coap.listen.push_back("[::]:5683"); }},
+      // Keys included, under the table's key only.
+      {"coap.psk_client", [](GatewayConfig& c) { c.coap.psk_clients[0].key = "k8"; }},
+      {"coap.psk_client", [](GatewayConfig& c) { c.coap.psk_clients[0].endpoints = {"node*"}; }},
       {"coap.request_timeout", [](GatewayConfig& c) { c.coap.request_timeout = 3s; }},
       {"coap.retry_interval", [](GatewayConfig& c) { c.coap.retry_interval = 1s; }},
       {"coap.offline_after", [](GatewayConfig& c) { c.coap.offline_after = 1h; }},
@@ -47,9 +55,16 @@ const std::vector<Change>& changes() {
       {"coap.discovery.query", [](GatewayConfig& c) { c.coap.discovery.query = "rt=temp"; }},
       {"coap.device[boiler]", [](GatewayConfig& c) { c.devices[0].uri = "coap://192.0.2.99"; }},
       {"coap.device[boiler]", [](GatewayConfig& c) { c.devices.erase(c.devices.begin()); }},
+      // A device's new key or identity is a changed device (the key itself is never named).
+      {"coap.device[lamp]", [](GatewayConfig& c) { lamp(c).psk->key = "k2"; }},
+      {"coap.device[lamp]", [](GatewayConfig& c) { lamp(c).psk->identity = "gw2"; }},
+      {"coap.device[lamp]",
+       [](GatewayConfig& c) {
+         lamp(c).pki = PkiCredentials{"/etc/ca.pem", "/etc/gw.pem", "/etc/gw.key", true};
+       }},
       {"coap.device[garage]",
        [](GatewayConfig& c) {
-         c.devices.push_back({"garage", "coap://192.0.2.30"});
+         c.devices.push_back({"garage", "coap://192.0.2.30", std::nullopt, std::nullopt});
        }},
       {"mqtt.uri", [](GatewayConfig& c) { c.mqtt.uri = "mqtts://broker.example.com"; }},
       {"mqtt.client_id", [](GatewayConfig& c) { c.mqtt.client_id = "someone-else"; }},
@@ -82,7 +97,10 @@ GatewayConfig running() {
   GatewayConfig c;
   c.file = "/etc/coap2mqtt/gateway.toml";
   c.name = "pi-gw-1";
-  c.devices = {{"boiler", "coap://192.0.2.10"}, {"lamp", "coap://192.0.2.20"}};
+  c.devices = {
+      {"boiler", "coap://192.0.2.10", std::nullopt, std::nullopt},
+      {"lamp", "coaps://192.0.2.20", PskCredentials{"gw", "/etc/lamp.key", "k1"}, std::nullopt}};
+  c.coap.psk_clients = {PskClient{"node7", "/etc/node7.key", "k7", {"node7"}}};
   c.mqtt.username = "gw";
   c.mqtt.password_file = "/etc/coap2mqtt/mqtt.pass";
   c.mqtt.password = "hunter2";

@@ -1074,8 +1074,8 @@ TEST(ResourceDirectoryLocations, ComeFromTheSourceSetAndFindEndpointFindsByEpAnd
   std::vector<RdEvent> events;
   const auto now = std::chrono::steady_clock::now();
   auto a = rd.registerEndpoint({{"ep", "a"}}, "</x>", 40, "coap://127.0.0.1:1", now, events);
-  auto b = rd.registerEndpoint({{"ep", "b"}, {"d", "s"}}, "</x>", 40, "coap://127.0.0.1:2", now,
-                               events);
+  auto b =
+      rd.registerEndpoint({{"ep", "b"}, {"d", "s"}}, "</x>", 40, "coap://127.0.0.1:2", now, events);
   EXPECT_EQ(a.location, "/rd/987654321012345678");
   EXPECT_EQ(b.location, "/rd/987654321012345679");
   ASSERT_NE(rd.findEndpoint("b", "s"), nullptr);
