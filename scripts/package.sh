@@ -31,8 +31,16 @@ arches=${PACKAGE_ARCHES:-"amd64 arm64"}
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-apt_get() {
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -y -qq -o DPkg::Lock::Timeout=600 "$@"
+mkdir -p "$root/build-pkg"
+apt_log="$root/build-pkg/apt.log"
+: >"$apt_log"
+apt_get() { # quiet; the output goes to build-pkg/apt.log, shown when apt-get fails
+  if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get -y -q -o DPkg::Lock::Timeout=600 "$@" \
+    >>"$apt_log" 2>&1; then
+    tail -n 30 "$apt_log"
+    echo "package.sh: apt-get $* failed; the whole log is $apt_log" >&2
+    exit 1
+  fi
 }
 
 # --- the tree to build, out of the source tree -------------------------------------------
@@ -92,7 +100,7 @@ for arch in $arches; do
     # The -dev:arm64 libraries (Multi-Arch: same) next to the amd64 ones; the header-only
     # ones and cmake are Multi-Arch: foreign.
     apt_get build-dep --no-install-recommends -a "$arch" -P cross,nocheck "$src"
-    set -- -B -a "$arch" -P cross,nocheck
+    set -- -B -a "$arch" --build-profiles=cross,nocheck
   fi
   echo "package.sh: building coap2mqtt $version for $arch in ${src#"$root"/}"
   start=$(date +%s)
