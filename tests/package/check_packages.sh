@@ -118,6 +118,10 @@ start_broker() { # sets broker_port
   pids="$pids $broker_pid"
   wait_for 10 mosquitto_pub -p "$broker_port" -t check/ping -m x
 }
+hardened() { # ELF: a position-independent executable, bound now, with a RELRO segment
+  readelf -h "$1" | grep -q 'Type:.*DYN' && readelf -d "$1" | grep -q 'FLAGS_1.*NOW.*PIE' &&
+    readelf -lW "$1" | grep -q GNU_RELRO
+}
 status_of() { dpkg-query -W -f='${db:Status-Abbrev}' coap2mqtt 2>/dev/null | tr -d ' '; }
 
 echo "check_packages: coap2mqtt $version"
@@ -152,6 +156,7 @@ check "coap2mqtt --version says $version" sh -c \
   "[ \"\$(coap2mqtt --version)\" = 'coap2mqtt $version' ]"
 check "coap2mqtt check -c /etc/coap2mqtt/gateway.toml" coap2mqtt check -c /etc/coap2mqtt/gateway.toml
 echo "    $(cat "$tmp/last.out")"
+check "built with Debian's hardening: PIE, BIND_NOW, RELRO" hardened /usr/bin/coap2mqtt
 check "man coap2mqtt renders (section 8)" sh -c "man -P cat 8 coap2mqtt 2>&1 | grep -q 'CoAP to MQTT border gateway'"
 
 echo "== amd64: the unit"
@@ -258,6 +263,7 @@ check "dpkg says installed: coap2mqtt:arm64 $version" sh -c \
   "[ \"\$(dpkg-query -W -f='\${db:Status-Abbrev}\${Architecture} \${Version}' coap2mqtt)\" = 'ii arm64 $version' ]"
 check "/usr/bin/coap2mqtt is an AArch64 executable" sh -c \
   "readelf -h /usr/bin/coap2mqtt | grep -q 'Machine:.*AArch64'"
+check "built with Debian's hardening: PIE, BIND_NOW, RELRO" hardened /usr/bin/coap2mqtt
 check "qemu: coap2mqtt --version says $version" sh -c \
   "[ \"\$(qemu-aarch64-static -L / /usr/bin/coap2mqtt --version)\" = 'coap2mqtt $version' ]"
 check "qemu: coap2mqtt check -c /etc/coap2mqtt/gateway.toml (the shipped configs)" \
