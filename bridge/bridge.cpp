@@ -117,7 +117,7 @@ void RouteState::flushDue(std::int64_t now_ms, std::vector<Publish>& out, RouteS
     e.last_ms = now_ms;
     e.last_key = std::move(e.pending_key);
     e.pending_key.clear();
-    ++stats.published;
+    stats.countPublished(out.back().qos);
   }
 }
 
@@ -164,7 +164,7 @@ void RouteState::admit(const Rule& rule, Publish publish, std::string_view key, 
   e.last_ms = now_ms;
   if (rule.only_changes) e.last_key.assign(key);
   out.push_back(std::move(publish));
-  ++stats.published;
+  stats.countPublished(out.back().qos);
 }
 
 // ---- route -------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ void route(const RuleSet& rules, std::string_view gateway_name,
         state->admit(rule, std::move(publish), r.key, n.time_ms, out, stats);
       } else {
         out.push_back(std::move(publish));
-        ++stats.published;
+        stats.countPublished(out.back().qos);
       }
     }
   }

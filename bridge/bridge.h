@@ -2,6 +2,7 @@
 // The bridge: which resources to watch and where their values go (plan, route, Home
 // Assistant discovery). Which commands may pass is decided in bridge/command_plan.h.
 // Pure: no sockets, no clocks, no files. The gateway calls it from its loop thread.
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -55,6 +56,12 @@ struct Publish {
 
 struct RouteStats {
   std::uint64_t published = 0;
+  // published split by the rule's QoS (0, 1, 2): coap2mqtt_mqtt_published_total{qos=...}
+  std::array<std::uint64_t, 3> published_by_qos{};
+  void countPublished(int qos) {
+    ++published;
+    ++published_by_qos[static_cast<std::size_t>(qos < 0 ? 0 : (qos > 2 ? 2 : qos))];
+  }
   std::uint64_t bad_payload = 0;   // payload did not parse as its Content-Format, or the
                                    // rule's value pointer did not resolve (dropped)
   std::uint64_t bad_topic = 0;     // template expanded to an invalid topic (dropped)

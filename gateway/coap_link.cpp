@@ -3,9 +3,11 @@
 // coap_link_internal.h).
 #include "gateway/coap_link.h"
 
+#include <sys/epoll.h>
 #include <sys/random.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <stdexcept>
@@ -247,12 +249,7 @@ CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config) : loop_(loop), c
   fd_ = coap_context_get_coap_fd(context_.get());
   if (fd_ < 0) throw std::runtime_error("coap: libcoap was built without epoll support");
   loop_.watchFd(fd_, [this] { processIo(); });
-  loop_.setTimeoutProvider([this] {
-    coap_tick_t now;
-    coap_ticks(&now);
-    // Sends due retransmissions and says when the next one is due (0 = none).
-    return coap_io_prepare_epoll(context_.get(), now);
-  });
+  loop_.setTimeoutProvider([this] { return runTimers(); });
 }
 
 CoapLink::Impl::~Impl() {
@@ -272,8 +269,38 @@ CoapLink::Impl::~Impl() {
   coap_register_nack_handler(context_.get(), nullptr);
 }
 
+// What coap_io_process(NO_WAIT) does, without its coap_io_prepare_epoll: that walks every
+// session and is paced by runTimers instead (issue 21).
 void CoapLink::Impl::processIo() {
-  coap_io_process(context_.get(), COAP_IO_NO_WAIT);
+  constexpr int kEvents = 32;
+  std::array<epoll_event, kEvents> events{};
+  int n = 0;
+  do {
+    n = ::epoll_wait(fd_, events.data(), kEvents, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("coap: epoll_wait: {}", std::system_category().message(errno));
+      break;
+    }
+    coap_io_do_epoll(context_.get(), events.data(), static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      // libcoap's timerfd carries a null pointer; prepare re-arms it (until then it stays
+      // readable and would wake the loop again and again).
+      if (events[static_cast<std::size_t>(i)].data.ptr == nullptr) timer_pacing_.noteTimerFired();
+    }
+  } while (n == kEvents);
+  timer_pacing_.noteIo(CoapTimerPacing::Clock::now());
+}
+
+unsigned CoapLink::Impl::runTimers() {
+  const auto now = CoapTimerPacing::Clock::now();
+  if (timer_pacing_.due(now)) {
+    coap_tick_t ticks;
+    coap_ticks(&ticks);
+    // Sends due retransmissions, pings and DTLS timeouts; says when the next is due.
+    timer_pacing_.prepared(now, coap_io_prepare_epoll(context_.get(), ticks));
+  }
+  return timer_pacing_.waitMs(now);
 }
 
 std::uint64_t CoapLink::Impl::startExchange(const std::string& device, bridge::Method method,
@@ -367,6 +394,7 @@ std::uint64_t CoapLink::Impl::send(Device& device, bridge::Method method, const 
     return 0;
   }
   ++stats_.requests_sent;
+  timer_pacing_.noteIo(CoapTimerPacing::Clock::now());  // e.g. Block1 timers only prepare sets
   exchange->timer =
       loop_.runAfter(exchange->timeout.value_or(config_.request_timeout), [this, token] {
         auto it = exchanges_.find(token);

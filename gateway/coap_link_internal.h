@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "gateway/coap_link.h"
+#include "gateway/coap_timer_pacing.h"
 #include "gateway/observe_freshness.h"
 
 namespace coap2mqtt::gateway {
@@ -153,6 +154,7 @@ class CoapLink::Impl {
                      bool observe, std::unique_ptr<Exchange> exchange);
   void fail(std::uint64_t token, const std::string& reason);
   void processIo();
+  unsigned runTimers();  // the loop's timeout provider
 
   // ACKs of CON notifications (coap_link_acks.cpp).
   void noteConNotification(Device& device, coap_mid_t mid);
@@ -177,6 +179,7 @@ class CoapLink::Impl {
   // First, so it goes last: the sessions below hold references into it.
   CoapContextPtr context_;
   int fd_ = -1;
+  CoapTimerPacing timer_pacing_;  // when coap_io_prepare_epoll runs (see its header)
   std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
   std::array<std::uint64_t, 64> token_pool_{};

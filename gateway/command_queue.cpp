@@ -140,6 +140,7 @@ void CommandQueue::onReply(const std::string& device, std::uint64_t id, const Co
   out.sent = true;
   if (reply.answered) {
     ++stats_.answered;
+    ++stats_.answered_by_code[reply.code];
     out.kind = CommandOutcome::Kind::Answered;
     out.reply = reply;
   } else {

@@ -73,6 +73,8 @@ class CommandQueue {
     std::uint64_t timed_out = 0;
     std::uint64_t queue_full = 0;
     std::uint64_t rate_limited = 0;
+    // answered, by the response code (class*100+detail, e.g. 204): at most 256 codes exist
+    std::map<unsigned, std::uint64_t> answered_by_code;
   };
 
   explicit CommandQueue(Io io);

@@ -424,12 +424,14 @@ GatewayConfig loadConfig(const std::string& path) {
   }
 
   Reporter report(path, errors, MessageStyle::Gateway);
-  TableReader root(report, *doc, "", {"gateway", "coap", "mqtt", "admin", "rule", "command"});
+  TableReader root(report, *doc, "",
+                   {"gateway", "coap", "mqtt", "admin", "metrics", "rule", "command"});
   cfg.name = defaultGatewayName();
   parseGatewaySection(root, report, dir, cfg);
   parseCoapSection(root, report, cfg);
   const std::string rules_base = parseMqttSection(root, report, dir, cfg);
   parseAdminSection(root, report, cfg.admin);
+  parseMetricsSection(root, report, cfg.metrics);
   if (cfg.mqtt.client_id.empty()) cfg.mqtt.client_id = "coap2mqtt-" + cfg.name;
 
   bridge::parseRules(path, content, rules_base, true, cfg.rules, errors);

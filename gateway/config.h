@@ -113,6 +113,12 @@ struct AdminConfig {
   std::optional<std::vector<std::string>> allow;
 };
 
+// [metrics]: the Prometheus endpoint, GET http://<listen>/metrics (gateway/metrics_server.h).
+struct MetricsConfig {
+  // "host:port" with host an IPv4 address, [IPv6] or a name; empty = off (the default).
+  std::string listen;
+};
+
 // A field added here or in the structs above must also be compared in restartRequired()
 // (gateway/config_reload.cpp); its structured bindings fail to compile until it is.
 struct GatewayConfig {
@@ -125,6 +131,7 @@ struct GatewayConfig {
   std::vector<StaticDevice> devices;  // [[coap.device]]
   MqttConfig mqtt;
   AdminConfig admin;
+  MetricsConfig metrics;
   bridge::RuleSet rules;  // from rule files, plus any [[rule]]/[[command]] in this file
 };
 

@@ -191,6 +191,26 @@ void parseAdminSection(bridge::toml_reader::TableReader& root,
   out.allow = std::move(allow);
 }
 
+// ---- [metrics] (issue 19): the Prometheus endpoint ------------------------------------
+
+void parseMetricsSection(bridge::toml_reader::TableReader& root,
+                         bridge::toml_reader::Reporter& report, MetricsConfig& out) {
+  using bridge::toml_reader::TableReader;
+  const bridge::toml_reader::Value* section = root.table("metrics");
+  if (section == nullptr) return;
+  TableReader r(report, *section, "metrics", {"listen"});
+  constexpr const char* kExpected = "\"host:port\" such as \"127.0.0.1:9105\" or \"[::1]:9105\"";
+  if (auto listen = r.string("listen", false, kExpected)) {
+    if (isHostPort(*listen, true, false)) {
+      out.listen = *listen;
+    } else {
+      r.invalid("listen", std::string("expected ") + kExpected +
+                              " (leave the key out to turn the endpoint off), got " +
+                              quote(*listen));
+    }
+  }
+}
+
 // ---- [coap.limits] (issue 17): bounds on what peers can make the gateway hold -----------
 
 void parseCoapLimits(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,

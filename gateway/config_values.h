@@ -47,6 +47,11 @@ std::optional<std::string> checkBaseTopic(std::string_view topic);
 void parseAdminSection(bridge::toml_reader::TableReader& root,
                        bridge::toml_reader::Reporter& report, AdminConfig& out);
 
+// ---- [metrics] (issue 19) -------------------------------------------------------------
+// Reads the optional [metrics] table: `listen` ("host:port"); errors at file:line:col.
+void parseMetricsSection(bridge::toml_reader::TableReader& root,
+                         bridge::toml_reader::Reporter& report, MetricsConfig& out);
+
 // ---- [coap.limits] (issue 17) -------------------------------------------------------
 // Reads the optional [coap.limits] table of `coap` into `out`; errors at file:line:col.
 void parseCoapLimits(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,

@@ -9,7 +9,8 @@
 //     └─ ValueReceived ─► ValuePublisher ── rules → MQTT
 //   BridgeTopics, HomeAssistant ── the gateway's own MQTT topics
 //   CommandRouter ── MQTT commands → CoAP, through the allow-list; AdminApi ── bridge/request
-//   Stats ── the one model every surface reads; ServiceNotifier ── systemd (sd_notify)
+//   Stats ── the one model every surface reads; ServiceNotifier ── systemd (sd_notify);
+//   MetricsServer ── Prometheus GET /metrics on its own threads, snapshots via post()
 //
 // They talk through typed events (gateway/events.h) where one thing has many listeners,
 // and through direct calls where one component uses another.
@@ -32,6 +33,7 @@
 #include "gateway/event_loop.h"
 #include "gateway/events.h"
 #include "gateway/home_assistant.h"
+#include "gateway/metrics_server.h"
 #include "gateway/mqtt_link.h"
 #include "gateway/multicast_source.h"
 #include "gateway/observer.h"
@@ -74,6 +76,7 @@ struct Gateway::Impl {
   RdSource rd;
   AdminApi admin;
   ServiceNotifier service;
+  MetricsServer metrics;
   const std::chrono::milliseconds test_stall = testStallOnSigusr1();
   bool started = false;
   bool broker_attempted = false;  // the first connect attempt has ended, either way
@@ -98,7 +101,8 @@ struct Gateway::Impl {
         admin(config, mqtt, devices, multicast, commands, stats, [this] { return reload(); }),
         service(
             loop, [this] { return stats.serviceStatus(); }, ServiceNotifier::systemdSend(),
-            ServiceNotifier::systemdWatchdog()) {}
+            ServiceNotifier::systemdWatchdog()),
+        metrics(loop, [this] { return stats.snapshot(); }) {}
 
   void start() {
     std::vector<int> signals{SIGTERM, SIGINT, SIGHUP};
@@ -127,6 +131,7 @@ struct Gateway::Impl {
       if (!coap.listen(address, &error)) throw std::runtime_error("coap: " + error);
       spdlog::info("coap: listening on {}", address);
     }
+    if (!config.metrics.listen.empty()) metrics.start(config.metrics.listen);
     rd.serve();
     rd.restore();
     devices.start();
@@ -223,6 +228,7 @@ struct Gateway::Impl {
     if (stopping) return;
     stopping = true;
     service.stopping();
+    metrics.stop();
     multicast.stop();
     topics.stop();
     observer.stop();  // sends the observe cancellations

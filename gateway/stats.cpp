@@ -38,6 +38,7 @@ StatsSnapshot Stats::snapshot() const {
   s.per_device = observer_.perDevice();
   const bridge::RouteStats& route = values_.stats();
   s.published = route.published;
+  s.published_by_qos = route.published_by_qos;
   s.bad_payload = route.bad_payload;
   s.bad_topic = route.bad_topic;
   s.commands_refused = commands_.refused();
@@ -57,6 +58,7 @@ StatsSnapshot Stats::snapshot() const {
   s.broker_disconnect = mqtt_.stats().broker_disconnects.load();
   s.mqtt_incoming_full = mqtt_.stats().incoming_queue_full.load();
   s.mqtt_connected = mqtt_.connected();
+  s.mqtt_connects = mqtt_.stats().connects.load();
   s.mqtt_publish_failed = mqtt_.stats().publish_failed.load();
   s.mqtt_delivered = mqtt_.stats().delivered.load();
   s.mqtt_qos0_dropped = mqtt_.stats().qos0_dropped.load();
@@ -86,8 +88,30 @@ Stats::Json refusedByReason(const StatsSnapshot& s) {
 
 }  // namespace
 
+std::vector<std::pair<const char*, std::uint64_t>> droppedByReason(const StatsSnapshot& s) {
+  return {{"stale_notification", s.observe.stale},
+          {"bad_payload", s.bad_payload},
+          {"bad_topic", s.bad_topic},
+          {"command_refused", s.commands_refused},
+          {"rd_refused", s.rd_refused},
+          {"bad_response_topic", s.bad_response_topic},
+          {"retained_command", s.retained_command},
+          {"admin_refused", s.admin_refused},
+          {"command_no_result", s.command_no_result},
+          {"publish_invalid_topic", s.publish_invalid_topic},
+          {"publish_too_large", s.publish_too_large},
+          {"broker_disconnect", s.broker_disconnect},
+          {"mqtt_incoming_full", s.mqtt_incoming_full},
+          {"device_limit", s.device_limit},
+          {"body_too_large", s.coap.body_too_large},
+          {"malformed_coap", s.coap.malformed},
+          {"discovery_answers", s.discovery_answers}};
+}
+
 Stats::Json Stats::statsJson(const StatsSnapshot& s) {
   const CoapStats& c = s.coap;
+  Json dropped = Json::object();
+  for (const auto& [reason, n] : droppedByReason(s)) dropped[reason] = n;
   return Json{{"devices", s.devices},
               {"devices_online", s.devices_online},
               {"observations", s.observations},
@@ -99,24 +123,7 @@ Stats::Json Stats::statsJson(const StatsSnapshot& s) {
                 {"unknown_token", c.unknown_token},
                 {"session_resets", c.session_resets},
                 {"extra_acks", c.extra_acks}}},
-              {"dropped",
-               {{"stale_notification", s.observe.stale},
-                {"bad_payload", s.bad_payload},
-                {"bad_topic", s.bad_topic},
-                {"command_refused", s.commands_refused},
-                {"rd_refused", s.rd_refused},
-                {"bad_response_topic", s.bad_response_topic},
-                {"retained_command", s.retained_command},
-                {"admin_refused", s.admin_refused},
-                {"command_no_result", s.command_no_result},
-                {"publish_invalid_topic", s.publish_invalid_topic},
-                {"publish_too_large", s.publish_too_large},
-                {"broker_disconnect", s.broker_disconnect},
-                {"mqtt_incoming_full", s.mqtt_incoming_full},
-                {"device_limit", s.device_limit},
-                {"body_too_large", c.body_too_large},
-                {"malformed_coap", c.malformed},
-                {"discovery_answers", s.discovery_answers}}},
+              {"dropped", std::move(dropped)},
               {"commands",
                {{"submitted", s.commands.submitted},
                 {"answered", s.commands.answered},

@@ -1,7 +1,9 @@
 #pragma once
 // One model of how the gateway is doing, which every surface reads: bridge/info and the
-// admin API's info and health_check, the periodic stats log line (later Prometheus).
+// admin API's info and health_check, the periodic stats log line, the Prometheus endpoint
+// (gateway/metrics.h).
 // snapshot() gathers the components' counters; the JSON renderings are fixed by the README.
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -35,6 +37,7 @@ struct StatsSnapshot {
   Observer::Counters observe;
   std::vector<std::pair<std::string, Observer::Counters>> per_device;
   std::uint64_t published = 0;
+  std::array<std::uint64_t, 3> published_by_qos{};  // published, by the rule's QoS
   std::uint64_t bad_payload = 0;
   std::uint64_t bad_topic = 0;
   std::uint64_t commands_refused = 0;
@@ -54,13 +57,21 @@ struct StatsSnapshot {
   std::uint64_t broker_disconnect = 0;
   std::uint64_t mqtt_incoming_full = 0;
   bool mqtt_connected = false;
+  std::uint64_t mqtt_connects = 0;  // successful connects, the first one included
   std::uint64_t mqtt_publish_failed = 0;
   std::uint64_t mqtt_delivered = 0;
   std::uint64_t mqtt_qos0_dropped = 0;
   std::size_t outbox = 0;
   std::uint64_t outbox_dropped = 0;
   std::uint64_t outbox_write_failures = 0;
+  // DTLS handshakes completed with devices. Always 0 until coaps:// lands: CoapLink then
+  // counts them in CoapStats and snapshot() copies the count here.
+  std::uint64_t dtls_handshakes = 0;
 };
+
+// Every reason a message, request or answer is dropped, with its count: bridge/info's
+// "dropped" object and coap2mqtt_dropped_total{reason=...} both come from this one list.
+std::vector<std::pair<const char*, std::uint64_t>> droppedByReason(const StatsSnapshot& s);
 
 class Stats {
  public:

@@ -67,12 +67,15 @@ if [ -x scripts/fuzz.sh ]; then
   in_background fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi
 phase "tests under ASan+UBSan"
-# Not under ASan, for now (they run in the normal build above, which they pass): in two
-# fresh-clone runs on 2026-12-03 the broker outage tests lost one value of every device at
-# once (FullDisk: value 271 of all 20 devices) and the flood's device went silent for 25 s,
-# only under ASan and only in the full run. That is a bug to find (next session, issue 17),
-# not a timing to tune; until then it must not hide every other result.
-asan_exclude='MqttOutage\.FullDisk|MqttOutage\.GatewayKilled|Flood\.'
+# Not under ASan, for now: the flood test (it passes in the normal build above). Under ASan
+# and a loaded machine its NON device's values stopped reaching MQTT for 26 s during the
+# flood, once in about twelve runs (2026-12-04); a failure now prints the gateway's log lines
+# about the device. That is a bug to find (issue 17), not a timing to tune. The broker outage
+# tests run again: the one value every device lost at once under ASan fits a value the
+# simulator never sent (a CON notification acknowledged late defers the next, RFC 7641
+# 4.5.2); the simulator now reports those (SKIP), so a repeat tells the two apart. 13 ASan
+# runs beside a loaded machine passed with none.
+asan_exclude='Flood\.'
 (cd build-asan && ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure -j"$jobs" \
   -E "$asan_exclude")
 

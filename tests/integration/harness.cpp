@@ -604,7 +604,9 @@ std::vector<CoapResult> coapObserve(const std::string& uri, std::chrono::seconds
 }
 
 std::string gatewayBinary() {
-  return C2M_GATEWAY_BIN;
+  // Benchmarks compare builds: C2M_GATEWAY_BIN=<another build's binary> bench_observe ...
+  const char* other = std::getenv("C2M_GATEWAY_BIN");
+  return other != nullptr && *other != '\0' ? other : C2M_GATEWAY_BIN;
 }
 std::string simulatorBinary() {
   return C2M_SIM_BIN;

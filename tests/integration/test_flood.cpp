@@ -20,6 +20,7 @@
 #include <chrono>
 #include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -96,6 +97,14 @@ TEST(Flood, TheDaemonStaysUpAndTheRealDeviceLosesNothing) {
     const std::string log = gateway.output();
     return "gateway log (tail):\n" + (log.size() > 4000 ? log.substr(log.size() - 4000) : log);
   };
+  auto aboutTheDevice = [&] {  // the gateway's log lines that name the real device
+    std::istringstream lines(gateway.output());
+    std::string out = "gateway log, lines about \"real\":\n";
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find("real") != std::string::npos) out += line + "\n";
+    }
+    return out;
+  };
   auto counters = [&] {
     std::vector<long> out;
     for (const auto& m : tap.messagesOn(kCounter)) {
@@ -126,7 +135,9 @@ TEST(Flood, TheDaemonStaysUpAndTheRealDeviceLosesNothing) {
   ASSERT_TRUE(waitUntil([&] { return counters().back() >= last_during + 6; }, 30s)) << dump();
   const auto seen = counters();
   for (std::size_t i = 1; i < seen.size(); ++i) {
-    ASSERT_EQ(seen[i], seen[i - 1] + 1) << "value " << seen[i - 1] + 1 << " missing";
+    ASSERT_EQ(seen[i], seen[i - 1] + 1) << "value " << seen[i - 1] + 1 << " missing\n"
+                                        << aboutTheDevice() << "\nsimulator:\n"
+                                        << sim.output();
   }
 
   const long peak = statusKb(gateway.pid(), "VmHWM");

@@ -52,9 +52,11 @@ struct DeviceReport {
   std::size_t duplicates = 0;
   std::size_t reordered = 0;                // a new value smaller than one seen before
   std::vector<std::pair<long, long>> gaps;  // missing [from, to]
+  std::size_t never_sent = 0;               // values the simulator skipped (SKIP lines)
 };
 
-DeviceReport analyze(const std::vector<MqttMessage>& msgs) {
+// `never_sent`: values the device never sent (see simSkippedValues); not gaps.
+DeviceReport analyze(const std::vector<MqttMessage>& msgs, const std::set<long>& never_sent) {
   DeviceReport r;
   for (const auto& m : msgs) {
     const long seq = seqOf(m.payload);
@@ -69,15 +71,29 @@ DeviceReport analyze(const std::vector<MqttMessage>& msgs) {
   if (!r.seen.empty()) r.first = *r.seen.begin();
   long prev = -1;
   for (long s : r.seen) {
-    if (prev >= 0 && s != prev + 1) r.gaps.emplace_back(prev + 1, s - 1);
+    if (prev >= 0 && s != prev + 1) {
+      long from = prev + 1;
+      for (long v = prev + 1; v <= s; ++v) {  // split the gap around values never sent
+        if (v < s && never_sent.count(v) == 0) continue;
+        if (v > from) r.gaps.emplace_back(from, v - 1);
+        if (v < s) ++r.never_sent;
+        from = v + 1;
+      }
+    }
     prev = s;
   }
   return r;
 }
 
-std::map<int, DeviceReport> analyzeAll(const MqttProbe& probe) {
+// `sim` null: every value counts (the simulator's SKIP lines are not read).
+std::map<int, DeviceReport> analyzeAll(const MqttProbe& probe, const Process* sim) {
+  const auto skipped = sim != nullptr ? simSkippedValues(*sim) : decltype(simSkippedValues(*sim)){};
   std::map<int, DeviceReport> out;
-  for (int d = 0; d < kDevices; ++d) out[d] = analyze(probe.messagesOn(counterTopic(d)));
+  for (int d = 0; d < kDevices; ++d) {
+    const auto it = skipped.find("dev" + std::to_string(d));
+    out[d] = analyze(probe.messagesOn(counterTopic(d)),
+                     it != skipped.end() ? it->second : std::set<long>{});
+  }
   return out;
 }
 
@@ -86,7 +102,8 @@ std::string describe(const std::map<int, DeviceReport>& reports) {
   for (const auto& [d, r] : reports) {
     s += "dev" + std::to_string(d) + ": " + std::to_string(r.seen.size()) + " values " +
          std::to_string(r.first) + ".." + std::to_string(r.max) + ", duplicates " +
-         std::to_string(r.duplicates) + ", reordered " + std::to_string(r.reordered) + ", gaps";
+         std::to_string(r.duplicates) + ", reordered " + std::to_string(r.reordered) +
+         ", never sent " + std::to_string(r.never_sent) + ", gaps";
     for (const auto& [a, b] : r.gaps) s += " [" + std::to_string(a) + "-" + std::to_string(b) + "]";
     s += "\n";
   }
@@ -160,7 +177,7 @@ struct Streaming {
       EXPECT_TRUE(probe.waitForCount(counterTopic(d), 3, 30s)) << counterTopic(d) << "\n"
                                                                << gateway->output();
     }
-    for (const auto& [d, r] : analyzeAll(probe)) last[d] = r.max;
+    for (const auto& [d, r] : analyzeAll(probe, sim.get())) last[d] = r.max;
     return last;
   }
 
@@ -168,7 +185,7 @@ struct Streaming {
   bool awaitPastOutage(const std::map<int, long>& before, std::chrono::seconds timeout) {
     return waitUntil(
         [&] {
-          for (const auto& [d, r] : analyzeAll(probe)) {
+          for (const auto& [d, r] : analyzeAll(probe, sim.get())) {
             if (r.max < before.at(d) + kPastOutage) return false;
           }
           return true;
@@ -187,7 +204,7 @@ TEST(MqttOutage, BrokerAwayForAMinuteLosesNothingAndKeepsOrder) {
   s.broker.start();
   EXPECT_TRUE(s.gateway->waitForOutput("stored message(s)", 30s)) << s.gateway->output();
   const bool caught_up = s.awaitPastOutage(before, 90s);
-  const auto reports = analyzeAll(s.probe);
+  const auto reports = analyzeAll(s.probe, s.sim.get());
   const std::string summary = describe(reports);
   ASSERT_TRUE(caught_up) << summary << s.gateway->output();
   std::size_t duplicates = 0;
@@ -235,7 +252,7 @@ TEST(MqttOutage, GatewayKilledDuringTheOutageLosesNothingItHadStored) {
   std::this_thread::sleep_until(t0 + kOutage);
   s.broker.start();
   const bool caught_up = s.awaitPastOutage(before, 90s);
-  const auto reports = analyzeAll(s.probe);
+  const auto reports = analyzeAll(s.probe, s.sim.get());
   const std::string summary = describe(reports);
   ASSERT_TRUE(caught_up) << summary << s.gateway->output();
 
@@ -288,7 +305,7 @@ TEST(MqttOutage, FullDiskKeepsMessagesInMemoryAndDeliversThem) {
   s.broker.start();
   MqttProbe info(s.broker.port(), "c2m/bridge/info");  // retained, renewed on every connect
   const bool caught_up = s.awaitPastOutage(before, 90s);
-  const auto reports = analyzeAll(s.probe);
+  const auto reports = analyzeAll(s.probe, s.sim.get());
   const std::string summary = describe(reports);
   ASSERT_TRUE(caught_up) << summary << s.gateway->output();
   for (const auto& [d, r] : reports) {

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdint>
 #include <fstream>
 #include <iterator>
@@ -845,6 +846,8 @@ TEST(Route, QosAndRetainComeFromTheRule) {
   ASSERT_EQ(r.out.size(), 1u);
   EXPECT_EQ(r.out[0].qos, 2);
   EXPECT_TRUE(r.out[0].retain);
+  // coap2mqtt_mqtt_published_total{qos="2"}
+  EXPECT_EQ(r.stats.published_by_qos, (std::array<std::uint64_t, 3>{0, 0, 1}));
 }
 
 // ---- SenML (RFC 8428) ----------------------------------------------------------------------
@@ -1168,6 +1171,8 @@ TEST(RateLimit, MinIntervalPublishesTheLatestHeldBackValueWhenTheIntervalEnds) {
               },
               stats);
   EXPECT_EQ(stats.published, 5u);
+  // The trailing publish (flushDue) is counted by QoS too.
+  EXPECT_EQ(stats.published_by_qos, (std::array<std::uint64_t, 3>{5, 0, 0}));
   EXPECT_EQ(stats.deferred, 3u);      // 2, 3, 4
   EXPECT_EQ(stats.rate_limited, 2u);  // 2 (by 3), 4 (by 5)
   EXPECT_EQ(stats.unchanged, 0u);

@@ -103,14 +103,17 @@ TEST(CommandQueue, OneExchangeAtATimePerDeviceInOrder) {
     ASSERT_EQ(fake.sent.size(), i + 1);
     EXPECT_EQ(fake.sent[i].request.payload, std::to_string(i));
     fake.advance(3ms);
-    fake.answer(i, 204);
+    fake.answer(i, i == 4 ? 404 : 204);
   }
   ASSERT_EQ(rec.tags, (std::vector<std::string>{"0", "1", "2", "3", "4"}));
   for (const auto& o : rec.outcomes) {
     EXPECT_EQ(o.kind, CommandOutcome::Kind::Answered);
-    EXPECT_EQ(o.reply.code, 204u);
+    EXPECT_EQ(o.reply.code, &o == &rec.outcomes.back() ? 404u : 204u);
     EXPECT_TRUE(o.sent);
   }
+  EXPECT_EQ(q.stats().answered, 5u);
+  // coap2mqtt_commands_total{result="answered",code=...}
+  EXPECT_EQ(q.stats().answered_by_code, (std::map<unsigned, std::uint64_t>{{204, 4}, {404, 1}}));
   EXPECT_EQ(rec.outcomes[0].latency, 3ms);
   EXPECT_EQ(rec.outcomes[4].latency, 15ms) << "latency counts the wait in the queue";
   EXPECT_FALSE(q.busy("a"));

@@ -433,6 +433,18 @@ TEST(LoadConfig, AdminSection) {
   EXPECT_TRUE(cfg.admin.allow->empty()) << "nothing allowed";
 }
 
+// Issue 19: the Prometheus endpoint is off unless [metrics] listen says where.
+TEST(LoadConfig, MetricsSection) {
+  TempDir dir;
+  EXPECT_EQ(loadOk(dir, "[mqtt]\nbase_topic = \"x\"\n").metrics.listen, "") << "off by default";
+  EXPECT_EQ(loadOk(dir, "[metrics]\n").metrics.listen, "") << "an empty table is off too";
+  EXPECT_EQ(loadOk(dir, "[metrics]\nlisten = \"127.0.0.1:9105\"\n").metrics.listen,
+            "127.0.0.1:9105");
+  EXPECT_EQ(loadOk(dir, "[metrics]\nlisten = \"[::1]:9105\"\n").metrics.listen, "[::1]:9105");
+  EXPECT_EQ(loadOk(dir, "[metrics]\nlisten = \"localhost:9105\"\n").metrics.listen,
+            "localhost:9105");
+}
+
 // Issue 17, finding 12: the README promises the first line; a second line (a comment, an
 // old password) must never be sent.
 TEST(LoadConfig, PasswordFileGivesItsFirstLineOnly) {
@@ -698,6 +710,17 @@ const ErrorCase kErrorCases[] = {
     {"admin_allow_not_a_list", "[admin]\nallow = \"info\"\n", 2, 9, "admin.allow",
      "expected an array of admin operation names"},
     {"admin_enabled_not_bool", "[admin]\nenabled = \"no\"\n", 2, 11, "admin.enabled", "expected"},
+
+    // [metrics] (issue 19).
+    {"metrics_listen_no_port", "[metrics]\nlisten = \"127.0.0.1\"\n", 2, 10, "metrics.listen",
+     "expected \"host:port\" such as \"127.0.0.1:9105\" or \"[::1]:9105\""},
+    {"metrics_listen_port_zero", "[metrics]\nlisten = \"127.0.0.1:0\"\n", 2, 10, "metrics.listen",
+     "got \"127.0.0.1:0\""},
+    {"metrics_listen_bare_ipv6", "[metrics]\nlisten = \"::1:9105\"\n", 2, 10, "metrics.listen",
+     "expected \"host:port\""},
+    {"metrics_listen_not_string", "[metrics]\nlisten = 9105\n", 2, 10, "metrics.listen",
+     "expected"},
+    {"metrics_unknown_key", "[metrics]\nport = 9105\n", 2, 8, "metrics.port", "unknown key"},
 };
 
 void PrintTo(const ErrorCase& c, std::ostream* os) {

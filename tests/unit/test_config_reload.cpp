@@ -73,6 +73,7 @@ const std::vector<Change>& changes() {
       {"mqtt.buffer.qos0_messages", [](GatewayConfig& c) { c.mqtt.buffer.qos0_messages = 0; }},
       {"admin.enabled", [](GatewayConfig& c) { c.admin.enabled = false; }},
       {"admin.allow", [](GatewayConfig& c) { c.admin.allow = std::vector<std::string>{"info"}; }},
+      {"metrics.listen", [](GatewayConfig& c) { c.metrics.listen = "127.0.0.1:9105"; }},
   };
   return table;
 }

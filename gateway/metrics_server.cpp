@@ -1,0 +1,271 @@
+#include "gateway/metrics_server.h"
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include "gateway/event_loop.h"
+#include "gateway/metrics.h"
+
+namespace coap2mqtt::gateway {
+
+namespace {
+
+constexpr std::size_t kThreads = 2;
+constexpr std::size_t kMaxWaiting = 8;  // accepted connections waiting for a thread
+constexpr std::chrono::seconds kIoTimeout{2};
+constexpr std::size_t kKeepAliveRequests = 10;
+constexpr std::chrono::seconds kKeepAliveIdle{2};
+constexpr std::size_t kMaxBody = 4096;
+// How long stop() waits for the HTTP threads before leaving them to end on their own.
+constexpr std::chrono::seconds kStopWait{3};
+
+// httplib's ThreadPool queues every accepted connection however many wait. This one holds
+// at most `max_waiting`: enqueue() (called by httplib's listener thread only) blocks until
+// a worker takes one, so the listener stops accepting and the kernel's backlog fills.
+class BoundedPool : public httplib::TaskQueue {
+ public:
+  BoundedPool(std::size_t threads, std::size_t max_waiting) : max_waiting_(max_waiting) {
+    for (std::size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  }
+  ~BoundedPool() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    space_.wait(lock, [this] { return jobs_.size() < max_waiting_ || shutdown_; });
+    jobs_.push_back(std::move(fn));
+    job_.notify_one();
+  }
+
+  // Runs what is queued (each job closes its connection), then joins the workers.
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (shutdown_ && workers_.empty()) return;
+      shutdown_ = true;
+    }
+    job_.notify_all();
+    space_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        job_.wait(lock, [this] { return !jobs_.empty() || shutdown_; });
+        if (jobs_.empty()) return;  // shut down and nothing left
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      space_.notify_one();
+      fn();
+    }
+  }
+
+  const std::size_t max_waiting_;
+  std::mutex mutex_;
+  std::condition_variable job_;
+  std::condition_variable space_;
+  std::deque<std::function<void()>> jobs_;
+  bool shutdown_ = false;
+  std::vector<std::thread> workers_;
+};
+
+// "host:port" or "[v6]:port" (validated by the config) -> host, port.
+std::pair<std::string, int> splitListen(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("metrics: bad address " + listen);
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return {host, std::stoi(listen.substr(colon + 1))};
+}
+
+// No SO_REUSEPORT (httplib's default sets it): a second gateway on the same port must fail
+// to bind, not share the port with the first.
+void socketOptions(int sock) {
+  int yes = 1;
+  ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+}
+
+}  // namespace
+
+// What the HTTP threads and the loop thread share; kept alive by whichever of them ends last.
+struct MetricsServer::Shared {
+  std::mutex mutex;
+  std::condition_variable changed;
+  EventLoop* loop = nullptr;  // null once stop() began: no more tasks are posted
+  std::function<StatsSnapshot()> snapshot;
+  std::optional<StatsSnapshot> latest;
+  std::chrono::steady_clock::time_point latest_at;
+  std::uint64_t generation = 0;
+  bool pending = false;  // a snapshot task is queued on the loop
+
+  // HTTP thread. nullopt: the loop did not answer in time, or we are stopping.
+  std::optional<StatsSnapshot> fetch(const std::shared_ptr<Shared>& self) {
+    std::unique_lock<std::mutex> lock(mutex);
+    if (latest && std::chrono::steady_clock::now() - latest_at < kSnapshotReuse) return latest;
+    if (loop == nullptr) return std::nullopt;
+    const std::uint64_t seen = generation;
+    if (!pending) {
+      pending = true;
+      loop->post([self] { self->takeSnapshot(); });
+    }
+    changed.wait_for(lock, kSnapshotWait, [&] { return generation != seen || loop == nullptr; });
+    if (generation == seen) return std::nullopt;
+    return latest;
+  }
+
+  // Loop thread.
+  void takeSnapshot() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (loop == nullptr) {
+        pending = false;
+        return;
+      }
+    }
+    StatsSnapshot s = snapshot();
+    s.per_device.clear();  // not exposed: a label per device would be unbounded
+    std::lock_guard<std::mutex> lock(mutex);
+    latest = std::move(s);
+    latest_at = std::chrono::steady_clock::now();
+    ++generation;
+    pending = false;
+    changed.notify_all();
+  }
+};
+
+struct MetricsServer::Thread {
+  std::shared_ptr<httplib::Server> server;
+  std::thread thread;
+  std::future<void> done;
+  std::string listen;
+};
+
+MetricsServer::MetricsServer(EventLoop& loop, std::function<StatsSnapshot()> snapshot)
+    : loop_(loop), snapshot_(std::move(snapshot)) {}
+
+MetricsServer::~MetricsServer() {
+  stop();
+}
+
+void MetricsServer::start(const std::string& listen) {
+  if (thread_) return;
+  shared_ = std::make_shared<Shared>();
+  shared_->loop = &loop_;
+  shared_->snapshot = snapshot_;
+
+  auto server = std::make_shared<httplib::Server>();
+  server->new_task_queue = [] { return new BoundedPool(kThreads, kMaxWaiting); };
+  server->set_socket_options(socketOptions);
+  server->set_read_timeout(kIoTimeout);
+  server->set_write_timeout(kIoTimeout);
+  server->set_keep_alive_max_count(kKeepAliveRequests);
+  server->set_keep_alive_timeout(kKeepAliveIdle.count());
+  server->set_payload_max_length(kMaxBody);
+  std::weak_ptr<Shared> weak = shared_;
+  server->Get("/metrics", [weak](const httplib::Request&, httplib::Response& res) {
+    const std::shared_ptr<Shared> shared = weak.lock();
+    std::optional<StatsSnapshot> s;
+    if (shared) s = shared->fetch(shared);
+    if (!s) {
+      res.status = 503;
+      res.set_content("the gateway's loop did not answer in time\n", "text/plain");
+      return;
+    }
+    res.set_content(metrics::render(metrics::gatewayFamilies(*s, metrics::readProcessStats())),
+                    metrics::kContentType);
+  });
+  // Anything but GET (or HEAD) /metrics is answered 404 before a body is read.
+  server->set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    if ((req.method == "GET" || req.method == "HEAD") && req.path == "/metrics") {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    res.status = 404;
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  server->set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.status == 404) res.set_content("not found: only GET /metrics\n", "text/plain");
+  });
+  server->set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
+        static std::atomic<bool> logged{false};
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          if (!logged.exchange(true)) spdlog::error("metrics: rendering failed: {}", e.what());
+        } catch (...) {
+          if (!logged.exchange(true)) spdlog::error("metrics: rendering failed");
+        }
+        res.status = 500;
+        res.set_content("internal error\n", "text/plain");
+      });
+
+  const auto [host, port] = splitListen(listen);
+  errno = 0;
+  if (!server->bind_to_port(host, port)) {
+    const int error = errno;
+    throw std::runtime_error(
+        "metrics: cannot listen on " + listen +
+        (error != 0 ? std::string(": ") + std::strerror(error) : std::string(": bind failed")));
+  }
+
+  auto thread = std::make_unique<Thread>();
+  thread->server = server;
+  thread->listen = listen;
+  std::promise<void> finished;
+  thread->done = finished.get_future();
+  thread->thread = std::thread([server, finished = std::move(finished)]() mutable {
+    server->listen_after_bind();
+    finished.set_value();
+  });
+  // stop() only stops a server that is running: wait until the listener is.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!server->is_running() &&
+         thread->done.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready &&
+         std::chrono::steady_clock::now() < deadline) {
+  }
+  thread_ = std::move(thread);
+  spdlog::info("metrics: serving GET http://{}/metrics", listen);
+}
+
+void MetricsServer::stop() {
+  if (!thread_) return;
+  {
+    std::lock_guard<std::mutex> lock(shared_->mutex);
+    shared_->loop = nullptr;
+    shared_->changed.notify_all();
+  }
+  thread_->server->stop();
+  if (thread_->done.wait_for(kStopWait) == std::future_status::ready) {
+    thread_->thread.join();
+  } else {
+    // A client trickling its request holds an HTTP thread (each read may take up to the
+    // 2 s timeout). Its thread owns the server and the shared state, nothing of ours.
+    spdlog::warn("metrics: a client is still connected; its HTTP thread ends on its own");
+    thread_->thread.detach();
+  }
+  spdlog::info("metrics: stopped listening on {}", thread_->listen);
+  thread_.reset();
+}
+
+}  // namespace coap2mqtt::gateway
