@@ -100,6 +100,23 @@ for arch in $arches; do
     # The -dev:arm64 libraries (Multi-Arch: same) next to the amd64 ones; the header-only
     # ones and cmake are Multi-Arch: foreign.
     apt_get build-dep --no-install-recommends -a "$arch" -P cross,nocheck "$src"
+    # prometheus-cpp-dev:arm64 would push the build machine's prometheus-cpp-dev and civetweb
+    # out (see debian/rules): its files are unpacked into a sysroot of their own instead,
+    # its libraries being the installed :arm64 ones (Build-Depends, profile cross).
+    sysroot="$root/build-pkg/$arch/sysroot"
+    mkdir -p "$sysroot"
+    if ! (cd "$root/build-pkg/$arch" && apt-get download "prometheus-cpp-dev:$arch") \
+      >>"$apt_log" 2>&1; then
+      tail -n 5 "$apt_log"
+      echo "package.sh: apt-get download prometheus-cpp-dev:$arch failed" >&2
+      exit 1
+    fi
+    dpkg-deb -x "$root/build-pkg/$arch"/prometheus-cpp-dev_*_"$arch".deb "$sysroot"
+    multiarch=$(dpkg-architecture -a "$arch" -qDEB_HOST_MULTIARCH 2>/dev/null)
+    for lib in /usr/lib/"$multiarch"/libprometheus-cpp-*.so.*; do
+      ln -sf "$lib" "$sysroot/usr/lib/$multiarch/"
+    done
+    export COAP2MQTT_CMAKE_ARGS="-Dprometheus-cpp_DIR=$sysroot/usr/lib/$multiarch/cmake/prometheus-cpp"
     set -- -B -a "$arch" --build-profiles=cross,nocheck
   fi
   echo "package.sh: building coap2mqtt $version for $arch in ${src#"$root"/}"
