@@ -17,13 +17,16 @@ namespace {
 class JournalFormatter : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
-    const std::string prefix = "<" + std::to_string(syslogPriority(msg.level)) + ">";
+    // "<N>", N a single digit (syslogPriority() returns 2..7). Written as three chars, not
+    // built as a std::string per message: GCC 12's `"<" + std::to_string(n) + ">"` at -O3
+    // also trips a -Wrestrict false positive (GCC bug 105329) that broke Release builds.
+    const char prefix[3] = {'<', static_cast<char>('0' + syslogPriority(msg.level)), '>'};
     std::string_view rest(msg.payload.data(), msg.payload.size());
     // A multi-line message (a reload's error list) keeps its priority on every line.
     do {
       const auto end = rest.find('\n');
       const std::string_view line = rest.substr(0, end);
-      dest.append(prefix.data(), prefix.data() + prefix.size());
+      dest.append(prefix, prefix + sizeof prefix);
       dest.append(line.data(), line.data() + line.size());
       dest.push_back('\n');
       rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
