@@ -283,8 +283,10 @@ CoapLink::Impl::~Impl() {
   coap_register_event_handler(context_.get(), nullptr);
 }
 
-// What coap_io_process(NO_WAIT) does, without its coap_io_prepare_epoll: that walks every
-// session and is paced by runTimers instead (issue 21).
+// What coap_io_process(NO_WAIT) does, without its own coap_io_prepare_epoll before the
+// reads: that walks every session. (libcoap 4.3.1's coap_io_do_epoll still ends with one,
+// so each batch of datagrams costs one walk of every session: with 4,000 devices at
+// 1,000 msg/s, a third of the gateway's CPU in 2026-12-04's profile.)
 void CoapLink::Impl::processIo() {
   constexpr int kEvents = 32;
   std::array<epoll_event, kEvents> events{};
