@@ -64,7 +64,7 @@ await() {  # name: waits for it, prints its log and stops when it failed
   fi
 }
 
-in_background asan-build scripts/build.sh build-asan -DCOAP2MQTT_SANITIZE=ON
+in_background asan-build scripts/build.sh build-asan -DCOAP2MQTT_SANITIZE=ON -DCOAP2MQTT_BENCH=OFF
 phase "tests (normal build)"
 (cd build && ctest --output-on-failure -j"$jobs")
 
