@@ -275,6 +275,7 @@ CoapLink::Impl::~Impl() {
     if (device->reack_timer != 0) loop_.cancel(device->reack_timer);
   }
   if (release_timer_ != 0) loop_.cancel(release_timer_);
+  if (batch_timer_ != 0) loop_.cancel(batch_timer_);
   // The members go next (sessions first, the context last). Freeing a session reports the
   // requests still in its queue to the nack handler (coap_session_mfree): nothing may call
   // into a link that is half gone.
@@ -288,6 +289,22 @@ CoapLink::Impl::~Impl() {
 // so each batch of datagrams costs one walk of every session: with 4,000 devices at
 // 1,000 msg/s, a third of the gateway's CPU in 2026-12-04's profile.)
 void CoapLink::Impl::processIo() {
+  const auto now = std::chrono::steady_clock::now();
+  const auto gap = CoapTimerPacing::batchGap(devices_.size());
+  if (now < last_batch_ + gap) {
+    // Too soon after the last batch: leave the datagrams in the socket until it is time.
+    if (batch_timer_ == 0) {
+      loop_.pauseFd(fd_, true);
+      batch_timer_ = loop_.runAfter(
+          std::chrono::ceil<std::chrono::milliseconds>(last_batch_ + gap - now), [this] {
+            batch_timer_ = 0;
+            loop_.pauseFd(fd_, false);
+            processIo();
+          });
+    }
+    return;
+  }
+  last_batch_ = now;
   constexpr int kEvents = 32;
   std::array<epoll_event, kEvents> events{};
   int n = 0;

@@ -215,6 +215,8 @@ class CoapLink::Impl {
   CoapContextPtr context_;
   int fd_ = -1;
   CoapTimerPacing timer_pacing_;  // when coap_io_prepare_epoll runs (see its header)
+  std::chrono::steady_clock::time_point last_batch_{};  // of datagrams (batchGap)
+  EventLoop::TimerId batch_timer_ = 0;                  // the fd paused until then
   std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
   std::array<std::uint64_t, 64> token_pool_{};
