@@ -456,5 +456,138 @@ TEST(Dtls, ResourceDirectoryOverDtlsBindsIdentitiesToEndpoints) {
   expectSecretNowhere(kKey, *gateway, probe, dir);
 }
 
+// [[coap.credentials]]: a device that registers in the RD over plain CoAP, with a plain
+// base, is reached over DTLS because an entry matches its name and address: on the
+// entry's port, with the entry's key, and the first matching entry wins.
+TEST(Dtls, ARegisteredDeviceMatchingCredentialsIsObservedOverDtls) {
+  TempDir dir;
+  Mosquitto broker;
+  writeKeyFile(dir, "clocks.key", kKey);
+  writeKeyFile(dir, "other.key", kOtherKey);
+  DtlsServer server(dir, kKey);
+  MqttProbe probe(broker.port(), "#");
+  const int port = freeUdpPortRange(1);
+  const std::string gw = "coap://127.0.0.1:" + std::to_string(port);
+  auto gateway = startGateway(
+      dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
+               "\"\n\n[coap]\nlisten = [\"127.0.0.1:" + std::to_string(port) +
+               "\"]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
+               // Matches the address, not the name: passed over.
+               "[[coap.credentials]]\nmatch = { device = \"lamp-*\", address = \"127.0.0.1\" }\n"
+               "psk = { identity = \"lamps\", key_file = \"other.key\" }\n\n"
+               "[[coap.credentials]]\nmatch = { device = \"clock*\", address = \"127.0.0.*\" }\n"
+               "port = " +
+               std::to_string(server.port() + 1) +
+               "\npsk = { identity = \"gw-clock\", key_file = \"clocks.key\" }\n\n"
+               // Would match too, but comes later.
+               "[[coap.credentials]]\nmatch = { device = \"*\" }\n"
+               "psk = { identity = \"anyone\", key_file = \"other.key\" }\n\n"
+               "[mqtt]\nuri = \"" +
+               broker.uri() + "\"\nbase_topic = \"c2m\"\n\n" + kTimeRule);
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        return !gateway->running() || coapCode("get", gw + "/.well-known/core", {}) == "2.05";
+      },
+      15s))
+      << gateway->output();
+  ASSERT_TRUE(gateway->running()) << gateway->output();
+  // Registered on the device's behalf (coap-client's port is not the server's), naming the
+  // device's plain endpoint as base.
+  std::string log;
+  ASSERT_EQ(coapCode("post", gw + "/rd?ep=clock1&lt=60&base=" + server.plainUri(),
+                     {"-e", "</time>;obs;ct=0", "-t", "40"}, &log),
+            "2.01")
+      << log << gateway->output();
+  ASSERT_TRUE(probe.waitForCount("c2m/clock1/time", 3, 20s)) << gateway->output();
+  const std::string out = gateway->output();
+  EXPECT_NE(out.find("rd: clock1 registered as clock1 at " + server.coapsUri()), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("coap: device clock1 (" + server.coapsUri() + "): DTLS session established"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("DTLS handshake failed"), std::string::npos) << out;
+  expectSecretNowhere(kKey, *gateway, probe, dir);
+  expectSecretNowhere(kOtherKey, *gateway, probe, dir);
+}
+
+// Certificates on the gateway's own listener: the RD over coaps:// with listen_pki. A
+// client certificate from the CA whose name is a [[coap.cert_client]] registers the
+// endpoint names bound to it, and only those; a certificate from another CA, or none, gets
+// no session; a good certificate whose name no [[coap.cert_client]] has registers nothing.
+TEST(Dtls, ResourceDirectoryOverDtlsBindsCertificateNamesToEndpoints) {
+  TempDir dir;
+  Mosquitto broker;
+  makeCa(dir, "ca");
+  makeCa(dir, "other-ca");
+  makeCert(dir, "gw", "127.0.0.1", "ca", "30");
+  makeCert(dir, "node7", "node7", "ca", "30");
+  makeCert(dir, "stranger", "node9", "ca", "30");
+  makeCert(dir, "forged", "node7", "other-ca", "30");
+  MqttProbe probe(broker.port(), "#");
+  const int port = freeUdpPortRange(1);
+  const std::string secure = "coaps://127.0.0.1:" + std::to_string(port);
+  auto gateway =
+      startGateway(dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
+                            "\"\n\n[coap]\nlisten = [\"coaps://127.0.0.1:" + std::to_string(port) +
+                            "\"]\nlisten_pki = { ca_file = \"ca.pem\", cert_file = \"gw.pem\", "
+                            "key_file = \"gw.key\" }\n\n"
+                            "[[coap.cert_client]]\nname = \"node7\"\nendpoints = [\"node7-*\"]\n\n"
+                            "[mqtt]\nuri = \"" +
+                            broker.uri() + "\"\nbase_topic = \"c2m\"\n");
+  // coap-client-openssl: our certificate and key (-c, -j), the CA it checks the gateway's
+  // certificate against (-C).
+  const auto certificate = [&](const std::string& name) {
+    return std::vector<std::string>{"-c", dir.file(name + ".pem"), "-j", dir.file(name + ".key"),
+                                    "-C", dir.file("ca.pem")};
+  };
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        return !gateway->running() ||
+               coapCode("get", secure + "/.well-known/core", certificate("node7")) == "2.05";
+      },
+      15s))
+      << gateway->output();
+  ASSERT_TRUE(gateway->running()) << gateway->output();
+  auto with = [](std::vector<std::string> a) {
+    a.insert(a.end(), {"-e", "</temp>;ct=0", "-t", "40"});
+    return a;
+  };
+  std::string log;
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node7-a&lt=60", with(certificate("node7")), &log),
+            "2.01")
+      << log << gateway->output();
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node8&lt=60", with(certificate("node7")), &log),
+            "4.03")
+      << log;
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node9&lt=60", with(certificate("stranger")), &log),
+            "4.03")
+      << log;
+  // Another CA's certificate with the same name, and no certificate: no session at all.
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node7-b&lt=60", with(certificate("forged")), &log),
+            "")
+      << log;
+  EXPECT_EQ(
+      coapCode("post", secure + "/rd?ep=node7-c&lt=60", with({"-C", dir.file("ca.pem")}), &log), "")
+      << log;
+  // What the directory holds: node7-a only.
+  const std::string eps = [&] {
+    TempDir out;
+    std::vector<std::string> argv = {"coap-client-openssl", "-B", "4", "-o", out.file("eps")};
+    const auto c = certificate("node7");
+    argv.insert(argv.end(), c.begin(), c.end());
+    argv.push_back(secure + "/rd-lookup/ep");
+    Process lookup(argv, out.file("log"));
+    lookup.stop(0, 10s);
+    return readWhole(out.file("eps"));
+  }();
+  EXPECT_NE(eps.find("ep=\"node7-a\""), std::string::npos) << eps;
+  for (const char* absent : {"node8", "node9", "node7-b", "node7-c"}) {
+    EXPECT_EQ(eps.find(absent), std::string::npos) << absent << "\n" << eps;
+  }
+  EXPECT_NE(gateway->output().find("refused: this certificate may not register that endpoint"),
+            std::string::npos)
+      << gateway->output();
+}
+
 }  // namespace
 }  // namespace coap2mqtt::test
