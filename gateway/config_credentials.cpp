@@ -6,18 +6,12 @@
 #include <set>
 
 #include "bridge/glob.h"
+#include "bridge/hex.h"
 #include "gateway/config_files.h"
 
 namespace coap2mqtt::gateway {
 
 namespace {
-
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 // key_file of `r`: the key it holds (nullopt, reported, when it cannot be had); *path is
 // where it was looked for.
@@ -85,8 +79,8 @@ std::optional<std::string> parsePskKey(std::string_view content, std::string* er
       return std::nullopt;
     }
     for (std::size_t i = 0; i < digits.size(); i += 2) {
-      const int hi = hexValue(digits[i]);
-      const int lo = hexValue(digits[i + 1]);
+      const int hi = bridge::hexValue(digits[i]);
+      const int lo = bridge::hexValue(digits[i + 1]);
       if (hi < 0 || lo < 0) {
         // Where, never what: the file holds a secret.
         *error = "expected hexadecimal digits after \"hex:\"; character " +

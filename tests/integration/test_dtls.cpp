@@ -113,6 +113,17 @@ const char* kTimeRule =
     "[[rule]]\nname = \"time\"\nmatch = { path = \"/time\" }\nmode = \"observe\"\n"
     "topic = \"c2m/{device}/{path}\"\npayload = \"raw\"\n\n";
 
+// The gateway with `server`'s /time as the DTLS device "clock" (identity gw-clock), its key
+// file (dir/clock.key, mode 0600) holding `key_content`; `extra` configuration after it.
+std::unique_ptr<Process> startClockGateway(const TempDir& dir, const Mosquitto& broker,
+                                           const DtlsServer& server, const std::string& key_content,
+                                           const std::string& extra = "") {
+  writeKeyFile(dir, "clock.key", key_content);
+  return startGateway(dir, baseConfig(broker, dir) +
+                               dtlsDevice("clock", server.coapsUri(), dir.file("clock.key")) +
+                               kTimeRule + extra);
+}
+
 std::string allMessages(const MqttProbe& probe) {
   std::string out;
   for (const auto& m : probe.messages()) out += m.topic + " " + m.payload + "\n";
@@ -137,15 +148,13 @@ void expectSecretNowhere(const std::string& secret, const Process& gateway, cons
 TEST(Dtls, ObservesTimeOverPskAndCommandsReachTheDevice) {
   TempDir dir;
   Mosquitto broker;
-  writeKeyFile(dir, "clock.key", "hex:" + hexOf(kKey) + "\n");
   DtlsServer server(dir, kKey);
   MqttProbe probe(broker.port(), "#");
-  auto gateway = startGateway(
-      dir, baseConfig(broker, dir) + dtlsDevice("clock", server.coapsUri(), dir.file("clock.key")) +
-               kTimeRule +
-               "[[command]]\nname = \"data\"\ntopic = \"c2m/{device}/{path}/set\"\n"
-               "method = \"PUT\"\nallow = { device = \"clock\", path = \"/example_data\" }\n"
-               "content_format = \"text/plain\"\n");
+  auto gateway = startClockGateway(
+      dir, broker, server, "hex:" + hexOf(kKey) + "\n",
+      "[[command]]\nname = \"data\"\ntopic = \"c2m/{device}/{path}/set\"\n"
+      "method = \"PUT\"\nallow = { device = \"clock\", path = \"/example_data\" }\n"
+      "content_format = \"text/plain\"\n");
   ASSERT_TRUE(probe.waitForCount("c2m/clock/time", 5, 20s)) << gateway->output();
   const auto values = probe.messagesOn("c2m/clock/time");
   // The first value answers the registration; then the server notifies once a second:
@@ -181,12 +190,9 @@ TEST(Dtls, ObservesTimeOverPskAndCommandsReachTheDevice) {
 TEST(Dtls, WrongKeyIsExplainedOnceAndRetriesBackOff) {
   TempDir dir;
   Mosquitto broker;
-  writeKeyFile(dir, "clock.key", kOtherKey);
   DtlsServer server(dir, kKey);
   MqttProbe probe(broker.port(), "#");
-  auto gateway = startGateway(
-      dir, baseConfig(broker, dir) + dtlsDevice("clock", server.coapsUri(), dir.file("clock.key")) +
-               kTimeRule);
+  auto gateway = startClockGateway(dir, broker, server, kOtherKey);
   const std::string line = "coap: device clock (" + server.coapsUri() + "): DTLS handshake failed";
   ASSERT_TRUE(gateway->waitForOutput(line, 15s)) << gateway->output();
   EXPECT_TRUE(probe.waitFor(
@@ -226,12 +232,9 @@ TEST(Dtls, WrongKeyIsExplainedOnceAndRetriesBackOff) {
 TEST(Dtls, DeviceRestartResumesValuesWithinTenSeconds) {
   TempDir dir;
   Mosquitto broker;
-  writeKeyFile(dir, "clock.key", kKey);
   DtlsServer server(dir, kKey);
   MqttProbe probe(broker.port(), "c2m/clock/time");
-  auto gateway = startGateway(
-      dir, baseConfig(broker, dir) + dtlsDevice("clock", server.coapsUri(), dir.file("clock.key")) +
-               kTimeRule);
+  auto gateway = startClockGateway(dir, broker, server, kKey);
   ASSERT_TRUE(probe.waitForCount("c2m/clock/time", 2, 20s)) << gateway->output();
   server.kill();
   const std::size_t before = probe.messagesOn("c2m/clock/time").size();

@@ -14,6 +14,7 @@
 #include "gateway/config.h"
 #include "gateway/config_credentials.h"
 #include "gateway/device_credentials.h"
+#include "tests/unit/temp_dir.h"
 
 namespace {
 
@@ -26,27 +27,10 @@ using coap2mqtt::gateway::loadConfig;
 using coap2mqtt::gateway::parsePskKey;
 using coap2mqtt::gateway::secretFileWarnings;
 
-class Dir {
+// Key files are written 0600 unless a test says otherwise.
+class Dir : public coap2mqtt::unit::TempDir {
  public:
-  Dir() {
-    std::string tmpl = (fs::temp_directory_path() / "c2m-cred-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~Dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string write(const std::string& name, const std::string& content, mode_t mode = 0600) const {
-    const std::string p = (path_ / name).string();
-    std::ofstream(p, std::ios::binary) << content;
-    ::chmod(p.c_str(), mode);
-    return p;
-  }
-  std::string path(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+  Dir() : TempDir("c2m-cred") {}
 };
 
 std::vector<ConfigError> load(const Dir& dir, const std::string& toml,
