@@ -285,15 +285,42 @@ void makeCa(const TempDir& dir, const std::string& name) {
             "-nodes", "-keyout", dir.file(name + ".key"), "-out", dir.file(name + ".pem"), "-days",
             "30", "-subj", "/CN=" + name});
 }
+// `san`: a DNS subjectAltName as well.
 void makeCert(const TempDir& dir, const std::string& name, const std::string& cn,
-              const std::string& ca, const std::string& days) {
-  run(dir,
-      {"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-       "-keyout", dir.file(name + ".key"), "-out", dir.file(name + ".csr"), "-subj", "/CN=" + cn});
+              const std::string& ca, const std::string& days, const std::string& san = "") {
+  std::vector<std::string> req = {"openssl",
+                                  "req",
+                                  "-new",
+                                  "-newkey",
+                                  "ec",
+                                  "-pkeyopt",
+                                  "ec_paramgen_curve:P-256",
+                                  "-nodes",
+                                  "-keyout",
+                                  dir.file(name + ".key"),
+                                  "-out",
+                                  dir.file(name + ".csr"),
+                                  "-subj",
+                                  "/CN=" + cn};
+  if (!san.empty()) req.insert(req.end(), {"-addext", "subjectAltName=DNS:" + san});
+  run(dir, req);
   // -days -1: valid until yesterday, i.e. expired.
-  run(dir, {"openssl", "x509", "-req", "-in", dir.file(name + ".csr"), "-CA", dir.file(ca + ".pem"),
-            "-CAkey", dir.file(ca + ".key"), "-CAcreateserial", "-out", dir.file(name + ".pem"),
-            "-days", days});
+  std::vector<std::string> sign = {"openssl",
+                                   "x509",
+                                   "-req",
+                                   "-in",
+                                   dir.file(name + ".csr"),
+                                   "-CA",
+                                   dir.file(ca + ".pem"),
+                                   "-CAkey",
+                                   dir.file(ca + ".key"),
+                                   "-CAcreateserial",
+                                   "-out",
+                                   dir.file(name + ".pem"),
+                                   "-days",
+                                   days};
+  if (!san.empty()) sign.insert(sign.end(), {"-copy_extensions", "copyall"});
+  run(dir, sign);
   ::chmod(dir.file(name + ".key").c_str(), 0600);
 }
 
@@ -517,6 +544,7 @@ TEST(Dtls, ARegisteredDeviceMatchingCredentialsIsObservedOverDtls) {
 // client certificate from the CA whose name is a [[coap.cert_client]] registers the
 // endpoint names bound to it, and only those; a certificate from another CA, or none, gets
 // no session; a good certificate whose name no [[coap.cert_client]] has registers nothing.
+// The name is the certificate's first DNS SAN, else its subject's CN.
 TEST(Dtls, ResourceDirectoryOverDtlsBindsCertificateNamesToEndpoints) {
   TempDir dir;
   Mosquitto broker;
@@ -526,17 +554,20 @@ TEST(Dtls, ResourceDirectoryOverDtlsBindsCertificateNamesToEndpoints) {
   makeCert(dir, "node7", "node7", "ca", "30");
   makeCert(dir, "stranger", "node9", "ca", "30");
   makeCert(dir, "forged", "node7", "other-ca", "30");
+  // Known by its DNS SAN, not its CN.
+  makeCert(dir, "lamp", "node7", "ca", "30", "lamp.example");
   MqttProbe probe(broker.port(), "#");
   const int port = freeUdpPortRange(1);
   const std::string secure = "coaps://127.0.0.1:" + std::to_string(port);
-  auto gateway =
-      startGateway(dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
-                            "\"\n\n[coap]\nlisten = [\"coaps://127.0.0.1:" + std::to_string(port) +
-                            "\"]\nlisten_pki = { ca_file = \"ca.pem\", cert_file = \"gw.pem\", "
-                            "key_file = \"gw.key\" }\n\n"
-                            "[[coap.cert_client]]\nname = \"node7\"\nendpoints = [\"node7-*\"]\n\n"
-                            "[mqtt]\nuri = \"" +
-                            broker.uri() + "\"\nbase_topic = \"c2m\"\n");
+  auto gateway = startGateway(
+      dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
+               "\"\n\n[coap]\nlisten = [\"coaps://127.0.0.1:" + std::to_string(port) +
+               "\"]\nlisten_pki = { ca_file = \"ca.pem\", cert_file = \"gw.pem\", "
+               "key_file = \"gw.key\" }\n\n"
+               "[[coap.cert_client]]\nname = \"node7\"\nendpoints = [\"node7-*\"]\n\n"
+               "[[coap.cert_client]]\nname = \"lamp.example\"\nendpoints = [\"lamp-*\"]\n\n"
+               "[mqtt]\nuri = \"" +
+               broker.uri() + "\"\nbase_topic = \"c2m\"\n");
   // coap-client-openssl: our certificate and key (-c, -j), the CA it checks the gateway's
   // certificate against (-C).
   const auto certificate = [&](const std::string& name) {
@@ -565,6 +596,13 @@ TEST(Dtls, ResourceDirectoryOverDtlsBindsCertificateNamesToEndpoints) {
   EXPECT_EQ(coapCode("post", secure + "/rd?ep=node9&lt=60", with(certificate("stranger")), &log),
             "4.03")
       << log;
+  // The name is the certificate's first DNS SAN when it has one: its CN (node7) counts not.
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=lamp-1&lt=60", with(certificate("lamp")), &log),
+            "2.01")
+      << log << gateway->output();
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node7-d&lt=60", with(certificate("lamp")), &log),
+            "4.03")
+      << log;
   // Another CA's certificate with the same name, and no certificate: no session at all.
   EXPECT_EQ(coapCode("post", secure + "/rd?ep=node7-b&lt=60", with(certificate("forged")), &log),
             "")
@@ -572,7 +610,7 @@ TEST(Dtls, ResourceDirectoryOverDtlsBindsCertificateNamesToEndpoints) {
   EXPECT_EQ(
       coapCode("post", secure + "/rd?ep=node7-c&lt=60", with({"-C", dir.file("ca.pem")}), &log), "")
       << log;
-  // What the directory holds: node7-a only.
+  // What the directory holds: node7-a and lamp-1 only.
   const std::string eps = [&] {
     TempDir out;
     std::vector<std::string> argv = {"coap-client-openssl", "-B", "4", "-o", out.file("eps")};
@@ -584,7 +622,8 @@ TEST(Dtls, ResourceDirectoryOverDtlsBindsCertificateNamesToEndpoints) {
     return readWhole(out.file("eps"));
   }();
   EXPECT_NE(eps.find("ep=\"node7-a\""), std::string::npos) << eps;
-  for (const char* absent : {"node8", "node9", "node7-b", "node7-c"}) {
+  EXPECT_NE(eps.find("ep=\"lamp-1\""), std::string::npos) << eps;
+  for (const char* absent : {"node8", "node9", "node7-b", "node7-c", "node7-d"}) {
     EXPECT_EQ(eps.find(absent), std::string::npos) << absent << "\n" << eps;
   }
   EXPECT_NE(gateway->output().find("refused: this certificate may not register that endpoint"),
