@@ -42,6 +42,29 @@ int commonNameTrampoline(const char* cn, const std::uint8_t* /*asn1_public_cert*
   }
 }
 
+// Certificates checked alike on both sides: the peer's must chain to pki.ca_file (at most
+// 3 deep), be valid now, and not be self-signed; no CRLs. pki's paths are used as they are
+// (the caller keeps `pki` alive during libcoap's call).
+coap_dtls_pki_t pkiSetup(const PkiCredentials& pki) {
+  coap_dtls_pki_t setup;
+  std::memset(&setup, 0, sizeof setup);
+  setup.version = COAP_DTLS_PKI_SETUP_VERSION;
+  setup.verify_peer_cert = 1;  // the peer's certificate is checked...
+  setup.check_common_ca = 1;   // ...against ca_file
+  setup.allow_self_signed = 0;
+  setup.allow_expired_certs = 0;
+  setup.cert_chain_validation = 1;
+  setup.cert_chain_verify_depth = 3;
+  setup.check_cert_revocation = 0;  // no CRLs configured
+  setup.allow_no_crl = 1;
+  setup.allow_expired_crl = 1;
+  setup.pki_key.key_type = COAP_PKI_KEY_PEM;
+  setup.pki_key.key.pem.ca_file = pki.ca_file.c_str();
+  setup.pki_key.key.pem.public_cert = pki.cert_file.c_str();
+  setup.pki_key.key.pem.private_key = pki.key_file.c_str();
+  return setup;
+}
+
 bool sameHostName(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
@@ -129,28 +152,13 @@ CoapSessionPtr CoapLink::Impl::newPkiSession(const coap_address_t& address, cons
     *error = "this libcoap has no DTLS (install libcoap3 with OpenSSL): cannot reach " + uri;
     return nullptr;
   }
-  coap_dtls_pki_t setup;
-  std::memset(&setup, 0, sizeof setup);
-  setup.version = COAP_DTLS_PKI_SETUP_VERSION;
-  setup.verify_peer_cert = 1;  // the device's certificate is checked...
-  setup.check_common_ca = 1;   // ...against ca_file
-  setup.allow_self_signed = 0;
-  setup.allow_expired_certs = 0;
-  setup.cert_chain_validation = 1;
-  setup.cert_chain_verify_depth = 3;
-  setup.check_cert_revocation = 0;  // no CRLs configured
-  setup.allow_no_crl = 1;
-  setup.allow_expired_crl = 1;
+  coap_dtls_pki_t setup = pkiSetup(pki);  // the device's certificate checked against ca_file
   if (pki.check_name) {
     setup.validate_cn_call_back = &commonNameTrampoline;
     setup.cn_call_back_arg = this;
   }
   std::string sni = uriHost(uri);  // valid during the call, as libcoap asks
   setup.client_sni = sni.empty() ? nullptr : sni.data();
-  setup.pki_key.key_type = COAP_PKI_KEY_PEM;
-  setup.pki_key.key.pem.ca_file = pki.ca_file.c_str();
-  setup.pki_key.key.pem.public_cert = pki.cert_file.c_str();
-  setup.pki_key.key.pem.private_key = pki.key_file.c_str();
   CoapSessionPtr session(
       coap_new_client_session_pki(context_.get(), nullptr, &address, COAP_PROTO_DTLS, &setup));
   if (!session) {
@@ -225,25 +233,10 @@ bool CoapLink::Impl::setupServerPki(std::string* error) {
     *error = "this libcoap has no DTLS: cannot listen on coaps://";
     return false;
   }
-  const PkiCredentials& pki = *config_.listen_pki;
-  coap_dtls_pki_t setup;
-  std::memset(&setup, 0, sizeof setup);
-  setup.version = COAP_DTLS_PKI_SETUP_VERSION;
-  setup.verify_peer_cert = 1;  // a client shows a certificate...
-  setup.check_common_ca = 1;   // ...that chains to ca_file
-  setup.allow_self_signed = 0;
-  setup.allow_expired_certs = 0;
-  setup.cert_chain_validation = 1;
-  setup.cert_chain_verify_depth = 3;
-  setup.check_cert_revocation = 0;  // no CRLs configured
-  setup.allow_no_crl = 1;
-  setup.allow_expired_crl = 1;
-  // Any name the CA signed gets a session; what it may do there is the RD's to decide
-  // ([[coap.cert_client]] endpoints), as for a plain CoAP client.
-  setup.pki_key.key_type = COAP_PKI_KEY_PEM;
-  setup.pki_key.key.pem.ca_file = pki.ca_file.c_str();  // config_ outlives the context
-  setup.pki_key.key.pem.public_cert = pki.cert_file.c_str();
-  setup.pki_key.key.pem.private_key = pki.key_file.c_str();
+  const PkiCredentials& pki = *config_.listen_pki;  // config_ outlives the context
+  // A client shows a certificate that chains to ca_file. Any name the CA signed gets a
+  // session; what it may do there is the RD's to decide ([[coap.cert_client]] endpoints).
+  coap_dtls_pki_t setup = pkiSetup(pki);
   if (coap_context_set_pki(context_.get(), &setup) == 0) {
     *error = "cannot set up DTLS with certificates (are " + pki.cert_file + " and " + pki.key_file +
              " a certificate and its key, and " + pki.ca_file + " a CA?)";

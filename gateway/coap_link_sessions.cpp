@@ -42,6 +42,17 @@ bool resolve(const std::string& uri, coap_address_t* out, bool* dtls, std::strin
   return true;
 }
 
+// resolve(), and a coaps:// URI needs credentials.
+bool resolveDevice(const std::string& uri, const DtlsCredentials& credentials, coap_address_t* out,
+                   bool* dtls, std::string* error) {
+  if (!resolve(uri, out, dtls, error)) return false;
+  if (*dtls && !credentials.any()) {
+    *error = "coaps:// needs credentials (psk or pki) for " + uri;
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string uriHost(const std::string& uri) {
@@ -56,11 +67,7 @@ CoapSessionPtr CoapLink::Impl::newSession(const std::string& uri,
                                           const DtlsCredentials& credentials, std::string* error) {
   coap_address_t address;
   bool dtls = false;
-  if (!resolve(uri, &address, &dtls, error)) return nullptr;
-  if (dtls && !credentials.any()) {
-    *error = "coaps:// needs credentials (psk or pki) for " + uri;
-    return nullptr;
-  }
+  if (!resolveDevice(uri, credentials, &address, &dtls, error)) return nullptr;
   CoapSessionPtr session;
   if (!dtls) {
     session.reset(coap_new_client_session(context_.get(), nullptr, &address, COAP_PROTO_UDP));
@@ -95,11 +102,7 @@ bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri, 
   device->credentials = credentials;
   coap_address_t address;
   bool dtls = false;
-  if (!resolve(uri, &address, &dtls, error)) return false;
-  if (dtls && !credentials.any()) {
-    *error = "coaps:// needs credentials (psk or pki) for " + uri;
-    return false;
-  }
+  if (!resolveDevice(uri, credentials, &address, &dtls, error)) return false;
   CoapSessionPtr session;
   // A DTLS session starts its handshake as it is made: it is made at the device's first
   // exchange (ensureSession), so that handshakes come when its requests do (spread at

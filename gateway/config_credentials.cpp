@@ -52,6 +52,33 @@ void readEndpoints(bridge::toml_reader::TableReader& r, bridge::toml_reader::Rep
       });
 }
 
+// Each table of the array of tables [[coap.<key>]], with its key path ("coap.<key>[n]");
+// anything else there is reported. `what` names one of them in the message ("client").
+template <class F>
+void eachTable(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
+               const std::string& key, std::string_view what, F&& each) {
+  using bridge::toml_reader::Value;
+  const Value* tables = coap.find(key);
+  if (tables == nullptr) return;
+  const std::string path = "coap." + key;
+  if (!tables->is_array()) {
+    report.error(*tables, path,
+                 "expected an array of tables (write [[" + path + "]] for each " +
+                     std::string(what) + "), got " + bridge::toml_reader::typeName(*tables));
+    return;
+  }
+  std::size_t index = 0;
+  for (const Value& item : tables->as_array()) {
+    const std::string prefix = path + "[" + std::to_string(++index) + "]";
+    if (!item.is_table()) {
+      report.error(item, prefix,
+                   std::string("expected a table, got ") + bridge::toml_reader::typeName(item));
+      continue;
+    }
+    each(item, prefix);
+  }
+}
+
 bool checkIdentity(bridge::toml_reader::TableReader& r,
                    const std::optional<std::string>& identity) {
   if (!identity) return false;
@@ -170,151 +197,109 @@ std::optional<PkiCredentials> parsePki(bridge::toml_reader::TableReader& device,
 
 void parsePskClients(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
                      const std::string& dir, std::vector<PskClient>& out) {
-  using bridge::toml_reader::Value;
-  const Value* clients = coap.find("psk_client");
-  if (clients == nullptr) return;
-  if (!clients->is_array()) {
-    report.error(*clients, "coap.psk_client",
-                 std::string("expected an array of tables (write [[coap.psk_client]] for each "
-                             "client), got ") +
-                     bridge::toml_reader::typeName(*clients));
-    return;
-  }
   std::set<std::string> seen;
-  std::size_t index = 0;
-  for (const Value& item : clients->as_array()) {
-    const std::string prefix = "coap.psk_client[" + std::to_string(++index) + "]";
-    if (!item.is_table()) {
-      report.error(item, prefix,
-                   std::string("expected a table, got ") + bridge::toml_reader::typeName(item));
-      continue;
-    }
-    bridge::toml_reader::TableReader r(report, item, prefix, {"identity", "key_file", "endpoints"});
-    PskClient client;
-    const auto identity = r.string("identity", true, "the PSK identity the client sends");
-    bool ok = checkIdentity(r, identity);
-    if (ok && !seen.insert(*identity).second) {
-      r.invalid("identity", "duplicate identity " + report.quote(*identity));
-      ok = false;
-    }
-    if (identity) client.identity = *identity;
-    if (auto key = readKeyFile(r, report, dir, &client.key_file)) {
-      client.key = std::move(*key);
-    } else {
-      ok = false;
-    }
-    readEndpoints(r, report, client.endpoints, ok);
-    if (r.find("endpoints") == nullptr && identity) client.endpoints.push_back(*identity);
-    if (ok) out.push_back(std::move(client));
-  }
+  eachTable(coap, report, "psk_client", "client",
+            [&](const bridge::toml_reader::Value& item, const std::string& prefix) {
+              bridge::toml_reader::TableReader r(report, item, prefix,
+                                                 {"identity", "key_file", "endpoints"});
+              PskClient client;
+              const auto identity = r.string("identity", true, "the PSK identity the client sends");
+              bool ok = checkIdentity(r, identity);
+              if (ok && !seen.insert(*identity).second) {
+                r.invalid("identity", "duplicate identity " + report.quote(*identity));
+                ok = false;
+              }
+              if (identity) client.identity = *identity;
+              if (auto key = readKeyFile(r, report, dir, &client.key_file)) {
+                client.key = std::move(*key);
+              } else {
+                ok = false;
+              }
+              readEndpoints(r, report, client.endpoints, ok);
+              if (r.find("endpoints") == nullptr && identity) client.endpoints.push_back(*identity);
+              if (ok) out.push_back(std::move(client));
+            });
 }
 
 void parseCertClients(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
                       std::vector<CertClient>& out) {
-  using bridge::toml_reader::Value;
-  const Value* clients = coap.find("cert_client");
-  if (clients == nullptr) return;
-  if (!clients->is_array()) {
-    report.error(*clients, "coap.cert_client",
-                 std::string("expected an array of tables (write [[coap.cert_client]] for each "
-                             "client), got ") +
-                     bridge::toml_reader::typeName(*clients));
-    return;
-  }
   std::set<std::string> seen;
-  std::size_t index = 0;
-  for (const Value& item : clients->as_array()) {
-    const std::string prefix = "coap.cert_client[" + std::to_string(++index) + "]";
-    if (!item.is_table()) {
-      report.error(item, prefix,
-                   std::string("expected a table, got ") + bridge::toml_reader::typeName(item));
-      continue;
-    }
-    bridge::toml_reader::TableReader r(report, item, prefix, {"name", "endpoints"});
-    CertClient client;
-    const auto name = r.string("name", true,
-                               "the name in the client's certificate (a DNS SAN, else the "
-                               "subject's CN)");
-    bool ok = name.has_value();
-    if (ok && (name->empty() || name->size() > 255)) {
-      r.invalid("name", "expected 1..255 characters, got " + std::to_string(name->size()));
-      ok = false;
-    } else if (ok && !seen.insert(*name).second) {
-      r.invalid("name", "duplicate name " + report.quote(*name));
-      ok = false;
-    }
-    if (name) client.name = *name;
-    readEndpoints(r, report, client.endpoints, ok);
-    if (r.find("endpoints") == nullptr && name) client.endpoints.push_back(*name);
-    if (ok) out.push_back(std::move(client));
-  }
+  eachTable(
+      coap, report, "cert_client", "client",
+      [&](const bridge::toml_reader::Value& item, const std::string& prefix) {
+        bridge::toml_reader::TableReader r(report, item, prefix, {"name", "endpoints"});
+        CertClient client;
+        const auto name = r.string("name", true,
+                                   "the name in the client's certificate (a DNS SAN, else the "
+                                   "subject's CN)");
+        bool ok = name.has_value();
+        if (ok && (name->empty() || name->size() > 255)) {
+          r.invalid("name", "expected 1..255 characters, got " + std::to_string(name->size()));
+          ok = false;
+        } else if (ok && !seen.insert(*name).second) {
+          r.invalid("name", "duplicate name " + report.quote(*name));
+          ok = false;
+        }
+        if (name) client.name = *name;
+        readEndpoints(r, report, client.endpoints, ok);
+        if (r.find("endpoints") == nullptr && name) client.endpoints.push_back(*name);
+        if (ok) out.push_back(std::move(client));
+      });
 }
 
 void parseCredentialRules(bridge::toml_reader::TableReader& coap,
                           bridge::toml_reader::Reporter& report, const std::string& dir,
                           std::vector<CredentialsRule>& out) {
   using bridge::toml_reader::Value;
-  const Value* rules = coap.find("credentials");
-  if (rules == nullptr) return;
-  if (!rules->is_array()) {
-    report.error(*rules, "coap.credentials",
-                 std::string("expected an array of tables (write [[coap.credentials]] for each "
-                             "entry), got ") +
-                     bridge::toml_reader::typeName(*rules));
-    return;
-  }
-  std::size_t index = 0;
-  for (const Value& item : rules->as_array()) {
-    const std::string prefix = "coap.credentials[" + std::to_string(++index) + "]";
-    if (!item.is_table()) {
-      report.error(item, prefix,
-                   std::string("expected a table, got ") + bridge::toml_reader::typeName(item));
-      continue;
-    }
-    bridge::toml_reader::TableReader r(report, item, prefix, {"match", "port", "psk", "pki"});
-    CredentialsRule rule;
-    bool ok = true;
-    if (const Value* match = r.table("match")) {
-      bridge::toml_reader::TableReader m(report, *match, prefix + ".match", {"device", "address"});
-      const auto glob = [&](std::string_view key, std::string_view expected, std::string& out) {
-        auto pattern = m.string(key, false, expected);
-        if (!pattern) return;
-        std::string problem;
-        if (!bridge::Glob::compile(*pattern, bridge::Glob::Kind::Name, &problem)) {
-          m.invalid(key, "invalid glob " + report.quote(*pattern) + ": " + problem);
+  eachTable(
+      coap, report, "credentials", "entry",
+      [&](const bridge::toml_reader::Value& item, const std::string& prefix) {
+        bridge::toml_reader::TableReader r(report, item, prefix, {"match", "port", "psk", "pki"});
+        CredentialsRule rule;
+        bool ok = true;
+        if (const Value* match = r.table("match")) {
+          bridge::toml_reader::TableReader m(report, *match, prefix + ".match",
+                                             {"device", "address"});
+          const auto glob = [&](std::string_view key, std::string_view expected, std::string& out) {
+            auto pattern = m.string(key, false, expected);
+            if (!pattern) return;
+            std::string problem;
+            if (!bridge::Glob::compile(*pattern, bridge::Glob::Kind::Name, &problem)) {
+              m.invalid(key, "invalid glob " + report.quote(*pattern) + ": " + problem);
+              ok = false;
+            }
+            out = *pattern;
+          };
+          glob("device", "a glob on device names, such as \"lamp-*\"", rule.device);
+          glob("address", "a glob on device addresses, such as \"192.168.1.*\"", rule.address);
+        } else if (r.find("match") == nullptr) {
+          r.missing("match", "match = { device = \"glob\", address = \"glob\" }");
+          ok = false;
+        } else {
+          ok = false;  // not a table: reported
+        }
+        if (r.find("port") != nullptr) {
+          if (auto port = r.integer("port", 1, 65535)) {
+            rule.port = static_cast<std::uint16_t>(*port);
+          } else {
+            ok = false;
+          }
+        }
+        const bool has_psk = r.find("psk") != nullptr;
+        const bool has_pki = r.find("pki") != nullptr;
+        rule.psk = parsePsk(r, report, prefix, dir);
+        rule.pki = parsePki(r, report, prefix, dir);
+        if ((has_psk && !rule.psk) || (has_pki && !rule.pki)) ok = false;
+        if (has_psk && has_pki) {
+          r.invalid("pki", "an entry has either psk or pki, not both");
+          ok = false;
+        } else if (!has_psk && !has_pki) {
+          r.missing("psk",
+                    "psk = { identity, key_file } or pki = { ca_file, cert_file, key_file }");
           ok = false;
         }
-        out = *pattern;
-      };
-      glob("device", "a glob on device names, such as \"lamp-*\"", rule.device);
-      glob("address", "a glob on device addresses, such as \"192.168.1.*\"", rule.address);
-    } else if (r.find("match") == nullptr) {
-      r.missing("match", "match = { device = \"glob\", address = \"glob\" }");
-      ok = false;
-    } else {
-      ok = false;  // not a table: reported
-    }
-    if (r.find("port") != nullptr) {
-      if (auto port = r.integer("port", 1, 65535)) {
-        rule.port = static_cast<std::uint16_t>(*port);
-      } else {
-        ok = false;
-      }
-    }
-    const bool has_psk = r.find("psk") != nullptr;
-    const bool has_pki = r.find("pki") != nullptr;
-    rule.psk = parsePsk(r, report, prefix, dir);
-    rule.pki = parsePki(r, report, prefix, dir);
-    if ((has_psk && !rule.psk) || (has_pki && !rule.pki)) ok = false;
-    if (has_psk && has_pki) {
-      r.invalid("pki", "an entry has either psk or pki, not both");
-      ok = false;
-    } else if (!has_psk && !has_pki) {
-      r.missing("psk", "psk = { identity, key_file } or pki = { ca_file, cert_file, key_file }");
-      ok = false;
-    }
-    if (ok) out.push_back(std::move(rule));
-  }
+        if (ok) out.push_back(std::move(rule));
+      });
 }
 
 std::vector<std::string> secretFileWarnings(const GatewayConfig& config) {

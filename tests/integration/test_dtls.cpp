@@ -130,6 +130,28 @@ std::string allMessages(const MqttProbe& probe) {
   return out;
 }
 
+// A gateway for the Resource Directory tests: `coap` is what its [coap] table holds (and
+// the [[coap.*]] tables after it); MQTT on `broker` under c2m; `extra` after [mqtt].
+std::unique_ptr<Process> startRdGateway(const TempDir& dir, const Mosquitto& broker,
+                                        const std::string& coap, const std::string& extra = "") {
+  return startGateway(dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
+                               "\"\n\n[coap]\n" + coap + "\n[mqtt]\nuri = \"" + broker.uri() +
+                               "\"\nbase_topic = \"c2m\"\n\n" + extra);
+}
+
+// Whether the gateway's listener at `uri` answers GET /.well-known/core with 2.05 within 15 s
+// (coap-client-openssl with `client` before the URI); false at once when the gateway exits.
+bool listenerAnswers(Process& gateway, const std::string& uri,
+                     const std::vector<std::string>& client) {
+  return waitUntil(
+             [&] {
+               return !gateway.running() ||
+                      coapCode("get", uri + "/.well-known/core", client) == "2.05";
+             },
+             15s) &&
+         gateway.running();
+}
+
 // Every place the gateway writes to: its log, everything on MQTT (retained bridge/* topics
 // included: the probe subscribed to '#' before the gateway started), and the files in its
 // state directory (registry.db and its WAL, the outbox).
@@ -435,23 +457,14 @@ TEST(Dtls, ResourceDirectoryOverDtlsBindsIdentitiesToEndpoints) {
   const int port = freeUdpPortRange(2);
   const std::string plain = "coap://127.0.0.1:" + std::to_string(port);
   const std::string secure = "coaps://127.0.0.1:" + std::to_string(port + 1);
-  auto gateway = startGateway(
-      dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
-               "\"\n\n[coap]\nlisten = [\"127.0.0.1:" + std::to_string(port) +
-               "\", \"coaps://127.0.0.1:" + std::to_string(port + 1) +
-               "\"]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
-               "[[coap.psk_client]]\nidentity = \"node7\"\nkey_file = \"node7.key\"\n\n"
-               "[mqtt]\nuri = \"" +
-               broker.uri() + "\"\nbase_topic = \"c2m\"\n");
+  auto gateway =
+      startRdGateway(dir, broker,
+                     "listen = [\"127.0.0.1:" + std::to_string(port) +
+                         "\", \"coaps://127.0.0.1:" + std::to_string(port + 1) +
+                         "\"]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
+                         "[[coap.psk_client]]\nidentity = \"node7\"\nkey_file = \"node7.key\"\n");
   const std::vector<std::string> node7 = {"-u", "node7", "-k", kKey};
-  ASSERT_TRUE(waitUntil(
-      [&] {
-        return !gateway->running() ||
-               coapCode("get", secure + "/.well-known/core", node7) == "2.05";
-      },
-      15s))
-      << gateway->output();
-  ASSERT_TRUE(gateway->running()) << gateway->output();
+  ASSERT_TRUE(listenerAnswers(*gateway, secure, node7)) << gateway->output();
   const std::vector<std::string> links = {"-e", "</temp>;ct=0", "-t", "40"};
   auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
     a.insert(a.end(), b.begin(), b.end());
@@ -498,29 +511,22 @@ TEST(Dtls, ARegisteredDeviceMatchingCredentialsIsObservedOverDtls) {
   MqttProbe probe(broker.port(), "#");
   const int port = freeUdpPortRange(1);
   const std::string gw = "coap://127.0.0.1:" + std::to_string(port);
-  auto gateway = startGateway(
-      dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
-               "\"\n\n[coap]\nlisten = [\"127.0.0.1:" + std::to_string(port) +
-               "\"]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
-               // Matches the address, not the name: passed over.
-               "[[coap.credentials]]\nmatch = { device = \"lamp-*\", address = \"127.0.0.1\" }\n"
-               "psk = { identity = \"lamps\", key_file = \"other.key\" }\n\n"
-               "[[coap.credentials]]\nmatch = { device = \"clock*\", address = \"127.0.0.*\" }\n"
-               "port = " +
-               std::to_string(server.port() + 1) +
-               "\npsk = { identity = \"gw-clock\", key_file = \"clocks.key\" }\n\n"
-               // Would match too, but comes later.
-               "[[coap.credentials]]\nmatch = { device = \"*\" }\n"
-               "psk = { identity = \"anyone\", key_file = \"other.key\" }\n\n"
-               "[mqtt]\nuri = \"" +
-               broker.uri() + "\"\nbase_topic = \"c2m\"\n\n" + kTimeRule);
-  ASSERT_TRUE(waitUntil(
-      [&] {
-        return !gateway->running() || coapCode("get", gw + "/.well-known/core", {}) == "2.05";
-      },
-      15s))
-      << gateway->output();
-  ASSERT_TRUE(gateway->running()) << gateway->output();
+  auto gateway = startRdGateway(
+      dir, broker,
+      "listen = [\"127.0.0.1:" + std::to_string(port) +
+          "\"]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
+          // Matches the address, not the name: passed over.
+          "[[coap.credentials]]\nmatch = { device = \"lamp-*\", address = \"127.0.0.1\" }\n"
+          "psk = { identity = \"lamps\", key_file = \"other.key\" }\n\n"
+          "[[coap.credentials]]\nmatch = { device = \"clock*\", address = \"127.0.0.*\" }\n"
+          "port = " +
+          std::to_string(server.port() + 1) +
+          "\npsk = { identity = \"gw-clock\", key_file = \"clocks.key\" }\n\n"
+          // Would match too, but comes later.
+          "[[coap.credentials]]\nmatch = { device = \"*\" }\n"
+          "psk = { identity = \"anyone\", key_file = \"other.key\" }\n",
+      kTimeRule);
+  ASSERT_TRUE(listenerAnswers(*gateway, gw, {})) << gateway->output();
   // Registered on the device's behalf (coap-client's port is not the server's), naming the
   // device's plain endpoint as base.
   std::string log;
@@ -559,29 +565,20 @@ TEST(Dtls, ResourceDirectoryOverDtlsBindsCertificateNamesToEndpoints) {
   MqttProbe probe(broker.port(), "#");
   const int port = freeUdpPortRange(1);
   const std::string secure = "coaps://127.0.0.1:" + std::to_string(port);
-  auto gateway = startGateway(
-      dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
-               "\"\n\n[coap]\nlisten = [\"coaps://127.0.0.1:" + std::to_string(port) +
-               "\"]\nlisten_pki = { ca_file = \"ca.pem\", cert_file = \"gw.pem\", "
-               "key_file = \"gw.key\" }\n\n"
-               "[[coap.cert_client]]\nname = \"node7\"\nendpoints = [\"node7-*\"]\n\n"
-               "[[coap.cert_client]]\nname = \"lamp.example\"\nendpoints = [\"lamp-*\"]\n\n"
-               "[mqtt]\nuri = \"" +
-               broker.uri() + "\"\nbase_topic = \"c2m\"\n");
+  auto gateway = startRdGateway(
+      dir, broker,
+      "listen = [\"coaps://127.0.0.1:" + std::to_string(port) +
+          "\"]\nlisten_pki = { ca_file = \"ca.pem\", cert_file = \"gw.pem\", "
+          "key_file = \"gw.key\" }\n\n"
+          "[[coap.cert_client]]\nname = \"node7\"\nendpoints = [\"node7-*\"]\n\n"
+          "[[coap.cert_client]]\nname = \"lamp.example\"\nendpoints = [\"lamp-*\"]\n");
   // coap-client-openssl: our certificate and key (-c, -j), the CA it checks the gateway's
   // certificate against (-C).
   const auto certificate = [&](const std::string& name) {
     return std::vector<std::string>{"-c", dir.file(name + ".pem"), "-j", dir.file(name + ".key"),
                                     "-C", dir.file("ca.pem")};
   };
-  ASSERT_TRUE(waitUntil(
-      [&] {
-        return !gateway->running() ||
-               coapCode("get", secure + "/.well-known/core", certificate("node7")) == "2.05";
-      },
-      15s))
-      << gateway->output();
-  ASSERT_TRUE(gateway->running()) << gateway->output();
+  ASSERT_TRUE(listenerAnswers(*gateway, secure, certificate("node7"))) << gateway->output();
   auto with = [](std::vector<std::string> a) {
     a.insert(a.end(), {"-e", "</temp>;ct=0", "-t", "40"});
     return a;
