@@ -390,6 +390,10 @@ std::uint64_t CoapLink::Impl::send(Device& device, bridge::Method method, const 
                                    const std::string& payload,
                                    std::optional<unsigned> content_format, bool observe,
                                    std::unique_ptr<Exchange> exchange) {
+  if (std::string error; !ensureSession(device, &error)) {
+    exchange->handler(std::nullopt, error);
+    return 0;
+  }
   const std::uint64_t token = newToken();
   tokenBytes(token, exchange->token);
   CoapPduPtr pdu(coap_new_pdu(COAP_MESSAGE_CON, methodCode(method), device.session.get()));
@@ -596,7 +600,7 @@ void CoapLink::Impl::cancelObserve(std::uint64_t id) {
   exchanges_.erase(it);
   if (exchange->timer != 0) loop_.cancel(exchange->timer);
   auto device = devices_.find(exchange->device);
-  if (device == devices_.end() || !exchange->established) return;
+  if (device == devices_.end() || !exchange->established || !device->second->session) return;
   coap_binary_t token{sizeof exchange->token, exchange->token};
   if (coap_cancel_observe(device->second->session.get(), &token, COAP_MESSAGE_CON) == 0) {
     spdlog::debug("coap: could not cancel observation of {}{}", exchange->device, exchange->path);

@@ -26,36 +26,19 @@
 #include <vector>
 
 #include "registry/store.h"
+#include "tests/unit/temp_dir.h"
 
 namespace coap2mqtt::registry {
 namespace {
 
 using Clock = std::chrono::system_clock;
 using std::chrono::milliseconds;
+using unit::TempDir;
 
 // Times survive a round trip at millisecond precision.
 Clock::time_point atMs(std::int64_t ms) {
   return Clock::time_point(milliseconds(ms));
 }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = "/tmp/c2m_store_XXXXXX";
-    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 // The test's own connection, bypassing Store: to plant bad files and to check the file.
 class RawDb {
@@ -168,7 +151,7 @@ void expectThrowMentioning(F&& f, std::initializer_list<std::string> needles) {
 
 TEST(Store, CreatesCurrentSchemaInNewFile) {
   TempDir dir;
-  const std::string path = dir.file("new.db");
+  const std::string path = dir.path("new.db");
   {
     Store store(path);
     EXPECT_EQ(store.schemaVersion(), Store::currentSchemaVersion());
@@ -186,7 +169,7 @@ TEST(Store, CreatesCurrentSchemaInNewFile) {
 // the umask (SQLite gives its -wal and -shm files the main file's mode).
 TEST(Store, CreatesItsFilesReadableByTheOwnerOnly) {
   TempDir dir;
-  const std::string path = dir.file("registry.db");
+  const std::string path = dir.path("registry.db");
   Store store(path);
   store.save(makeDevice("a", 1));
   for (const std::string& f : {path, path + "-wal"}) {
@@ -203,7 +186,7 @@ TEST(StoreDeathTest, AWriteFromAnotherThreadThanTheOpenersAborts) {
   TempDir dir;
   EXPECT_DEATH(
       {
-        Store store(dir.file("owned.db"));
+        Store store(dir.path("owned.db"));
         Device d;
         d.name = "x";
         d.uri = "coap://127.0.0.1";
@@ -215,7 +198,7 @@ TEST(StoreDeathTest, AWriteFromAnotherThreadThanTheOpenersAborts) {
 
 TEST(Store, MigratesAnEmptyFile) {
   TempDir dir;
-  const std::string path = dir.file("empty.db");
+  const std::string path = dir.path("empty.db");
   { std::ofstream(path).flush(); }  // zero bytes: an empty SQLite database, version 0
   ASSERT_TRUE(std::filesystem::exists(path));
   Store store(path);
@@ -226,7 +209,7 @@ TEST(Store, MigratesAnEmptyFile) {
 
 TEST(Store, RoundTripsEveryField) {
   TempDir dir;
-  Store store(dir.file("r.db"));
+  Store store(dir.path("r.db"));
 
   Device full;
   full.name = "kitchen-sensor";
@@ -272,7 +255,7 @@ TEST(Store, RoundTripsEveryField) {
 
 TEST(Store, ReopenKeepsData) {
   TempDir dir;
-  const std::string path = dir.file("reopen.db");
+  const std::string path = dir.path("reopen.db");
   Device d = makeDevice("dev", 5);
   d.friendly_name = "keeper";
   { Store(path).save(d); }
@@ -284,7 +267,7 @@ TEST(Store, ReopenKeepsData) {
 
 TEST(Store, SaveReplacesResourcesAndKeepsFirstSeen) {
   TempDir dir;
-  Store store(dir.file("s.db"));
+  Store store(dir.path("s.db"));
   Device d = makeDevice("dev", 3);
   store.save(d);
   Device later = makeDevice("dev", 0);
@@ -304,7 +287,7 @@ TEST(Store, SaveReplacesResourcesAndKeepsFirstSeen) {
 
 TEST(Store, UnsetFirstSeenBecomesNow) {
   TempDir dir;
-  Store store(dir.file("fs.db"));
+  Store store(dir.path("fs.db"));
   Device d = makeDevice("dev");
   d.first_seen = {};
   const auto before = Clock::now() - milliseconds(1);
@@ -318,7 +301,7 @@ TEST(Store, UnsetFirstSeenBecomesNow) {
 
 TEST(Store, DuplicatePathKeepsTheFirstLikeFindResource) {
   TempDir dir;
-  Store store(dir.file("dup.db"));
+  Store store(dir.path("dup.db"));
   Device d = makeDevice("dev");
   d.resources = {makeResource("/x", {"first"}), makeResource("/y"), makeResource("/x", {"second"})};
   store.save(d);
@@ -331,7 +314,7 @@ TEST(Store, DuplicatePathKeepsTheFirstLikeFindResource) {
 
 TEST(Store, RefusesListItemsThatWouldNotRoundTrip) {
   TempDir dir;
-  Store store(dir.file("bad.db"));
+  Store store(dir.path("bad.db"));
   Device d = makeDevice("dev");
   d.resources = {makeResource("/x", {"two words"})};
   EXPECT_THROW(store.save(d), std::invalid_argument);
@@ -342,7 +325,7 @@ TEST(Store, RefusesListItemsThatWouldNotRoundTrip) {
 
 TEST(Store, FailedSaveLeavesPreviousVersionIntact) {
   TempDir dir;
-  const std::string path = dir.file("atomic.db");
+  const std::string path = dir.path("atomic.db");
   Store store(path);
   store.save(makeDevice("dev", 3));
   {
@@ -371,7 +354,7 @@ TEST(Store, FailedSaveLeavesPreviousVersionIntact) {
 
 TEST(Store, RefusesNewerSchemaVersion) {
   TempDir dir;
-  const std::string path = dir.file("future.db");
+  const std::string path = dir.path("future.db");
   { Store(path).save(makeDevice("dev", 1)); }
   { RawDb(path).exec("PRAGMA user_version = 99"); }
   expectThrowMentioning([&] { Store s(path); }, {path, "99", "newer"});
@@ -383,7 +366,7 @@ TEST(Store, RefusesNewerSchemaVersion) {
 
 TEST(Store, RefusesAFileThatIsNotADatabase) {
   TempDir dir;
-  const std::string path = dir.file("text.db");
+  const std::string path = dir.path("text.db");
   {
     std::ofstream out(path);
     for (int i = 0; i < 200; ++i) out << "this is not an SQLite database, just some text\n";
@@ -394,7 +377,7 @@ TEST(Store, RefusesAFileThatIsNotADatabase) {
 
 TEST(Store, RefusesAnotherProgramsDatabase) {
   TempDir dir;
-  const std::string path = dir.file("foreign.db");
+  const std::string path = dir.path("foreign.db");
   { RawDb(path).exec("CREATE TABLE devices (id INTEGER PRIMARY KEY)"); }
   expectThrowMentioning([&] { Store s(path); }, {path, "other program"});
   { RawDb(path).exec("PRAGMA application_id = 42; PRAGMA user_version = 1"); }
@@ -403,18 +386,18 @@ TEST(Store, RefusesAnotherProgramsDatabase) {
 
 TEST(Store, ReadOnlyNeedsAnExistingDatabaseWithSchema) {
   TempDir dir;
-  const std::string missing = dir.file("missing.db");
+  const std::string missing = dir.path("missing.db");
   expectThrowMentioning([&] { Store s(missing, Store::Mode::ReadOnly); }, {missing});
   EXPECT_FALSE(std::filesystem::exists(missing));  // and did not create it
 
-  const std::string empty = dir.file("empty.db");
+  const std::string empty = dir.path("empty.db");
   { std::ofstream(empty).flush(); }
   expectThrowMentioning([&] { Store s(empty, Store::Mode::ReadOnly); }, {empty, "schema"});
 }
 
 TEST(Store, ReadOnlySeesARunningWriter) {
   TempDir dir;
-  const std::string path = dir.file("shared.db");
+  const std::string path = dir.path("shared.db");
   Store writer(path);
   writer.save(makeDevice("first", 5));
   Store reader(path, Store::Mode::ReadOnly);
@@ -437,7 +420,7 @@ TEST(Store, ReadOnlySeesARunningWriter) {
 
 TEST(Store, RenameMovesResourcesAndHistory) {
   TempDir dir;
-  const std::string path = dir.file("rename.db");
+  const std::string path = dir.path("rename.db");
   Store store(path);
   Device d = makeDevice("old", 4);
   d.friendly_name = "lamp";
@@ -463,7 +446,7 @@ TEST(Store, RenameMovesResourcesAndHistory) {
 
 TEST(Store, RemoveCascadesToResources) {
   TempDir dir;
-  const std::string path = dir.file("remove.db");
+  const std::string path = dir.path("remove.db");
   Store store(path);
   store.save(makeDevice("gone", 5));
   store.save(makeDevice("stays", 2));
@@ -479,7 +462,7 @@ TEST(Store, RemoveCascadesToResources) {
 
 TEST(Store, TouchesAreBufferedUntilFlush) {
   TempDir dir;
-  const std::string path = dir.file("touch.db");
+  const std::string path = dir.path("touch.db");
   Store store(path);
   Device a = makeDevice("a", 1);
   Device b = makeDevice("b", 1);
@@ -515,7 +498,7 @@ TEST(Store, SaveSupersedesAnEarlierTouch) {
   // Buffering must not change the outcome: touch then save ends with the saved values,
   // exactly as if the touch had been written at once.
   TempDir dir;
-  Store store(dir.file("order.db"));
+  Store store(dir.path("order.db"));
   Device d = makeDevice("dev");
   d.online = true;
   store.save(d);
@@ -539,7 +522,7 @@ TEST(Store, SaveSupersedesAnEarlierTouch) {
 
 TEST(Store, PendingTouchFollowsRenameAndDiesWithRemove) {
   TempDir dir;
-  Store store(dir.file("follow.db"));
+  Store store(dir.path("follow.db"));
   store.save(makeDevice("old"));
   store.save(makeDevice("doomed"));
   store.touch("old", atMs(1'900'000'000'000), true);
@@ -558,7 +541,7 @@ TEST(Store, PendingTouchFollowsRenameAndDiesWithRemove) {
 
 TEST(Store, DestructorFlushesForgottenTouches) {
   TempDir dir;
-  const std::string path = dir.file("dtor.db");
+  const std::string path = dir.path("dtor.db");
   {
     Store store(path);
     store.save(makeDevice("dev"));
@@ -657,7 +640,7 @@ std::vector<std::string> locations(const std::vector<StoredRdRegistration>& load
 
 TEST(StoreRd, RoundTripsEveryField) {
   TempDir dir;
-  const std::string path = dir.file("rd.db");
+  const std::string path = dir.path("rd.db");
   RdRegistration full;
   full.location = "/rd/42";
   full.ep =
@@ -697,7 +680,7 @@ TEST(StoreRd, RoundTripsEveryField) {
 
 TEST(StoreRd, OrderedByLocationNumber) {
   TempDir dir;
-  Store store(dir.file("order.db"));
+  Store store(dir.path("order.db"));
   for (const char* location : {"/rd/10", "/rd/2", "/rd/1", "/rd/100", "/rd/9"}) {
     store.saveRdRegistration(makeRegistration(location, std::string("ep") + location), atMs(1'000));
   }
@@ -707,7 +690,7 @@ TEST(StoreRd, OrderedByLocationNumber) {
 
 TEST(StoreRd, SaveReplacesTheRegistrationAtTheSameLocation) {
   TempDir dir;
-  const std::string path = dir.file("upsert.db");
+  const std::string path = dir.path("upsert.db");
   Store store(path);
   RdRegistration first = makeRegistration("/rd/1", "node1", "</a>;rt=x,</b>");
   first.sector = "s";
@@ -730,7 +713,7 @@ TEST(StoreRd, SaveReplacesTheRegistrationAtTheSameLocation) {
 
 TEST(StoreRd, RemoveDeletesOnlyThatLocation) {
   TempDir dir;
-  Store store(dir.file("rm.db"));
+  Store store(dir.path("rm.db"));
   store.save(makeDevice("dev", 1));
   store.saveRdRegistration(makeRegistration("/rd/1", "a"), atMs(1'000));
   store.saveRdRegistration(makeRegistration("/rd/2", "b"), atMs(1'000));
@@ -745,7 +728,7 @@ TEST(StoreRd, RemoveDeletesOnlyThatLocation) {
 
 TEST(StoreRd, RefusesWhatWouldNotLoadBack) {
   TempDir dir;
-  Store store(dir.file("refuse.db"));
+  Store store(dir.path("refuse.db"));
   RdRegistration r = makeRegistration("/rd/1", "a");
   r.links[0].target = "a>b";  // not something the parser produces
   EXPECT_THROW(store.saveRdRegistration(r, atMs(0)), std::invalid_argument);
@@ -762,7 +745,7 @@ TEST(StoreRd, RefusesWhatWouldNotLoadBack) {
 
 TEST(StoreRd, SkipsRowsThatNoLongerMakeSense) {
   TempDir dir;
-  const std::string path = dir.file("skip.db");
+  const std::string path = dir.path("skip.db");
   Store store(path);
   store.saveRdRegistration(makeRegistration("/rd/1", "broken-links"), atMs(1'000));
   store.saveRdRegistration(makeRegistration("/rd/2", "good"), atMs(2'000));
@@ -791,7 +774,7 @@ TEST(StoreRd, SkipsRowsThatNoLongerMakeSense) {
 
 TEST(StoreRd, LatestRepresentableExpiryRoundTrips) {
   TempDir dir;
-  Store store(dir.file("max.db"));
+  Store store(dir.path("max.db"));
   store.saveRdRegistration(makeRegistration("/rd/1", "a"), Clock::time_point::max());
   const auto loaded = store.loadRdRegistrations();
   ASSERT_EQ(loaded.size(), 1u);
@@ -800,7 +783,7 @@ TEST(StoreRd, LatestRepresentableExpiryRoundTrips) {
 
 TEST(StoreRd, ReadOnlyLoadsRegistrationsAndCannotChangeThem) {
   TempDir dir;
-  const std::string path = dir.file("ro.db");
+  const std::string path = dir.path("ro.db");
   Store writer(path);
   const RdRegistration r = makeRegistration("/rd/3", "node3", "</x>;rt=\"a b\"");
   writer.saveRdRegistration(r, atMs(123'456));
@@ -816,7 +799,7 @@ TEST(StoreRd, ReadOnlyLoadsRegistrationsAndCannotChangeThem) {
 
 TEST(StoreRd, MigratesAVersion1DatabaseKeepingItsDevices) {
   TempDir dir;
-  const std::string path = dir.file("v1.db");
+  const std::string path = dir.path("v1.db");
   {
     RawDb raw(path);
     raw.exec("PRAGMA journal_mode = WAL");
@@ -875,7 +858,7 @@ TEST(StoreRd, MigratesAVersion1DatabaseKeepingItsDevices) {
 
 TEST(StoreRd, StillRefusesASchemaNewerThanItsOwn) {
   TempDir dir;
-  const std::string path = dir.file("v-next.db");
+  const std::string path = dir.path("v-next.db");
   {
     Store store(path);
     store.saveRdRegistration(makeRegistration("/rd/1", "a"), atMs(1'000));
@@ -918,7 +901,7 @@ double secondsOf(const std::function<void()>& f) {
 
 TEST(StorePending, WritesWhileAnotherConnectionHoldsTheLockAreKeptAndLandAfterIt) {
   TempDir dir;
-  const std::string path = dir.file("locked.db");
+  const std::string path = dir.path("locked.db");
   Store store(path);
   ASSERT_EQ(store.save(makeDevice("stays", 1)), WriteResult::Written);
   ASSERT_EQ(store.save(makeDevice("goes", 1)), WriteResult::Written);
@@ -991,7 +974,7 @@ TEST(StorePending, WritesWhileAnotherConnectionHoldsTheLockAreKeptAndLandAfterIt
 
 TEST(StorePending, PendingSaveAndRemoveOfOneNameEndAsIfEachHadBeenWrittenAtOnce) {
   TempDir dir;
-  const std::string path = dir.file("order.db");
+  const std::string path = dir.path("order.db");
   Store store(path);
   Device x = makeDevice("x", 2);
   Device y = makeDevice("y", 2);
@@ -1041,7 +1024,7 @@ TEST(StorePending, PendingSaveAndRemoveOfOneNameEndAsIfEachHadBeenWrittenAtOnce)
 
 TEST(StorePending, SaveAfterSaveOfAStoredDeviceKeepsItsFirstSeen) {
   TempDir dir;
-  const std::string path = dir.file("keep.db");
+  const std::string path = dir.path("keep.db");
   Store store(path);
   ASSERT_EQ(store.save(makeDevice("w", 2)), WriteResult::Written);
   {
@@ -1060,7 +1043,7 @@ TEST(StorePending, SaveAfterSaveOfAStoredDeviceKeepsItsFirstSeen) {
 
 TEST(StorePending, APendingRenameHappensOnlyIfItStillCanAtFlush) {
   TempDir dir;
-  const std::string path = dir.file("rename.db");
+  const std::string path = dir.path("rename.db");
   Store store(path);
   ASSERT_EQ(store.save(makeDevice("a", 1)), WriteResult::Written);
   ASSERT_EQ(store.save(makeDevice("b", 2)), WriteResult::Written);
@@ -1087,7 +1070,7 @@ TEST(StorePending, APendingRenameHappensOnlyIfItStillCanAtFlush) {
 
 TEST(StorePending, ARefusedWriteIsDroppedAloneWhenFlushed) {
   TempDir dir;
-  const std::string path = dir.file("refused.db");
+  const std::string path = dir.path("refused.db");
   Store store(path);
   {
     RawDb raw(path);
@@ -1118,7 +1101,7 @@ TEST(StorePending, ARefusedWriteIsDroppedAloneWhenFlushed) {
 
 TEST(StorePending, TouchesStayBatchedAndSurviveAFailedFlush) {
   TempDir dir;
-  const std::string path = dir.file("touch.db");
+  const std::string path = dir.path("touch.db");
   Store store(path);
   for (int i = 0; i < 50; ++i) store.save(makeDevice("d" + std::to_string(i)));
   {
@@ -1144,7 +1127,7 @@ TEST(StorePending, TouchesStayBatchedAndSurviveAFailedFlush) {
 
 TEST(StorePending, TheDestructorWritesWhatIsPending) {
   TempDir dir;
-  const std::string path = dir.file("dtor.db");
+  const std::string path = dir.path("dtor.db");
   {
     Store store(path);
     {
@@ -1166,8 +1149,8 @@ TEST(StorePending, RandomWritesEndTheSameWithOrWithoutALock) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   TempDir dir;
-  const std::string path_a = dir.file("a.db");
-  Store direct(dir.file("direct.db"));
+  const std::string path_a = dir.path("a.db");
+  Store direct(dir.path("direct.db"));
   Store locked(path_a);
   std::unique_ptr<Lock> lock;
   const std::vector<std::string> names{"n0", "n1", "n2", "n3"};
@@ -1242,7 +1225,7 @@ TEST(StorePending, RandomWritesEndTheSameWithOrWithoutALock) {
 // beyond INT64_MAX is stored with its size unknown.
 TEST(Store, AnSzBeyondInt64MaxIsStoredAsUnknownNotThrown) {
   TempDir dir;
-  Store store(dir.file("sz.db"));
+  Store store(dir.path("sz.db"));
   const auto links = parseLinks("</a>;sz=9223372036854775808;obs,</b>;sz=9223372036854775807");
   Device d = makeDevice("hostile");
   for (const Link& l : links) {
@@ -1325,7 +1308,7 @@ Device crashDevice(int index, long generation) {
 
 TEST(StoreCrash, SigkillAtAnyMomentLeavesAConsistentDatabase) {
   TempDir dir;
-  const std::string path = dir.file("crash.db");
+  const std::string path = dir.path("crash.db");
   const unsigned seed = std::random_device{}();
   RecordProperty("seed", std::to_string(seed));
   SCOPED_TRACE("seed " + std::to_string(seed));
