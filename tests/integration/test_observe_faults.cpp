@@ -470,8 +470,9 @@ TEST_F(ObserveFaults, PartitionReportsOfflineThenResumesWithinTenSecondsOfHealin
   }
   while (now() - t_part < kPartitionSeconds) std::this_thread::sleep_for(100ms);
   ASSERT_TRUE(gateway_->running()) << diagnostics();
-  heal();
+  // Taken before healing: a value or "online" can arrive while heal() is still returning.
   const double t_heal = now();
+  heal();
 
   // Values resume within 10 s of healing (waits a little longer to report how long).
   waitUntil(
