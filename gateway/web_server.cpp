@@ -27,7 +27,8 @@ namespace {
 constexpr std::size_t kMaxWaiting = 8;
 constexpr std::chrono::seconds kIoTimeout{5};
 constexpr std::size_t kKeepAliveRequests = 100;
-constexpr std::chrono::seconds kKeepAliveIdle{5};
+// An idle keep-alive connection holds an HTTP thread: one second, not more.
+constexpr std::chrono::seconds kKeepAliveIdle{1};
 constexpr std::size_t kMaxBody = 64 * 1024;
 constexpr std::chrono::seconds kStopWait{3};
 constexpr std::chrono::seconds kHeartbeat{15};
@@ -213,6 +214,7 @@ void WebServer::start(const std::string& listen, const std::string& token) {
     std::shared_ptr<WebEventHub> hub = shared ? shared->hub : nullptr;
     std::shared_ptr<WebEventHub::Client> client = hub ? hub->connect() : nullptr;
     if (!client) {
+      res.set_header("Connection", "close");
       jsonError(res, 503, "too many live streams open");
       return;
     }

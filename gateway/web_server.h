@@ -17,7 +17,8 @@
 // anything. The token is never logged.
 //
 // Bounds: kThreads HTTP threads (kMaxStreams of them may be streaming), at most eight
-// accepted connections waiting, 5 s read and write timeouts, request bodies of 64 KiB.
+// accepted connections waiting, 5 s read and write timeouts, 1 s keep-alive idle, request
+// bodies of 64 KiB.
 #include <chrono>
 #include <memory>
 #include <string>

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -245,6 +246,19 @@ TEST(Web, TokenAndCrossSiteRules) {
   EXPECT_NE(renamed.body.find("\"status\":\"ok\""), std::string::npos) << renamed.body;
   EXPECT_NE(curl(dir, bearer + url + "/api/devices").body.find("\"name\":\"lamp\""),
             std::string::npos);
+
+  // A reload that fails: the rules page shows its errors as file:line:col, the old rules stay.
+  std::ifstream in(dir.file("gateway.toml"));
+  std::string toml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  dir.write("gateway.toml", toml + "[[rule]]\nname = \"broken\"\nmode = \"sometimes\"\n");
+  const std::string json = "-H 'Content-Type: application/json' --data '{}' ";
+  const Http reload = curl(dir, bearer + json + url + "/api/rules/reload");
+  EXPECT_NE(reload.body.find("\"status\":\"error\""), std::string::npos) << reload.body;
+  const Http rules = curl(dir, bearer + url + "/api/rules");
+  EXPECT_NE(rules.body.find("\"reload_error\":\"" + dir.file("gateway.toml") + ":"),
+            std::string::npos)
+      << rules.body;
+  EXPECT_NE(rules.body.find("\"name\":\"sensors\""), std::string::npos) << rules.body;
   EXPECT_EQ(gateway->output().find(kToken), std::string::npos) << "the token was logged";
 }
 
@@ -285,26 +299,86 @@ TEST(Web, FiftyStalledStreams) {
     std::this_thread::sleep_for(over);  // a measurement window, not a synchronisation
     return static_cast<double>(probe.messages().size() - before) / over.count();
   };
-  const double baseline = rate(3s);
+  const double baseline = rate(2s);
   const long rss_before = rssKb(gateway->pid());
 
-  std::vector<int> stalled;
-  for (int i = 0; i < 50; ++i) stalled.push_back(stalledStream(http_port));
-  EXPECT_EQ(std::count(stalled.begin(), stalled.end(), -1), 0);
-  // Ten seconds with them: values flow at the same rate, the page's API still answers.
-  const double with_stalled = (rate(5s) + rate(5s)) / 2;
+  // The 50 connect from a thread of their own: once the gateway's HTTP threads and its
+  // accept backlog are full, a connect() waits for the kernel to retry the handshake.
+  std::vector<int> stalled(50, -1);
+  const auto opening = std::chrono::steady_clock::now();
+  std::chrono::milliseconds all_open{0};
+  std::thread opener([&] {
+    for (int& fd : stalled) fd = stalledStream(http_port);
+    all_open = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - opening);
+  });
+  // Six seconds with them: values flow at the same rate, the page's API still answers.
+  const double with_stalled = (rate(3s) + rate(3s)) / 2;
   const long rss_after = rssKb(gateway->pid());
+  const auto asked = std::chrono::steady_clock::now();
   const Http health = curl(dir, "http://127.0.0.1:" + std::to_string(http_port) + "/api/health");
+  const auto answered = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - asked);
+  opener.join();
+  const long rss_all = rssKb(gateway->pid());
+  EXPECT_EQ(std::count(stalled.begin(), stalled.end(), -1), 0);
   for (int fd : stalled) ::close(fd);
 
+  std::cout << "all 50 connected after " << all_open.count() << " ms; /api/health answered in "
+            << answered.count() << " ms beside them; VmRSS with all 50: " << rss_all << " kB\n";
   std::cout << "values/s without stalled streams: " << baseline << ", with 50: " << with_stalled
             << "; gateway VmRSS " << rss_before << " kB before, " << rss_after << " kB after\n"
             << "health.web: " << health.body.substr(health.body.find("\"web\"")) << "\n";
   EXPECT_GT(baseline, 300);
   EXPECT_GT(with_stalled, baseline * 0.9);
-  EXPECT_LT(rss_after - rss_before, 16 * 1024) << "more than 16 MiB for 50 stalled browsers";
+  EXPECT_LT(std::max(rss_after, rss_all) - rss_before, 16 * 1024)
+      << "more than 16 MiB for 50 stalled browsers";
   EXPECT_EQ(health.code, 200) << health.body;
   EXPECT_NE(health.body.find("\"streams_refused\""), std::string::npos);
+}
+
+// Step 1 of the issue: a port already taken stops the start (exit 2, the address and the
+// reason in the log); `coap2mqtt check` refuses a LAN address without a token file.
+TEST(Web, BindFailureAndCheck) {
+  TempDir dir;
+  Mosquitto broker;
+  const int holder = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(holder, 0);
+  int yes = 1;
+  ::setsockopt(holder, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(holder, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(holder, 4), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(holder, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  auto gateway = startGateway(dir, baseConfig(broker, dir) + webConfig(port));
+  int code = -1;
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        if (gateway->running()) return false;
+        code = gateway->stop();
+        return true;
+      },
+      20s))
+      << gateway->output();
+  ::close(holder);
+  EXPECT_EQ(code, 2) << gateway->output();
+  EXPECT_NE(gateway->output().find("web: cannot listen on 127.0.0.1:" + std::to_string(port) +
+                                   ": Address already in use"),
+            std::string::npos)
+      << gateway->output();
+
+  dir.write("lan.toml",
+            "[mqtt]\nuri = \"mqtt://127.0.0.1:1\"\n\n[web]\nlisten = \"0.0.0.0:8080\"\n");
+  int status = -1;
+  const std::string out =
+      shell(gatewayBinary() + " check -c " + dir.file("lan.toml") + " 2>&1", &status);
+  EXPECT_EQ(status, 1) << out;
+  EXPECT_NE(out.find(dir.file("lan.toml") + ":5:10: web.listen:"), std::string::npos) << out;
+  EXPECT_NE(out.find("web.token_file is required"), std::string::npos) << out;
 }
 
 }  // namespace
