@@ -3,6 +3,9 @@
 //       tests/integration/web_browser.py (selenium + chromedriver), screenshots of each page
 //   Web.TokenAndCrossSiteRules           acceptance 2: 401 without the token for the page,
 //       the API and the stream; a cross-site form post and a foreign Origin change nothing
+//   Web.OffLoopbackTheTokenIsRequired    acceptance 2 from a non-loopback address (a
+//       namespace of the test's own; root, skipped otherwise)
+//   Web.BindFailureAndCheck              a taken port (exit 2), `check` on a LAN address
 //   Web.FiftyStalledStreams              acceptance 3: 50 connections that never read;
 //       values still reach MQTT at the same rate, the gateway's RSS stays bounded
 #include <gtest/gtest.h>
@@ -23,6 +26,7 @@
 
 #include "tests/integration/gateway_process.h"
 #include "tests/integration/harness.h"
+#include "tests/integration/netns.h"
 
 namespace coap2mqtt::test {
 namespace {
@@ -335,6 +339,54 @@ TEST(Web, FiftyStalledStreams) {
       << "more than 16 MiB for 50 stalled browsers";
   EXPECT_EQ(health.code, 200) << health.body;
   EXPECT_NE(health.body.find("\"streams_refused\""), std::string::npos);
+}
+
+// Acceptance 2 off the loopback interface: in a network namespace of the test's own, the
+// gateway listens on a veth's address (10.222.0.1, not loopback, so the token
+// file is required) and curl, inside the namespace, asks from that address.
+TEST(Web, OffLoopbackTheTokenIsRequired) {
+  std::string why;
+  if (!NetNs::available(&why)) GTEST_SKIP() << why;
+  NetNs ns;
+  // A veth pair made from outside (`ip -n`), as test_discovery_netns does.
+  const std::string veth = "c2w" + std::to_string(::getpid());
+  for (const std::string& cmd :
+       {"ip -n " + ns.name() + " link add " + veth + "a type veth peer name " + veth + "b",
+        "ip -n " + ns.name() + " addr add 10.222.0.1/24 dev " + veth + "a",
+        "ip -n " + ns.name() + " link set " + veth + "a up",
+        "ip -n " + ns.name() + " link set " + veth + "b up"}) {
+    int status = -1;
+    const std::string out = shell(cmd + " 2>&1", &status);
+    ASSERT_EQ(status, 0) << cmd << ": " << out;
+  }
+  NsMosquitto broker(ns);
+  ns.dir().write("web.token", std::string(kToken) + "\n");
+  ns.dir().write("gateway.toml", "[gateway]\nname = \"ns-gw\"\nstate_dir = \"" + ns.dir().path() +
+                                     "\"\n\n[mqtt]\nuri = \"" + broker.uri() +
+                                     "\"\nbase_topic = \"c2m\"\n\n[web]\nlisten = "
+                                     "\"10.222.0.1:8080\"\ntoken_file = \"web.token\"\n");
+  Process gateway(ns.exec({gatewayBinary(), "run", "-c", ns.file("gateway.toml"), "-l", "debug"}),
+                  ns.file("gateway.log"));
+  ASSERT_TRUE(gateway.waitForOutput("web: the page is at http://10.222.0.1:8080/", 10s))
+      << gateway.output();
+  const auto code = [&](const std::vector<std::string>& extra, const std::string& path) {
+    std::vector<std::string> argv{"curl", "-s",        "--max-time", "5",
+                                  "-o",   "/dev/null", "-w",         "%{http_code}"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back("http://10.222.0.1:8080" + path);
+    std::string out;
+    ns.run(argv, &out);
+    return out;
+  };
+  for (const char* path : {"/", "/api/devices", "/api/health", "/api/events"}) {
+    EXPECT_EQ(code({}, path), "401") << path;
+  }
+  EXPECT_EQ(code({"-H", std::string("Authorization: Bearer ") + kToken}, "/api/devices"), "200");
+  EXPECT_EQ(code({"-H", std::string("Authorization: Bearer ") + kToken, "-H",
+                  "Content-Type: application/x-www-form-urlencoded", "-d", "from=a&to=b"},
+                 "/api/device/rename"),
+            "415");
+  EXPECT_EQ(gateway.output().find(kToken), std::string::npos) << "the token was logged";
 }
 
 // Step 1 of the issue: a port already taken stops the start (exit 2, the address and the
