@@ -82,7 +82,9 @@ const char* const kRules =
     "[[rule]]\nname = \"sensors\"\nmatch = { path = \"/sensors/*\" }\n"
     "topic = \"c2m/{device}/{path}\"\n\n"
     "[[command]]\nname = \"set\"\ntopic = \"c2m/{device}/{path}/set\"\nmethod = \"PUT\"\n"
-    "allow = { device = \"*\", path = \"/actuators/*\" }\n\n";
+    "allow = { device = \"*\", path = \"/actuators/*\" }\n\n"
+    "[[command]]\nname = \"read\"\ntopic = \"c2m/{device}/{path}/get\"\nmethod = \"GET\"\n"
+    "allow = { device = \"*\", path = \"/sensors/*\" }\n\n";
 
 // baseConfig with the Resource Directory listening on 127.0.0.1:rd_port, and a device
 // silent for 5 s offline (the default is 3 minutes).
@@ -387,6 +389,30 @@ TEST(Web, OffLoopbackTheTokenIsRequired) {
                  "/api/device/rename"),
             "415");
   EXPECT_EQ(gateway.output().find(kToken), std::string::npos) << "the token was logged";
+}
+
+// The page's actions are the admin API's, under its rules: what [admin] allow leaves out is
+// refused on the page too, and so is everything with the API off.
+TEST(Web, AdminAllowAppliesToThePage) {
+  TempDir dir;
+  Mosquitto broker;
+  const int http_port = freeTcpPort();
+  auto gateway =
+      startGateway(dir, baseConfig(broker, dir) + "[admin]\nallow = [\"health_check\"]\n\n" +
+                            webConfig(http_port) + kRules);
+  ASSERT_TRUE(gateway->waitForOutput("web: the page is at", 10s)) << gateway->output();
+  const std::string url = "http://127.0.0.1:" + std::to_string(http_port);
+  const std::string json = "-H 'Content-Type: application/json' ";
+  for (const auto& [path, body] : std::vector<std::pair<std::string, std::string>>{
+           {"/api/device/rename", R"({"from":"a","to":"b"})"},
+           {"/api/device/remove", R"({"device":"a"})"},
+           {"/api/discover", "{}"},
+           {"/api/rules/reload", "{}"}}) {
+    const Http h = curl(dir, json + "--data '" + body + "' " + url + path);
+    EXPECT_EQ(h.code, 200) << path;
+    EXPECT_NE(h.body.find("is not allowed here ([admin] allow)"), std::string::npos)
+        << path << ": " << h.body;
+  }
 }
 
 // Step 1 of the issue: a port already taken stops the start (exit 2, the address and the

@@ -96,6 +96,12 @@ try:
     assert driver.execute_script("return window.__noReload;") == marker, "the page reloaded"
     log(f"device page: counter went {first} -> {text(cell)} without a reload")
 
+    # Read now: a CoAP GET through the admin API's device/read (a GET [[command]] allows it).
+    find('#resources tr[data-path="/sensors/temp"] button.read').click()
+    wait(lambda: "2.05" in (text('#resources tr[data-path="/sensors/temp"] .result') or ""),
+         "the read's answer")
+    log("read now /sensors/temp: " + text('#resources tr[data-path="/sensors/temp"] .result'))
+
     # 3. A command the allow-list allows: the simulator's LED changes.
     Select(find("#cmd-path")).select_by_value("/actuators/led")
     find("#cmd-payload").send_keys("on")
