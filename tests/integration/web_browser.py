@@ -32,7 +32,7 @@ args = p.parse_args()
 
 opts = webdriver.ChromeOptions()
 for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-          "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1"):
+          "--window-size=1280,1050", "--hide-scrollbars", "--force-device-scale-factor=1"):
     opts.add_argument(a)
 opts.binary_location = "/usr/bin/chromium"
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
@@ -111,6 +111,7 @@ try:
     led = coap_get(args.coap_port, "/actuators/led")
     assert led == "on", f"CoAP GET /actuators/led says {led!r}"
     log("command PUT /actuators/led on: result 2.04 shown, CoAP GET says 'on'")
+    driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
     shot("device")
 
     # 4. One it refuses: an error shown, nothing sent (the gtest checks the simulator's log).
