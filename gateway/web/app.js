@@ -23,6 +23,11 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// The page's content (replaceChildren itself would print a null as "null").
+function render(...nodes) {
+  main().replaceChildren(...nodes.flat().filter(n => n !== null && n !== undefined && n !== false));
+}
+
 async function api(path, body) {
   const opts = body === undefined ? {} : {
     method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) };
@@ -67,7 +72,7 @@ async function pageDevices() {
   state.devices = new Map(list.map(d => [d.name, d]));
   const online = list.filter(d => d.online).length;
   const body = el('tbody', { id: 'devices' }, list.map(deviceRow));
-  main().replaceChildren(
+  render(
     el('h1', {}, 'Devices'),
     el('p', { class: 'sub' }, `${list.length} known, ${online} online · updates live`),
     el('div', { class: 'card' }, list.length === 0 ? el('p', { class: 'muted' }, 'No device yet.') :
@@ -93,7 +98,7 @@ function deviceRow(d) {
 
 async function pageDevice(name) {
   const d = await api('/api/device?name=' + encodeURIComponent(name));
-  if (d.error) { main().replaceChildren(el('h1', {}, name), el('p', { class: 'result error' }, d.error)); return; }
+  if (d.error) { render(el('h1', {}, name), el('p', { class: 'result error' }, d.error)); return; }
   const renameBox = el('div', { class: 'result' });
   const renameTo = el('input', { id: 'rename-to', placeholder: 'new name', value: d.name });
   const rename = async () => {
@@ -123,7 +128,7 @@ async function pageDevice(name) {
     const ok = res.status === 'ok' || (res.code && res.code.startsWith('2'));
     resultBox(cmdResult, ok && !res.error, `${r.topic}\n${JSON.stringify(res, null, 1)}`);
   };
-  main().replaceChildren(
+  render(
     el('div', { class: 'row' }, el('h1', { id: 'device-name' }, d.name), badge(d.online)),
     el('p', { class: 'sub' }, el('span', { class: 'mono' }, d.uri), ' · ', d.source,
       ' · last seen ', el('span', { class: 'seen', data: { ms: d.last_seen } }, ago(d.last_seen))),
@@ -177,7 +182,7 @@ async function pageRules() {
       `reloaded: ${x.data.rules} rule(s), ${x.data.commands} command(s)` : x.error);
     setTimeout(route, 800);
   };
-  main().replaceChildren(
+  render(
     el('div', { class: 'row' }, el('h1', {}, 'Rules'), el('button', { onclick: reload }, 'Reload rules')),
     el('p', { class: 'sub' }, `${r.rules.length} rule(s), ${r.commands.length} command(s) loaded`), box,
     r.reload_error ? el('div', { class: 'card', id: 'reload-error' }, el('h2', {}, 'The last reload failed; the rules below are still in force'),
@@ -208,7 +213,7 @@ async function pageHealth() {
   const s = h.stats;
   const dropped = Object.entries(s.dropped || {}).filter(([, n]) => n > 0);
   const stat = (k, v, id) => el('div', { class: 'stat' }, el('div', { class: 'k' }, k), el('div', { class: 'v', id }, v));
-  main().replaceChildren(
+  render(
     el('h1', {}, 'Health'),
     el('p', { class: 'sub' }, 'What the gateway is doing now · updates every second'),
     el('div', { class: 'grid' },
@@ -282,7 +287,7 @@ async function pageDiscovery() {
     if (r.status === 'ok') box.textContent = ''; else resultBox(box, false, r.error);
     r.time = Date.now(); showRound(r);
   };
-  main().replaceChildren(el('h1', {}, 'Discovery'),
+  render(el('h1', {}, 'Discovery'),
     el('p', { class: 'sub' }, d.enabled ? 'Multicast /.well-known/core to the configured groups; new devices join on their own.'
       : 'Multicast discovery is off (coap.discovery.multicast is empty).'),
     el('div', { class: 'card' }, el('button', { class: 'primary', id: 'discover-btn', onclick: start }, 'Start a round'), box, list));
@@ -352,7 +357,7 @@ async function route() {
   const pages = { devices: pageDevices, device: () => pageDevice(state.arg), rules: pageRules,
     health: pageHealth, discovery: pageDiscovery };
   try { await (pages[page] || pageDevices)(); } catch (e) {
-    main().replaceChildren(el('p', { class: 'result error' }, String(e.message || e)));
+    render(el('p', { class: 'result error' }, String(e.message || e)));
   }
 }
 

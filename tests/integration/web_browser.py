@@ -68,6 +68,9 @@ def text(css):
 
 def shot(name):
     time.sleep(0.3)  # let the last repaint land; the checks before it waited on conditions
+    shown = driver.find_element(By.TAG_NAME, "main").text
+    bad = [l for l in shown.splitlines() if l.strip() in ("null", "undefined", "NaN") or "undefined" in l]
+    assert not bad, f"page {name} shows {bad}"
     driver.save_screenshot(os.path.join(args.shots, f"web-{name}.png"))
     log(f"screenshot web-{name}.png")
 
