@@ -28,6 +28,12 @@
 #include "tests/integration/harness.h"
 #include "tests/integration/netns.h"
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
 namespace coap2mqtt::test {
 namespace {
 
@@ -337,8 +343,12 @@ TEST(Web, FiftyStalledStreams) {
             << "health.web: " << health.body.substr(health.body.find("\"web\"")) << "\n";
   EXPECT_GT(baseline, 300);
   EXPECT_GT(with_stalled, baseline * 0.9);
-  EXPECT_LT(std::max(rss_after, rss_all) - rss_before, 16 * 1024)
-      << "more than 16 MiB for 50 stalled browsers";
+  // Sanitizers change what RSS means (ASan's quarantine keeps freed memory: +27 MB here),
+  // as in test_flood: the bound holds for the normal build.
+  if (!kSanitized) {
+    EXPECT_LT(std::max(rss_after, rss_all) - rss_before, 16 * 1024)
+        << "more than 16 MiB for 50 stalled browsers";
+  }
   EXPECT_EQ(health.code, 200) << health.body;
   EXPECT_NE(health.body.find("\"streams_refused\""), std::string::npos);
 }
