@@ -29,14 +29,18 @@ AdminApi::AdminApi(const GatewayConfig& config, MqttLink& mqtt, Devices& devices
       reload_(std::move(reload)),
       prefix_(config.mqtt.base_topic + "/bridge/request/") {
   handlers_ = {
-      {"discover", [this](const admin::Request& r) { discover(r); }},
-      {"device/rename", [this](const admin::Request& r) { rename(r); }},
-      {"device/remove", [this](const admin::Request& r) { remove(r); }},
-      {"device/read", [this](const admin::Request& r) { read(r); }},
-      {"rules/reload", [this](const admin::Request& r) { reloadRules(r); }},
+      {"discover", [this](const admin::Request& r, const Respond& out) { discover(r, out); }},
+      {"device/rename", [this](const admin::Request& r, const Respond& out) { rename(r, out); }},
+      {"device/remove", [this](const admin::Request& r, const Respond& out) { remove(r, out); }},
+      {"device/read", [this](const admin::Request& r, const Respond& out) { read(r, out); }},
+      {"rules/reload",
+       [this](const admin::Request& r, const Respond& out) { reloadRules(r, out); }},
       {"health_check",
-       [this](const admin::Request& r) { respond(r, Stats::healthJson(stats_.snapshot()), ""); }},
-      {"info", [this](const admin::Request& r) { respond(r, stats_.infoJson(), ""); }},
+       [this](const admin::Request& r, const Respond& out) {
+         out(r, Stats::healthJson(stats_.snapshot()), "");
+       }},
+      {"info",
+       [this](const admin::Request& r, const Respond& out) { out(r, stats_.infoJson(), ""); }},
   };
 }
 
@@ -62,27 +66,48 @@ bool AdminApi::onMessage(const std::string& topic, const std::string& payload,
     }
     return true;
   }
+  dispatch(admin::parseRequest(op, payload),
+           [this](const admin::Request& r, const Json& data, const std::string& error) {
+             respond(r, data, error);
+           });
+  return true;
+}
+
+void AdminApi::run(const std::string& op, const std::string& payload, Reply reply) {
+  Respond out = [reply = std::move(reply)](const admin::Request& r, const Json& data,
+                                           const std::string& error) {
+    reply(admin::response(r, data, error));
+  };
   admin::Request request = admin::parseRequest(op, payload);
+  if (!config_.admin.enabled) {
+    ++refused_;
+    out(request, Json::object(), "the admin API is off ([admin] enabled = false)");
+    return;
+  }
+  dispatch(std::move(request), out);
+}
+
+void AdminApi::dispatch(admin::Request request, const Respond& out) {
+  const std::string& op = request.op;
   if (request.error) {
-    respond(request, Json::object(), *request.error);
-    return true;
+    out(request, Json::object(), *request.error);
+    return;
   }
   auto handler = handlers_.find(op);
   if (handler == handlers_.end()) {
-    respond(request, Json::object(), admin::unknownOperation(op));
+    out(request, Json::object(), admin::unknownOperation(op));
   } else if (const auto& allow = config_.admin.allow;
              allow && std::find(allow->begin(), allow->end(), op) == allow->end()) {
     ++refused_;
-    if (refused_log_.failed(now)) {
+    if (refused_log_.failed(std::chrono::steady_clock::now())) {
       spdlog::warn("admin request {} refused ({} since the last report): not in [admin] allow", op,
                    refused_log_.unreported());
       refused_log_.reported();
     }
-    respond(request, Json::object(), "operation '" + op + "' is not allowed here ([admin] allow)");
+    out(request, Json::object(), "operation '" + op + "' is not allowed here ([admin] allow)");
   } else {
-    handler->second(request);
+    handler->second(request, out);
   }
-  return true;
 }
 
 void AdminApi::respond(const admin::Request& request, const Json& data, const std::string& error) {
@@ -90,18 +115,18 @@ void AdminApi::respond(const admin::Request& request, const Json& data, const st
                 admin::response(request, data, error), 1, false);
 }
 
-void AdminApi::discover(const admin::Request& request) {
+void AdminApi::discover(const admin::Request& request, const Respond& respond) {
   if (!multicast_.enabled()) {
     respond(request, Json::object(),
             "multicast discovery is off (coap.discovery.multicast is empty)");
     return;
   }
-  multicast_.runRound([this, request](const std::vector<std::string>& names) {
+  multicast_.runRound([respond, request](const std::vector<std::string>& names) {
     respond(request, Json{{"devices", names}}, "");
   });
 }
 
-void AdminApi::rename(const admin::Request& request) {
+void AdminApi::rename(const admin::Request& request, const Respond& respond) {
   std::string error;
   auto from = admin::stringField(request, "from", &error);
   auto to = from ? admin::stringField(request, "to", &error) : std::nullopt;
@@ -109,7 +134,7 @@ void AdminApi::rename(const admin::Request& request) {
   respond(request, Json{{"from", from.value_or("")}, {"to", to.value_or("")}}, error);
 }
 
-void AdminApi::remove(const admin::Request& request) {
+void AdminApi::remove(const admin::Request& request, const Respond& respond) {
   std::string error;
   auto name = admin::stringField(request, "device", &error);
   if (name) error = devices_.forget(*name);
@@ -118,7 +143,7 @@ void AdminApi::remove(const admin::Request& request) {
 
 // device/read {"device","path"}: a CoAP GET now, through the device's command queue, where
 // a [[command]] with method = "GET" allows it (bridge::planRead), like a GET command.
-void AdminApi::read(const admin::Request& request) {
+void AdminApi::read(const admin::Request& request, const Respond& respond) {
   std::string error;
   auto device = admin::stringField(request, "device", &error);
   auto path = device ? admin::stringField(request, "path", &error) : std::nullopt;
@@ -142,7 +167,7 @@ void AdminApi::read(const admin::Request& request) {
     return;
   }
   commands_.read(
-      std::move(*get), [this, request, device = *device, path = *path](const CommandOutcome& o) {
+      std::move(*get), [respond, request, device = *device, path = *path](const CommandOutcome& o) {
         Json data{{"device", device}, {"path", path}, {"latency_ms", o.latency.count()}};
         std::string problem;
         if (o.kind == CommandOutcome::Kind::Answered) {
@@ -159,7 +184,7 @@ void AdminApi::read(const admin::Request& request) {
       });
 }
 
-void AdminApi::reloadRules(const admin::Request& request) {
+void AdminApi::reloadRules(const admin::Request& request, const Respond& respond) {
   ReloadResult result = reload_();
   respond(request, result.data, result.error);
 }

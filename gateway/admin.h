@@ -39,17 +39,28 @@ class AdminApi {
   // (re)subscription) is never run. Both are counted.
   bool onMessage(const std::string& topic, const std::string& payload, const MqttMessageMeta& meta);
 
+  // The same operations for the web page (gateway/web_api.h): `op` and its JSON request
+  // body run through the same table and the same [admin] allow as on MQTT; the response
+  // (admin::response's JSON text) goes to `reply` instead of bridge/response/<op>, on the
+  // loop thread, now or later (discover, device/read). The API turned off refuses too.
+  using Reply = std::function<void(const std::string& response)>;
+  void run(const std::string& op, const std::string& payload, Reply reply);
+
   std::uint64_t refused() const { return refused_; }  // turned off, or not in [admin] allow
   std::uint64_t retainedIgnored() const { return retained_ignored_; }
 
  private:
-  using Handler = std::function<void(const admin::Request&)>;
+  // How a handler answers: on MQTT (bridge/response/<op>) or to the web page's Reply.
+  using Respond =
+      std::function<void(const admin::Request&, const admin::Json& data, const std::string& error)>;
+  using Handler = std::function<void(const admin::Request&, const Respond&)>;
+  void dispatch(admin::Request request, const Respond& respond);
   void respond(const admin::Request& request, const admin::Json& data, const std::string& error);
-  void discover(const admin::Request& request);
-  void rename(const admin::Request& request);
-  void remove(const admin::Request& request);
-  void read(const admin::Request& request);
-  void reloadRules(const admin::Request& request);
+  void discover(const admin::Request& request, const Respond& respond);
+  void rename(const admin::Request& request, const Respond& respond);
+  void remove(const admin::Request& request, const Respond& respond);
+  void read(const admin::Request& request, const Respond& respond);
+  void reloadRules(const admin::Request& request, const Respond& respond);
 
   const GatewayConfig& config_;
   MqttLink& mqtt_;

@@ -87,8 +87,20 @@ bool CommandRouter::responseTopicUsable(const std::string& response_topic) {
 
 void CommandRouter::onMessage(const std::string& topic, const std::string& payload,
                               const MqttMessageMeta& meta) {
+  handle(topic, payload, meta, nullptr);
+}
+
+void CommandRouter::submit(const std::string& topic, const std::string& payload, Done done) {
+  handle(topic, payload, MqttMessageMeta{}, std::move(done));
+}
+
+void CommandRouter::handle(const std::string& topic, const std::string& payload,
+                           const MqttMessageMeta& meta, Done done) {
   auto planned = planCommand(config_.rules, devices_.registry(), config_.name, topic, payload);
-  if (!planned) return;  // not a command topic (e.g. our own publications)
+  if (!planned) {  // not a command topic (e.g. our own publications)
+    if (done) done("");
+    return;
+  }
   if (meta.retained) {
     // The broker's stored copy, sent because we (re)subscribed: running it would act again
     // at every gateway start and reconnect.
@@ -104,29 +116,32 @@ void CommandRouter::onMessage(const std::string& topic, const std::string& paylo
   }
   if (auto* refused = std::get_if<RefusedCommand>(&*planned)) {
     refuse(topic, *refused, meta);
+    if (done) done(commandRefusedJson(*refused));
     return;
   }
   auto& command = std::get<PlannedCommand>(*planned);
   spdlog::debug("command {} {}{} ({} bytes)", bridge::toString(command.request.method),
                 command.request.device, command.request.path, command.request.payload.size());
-  queue_.submit(std::move(command.request), command.limits,
-                [this, context = std::move(command.context), response_topic = meta.response_topic,
-                 correlation = meta.correlation_data](const CommandOutcome& outcome) {
-                  if (outcome.kind == CommandOutcome::Kind::Answered) {
-                    devices_.heard(context.device);
-                  } else if (RepeatedFailure& log = refused_log_[toString(outcome.kind)];
-                             log.failed(std::chrono::steady_clock::now())) {
-                    // A flood against a rate limit or a full queue: one line per interval.
-                    spdlog::warn("command {} {}{}: {} ({} {} since the last report)",
-                                 bridge::toString(context.method), context.device, context.path,
-                                 outcome.error, log.unreported(), toString(outcome.kind));
-                    log.reported();
-                  }
-                  // Refused without CoAP traffic (rate limit, full queue): within the budget.
-                  publishResult(context.result_topic, response_topic, correlation,
-                                commandResultJson(context, outcome),
-                                outcome.sent ? 1 : refusedResultQos());
-                });
+  queue_.submit(
+      std::move(command.request), command.limits,
+      [this, context = std::move(command.context), response_topic = meta.response_topic,
+       correlation = meta.correlation_data, done = std::move(done)](const CommandOutcome& outcome) {
+        if (outcome.kind == CommandOutcome::Kind::Answered) {
+          devices_.heard(context.device);
+        } else if (RepeatedFailure& log = refused_log_[toString(outcome.kind)];
+                   log.failed(std::chrono::steady_clock::now())) {
+          // A flood against a rate limit or a full queue: one line per interval.
+          spdlog::warn("command {} {}{}: {} ({} {} since the last report)",
+                       bridge::toString(context.method), context.device, context.path,
+                       outcome.error, log.unreported(), toString(outcome.kind));
+          log.reported();
+        }
+        // Refused without CoAP traffic (rate limit, full queue): within the budget.
+        const std::string result = commandResultJson(context, outcome);
+        publishResult(context.result_topic, response_topic, correlation, result,
+                      outcome.sent ? 1 : refusedResultQos());
+        if (done) done(result);
+      });
 }
 
 // Counted by reason, logged once per interval per reason (a flood of one kind does not

@@ -31,6 +31,12 @@ class CommandRouter {
   void subscribe();
   // An MQTT message that is not an admin request; ignored when no [[command]] takes it.
   void onMessage(const std::string& topic, const std::string& payload, const MqttMessageMeta& meta);
+  // A command from the web page (gateway/web_api.h): `topic` and `payload` go exactly the
+  // way of an MQTT message on that topic (planCommand's allow-list, the device's queue, the
+  // result on MQTT, every count), and `done` also gets the result's JSON text (a refusal
+  // at once, with no CoAP traffic). `done("")`: `topic` is not a command topic.
+  using Done = std::function<void(const std::string& result_json)>;
+  void submit(const std::string& topic, const std::string& payload, Done done);
   // A GET that bridge::planRead allowed, now, queued behind the device's commands (admin
   // device/read).
   void read(CommandRequest get, std::function<void(const CommandOutcome&)> done);
@@ -59,6 +65,8 @@ class CommandRouter {
   bool responseTopicUsable(const std::string& response_topic);
   bool publishResult(const std::string& result_topic, const std::string& response_topic,
                      const std::string& correlation, const std::string& payload, int qos);
+  void handle(const std::string& topic, const std::string& payload, const MqttMessageMeta& meta,
+              Done done);
   void refuse(const std::string& topic, const bridge::RefusedCommand& refused,
               const MqttMessageMeta& meta);
   int refusedResultQos();

@@ -17,6 +17,7 @@
 #include "gateway/config_credentials.h"
 #include "gateway/config_files.h"
 #include "gateway/config_values.h"
+#include "gateway/config_web.h"
 #include "gateway/device_names.h"
 
 namespace coap2mqtt::gateway {
@@ -471,13 +472,14 @@ GatewayConfig loadConfig(const std::string& path) {
 
   Reporter report(path, errors, MessageStyle::Gateway);
   TableReader root(report, *doc, "",
-                   {"gateway", "coap", "mqtt", "admin", "metrics", "rule", "command"});
+                   {"gateway", "coap", "mqtt", "admin", "metrics", "web", "rule", "command"});
   cfg.name = defaultGatewayName();
   parseGatewaySection(root, report, dir, cfg);
   parseCoapSection(root, report, dir, cfg);
   const std::string rules_base = parseMqttSection(root, report, dir, cfg);
   parseAdminSection(root, report, cfg.admin);
   parseMetricsSection(root, report, cfg.metrics);
+  parseWebSection(root, report, dir, cfg.web);
   if (cfg.mqtt.client_id.empty()) cfg.mqtt.client_id = "coap2mqtt-" + cfg.name;
 
   bridge::parseRules(path, content, rules_base, true, cfg.rules, errors);

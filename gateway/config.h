@@ -203,6 +203,16 @@ struct MetricsConfig {
   std::string listen;
 };
 
+// [web]: the web page and its JSON API (gateway/web_server.h). Off unless `listen` is set.
+struct WebConfig {
+  // "host:port" (IPv4, [IPv6] or a name); empty = off (the default).
+  std::string listen;
+  // When set, every request needs this token (Authorization: Bearer, or the login form's
+  // cookie). Required when `listen` is not a loopback address. Never logged.
+  std::string token_file;
+  std::string token;  // the file's first line
+};
+
 // A field added here or in the structs above must also be compared in restartRequired()
 // (gateway/config_reload.cpp); its structured bindings fail to compile until it is.
 struct GatewayConfig {
@@ -216,6 +226,7 @@ struct GatewayConfig {
   MqttConfig mqtt;
   AdminConfig admin;
   MetricsConfig metrics;
+  WebConfig web;
   bridge::RuleSet rules;  // from rule files, plus any [[rule]]/[[command]] in this file
 };
 

@@ -135,7 +135,7 @@ void compareMqtt(Changes& c, const MqttConfig& a, const MqttConfig& b) {
 
 std::vector<std::string> restartRequired(const GatewayConfig& running, const GatewayConfig& fresh) {
   [[maybe_unused]] const auto& [file, name, state_dir, rule_globs, log_level, coap, devices, mqtt,
-                                admin, metrics, rules] = running;
+                                admin, metrics, web, rules] = running;
   // Not compared: `file` (a reload loads the same file), and what a reload applies:
   // `rules`, made from the rule files `rule_globs` names (expanded again on every reload)
   // and from gateway.toml's own [[rule]] and [[command]] tables.
@@ -150,6 +150,8 @@ std::vector<std::string> restartRequired(const GatewayConfig& running, const Gat
   c.compare("admin.allow", running.admin.allow, fresh.admin.allow);
   // The HTTP listener is bound once at start; moving it needs a restart.
   c.compare("metrics.listen", running.metrics.listen, fresh.metrics.listen);
+  c.compare("web.listen", running.web.listen, fresh.web.listen);
+  c.compare("web.token_file", running.web.token_file, fresh.web.token_file);
   return c.take();
 }
 

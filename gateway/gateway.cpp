@@ -11,6 +11,7 @@
 //   CommandRouter ── MQTT commands → CoAP, through the allow-list; AdminApi ── bridge/request
 //   Stats ── the one model every surface reads; ServiceNotifier ── systemd (sd_notify);
 //   MetricsServer ── Prometheus GET /metrics on its own threads, snapshots via post()
+//   WebApi, WebServer ── the web page: its API on the loop, HTTP on threads of its own
 //
 // They talk through typed events (gateway/events.h) where one thing has many listeners,
 // and through direct calls where one component uses another.
@@ -42,6 +43,9 @@
 #include "gateway/service_notifier.h"
 #include "gateway/stats.h"
 #include "gateway/values.h"
+#include "gateway/web_api.h"
+#include "gateway/web_events.h"
+#include "gateway/web_server.h"
 
 namespace coap2mqtt::gateway {
 namespace {
@@ -78,6 +82,11 @@ struct Gateway::Impl {
   AdminApi admin;
   ServiceNotifier service;
   MetricsServer metrics;
+  std::shared_ptr<WebEventHub> web_hub =
+      std::make_shared<WebEventHub>(WebServer::kMaxStreams, WebServer::kStreamQueue);
+  std::string last_reload_error;  // of the last failed reload, for the web page
+  WebApi web_api;
+  WebServer web;
   const std::chrono::milliseconds test_stall = testStallOnSigusr1();
   bool started = false;
   bool broker_attempted = false;  // the first connect attempt has ended, either way
@@ -103,7 +112,10 @@ struct Gateway::Impl {
         service(
             loop, [this] { return stats.serviceStatus(); }, ServiceNotifier::systemdSend(),
             ServiceNotifier::systemdWatchdog()),
-        metrics(loop, [this] { return stats.snapshot(); }) {}
+        metrics(loop, [this] { return stats.snapshot(); }),
+        web_api(config, loop, devices, observer, values, stats, admin, commands, events, *web_hub,
+                [this] { return last_reload_error; }),
+        web(loop, web_api, web_hub) {}
 
   void start() {
     std::vector<int> signals{SIGTERM, SIGINT, SIGHUP};
@@ -134,6 +146,10 @@ struct Gateway::Impl {
       spdlog::info("coap: listening on {}", address);
     }
     if (!config.metrics.listen.empty()) metrics.start(config.metrics.listen);
+    if (!config.web.listen.empty()) {
+      web.start(config.web.listen, config.web.token);
+      web_api.start();
+    }
     rd.serve();
     rd.restore();
     devices.start();
@@ -192,11 +208,14 @@ struct Gateway::Impl {
       config.rules = std::move(fresh.rules);
     } catch (const bridge::ConfigErrors& e) {
       spdlog::error("reload failed, keeping the old rules:\n{}", e.what());
+      last_reload_error = e.what();
       return {e.what(), admin::Json::object()};
     } catch (const std::exception& e) {
       spdlog::error("reload failed, keeping the old rules: {}", e.what());
+      last_reload_error = e.what();
       return {e.what(), admin::Json::object()};
     }
+    last_reload_error.clear();
     mqtt.unsubscribeAll();
     subscribeAll();
     observer.replanAll();
@@ -231,6 +250,8 @@ struct Gateway::Impl {
     stopping = true;
     service.stopping();
     metrics.stop();
+    web.stop();
+    web_api.stop();
     multicast.stop();
     topics.stop();
     observer.stop();  // sends the observe cancellations

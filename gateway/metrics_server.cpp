@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "gateway/event_loop.h"
+#include "gateway/http_pool.h"
 #include "gateway/metrics.h"
 
 namespace coap2mqtt::gateway {
@@ -32,79 +33,6 @@ constexpr std::chrono::seconds kKeepAliveIdle{2};
 constexpr std::size_t kMaxBody = 4096;
 // How long stop() waits for the HTTP threads before leaving them to end on their own.
 constexpr std::chrono::seconds kStopWait{3};
-
-// httplib's ThreadPool queues every accepted connection however many wait. This one holds
-// at most `max_waiting`: enqueue() (called by httplib's listener thread only) blocks until
-// a worker takes one, so the listener stops accepting and the kernel's backlog fills.
-class BoundedPool : public httplib::TaskQueue {
- public:
-  BoundedPool(std::size_t threads, std::size_t max_waiting) : max_waiting_(max_waiting) {
-    for (std::size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
-  }
-  ~BoundedPool() override { shutdown(); }
-
-  void enqueue(std::function<void()> fn) override {
-    std::unique_lock<std::mutex> lock(mutex_);
-    space_.wait(lock, [this] { return jobs_.size() < max_waiting_ || shutdown_; });
-    jobs_.push_back(std::move(fn));
-    job_.notify_one();
-  }
-
-  // Runs what is queued (each job closes its connection), then joins the workers.
-  void shutdown() override {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (shutdown_ && workers_.empty()) return;
-      shutdown_ = true;
-    }
-    job_.notify_all();
-    space_.notify_all();
-    for (auto& t : workers_) t.join();
-    workers_.clear();
-  }
-
- private:
-  void work() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        job_.wait(lock, [this] { return !jobs_.empty() || shutdown_; });
-        if (jobs_.empty()) return;  // shut down and nothing left
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      space_.notify_one();
-      fn();
-    }
-  }
-
-  const std::size_t max_waiting_;
-  std::mutex mutex_;
-  std::condition_variable job_;
-  std::condition_variable space_;
-  std::deque<std::function<void()>> jobs_;
-  bool shutdown_ = false;
-  std::vector<std::thread> workers_;
-};
-
-// "host:port" or "[v6]:port" (validated by the config) -> host, port.
-std::pair<std::string, int> splitListen(const std::string& listen) {
-  const auto colon = listen.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error("metrics: bad address " + listen);
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  return {host, std::stoi(listen.substr(colon + 1))};
-}
-
-// No SO_REUSEPORT (httplib's default sets it): a second gateway on the same port must fail
-// to bind, not share the port with the first.
-void socketOptions(int sock) {
-  int yes = 1;
-  ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-}
 
 }  // namespace
 
@@ -175,8 +103,8 @@ void MetricsServer::start(const std::string& listen) {
   shared_->snapshot = snapshot_;
 
   auto server = std::make_shared<httplib::Server>();
-  server->new_task_queue = [] { return new BoundedPool(kThreads, kMaxWaiting); };
-  server->set_socket_options(socketOptions);
+  server->new_task_queue = [] { return new http::BoundedPool(kThreads, kMaxWaiting); };
+  server->set_socket_options(http::socketOptions);
   server->set_read_timeout(kIoTimeout);
   server->set_write_timeout(kIoTimeout);
   server->set_keep_alive_max_count(kKeepAliveRequests);
@@ -220,7 +148,7 @@ void MetricsServer::start(const std::string& listen) {
         res.set_content("internal error\n", "text/plain");
       });
 
-  const auto [host, port] = splitListen(listen);
+  const auto [host, port] = http::splitListen(listen);
   errno = 0;
   if (!server->bind_to_port(host, port)) {
     const int error = errno;

@@ -71,6 +71,10 @@ fi
 mkdir -p "$WORK/config"
 cp -r "$ROOT/configs/demo/." "$WORK/config/"
 sed -i "s|mqtt://127.0.0.1:18830|mqtt://127.0.0.1:$MQTT_PORT|" "$WORK/config/gateway.toml"
+# The web page: 18080, or the next port no one listens on.
+WEB_PORT="${DEMO_WEB_PORT:-18080}"
+while ss -Hltn "sport = :$WEB_PORT" 2>/dev/null | grep -q .; do WEB_PORT=$((WEB_PORT + 1)); done
+sed -i "s|127.0.0.1:18080|127.0.0.1:$WEB_PORT|" "$WORK/config/gateway.toml"
 
 "$BUILD/tests/sim/coap2mqtt-sim" --devices 3 --address 127.0.0.1 --port 5690 --interval 2000 \
   >"$WORK/sim.log" 2>&1 &
@@ -81,6 +85,7 @@ pids="$pids $!"
 
 echo "Live MQTT traffic on 127.0.0.1:$MQTT_PORT (gateway log: $WORK/gateway.log)."
 echo "Try:  mosquitto_pub -p $MQTT_PORT -t coap2mqtt/kitchen/actuators/led/set -m on"
+echo "Web page: http://127.0.0.1:$WEB_PORT/  (devices, live values, commands, rules, health)"
 if [ -n "${DEMO_SECONDS:-}" ]; then
   mosquitto_sub -p "$MQTT_PORT" -t 'coap2mqtt/#' -v -W "$DEMO_SECONDS" || true
 else

@@ -25,8 +25,9 @@ if $test_deps; then
   # libmosquitto-dev: bench_outbox's comparison with a second MQTT client library
   # systemd: systemd-analyze checks the unit (verify, security)
   # curl: test_metrics scrapes the Prometheus endpoint with a real HTTP client
+  # chromium, chromium-driver, python3-selenium: test_web's browser test (headless)
   PACKAGES="$PACKAGES systemd clang libclang-rt-14-dev iproute2 nftables websockify libmosquitto-dev
-curl"
+curl chromium chromium-driver python3-selenium"
 fi
 if $promtool; then
   PACKAGES="$PACKAGES prometheus"

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "tests/integration/harness.h"
@@ -24,6 +25,18 @@ TEST(Demo, ShowsDeviceValuesWithinTenSeconds) {
   EXPECT_TRUE(demo.waitForOutput("coap2mqtt/hall/sensors/counter {\"", 5s)) << demo.output();
   EXPECT_TRUE(demo.waitForOutput("coap2mqtt/bridge/state {\"state\":\"online\"}", 5s))
       << demo.output();
+  // Issue 22: the demo turns the web page on and says where it is; its API knows the devices.
+  const std::string out = demo.output();
+  const auto at = out.find("Web page: http://127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << out;
+  const std::string url = out.substr(at + 10, out.find('/', at + 17) - at - 10);
+  std::string devices;
+  if (FILE* p = ::popen(("curl -s --max-time 5 " + url + "/api/devices").c_str(), "r")) {
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) devices.append(buf, n);
+    ::pclose(p);
+  }
+  EXPECT_NE(devices.find("\"name\":\"kitchen\""), std::string::npos) << url << ": " << devices;
 }
 
 // Issue 19: with 18830 held by someone else, the demo used to show that broker's traffic.
