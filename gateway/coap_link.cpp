@@ -221,6 +221,11 @@ void CoapLink::serveUnknown(ServerHandler handler) {
   impl_->serveUnknown(std::move(handler));
 }
 
+void CoapLink::servePrefix(const std::string& segment, ServerHandler handler) {
+  loop_thread_.check();
+  impl_->servePrefix(segment, std::move(handler));
+}
+
 void CoapLink::setHoldAck(std::function<bool()> hold_ack) {
   loop_thread_.check();
   impl_->setHoldAck(std::move(hold_ack));

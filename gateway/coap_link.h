@@ -51,13 +51,16 @@ inline constexpr std::size_t kMaxResponseBody = std::size_t{1} << 20;
 // A request to one of our own server resources (the Resource Directory).
 struct CoapServerRequest {
   bridge::Method method = bridge::Method::Get;
-  std::string path;                // with leading '/', e.g. "/rd/3"
-  std::vector<std::string> query;  // Uri-Query options as sent, e.g. "ep=node7"
+  std::string path;                   // with leading '/', e.g. "/rd/3"
+  std::vector<std::string> segments;  // the Uri-Path options as sent, e.g. "rd", "3"
+  std::vector<std::string> query;     // Uri-Query options as sent, e.g. "ep=node7"
   std::string payload;
   std::optional<unsigned> content_format;
   std::string source;  // coap://host:port of the requester (coaps:// over DTLS)
   // The PSK identity the requester proved in its DTLS handshake; empty over plain CoAP.
   std::string psk_identity;
+  bool confirmable = false;  // a CON request (else NON)
+  bool block1 = false;       // it carries a Block1 option (one block of a larger body)
 };
 
 struct CoapServerResponse {
@@ -65,6 +68,9 @@ struct CoapServerResponse {
   std::string payload;
   std::optional<unsigned> content_format;
   std::string location;  // Location-Path for 2.01, e.g. "/rd/3"
+  // For a CON request: an empty ACK now, and this response as a separate CON response
+  // after the next releaseHeldAcks() (once what the handler queued is durable).
+  bool after_release = false;
 };
 
 class CoapLink {
@@ -120,12 +126,15 @@ class CoapLink {
              ServerHandler handler);
   // Every other path (e.g. the RD's registration resources "/rd/<n>").
   void serveUnknown(ServerHandler handler);
+  // Paths below `segment` ("ps": "/ps/a/b"), taken before serveUnknown's handler.
+  void servePrefix(const std::string& segment, ServerHandler handler);
 
   // Asked after the handler of a response that came in a CON message, before libcoap ACKs
   // it: true holds the ACK back until releaseHeldAcks(), e.g. until what the handler queued
   // is durable (once ACKed, the device will not send it again).
   void setHoldAck(std::function<bool()> hold_ack);
-  // Sends the ACKs held back so far (to devices that still have the same session).
+  // Sends the ACKs held back so far (to devices that still have the same session), and the
+  // responses held back (after_release).
   void releaseHeldAcks();
 
   const CoapStats& stats() const;

@@ -50,7 +50,7 @@ void compareLimits(Changes& c, const CoapLimits& a, const CoapLimits& b) {
 void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
   [[maybe_unused]] const auto& [listen, psk_clients, request_timeout, retry_interval, offline_after,
                                 resource_directory, ack_timeout, ack_random_factor, max_retransmit,
-                                discovery, limits] = a;
+                                discovery, limits, pubsub] = a;
   c.compare("coap.listen", a.listen, b.listen);
   // Keys included, reported by the key of the table only.
   c.compare("coap.psk_client", a.psk_clients, b.psk_clients);
@@ -63,6 +63,8 @@ void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
   c.compare("coap.max_retransmit", a.max_retransmit, b.max_retransmit);
   compareDiscovery(c, a.discovery, b.discovery);
   compareLimits(c, a.limits, b.limits);
+  c.compare("coap.ps_root", a.pubsub.root, b.pubsub.root);
+  c.compare("coap.ps_max_payload", a.pubsub.max_payload, b.pubsub.max_payload);
 }
 
 bool sameDevice(const StaticDevice& a, const StaticDevice& b) {

@@ -38,6 +38,7 @@
 #include "gateway/mqtt_link.h"
 #include "gateway/multicast_source.h"
 #include "gateway/observer.h"
+#include "gateway/pubsub.h"
 #include "gateway/rd_source.h"
 #include "gateway/service_notifier.h"
 #include "gateway/stats.h"
@@ -71,6 +72,7 @@ struct Gateway::Impl {
   BridgeTopics topics;
   Observer observer;
   ValuePublisher values;
+  PubSub pubsub;  // /ps: devices that publish (issue 20)
   HomeAssistant home_assistant;
   CommandRouter commands;
   MulticastSource multicast;
@@ -95,6 +97,7 @@ struct Gateway::Impl {
         topics(config, loop, mqtt, devices, stats, events),
         observer(config, loop, coap, devices, events),
         values(config, loop, mqtt, events),
+        pubsub(config, loop, coap, mqtt, devices, values, events),
         home_assistant(config, mqtt, events),
         commands(config, loop, coap, mqtt, devices, events),
         multicast(config, loop, devices),
@@ -103,7 +106,9 @@ struct Gateway::Impl {
         service(
             loop, [this] { return stats.serviceStatus(); }, ServiceNotifier::systemdSend(),
             ServiceNotifier::systemdWatchdog()),
-        metrics(loop, [this] { return stats.snapshot(); }) {}
+        metrics(loop, [this] { return stats.snapshot(); }) {
+    stats.setPubSub(pubsub);
+  }
 
   void start() {
     std::vector<int> signals{SIGTERM, SIGINT, SIGHUP};
@@ -135,6 +140,7 @@ struct Gateway::Impl {
     }
     if (!config.metrics.listen.empty()) metrics.start(config.metrics.listen);
     rd.serve();
+    pubsub.serve();
     rd.restore();
     devices.start();
     multicast.start();

@@ -1,0 +1,207 @@
+// Issue 20: devices that speak first. coap-client-openssl publishes to the gateway's /ps;
+// the value goes through the rules to a real mosquitto. Acceptance 1 (a CON publish through
+// a rule, 2.04 only after the outbox commit: killed right after it with the broker down, the
+// message arrives after the restart) and 2 (4.03 outside the allow-list, 4.00 for paths that
+// are no topic, 4.13 for an oversized payload, all counted).
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/gateway_process.h"
+#include "tests/integration/harness.h"
+
+namespace coap2mqtt::test {
+namespace {
+
+struct CoapReply {
+  std::string code;       // the last response code, "2.04", "4.03"...; empty on timeout
+  bool separate = false;  // it came in a CON of its own (after an empty ACK), not in the ACK
+  std::string payload;
+  std::string log;
+};
+
+// One request with coap-client-openssl -v 6; `extra` before the URI (e.g. {"-e", body}).
+CoapReply coap(const std::string& method, const std::string& uri,
+               std::vector<std::string> extra = {}) {
+  TempDir dir;
+  std::vector<std::string> argv = {"coap-client-openssl", "-v", "6", "-m", method, "-B", "10", "-o",
+                                   dir.file("payload")};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back(uri);
+  Process p(argv, dir.file("client.log"));
+  if (p.stop(0, 15s) == -1) p.stop(SIGKILL, 2s);
+  CoapReply r;
+  r.log = p.output();
+  std::istringstream in(r.log);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("v:1 t:", 0) != 0) continue;
+    std::istringstream fields(line);
+    std::string v, t, c;
+    fields >> v >> t >> c;
+    if (c.size() != 6 || c.compare(0, 2, "c:") != 0 || c[3] != '.' || c == "c:0.00") continue;
+    if (c[2] < '2') continue;  // a request (0.xx)
+    r.code = c.substr(2);
+    r.separate = t == "t:CON";
+  }
+  std::ifstream body(dir.file("payload"), std::ios::binary);
+  r.payload.assign(std::istreambuf_iterator<char>(body), std::istreambuf_iterator<char>());
+  return r;
+}
+
+constexpr const char* kRules = R"(
+[[rule]]
+name = "attic"
+match = { device = "*", path = "/sensors/*" }
+topic = "home/{path[1]}/temperature"
+value = "/t"
+qos = 1
+
+[[inbound]]
+name = "sensors"
+allow = { device = "*", path = "/sensors/**" }
+methods = ["POST", "PUT"]
+
+[[inbound]]
+name = "free"
+allow = { device = "*", path = "/free/**" }
+qos = 1
+)";
+
+class PubSub : public ::testing::Test {
+ protected:
+  void SetUp() override { port_ = freeUdpPort(); }
+
+  void startGw() {
+    dir_.write("rules.toml", kRules);
+    gateway_ = startGateway(
+        dir_, "[gateway]\nname = \"ps-gw\"\nstate_dir = \"" + dir_.path() +
+                  "\"\nrules = [\"rules.toml\"]\n\n[coap]\nlisten = [\"127.0.0.1:" +
+                  std::to_string(port_) + "\"]\nps_max_payload = 64\n\n[mqtt]\nuri = \"" +
+                  broker_.uri() + "\"\nbase_topic = \"c2m\"\n");
+    ASSERT_TRUE(waitUntil(
+        [&] { return !gateway_->running() || gateway_->countInOutput("serves publishes") > 0; },
+        10s));
+    ASSERT_TRUE(gateway_->running()) << gateway_->output();
+  }
+
+  std::string ps(const std::string& path) const {
+    return "coap://127.0.0.1:" + std::to_string(port_) + "/ps/" + path;
+  }
+
+  // bridge/info's stats, asked through the admin API.
+  nlohmann::json stats(MqttProbe& probe) {
+    nlohmann::json out;
+    const auto asked = [&] {
+      probe.publish("c2m/bridge/request/info", R"({"transaction":"t"})", 0);
+      return probe.waitFor(
+          [&](const std::vector<MqttMessage>& ms) {
+            for (auto m = ms.rbegin(); m != ms.rend(); ++m) {
+              if (m->topic != "c2m/bridge/response/info") continue;
+              const auto j = nlohmann::json::parse(m->payload, nullptr, false);
+              if (j.is_discarded() || !j.contains("data")) return false;
+              out = j["data"]["stats"];
+              return true;
+            }
+            return false;
+          },
+          2s);
+    };
+    EXPECT_TRUE(waitUntil(asked, 20s));
+    return out;
+  }
+
+  TempDir dir_;
+  Mosquitto broker_;
+  int port_ = 0;
+  std::unique_ptr<Process> gateway_;
+};
+
+// Acceptance 1, first half: the documented command, through the rule's template and pointer.
+TEST_F(PubSub, ConPublishArrivesThroughARule) {
+  MqttProbe probe(broker_.port(), "home/#");
+  startGw();
+  const CoapReply r = coap("post", ps("sensors/attic"), {"-t", "50", "-e", R"({"t":21.5})"});
+  EXPECT_EQ(r.code, "2.04") << r.log << gateway_->output();
+  ASSERT_TRUE(probe.waitForCount("home/attic/temperature", 1, 10s)) << gateway_->output();
+  const MqttMessage m = probe.messagesOn("home/attic/temperature").front();
+  EXPECT_EQ(m.payload, "21.5");
+  EXPECT_EQ(m.qos, 1);
+  // QoS 1: the 2.04 waited for the outbox commit, so it came as a separate response (coap-client
+  // does not log the empty ACK before it).
+  EXPECT_TRUE(r.separate) << r.log;
+}
+
+// With no rule for the path the topic is the path itself (EMQX's behaviour), with the
+// [[inbound]] entry's QoS; PUT works like POST.
+TEST_F(PubSub, WithoutARuleTheTopicIsThePath) {
+  MqttProbe probe(broker_.port(), "free/#");
+  startGw();
+  const CoapReply r = coap("put", ps("free/kitchen/light"), {"-e", "on"});
+  EXPECT_EQ(r.code, "2.04") << r.log;
+  ASSERT_TRUE(probe.waitForCount("free/kitchen/light", 1, 10s)) << gateway_->output();
+  EXPECT_EQ(probe.messagesOn("free/kitchen/light").front().payload, "on");
+}
+
+// Acceptance 1, second half: the 2.04 comes after the commit. The broker is down; the
+// gateway is killed (SIGKILL) as soon as the device has its 2.04; after a restart (broker
+// back) the message is delivered from the outbox.
+TEST_F(PubSub, TwoOFourMeansDurableAcrossAKill) {
+  broker_.stop();
+  startGw();
+  const CoapReply r = coap("post", ps("sensors/attic"), {"-t", "50", "-e", R"({"t":19.25})"});
+  ASSERT_EQ(r.code, "2.04") << r.log << gateway_->output();
+  ASSERT_EQ(gateway_->stop(SIGKILL, 5s), 128 + SIGKILL);
+  broker_.start();
+  MqttProbe probe(broker_.port(), "home/#");
+  gateway_ = startGateway(dir_, [&] {
+    std::ifstream in(dir_.file("gateway.toml"));
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }());
+  ASSERT_TRUE(probe.waitForCount("home/attic/temperature", 1, 20s)) << gateway_->output();
+  EXPECT_EQ(probe.messagesOn("home/attic/temperature").front().payload, "19.25");
+}
+
+// Acceptance 2: refusals, each with its code and counted; nothing reaches MQTT.
+TEST_F(PubSub, RefusalsAreCodedAndCounted) {
+  MqttProbe probe(broker_.port(), "#");
+  startGw();
+  // Outside the allow-list, and a method the entry does not name.
+  EXPECT_EQ(coap("post", ps("secret/door"), {"-e", "1"}).code, "4.03");
+  EXPECT_EQ(coap("post", ps("c2m/bridge/state"), {"-e", "x"}).code, "4.03");
+  // Paths that are no topic: each Uri-Path option as given (-O 11,...).
+  const std::string root = "coap://127.0.0.1:" + std::to_string(port_);
+  const std::vector<std::vector<std::string>> bad = {
+      {"ps", "sensors", ".."},    {"ps", "sensors", "+"},   {"ps", "sensors", "#"},
+      {"ps", "sensors", "", "x"}, {"ps", "sensors", "a/b"}, {"ps"}};
+  for (const auto& levels : bad) {
+    std::vector<std::string> args{"-e", "1"};
+    for (const auto& l : levels) args.insert(args.end(), {"-O", "11," + l});
+    const CoapReply r = coap("post", root, args);
+    EXPECT_EQ(r.code, levels.size() == 1 ? "4.05" : "4.00") << r.log;
+  }
+  // Invalid UTF-8 (percent-decoded by coap-client into the option).
+  EXPECT_EQ(coap("post", ps("sensors/%C3%28"), {"-e", "1"}).code, "4.00");
+  // Beyond ps_max_payload (64 bytes).
+  EXPECT_EQ(coap("post", ps("sensors/attic"), {"-e", std::string(65, 'x')}).code, "4.13");
+  // One that passes, so that the probe has seen everything before it is read.
+  EXPECT_EQ(coap("post", ps("free/marker"), {"-e", "m"}).code, "2.04");
+  ASSERT_TRUE(probe.waitForCount("free/marker", 1, 10s));
+  for (const auto& m : probe.messages()) {
+    EXPECT_TRUE(m.topic == "free/marker" || m.topic.rfind("c2m/", 0) == 0) << m.topic;
+    EXPECT_NE(m.topic, "home/attic/temperature");
+  }
+  const nlohmann::json s = stats(probe);
+  EXPECT_EQ(s["dropped"].value("ps_denied", -1), 2) << s.dump();
+  EXPECT_GE(s["dropped"].value("ps_bad_path", -1), 6) << s.dump();
+  EXPECT_EQ(s["dropped"].value("ps_too_large", -1), 1) << s.dump();
+  EXPECT_EQ(s.value("ps_published", -1), 1) << s.dump();
+  EXPECT_TRUE(gateway_->running());
+}
+
+}  // namespace
+}  // namespace coap2mqtt::test
