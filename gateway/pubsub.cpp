@@ -36,7 +36,7 @@ std::optional<bridge::InboundMethod> inboundMethod(bridge::Method m) {
 }  // namespace
 
 PubSub::PubSub(const GatewayConfig& config, Timers& timers, CoapLink& coap, MqttLink& mqtt,
-               const Devices& devices, ValuePublisher& values, Events& events)
+               Devices& devices, ValuePublisher& values, Events& events)
     : config_(config),
       timers_(timers),
       coap_(coap),
@@ -132,7 +132,30 @@ CoapServerResponse PubSub::onRequest(const CoapServerRequest& r) {
       topic_path->rfind(base + "/bridge/", 0) == 0) {
     return refuse(403, counters_.denied, r, "reserved topic");
   }
+  if (!heard(r, device)) return answer(503, "device limit reached");
   return publish(r, device, *topic_path, *rule);
+}
+
+bool PubSub::heard(const CoapServerRequest& r, const std::string& name) {
+  if (devices_.registry().find(name) == nullptr) {
+    if (!devices_.admits(r.source, "pushed")) return false;  // counted: device_limit
+    registry::Device d;
+    d.name = name;
+    d.uri = r.source;
+    d.source = registry::Source::Pushed;
+    std::string error;
+    if (devices_.add(std::move(d), &error) == nullptr) {
+      // (A coaps:// sender the gateway holds no credentials for: its publishes still count.)
+      if (add_log_.failed(RepeatedFailure::Clock::now())) {
+        spdlog::warn("coap: {} publishes as {} but is not added as a device: {}", r.source, name,
+                     error);
+        add_log_.reported();
+      }
+      return true;
+    }
+  }
+  devices_.heard(name);
+  return true;
 }
 
 ValueSlot* PubSub::slotFor(const std::string& device, const std::string& path,

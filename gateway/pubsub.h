@@ -40,7 +40,7 @@ class PubSub {
   static constexpr std::size_t kMaxSlotsPerDevice = 64;
 
   PubSub(const GatewayConfig& config, Timers& timers, CoapLink& coap, MqttLink& mqtt,
-         const Devices& devices, ValuePublisher& values, Events& events);
+         Devices& devices, ValuePublisher& values, Events& events);
 
   // Serves /<ps_root> and below on the listeners (when there are any and ps_root is set).
   void serve();
@@ -57,6 +57,9 @@ class PubSub {
                              const std::string& topic_path, const bridge::InboundRule& rule);
   ValueSlot* slotFor(const std::string& device, const std::string& path,
                      std::optional<unsigned> content_format);
+  // The sender as a device: one never seen before joins (source "pushed", within
+  // [coap.limits]); each publish says it is alive. False when [coap.limits] refuses it.
+  bool heard(const CoapServerRequest& r, const std::string& name);
   CoapServerResponse refuse(unsigned code, std::uint64_t& counter, const CoapServerRequest& r,
                             const std::string& why);
 
@@ -64,7 +67,7 @@ class PubSub {
   Timers& timers_;
   CoapLink& coap_;
   MqttLink& mqtt_;
-  const Devices& devices_;
+  Devices& devices_;
   ValuePublisher& values_;
   Counters counters_;
   // (device, "/topic/path") -> what the rules remember; dropped when the rules change.
@@ -75,6 +78,7 @@ class PubSub {
   std::map<std::pair<std::string, std::string>, Slot> slots_;
   std::map<std::string, std::size_t, std::less<>> slots_per_device_;
   RepeatedFailure refusal_log_;  // one line per interval for a flood of refusals
+  RepeatedFailure add_log_;      // devices that could not be added
 };
 
 }  // namespace coap2mqtt::gateway

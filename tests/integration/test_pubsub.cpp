@@ -76,13 +76,13 @@ class PubSub : public ::testing::Test {
  protected:
   void SetUp() override { port_ = freeUdpPort(); }
 
-  void startGw() {
+  void startGw(const std::string& extra_coap = "") {
     dir_.write("rules.toml", kRules);
-    gateway_ = startGateway(
-        dir_, "[gateway]\nname = \"ps-gw\"\nstate_dir = \"" + dir_.path() +
-                  "\"\nrules = [\"rules.toml\"]\n\n[coap]\nlisten = [\"127.0.0.1:" +
-                  std::to_string(port_) + "\"]\nps_max_payload = 64\n\n[mqtt]\nuri = \"" +
-                  broker_.uri() + "\"\nbase_topic = \"c2m\"\n");
+    gateway_ =
+        startGateway(dir_, "[gateway]\nname = \"ps-gw\"\nstate_dir = \"" + dir_.path() +
+                               "\"\nrules = [\"rules.toml\"]\n\n[coap]\nlisten = [\"127.0.0.1:" +
+                               std::to_string(port_) + "\"]\nps_max_payload = 64\n" + extra_coap +
+                               "\n[mqtt]\nuri = \"" + broker_.uri() + "\"\nbase_topic = \"c2m\"\n");
     ASSERT_TRUE(waitUntil(
         [&] { return !gateway_->running() || gateway_->countInOutput("serves publishes") > 0; },
         10s));
@@ -201,6 +201,69 @@ TEST_F(PubSub, RefusalsAreCodedAndCounted) {
   EXPECT_EQ(s["dropped"].value("ps_too_large", -1), 1) << s.dump();
   EXPECT_EQ(s.value("ps_published", -1), 1) << s.dump();
   EXPECT_TRUE(gateway_->running());
+}
+
+// Acceptance 5: a device nobody configured publishes; it joins (bridge/event device_joined,
+// bridge/devices with source "pushed"), is online from its first publish and offline once
+// it has been silent for offline_after; it is not probed in between (it sleeps).
+TEST_F(PubSub, AnUnknownPublisherBecomesADeviceThatGoesOfflineWhenSilent) {
+  MqttProbe probe(broker_.port(), "c2m/#");
+  startGw("offline_after = \"2s\"\n");
+  const CoapReply r = coap("post", ps("free/x"), {"-N", "-e", "1"});  // NON: answered at once
+  ASSERT_EQ(r.code, "2.04") << r.log << gateway_->output();
+  EXPECT_FALSE(r.separate);
+  const std::string name = "coap-127-0-0-1";
+  const auto joined = [&](const std::vector<MqttMessage>& ms) {
+    for (const auto& m : ms) {
+      if (m.topic != "c2m/bridge/event") continue;
+      const auto j = nlohmann::json::parse(m.payload, nullptr, false);
+      if (!j.is_discarded() && j.value("type", "") == "device_joined" &&
+          j["data"].value("name", "") == name) {
+        return true;
+      }
+    }
+    return false;
+  };
+  ASSERT_TRUE(probe.waitFor(joined, 10s)) << gateway_->output();
+  const std::string availability = "c2m/" + name + "/availability";
+  const auto state = [&](const std::string& wanted) {
+    return [&, wanted](const std::vector<MqttMessage>& ms) {
+      for (const auto& m : ms) {
+        if (m.topic == availability && m.payload.find(wanted) != std::string::npos) return true;
+      }
+      return false;
+    };
+  };
+  ASSERT_TRUE(probe.waitFor(state("online"), 10s)) << gateway_->output();
+  const auto online_at = std::chrono::steady_clock::now();
+  const auto listed = [&](const std::vector<MqttMessage>& ms) {
+    for (auto m = ms.rbegin(); m != ms.rend(); ++m) {
+      if (m->topic != "c2m/bridge/devices") continue;
+      const auto j = nlohmann::json::parse(m->payload, nullptr, false);
+      if (j.is_discarded() || !j.is_array()) return false;
+      for (const auto& d : j) {
+        if (d.value("name", "") == name) return d.value("source", "") == "pushed";
+      }
+      return false;
+    }
+    return false;
+  };
+  EXPECT_TRUE(probe.waitFor(listed, 10s)) << gateway_->output();
+  ASSERT_TRUE(probe.waitFor(state("offline"), 15s)) << gateway_->output();
+  EXPECT_GE(std::chrono::steady_clock::now() - online_at, 1500ms);
+  // A sleeping device is not asked anything (no /.well-known/core) while it is silent.
+  EXPECT_EQ(stats(probe)["coap"].value("requests", -1), 0);
+  // It publishes again: online again, the same device.
+  EXPECT_EQ(coap("post", ps("free/x"), {"-N", "-e", "2"}).code, "2.04");
+  EXPECT_TRUE(probe.waitFor(
+      [&](const std::vector<MqttMessage>& ms) {
+        std::size_t online = 0;
+        for (const auto& m : ms)
+          online += m.topic == availability && m.payload.find("online") != std::string::npos;
+        return online >= 2;
+      },
+      10s))
+      << gateway_->output();
 }
 
 }  // namespace
