@@ -26,6 +26,25 @@ const InboundRule* findInbound(const std::vector<InboundRule>& rules, std::strin
   return nullptr;
 }
 
+std::string mqttFilterFor(const Glob& path) {
+  std::string_view p = path.pattern();
+  while (!p.empty() && p.front() == '/') p.remove_prefix(1);
+  std::string out;
+  while (true) {
+    const std::size_t slash = p.find('/');
+    const std::string_view level = p.substr(0, slash);
+    if (!out.empty()) out += '/';
+    if (level.find("**") != std::string_view::npos) return out + "#";
+    if (level.find_first_of("*?[\\") != std::string_view::npos || level.empty()) {
+      out += '+';
+    } else {
+      out += level;
+    }
+    if (slash == std::string_view::npos) return out;
+    p.remove_prefix(slash + 1);
+  }
+}
+
 std::optional<std::string> psTopicPath(const std::vector<std::string>& segments,
                                        std::string* error) {
   auto fail = [&](std::string why) -> std::optional<std::string> {

@@ -41,6 +41,11 @@ struct InboundRule {
 const InboundRule* findInbound(const std::vector<InboundRule>& rules, std::string_view device,
                                std::string_view path, InboundMethod method);
 
+// The MQTT filter that covers every topic path `path` (an allow.path glob) matches, so that
+// the gateway receives what devices may GET: "/cmd/**" -> "cmd/#", "/cmd/*" -> "cmd/+",
+// "/cmd/a?" -> "cmd/+" (the glob then decides per message). "#" for "/**".
+std::string mqttFilterFor(const Glob& path);
+
 // Bounds of a topic path under /ps (hostile input: each request brings one).
 inline constexpr std::size_t kMaxPsLevels = 16;
 inline constexpr std::size_t kMaxPsPathBytes = 256;

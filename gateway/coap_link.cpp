@@ -226,6 +226,21 @@ void CoapLink::servePrefix(const std::string& segment, ServerHandler handler) {
   impl_->servePrefix(segment, std::move(handler));
 }
 
+void CoapLink::serveObservable(const std::string& path, ServerHandler handler) {
+  loop_thread_.check();
+  impl_->serveObservable(path, std::move(handler));
+}
+
+bool CoapLink::serves(const std::string& path) const {
+  loop_thread_.check();
+  return impl_->serves(path);
+}
+
+void CoapLink::notifyObservers(const std::string& path) {
+  loop_thread_.check();
+  impl_->notifyObservers(path);
+}
+
 void CoapLink::setHoldAck(std::function<bool()> hold_ack) {
   loop_thread_.check();
   impl_->setHoldAck(std::move(hold_ack));

@@ -59,8 +59,9 @@ struct CoapServerRequest {
   std::string source;  // coap://host:port of the requester (coaps:// over DTLS)
   // The PSK identity the requester proved in its DTLS handshake; empty over plain CoAP.
   std::string psk_identity;
-  bool confirmable = false;  // a CON request (else NON)
-  bool block1 = false;       // it carries a Block1 option (one block of a larger body)
+  bool confirmable = false;              // a CON request (else NON)
+  bool block1 = false;                   // it carries a Block1 option (one block of a larger body)
+  std::optional<std::uint32_t> observe;  // its Observe option (0 registers, 1 deregisters)
 };
 
 struct CoapServerResponse {
@@ -71,6 +72,9 @@ struct CoapServerResponse {
   // For a CON request: an empty ACK now, and this response as a separate CON response
   // after the next releaseHeldAcks() (once what the handler queued is durable).
   bool after_release = false;
+  // An empty ACK now; the request is handled again in a moment, by the resource the handler
+  // has just created (serveObservable): libcoap's observe registration needs a resource.
+  bool redispatch = false;
 };
 
 class CoapLink {
@@ -128,6 +132,12 @@ class CoapLink {
   void serveUnknown(ServerHandler handler);
   // Paths below `segment` ("ps": "/ps/a/b"), taken before serveUnknown's handler.
   void servePrefix(const std::string& segment, ServerHandler handler);
+  // An observable resource at `path` ("ps/cmd/attic"), created once (the caller bounds how
+  // many); GET and its observers go to `handler`. /.well-known/core lists it (with obs).
+  void serveObservable(const std::string& path, ServerHandler handler);
+  bool serves(const std::string& path) const;
+  // Its observers get a notification (the handler's answer to their GET) soon.
+  void notifyObservers(const std::string& path);
 
   // Asked after the handler of a response that came in a CON message, before libcoap ACKs
   // it: true holds the ACK back until releaseHeldAcks(), e.g. until what the handler queued

@@ -88,6 +88,11 @@ class CoapLink::Impl {
              ServerHandler handler);
   void serveUnknown(ServerHandler handler);
   void servePrefix(const std::string& segment, ServerHandler handler);
+  void serveObservable(const std::string& path, ServerHandler handler);
+  bool serves(const std::string& path) const { return observable_.count(path) != 0; }
+  void notifyObservers(const std::string& path);
+  // CoapServerResponse::redispatch: false when libcoap cannot (then answered 5.03).
+  bool redispatch(coap_session_t* session, const coap_pdu_t* request);
   // From the server trampoline (coap_link_server.cpp): the handler for a path.
   ServerHandler* prefixHandler(const std::string& first_segment);
   // A response held back until releaseHeldAcks() (CoapServerResponse::after_release): false
@@ -244,6 +249,7 @@ class CoapLink::Impl {
   bool unknown_resource_ = false;
   ServerHandler unknown_handler_;
   std::map<std::string, ServerHandler, std::less<>> prefix_handlers_;
+  std::map<std::string, coap_resource_t*, std::less<>> observable_;  // owned by the context
   // Responses held back (after_release), each with a reference on its session; triggered by
   // releaseHeldAcks(), then answered when libcoap hands the request back (coap_async).
   struct Deferred {

@@ -44,6 +44,8 @@ CoapServerRequest readRequest(coap_session_t* session, const coap_pdu_t* request
       req.segments.push_back(value);
     } else if (it.number == COAP_OPTION_URI_QUERY) {
       req.query.push_back(std::move(value));
+    } else if (it.number == COAP_OPTION_OBSERVE) {
+      req.observe = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
     } else if (it.number == COAP_OPTION_BLOCK1) {
       req.block1 = true;
     } else if (it.number == COAP_OPTION_CONTENT_FORMAT) {
@@ -144,6 +146,10 @@ void handle(CoapLink::Impl* impl, CoapLink::ServerHandler* handler, coap_resourc
   if (res.after_release && req.confirmable && impl != nullptr &&
       impl->deferResponse(session, request, res)) {
     return;  // no code: libcoap sends an empty ACK now
+  }
+  if (res.redispatch) {
+    if (impl != nullptr && impl->redispatch(session, request)) return;  // an empty ACK now
+    res = CoapServerResponse{503, "busy", 0, {}};
   }
   writeResponse(res, resource, session, request, response, query);
 }
@@ -275,6 +281,36 @@ void CoapLink::Impl::ensureUnknownResource() {
   coap_set_app_data(context_.get(), this);
   coap_add_resource(context_.get(), resource);
   unknown_resource_ = true;
+}
+
+void CoapLink::Impl::serveObservable(const std::string& path, ServerHandler handler) {
+  if (observable_.count(path) != 0) return;
+  coap_str_const_t name = strConst(path);
+  // Notifications NON, every fifth CON (libcoap's COAP_OBS_MAX_NON), as RFC 7641 §4.5 asks.
+  coap_resource_t* resource = coap_resource_init(&name, COAP_RESOURCE_FLAGS_NOTIFY_NON);
+  if (resource == nullptr) throw std::runtime_error("coap: cannot create resource " + path);
+  server_handlers_.push_back(std::make_unique<ServerHandler>(std::move(handler)));
+  coap_resource_set_userdata(resource, server_handlers_.back().get());
+  coap_register_request_handler(resource, COAP_REQUEST_GET, &requestTrampoline);
+  coap_register_request_handler(resource, COAP_REQUEST_POST, &requestTrampoline);
+  coap_register_request_handler(resource, COAP_REQUEST_PUT, &requestTrampoline);
+  coap_resource_set_get_observable(resource, 1);
+  coap_set_app_data(context_.get(), this);
+  coap_add_resource(context_.get(), resource);
+  observable_.emplace(path, resource);
+}
+
+void CoapLink::Impl::notifyObservers(const std::string& path) {
+  auto it = observable_.find(path);
+  if (it == observable_.end()) return;
+  coap_resource_notify_observers(it->second, nullptr);
+  timer_pacing_.noteTimerFired();  // libcoap sends them from its timer work
+}
+
+bool CoapLink::Impl::redispatch(coap_session_t* session, const coap_pdu_t* request) {
+  if (coap_register_async(session, request, 1) == nullptr) return false;  // 1 tick: at once
+  timer_pacing_.noteTimerFired();
+  return true;
 }
 
 bool CoapLink::Impl::deferResponse(coap_session_t* session, const coap_pdu_t* request,

@@ -136,16 +136,19 @@ void parsePubSubKeys(TableReader& r, PubSubConfig& out) {
     }
   }
   if (auto n = r.integer("ps_max_payload", 0, 65536)) out.max_payload = std::size_t(*n);
+  if (auto n = r.integer("ps_queue", 0, 10000)) out.queue = std::size_t(*n);
+  if (auto d = r.duration("ps_queue_expiry", std::chrono::seconds(1))) out.queue_expiry = *d;
 }
 
 void parseCoapSection(TableReader& root, Reporter& report, const std::string& dir,
                       GatewayConfig& cfg) {
   const Value* section = root.table("coap");
   if (section == nullptr) return;
-  TableReader r(report, *section, "coap",
-                {"listen", "request_timeout", "retry_interval", "offline_after",
-                 "resource_directory", "ack_timeout", "ack_random_factor", "max_retransmit",
-                 "discovery", "device", "limits", "psk_client", "ps_root", "ps_max_payload"});
+  TableReader r(
+      report, *section, "coap",
+      {"listen", "request_timeout", "retry_interval", "offline_after", "resource_directory",
+       "ack_timeout", "ack_random_factor", "max_retransmit", "discovery", "device", "limits",
+       "psk_client", "ps_root", "ps_max_payload", "ps_queue", "ps_queue_expiry"});
   const Value* dtls_listen = nullptr;  // the first coaps:// listener
   r.stringArray("listen", "\"host:port\" strings",
                 [&](const Value& item, const std::string& key, const std::string& addr) {

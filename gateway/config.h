@@ -136,13 +136,17 @@ struct CoapLimits {
 };
 
 // /ps on the listeners (issue 20, gateway/pubsub.h): devices that publish and subscribe.
-// [coap] ps_root, ps_max_payload.
+// [coap] ps_root, ps_max_payload, ps_queue, ps_queue_expiry.
 struct PubSubConfig {
   std::string root = "ps";  // one path segment; "" = not served
   // Larger publishes get 4.13; so do Block1 uploads (one message per publish).
   std::size_t max_payload = 1024;
+  // Queue mode (GET ?queue): messages kept per (device, topic) until it next asks.
+  std::size_t queue = 32;
+  std::chrono::milliseconds queue_expiry{std::chrono::hours(1)};
   bool operator==(const PubSubConfig& o) const {
-    return root == o.root && max_payload == o.max_payload;
+    return root == o.root && max_payload == o.max_payload && queue == o.queue &&
+           queue_expiry == o.queue_expiry;
   }
 };
 

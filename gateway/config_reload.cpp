@@ -65,6 +65,8 @@ void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
   compareLimits(c, a.limits, b.limits);
   c.compare("coap.ps_root", a.pubsub.root, b.pubsub.root);
   c.compare("coap.ps_max_payload", a.pubsub.max_payload, b.pubsub.max_payload);
+  c.compare("coap.ps_queue", a.pubsub.queue, b.pubsub.queue);
+  c.compare("coap.ps_queue_expiry", a.pubsub.queue_expiry, b.pubsub.queue_expiry);
 }
 
 bool sameDevice(const StaticDevice& a, const StaticDevice& b) {

@@ -129,6 +129,7 @@ struct Gateway::Impl {
     mqtt.setOnFlushed([this] { coap.releaseHeldAcks(); });
     mqtt.setMessageHandler(
         [this](const std::string& topic, const std::string& payload, const MqttMessageMeta& meta) {
+          pubsub.onMessage(topic, payload, meta.retained);  // what devices may GET from /ps
           if (!admin.onMessage(topic, payload, meta)) commands.onMessage(topic, payload, meta);
         });
     subscribeAll();
@@ -168,6 +169,7 @@ struct Gateway::Impl {
 
   void subscribeAll() {
     commands.subscribe();
+    pubsub.subscribe();
     if (admin.enabled()) mqtt.subscribe(admin.requestFilter(), 1);
   }
 

@@ -107,10 +107,8 @@ CoapServerResponse PubSub::onRequest(const CoapServerRequest& r) {
   if (!topic_path) return refuse(400, counters_.bad_path, r, error);
   const auto method = inboundMethod(r.method);
   if (!method) return answer(405);
-  if (*method == bridge::InboundMethod::Get) {
-    return answer(405, "GET and observe of /" + config_.coap.pubsub.root + " are not served yet");
-  }
   // Bounds before any work: a payload beyond the bound or one block of a larger one.
+  // (GET is handled above; a publish is POST or PUT.)
   if (r.block1 || r.payload.size() > config_.coap.pubsub.max_payload) {
     CoapServerResponse res =
         refuse(413, counters_.too_large, r,
@@ -119,6 +117,13 @@ CoapServerResponse PubSub::onRequest(const CoapServerRequest& r) {
   }
   const std::string device = senderName(r);
   const std::string path = "/" + *topic_path;
+  if (*method == bridge::InboundMethod::Get) {
+    if (bridge::findInbound(config_.rules.inbound, device, path, *method) == nullptr) {
+      return refuse(403, counters_.denied, r,
+                    "no [[inbound]] entry allows GET of " + path + " by " + device);
+    }
+    return get(r, device, *topic_path);
+  }
   const bridge::InboundRule* rule =
       bridge::findInbound(config_.rules.inbound, device, path, *method);
   if (rule == nullptr) {

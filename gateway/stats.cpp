@@ -73,6 +73,10 @@ StatsSnapshot Stats::snapshot() const {
     s.ps_bad_path = ps.bad_path;
     s.ps_too_large = ps.too_large;
     s.ps_slots_full = ps.slots_full;
+    s.ps_topics_full = ps.topics_full;
+    s.ps_notify_dropped = ps.notify_dropped;
+    s.ps_queue_dropped = ps.queue_dropped;
+    s.ps_queue_expired = ps.queue_expired;
   }
   return s;
 }
@@ -118,7 +122,11 @@ std::vector<std::pair<const char*, std::uint64_t>> droppedByReason(const StatsSn
           {"ps_denied", s.ps_denied},
           {"ps_bad_path", s.ps_bad_path},
           {"ps_too_large", s.ps_too_large},
-          {"ps_slots_full", s.ps_slots_full}};
+          {"ps_slots_full", s.ps_slots_full},
+          {"ps_topics_full", s.ps_topics_full},
+          {"ps_notify_dropped", s.ps_notify_dropped},
+          {"ps_queue_dropped", s.ps_queue_dropped},
+          {"ps_queue_expired", s.ps_queue_expired}};
 }
 
 Stats::Json Stats::statsJson(const StatsSnapshot& s) {

@@ -71,6 +71,10 @@ struct StatsSnapshot {
   std::uint64_t ps_bad_path = 0;
   std::uint64_t ps_too_large = 0;
   std::uint64_t ps_slots_full = 0;
+  std::uint64_t ps_topics_full = 0;
+  std::uint64_t ps_notify_dropped = 0;
+  std::uint64_t ps_queue_dropped = 0;
+  std::uint64_t ps_queue_expired = 0;
 };
 
 // Every reason a message, request or answer is dropped, with its count: bridge/info's

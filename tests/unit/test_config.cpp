@@ -948,7 +948,7 @@ TEST(RuleFiles, ParseRulesAloneRejectsOtherTables) {
                                 false, set, errors);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].toString(),
-            "mem.toml:1:1: mqtt: unknown key; expected one of: rule, command");
+            "mem.toml:1:1: mqtt: unknown key; expected one of: rule, command, inbound");
   ASSERT_EQ(set.rules.size(), 1u);
   EXPECT_EQ(set.rules[0].topic.text(), "base/{device}/{path}");
 

@@ -147,5 +147,18 @@ TEST(PsTopicPath, RefusesWhatIsNoTopicOrAWildcard) {
   }
 }
 
+TEST(InboundRules, MqttFilterCoversTheAllowedPaths) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"/cmd/**", "cmd/#"}, {"/cmd/*", "cmd/+"}, {"/cmd/a?", "cmd/+"}, {"/**", "#"},
+      {"/a/b/c", "a/b/c"},  {"/a/*/c", "a/+/c"}, {"/a/x**/c", "a/#"},  {"/a/[bc]/d", "a/+/d"},
+  };
+  for (const auto& [glob, filter] : cases) {
+    std::string error;
+    const auto g = Glob::compile(glob, Glob::Kind::Path, &error);
+    ASSERT_TRUE(g) << glob << ": " << error;
+    EXPECT_EQ(mqttFilterFor(*g), filter) << glob;
+  }
+}
+
 }  // namespace
 }  // namespace coap2mqtt::bridge
