@@ -304,12 +304,12 @@ void CoapLink::Impl::notifyObservers(const std::string& path) {
   auto it = observable_.find(path);
   if (it == observable_.end()) return;
   coap_resource_notify_observers(it->second, nullptr);
-  timer_pacing_.noteTimerFired();  // libcoap sends them from its timer work
+  timer_pacing_.noteIo(CoapTimerPacing::Clock::now());  // sent by libcoap's timer work
 }
 
 bool CoapLink::Impl::redispatch(coap_session_t* session, const coap_pdu_t* request) {
   if (coap_register_async(session, request, 1) == nullptr) return false;  // 1 tick: at once
-  timer_pacing_.noteTimerFired();
+  timer_pacing_.noteIo(CoapTimerPacing::Clock::now());
   return true;
 }
 
@@ -360,8 +360,10 @@ void CoapLink::Impl::releaseDeferred() {
       it = deferred_.erase(it);
     }
   }
-  // libcoap sends what was triggered from its timer work (coap_io_prepare_epoll): soon.
-  if (!deferred_.empty()) timer_pacing_.noteTimerFired();
+  // libcoap sends what was triggered from its timer work (coap_io_prepare_epoll), which
+  // walks every session: as after I/O, within CoapTimerPacing::kAfterIo, one walk for all
+  // that was released meanwhile (forced at once on every flush it was a third of the CPU).
+  if (!deferred_.empty()) timer_pacing_.noteIo(CoapTimerPacing::Clock::now());
 }
 
 }  // namespace coap2mqtt::gateway

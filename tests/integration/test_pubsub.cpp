@@ -95,6 +95,15 @@ class PubSub : public ::testing::Test {
     ASSERT_TRUE(gateway_->running()) << gateway_->output();
   }
 
+  // The gateway has subscribed to what devices may GET (/cmd/*): a retained message on such
+  // a topic comes through to a GET.
+  void waitSubscribed() {
+    MqttProbe pub(broker_.port(), "cmd/ready");
+    pub.publish("cmd/ready", "yes", 1, true);
+    ASSERT_TRUE(waitUntil([&] { return coap("get", ps("cmd/ready")).payload == "yes"; }, 20s))
+        << gateway_->output();
+  }
+
   std::string ps(const std::string& path) const {
     return "coap://127.0.0.1:" + std::to_string(port_) + "/ps/" + path;
   }
@@ -284,6 +293,7 @@ void mosquittoPub(int port, const std::string& topic, const std::string& message
 // mosquitto_pub; a plain GET later returns the last one. Before any message, GET is 4.04.
 TEST_F(PubSub, ObserveReceivesEachMessageInOrderAndGetTheLast) {
   startGw();
+  waitSubscribed();
   EXPECT_EQ(coap("get", ps("cmd/attic")).code, "4.04");
   std::vector<CoapResult> seen;
   std::thread observer([&] { seen = coapObserve(ps("cmd/attic"), 8s); });
@@ -317,9 +327,15 @@ TEST_F(PubSub, ObserveReceivesEachMessageInOrderAndGetTheLast) {
 TEST_F(PubSub, QueueModeHandsOutWhatCameWhileAsleepOnceInOrder) {
   MqttProbe probe(broker_.port(), "c2m/bridge/#");
   startGw("ps_queue = 4\nps_queue_expiry = \"2s\"\n");
+  waitSubscribed();
   const std::string uri = ps("cmd/sleepy?queue");
   EXPECT_EQ(coap("get", uri).code, "4.04");  // the first wake-up: the queue starts
   for (int i = 1; i <= 3; ++i) mosquittoPub(broker_.port(), "cmd/sleepy", "a" + std::to_string(i));
+  // The broker has them; the gateway has them once a plain GET shows the last one.
+  const auto gatewayHas = [&](const std::string& last) {
+    return waitUntil([&] { return coap("get", ps("cmd/sleepy")).payload == last; }, 10s);
+  };
+  ASSERT_TRUE(gatewayHas("a3")) << gateway_->output();
   // The next wake-up: each message once, in order, then nothing.
   for (int i = 1; i <= 3; ++i) {
     const CoapReply r = coap("get", uri);
@@ -329,14 +345,13 @@ TEST_F(PubSub, QueueModeHandsOutWhatCameWhileAsleepOnceInOrder) {
   EXPECT_EQ(coap("get", uri).code, "4.04");
   // Six while asleep, four kept: the two oldest are dropped.
   for (int i = 1; i <= 6; ++i) mosquittoPub(broker_.port(), "cmd/sleepy", "b" + std::to_string(i));
+  ASSERT_TRUE(gatewayHas("b6")) << gateway_->output();
   for (int i = 3; i <= 6; ++i) EXPECT_EQ(coap("get", uri).payload, "b" + std::to_string(i));
   EXPECT_EQ(coap("get", uri).code, "4.04");
   // Asleep longer than the expiry: what waited is gone.
   mosquittoPub(broker_.port(), "cmd/sleepy", "c1");
   const auto published = std::chrono::steady_clock::now();
-  // The message must be in the queue before the clock starts to matter: a plain GET shows
-  // the gateway has it.
-  EXPECT_TRUE(waitUntil([&] { return coap("get", ps("cmd/sleepy")).payload == "c1"; }, 10s));
+  ASSERT_TRUE(gatewayHas("c1")) << gateway_->output();
   std::this_thread::sleep_until(published + 2500ms);  // the expiry is the point: time passes
   EXPECT_EQ(coap("get", uri).code, "4.04");
   const nlohmann::json s = stats(probe);
