@@ -296,7 +296,7 @@ TEST_F(PubSub, ObserveReceivesEachMessageInOrderAndGetTheLast) {
   waitSubscribed();
   EXPECT_EQ(coap("get", ps("cmd/attic")).code, "4.04");
   std::vector<CoapResult> seen;
-  std::thread observer([&] { seen = coapObserve(ps("cmd/attic"), 8s); });
+  std::thread observer([&] { seen = coapObserve(ps("cmd/attic"), 6s); });
   const bool registered = gateway_->waitForOutput("/ps/cmd/attic observed by", 10s);
   // libcoap has the observer once the redispatched request was answered: give it that moment
   // by a condition, a GET answered after it (both go through the same loop in order).
