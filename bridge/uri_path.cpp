@@ -1,14 +1,9 @@
 #include "bridge/uri_path.h"
 
+#include "bridge/hex.h"
+
 namespace coap2mqtt::bridge {
 namespace {
-
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 std::optional<UriPath> fail(std::string* error, std::string message) {
   if (error != nullptr) *error = std::move(message);

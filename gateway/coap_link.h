@@ -62,6 +62,9 @@ struct CoapServerRequest {
   bool confirmable = false;              // a CON request (else NON)
   bool block1 = false;                   // it carries a Block1 option (one block of a larger body)
   std::optional<std::uint32_t> observe;  // its Observe option (0 registers, 1 deregisters)
+  // Over DTLS with a certificate (verified against [coap].listen_pki's CA): the name in it,
+  // its first DNS SAN, else its subject's CN.
+  std::string cert_name;
 };
 
 struct CoapServerResponse {
@@ -121,7 +124,8 @@ class CoapLink {
   void ping(const std::string& device, std::function<void(bool)> done);
 
   // Server side. listen() opens a UDP endpoint ("host:port", IPv6 in brackets), or a DTLS
-  // one ("coaps://host:port") whose clients must know a key of config.psk_clients.
+  // one ("coaps://host:port") whose clients must know a key of config.psk_clients or show
+  // a certificate chained to config.listen_pki's CA.
   bool listen(const std::string& host_port, std::string* error);
   // `path` without leading '/', e.g. "rd"; `attributes` are link attributes for our own
   // /.well-known/core, e.g. {{"rt", "\"core.rd\""}}. Handles GET, POST, PUT, DELETE.

@@ -3,10 +3,13 @@
 // libcoap's session events: a handshake that fails is said once per device and reason, with
 // the device, its URI and why (OpenSSL's alert, from libcoap's log), never the key.
 #include <arpa/inet.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <memory>
 #include <string_view>
 #include <utility>
 
@@ -37,6 +40,29 @@ int commonNameTrampoline(const char* cn, const std::uint8_t* /*asn1_public_cert*
     spdlog::error("coap: certificate name check failed: {}", e.what());
     return 0;
   }
+}
+
+// Certificates checked alike on both sides: the peer's must chain to pki.ca_file (at most
+// 3 deep), be valid now, and not be self-signed; no CRLs. pki's paths are used as they are
+// (the caller keeps `pki` alive during libcoap's call).
+coap_dtls_pki_t pkiSetup(const PkiCredentials& pki) {
+  coap_dtls_pki_t setup;
+  std::memset(&setup, 0, sizeof setup);
+  setup.version = COAP_DTLS_PKI_SETUP_VERSION;
+  setup.verify_peer_cert = 1;  // the peer's certificate is checked...
+  setup.check_common_ca = 1;   // ...against ca_file
+  setup.allow_self_signed = 0;
+  setup.allow_expired_certs = 0;
+  setup.cert_chain_validation = 1;
+  setup.cert_chain_verify_depth = 3;
+  setup.check_cert_revocation = 0;  // no CRLs configured
+  setup.allow_no_crl = 1;
+  setup.allow_expired_crl = 1;
+  setup.pki_key.key_type = COAP_PKI_KEY_PEM;
+  setup.pki_key.key.pem.ca_file = pki.ca_file.c_str();
+  setup.pki_key.key.pem.public_cert = pki.cert_file.c_str();
+  setup.pki_key.key.pem.private_key = pki.key_file.c_str();
+  return setup;
 }
 
 bool sameHostName(std::string_view a, std::string_view b) {
@@ -126,28 +152,13 @@ CoapSessionPtr CoapLink::Impl::newPkiSession(const coap_address_t& address, cons
     *error = "this libcoap has no DTLS (install libcoap3 with OpenSSL): cannot reach " + uri;
     return nullptr;
   }
-  coap_dtls_pki_t setup;
-  std::memset(&setup, 0, sizeof setup);
-  setup.version = COAP_DTLS_PKI_SETUP_VERSION;
-  setup.verify_peer_cert = 1;  // the device's certificate is checked...
-  setup.check_common_ca = 1;   // ...against ca_file
-  setup.allow_self_signed = 0;
-  setup.allow_expired_certs = 0;
-  setup.cert_chain_validation = 1;
-  setup.cert_chain_verify_depth = 3;
-  setup.check_cert_revocation = 0;  // no CRLs configured
-  setup.allow_no_crl = 1;
-  setup.allow_expired_crl = 1;
+  coap_dtls_pki_t setup = pkiSetup(pki);  // the device's certificate checked against ca_file
   if (pki.check_name) {
     setup.validate_cn_call_back = &commonNameTrampoline;
     setup.cn_call_back_arg = this;
   }
   std::string sni = uriHost(uri);  // valid during the call, as libcoap asks
   setup.client_sni = sni.empty() ? nullptr : sni.data();
-  setup.pki_key.key_type = COAP_PKI_KEY_PEM;
-  setup.pki_key.key.pem.ca_file = pki.ca_file.c_str();
-  setup.pki_key.key.pem.public_cert = pki.cert_file.c_str();
-  setup.pki_key.key.pem.private_key = pki.key_file.c_str();
   CoapSessionPtr session(
       coap_new_client_session_pki(context_.get(), nullptr, &address, COAP_PROTO_DTLS, &setup));
   if (!session) {
@@ -215,6 +226,58 @@ std::string printable(const coap_bin_const_t* identity) {
 }
 
 }  // namespace
+
+bool CoapLink::Impl::setupServerPki(std::string* error) {
+  if (server_pki_ready_ || !config_.listen_pki) return true;
+  if (coap_dtls_is_supported() == 0) {
+    *error = "this libcoap has no DTLS: cannot listen on coaps://";
+    return false;
+  }
+  const PkiCredentials& pki = *config_.listen_pki;  // config_ outlives the context
+  // A client shows a certificate that chains to ca_file. Any name the CA signed gets a
+  // session; what it may do there is the RD's to decide ([[coap.cert_client]] endpoints).
+  coap_dtls_pki_t setup = pkiSetup(pki);
+  if (coap_context_set_pki(context_.get(), &setup) == 0) {
+    *error = "cannot set up DTLS with certificates (are " + pki.cert_file + " and " + pki.key_file +
+             " a certificate and its key, and " + pki.ca_file + " a CA?)";
+    return false;
+  }
+  server_pki_ready_ = true;
+  return true;
+}
+
+std::string peerCertificateName(const coap_session_t* session) {
+  coap_tls_library_t library = COAP_TLS_LIBRARY_NOTLS;
+  void* tls = coap_session_get_tls(session, &library);
+  if (tls == nullptr || library != COAP_TLS_LIBRARY_OPENSSL) return {};
+  // Verified in the handshake (verify_peer_cert): no session exists otherwise.
+  std::unique_ptr<X509, decltype(&X509_free)> cert(
+      SSL_get1_peer_certificate(static_cast<SSL*>(tls)), &X509_free);
+  if (!cert) return {};
+  std::string name;
+  if (auto* sans = static_cast<GENERAL_NAMES*>(
+          X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr))) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans) && name.empty(); ++i) {
+      const GENERAL_NAME* san = sk_GENERAL_NAME_value(sans, i);
+      if (san->type != GEN_DNS) continue;
+      name.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(san->d.dNSName)),
+                  static_cast<std::size_t>(ASN1_STRING_length(san->d.dNSName)));
+    }
+    GENERAL_NAMES_free(sans);
+  }
+  if (name.empty()) {
+    X509_NAME* subject = X509_get_subject_name(cert.get());
+    const int index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+    if (index >= 0) {
+      unsigned char* utf8 = nullptr;
+      const int length =
+          ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index)));
+      if (length > 0) name.assign(reinterpret_cast<const char*>(utf8), length);
+      OPENSSL_free(utf8);
+    }
+  }
+  return name;
+}
 
 bool CoapLink::Impl::setupServerPsk(std::string* error) {
   if (server_psk_ready_) return true;

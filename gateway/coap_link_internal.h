@@ -62,6 +62,10 @@ std::uint64_t libcoapMalformedCount();
 // log says why.
 std::string takeLibcoapTlsReason();
 
+// The name in the certificate a DTLS peer showed on `session` (its first DNS SAN, else its
+// subject's CN, as libcoap's CN callback has it); "" when none (coap_link_dtls.cpp).
+std::string peerCertificateName(const coap_session_t* session);
+
 class CoapLink::Impl {
  public:
   using ResponseHandler = CoapLink::ResponseHandler;
@@ -128,7 +132,7 @@ class CoapLink::Impl {
     std::string uri;
     std::string host;             // of the URI: what a device certificate must name
     DtlsCredentials credentials;  // coaps:// devices (the key is never logged)
-    CoapSessionPtr session;
+    CoapSessionPtr session;       // null until a DTLS device's first exchange (ensureSession)
     // Numbers this device's sessions: a held ACK or a deferred reset names the session it
     // was for by this, never by a pointer that a later session may reuse.
     std::uint64_t session_id = 0;
@@ -193,6 +197,8 @@ class CoapLink::Impl {
   std::string dtlsFailed(Device& device, std::string reason);
   // Why `device`'s handshake has not completed (its session is not established).
   static std::string stalledHandshake(const Device& device);
+  // The device's session, made now if it has none yet (a DTLS device's first exchange).
+  bool ensureSession(Device& device, std::string* error);
   void resetSession(const std::string& name, const std::string& reason);
   static void discardSession(CoapSessionPtr session);
   // The device `name` if it still uses `session` (nullptr once removed or on a new session).
@@ -231,6 +237,8 @@ class CoapLink::Impl {
   CoapContextPtr context_;
   int fd_ = -1;
   CoapTimerPacing timer_pacing_;  // when coap_io_prepare_epoll runs (see its header)
+  std::chrono::steady_clock::time_point last_batch_{};  // of datagrams (batchGap)
+  EventLoop::TimerId batch_timer_ = 0;                  // the fd paused until then
   std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
   std::array<std::uint64_t, 64> token_pool_{};
@@ -264,6 +272,9 @@ class CoapLink::Impl {
   // into config_.psk_clients.
   bool setupServerPsk(std::string* error);
   bool server_psk_ready_ = false;
+  // With config_.listen_pki: our certificate, and clients' ones checked against its CA.
+  bool setupServerPki(std::string* error);
+  bool server_pki_ready_ = false;
   std::map<std::string, coap_bin_const_t, std::less<>> server_keys_;  // by identity
   std::uint64_t unknown_identities_ = 0;
   std::chrono::steady_clock::time_point unknown_identity_logged_{};

@@ -22,6 +22,10 @@ void CoapLink::Impl::ping(const std::string& device, std::function<void(bool)> d
   std::string error;
   CoapSessionPtr probe;
   if (it->second->credentials.any()) {
+    if (!ensureSession(*it->second, &error)) {
+      done(false);
+      return;
+    }
     probe.reset(coap_session_reference(it->second->session.get()));
   } else {
     probe = newSession(it->second->uri, DtlsCredentials{}, &error);

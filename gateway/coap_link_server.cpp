@@ -76,6 +76,7 @@ CoapServerRequest readRequest(coap_session_t* session, const coap_pdu_t* request
     if (const coap_bin_const_t* id = coap_session_get_psk_identity(session)) {
       req.psk_identity.assign(reinterpret_cast<const char*>(id->s), id->length);
     }
+    if (req.psk_identity.empty()) req.cert_name = peerCertificateName(session);
   }
   return req;
 }
@@ -198,7 +199,10 @@ void registerHandlers(coap_resource_t* resource, coap_method_handler_t trampolin
 bool CoapLink::Impl::listen(const std::string& address_text, std::string* error) {
   const bool dtls = address_text.rfind("coaps://", 0) == 0;
   const std::string host_port = dtls ? address_text.substr(8) : address_text;
-  if (dtls && !setupServerPsk(error)) return false;
+  if (dtls && (!config_.psk_clients.empty() || !config_.listen_pki) && !setupServerPsk(error)) {
+    return false;
+  }
+  if (dtls && !setupServerPki(error)) return false;
   auto colon = host_port.rfind(':');
   if (colon == std::string::npos) {
     *error = "expected host:port, got " + host_port;

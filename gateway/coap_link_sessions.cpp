@@ -42,6 +42,17 @@ bool resolve(const std::string& uri, coap_address_t* out, bool* dtls, std::strin
   return true;
 }
 
+// resolve(), and a coaps:// URI needs credentials.
+bool resolveDevice(const std::string& uri, const DtlsCredentials& credentials, coap_address_t* out,
+                   bool* dtls, std::string* error) {
+  if (!resolve(uri, out, dtls, error)) return false;
+  if (*dtls && !credentials.any()) {
+    *error = "coaps:// needs credentials (psk or pki) for " + uri;
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string uriHost(const std::string& uri) {
@@ -56,11 +67,7 @@ CoapSessionPtr CoapLink::Impl::newSession(const std::string& uri,
                                           const DtlsCredentials& credentials, std::string* error) {
   coap_address_t address;
   bool dtls = false;
-  if (!resolve(uri, &address, &dtls, error)) return nullptr;
-  if (dtls && !credentials.any()) {
-    *error = "coaps:// needs credentials (psk or pki) for " + uri;
-    return nullptr;
-  }
+  if (!resolveDevice(uri, credentials, &address, &dtls, error)) return nullptr;
   CoapSessionPtr session;
   if (!dtls) {
     session.reset(coap_new_client_session(context_.get(), nullptr, &address, COAP_PROTO_UDP));
@@ -93,13 +100,31 @@ bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri, 
   device->uri = uri;
   device->host = uriHost(uri);
   device->credentials = credentials;
-  // From the device's own copy: libcoap may keep pointers to the certificate file names.
-  CoapSessionPtr session = newSession(uri, device->credentials, error);
-  if (!session) return false;
+  coap_address_t address;
+  bool dtls = false;
+  if (!resolveDevice(uri, credentials, &address, &dtls, error)) return false;
+  CoapSessionPtr session;
+  // A DTLS session starts its handshake as it is made: it is made at the device's first
+  // exchange (ensureSession), so that handshakes come when its requests do (spread at
+  // start-up like them), not all at once as the devices are added.
+  if (!dtls) {
+    // From the device's own copy: libcoap may keep pointers to the certificate file names.
+    session = newSession(uri, device->credentials, error);
+    if (!session) return false;
+  }
   removeDevice(name);
   device->session = std::move(session);
   device->session_id = next_session_id_++;
   devices_[name] = std::move(device);
+  return true;
+}
+
+bool CoapLink::Impl::ensureSession(Device& device, std::string* error) {
+  if (device.session) return true;
+  device.session = newSession(device.uri, device.credentials, error);
+  if (!device.session) return false;
+  device.session_id = next_session_id_++;
+  device.dtls_hello = false;
   return true;
 }
 
@@ -109,7 +134,7 @@ bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri, 
 // its answers unknown to us. A fresh session (new socket, empty queues) starts clean.
 void CoapLink::Impl::resetSession(const std::string& name, const std::string& reason) {
   auto it = devices_.find(name);
-  if (it == devices_.end()) return;
+  if (it == devices_.end() || !it->second->session) return;  // no session made yet
   std::string why = reason;
   if (it->second->credentials.any() &&
       coap_session_get_state(it->second->session.get()) != COAP_SESSION_STATE_ESTABLISHED) {
@@ -140,6 +165,7 @@ void CoapLink::Impl::resetSession(const std::string& name, const std::string& re
 }
 
 void CoapLink::Impl::discardSession(CoapSessionPtr session) {
+  if (!session) return;  // a DTLS device's that was never needed
   // Releasing alone is not enough: libcoap's send queue holds a reference and would keep
   // retransmitting what was queued (an abandoned registration reaching a device that came
   // back would replace the current one there). Disconnecting empties the queue; its nack

@@ -144,11 +144,11 @@ void parseCoapSection(TableReader& root, Reporter& report, const std::string& di
                       GatewayConfig& cfg) {
   const Value* section = root.table("coap");
   if (section == nullptr) return;
-  TableReader r(
-      report, *section, "coap",
-      {"listen", "request_timeout", "retry_interval", "offline_after", "resource_directory",
-       "ack_timeout", "ack_random_factor", "max_retransmit", "discovery", "device", "limits",
-       "psk_client", "ps_root", "ps_max_payload", "ps_queue", "ps_queue_expiry"});
+  TableReader r(report, *section, "coap",
+                {"listen", "request_timeout", "retry_interval", "offline_after",
+                 "resource_directory", "ack_timeout", "ack_random_factor", "max_retransmit",
+                 "discovery", "device", "limits", "psk_client", "listen_pki", "cert_client",
+                 "credentials", "ps_root", "ps_max_payload", "ps_queue", "ps_queue_expiry"});
   const Value* dtls_listen = nullptr;  // the first coaps:// listener
   r.stringArray("listen", "\"host:port\" strings",
                 [&](const Value& item, const std::string& key, const std::string& addr) {
@@ -164,10 +164,25 @@ void parseCoapSection(TableReader& root, Reporter& report, const std::string& di
                   }
                 });
   parsePskClients(r, report, dir, cfg.coap.psk_clients);
-  if (dtls_listen != nullptr && cfg.coap.psk_clients.empty() && r.find("psk_client") == nullptr) {
+  cfg.coap.listen_pki = parsePki(r, report, "coap", dir, "listen_pki", true);
+  parseCertClients(r, report, cfg.coap.cert_clients);
+  parseCredentialRules(r, report, dir, cfg.coap.credentials);
+  if (dtls_listen != nullptr && cfg.coap.psk_clients.empty() && r.find("psk_client") == nullptr &&
+      r.find("listen_pki") == nullptr) {
     report.error(*dtls_listen, "coap.listen",
-                 "a coaps:// listener needs the clients' keys: add a [[coap.psk_client]] with "
-                 "identity and key_file for each");
+                 "a coaps:// listener needs the clients' keys or certificates: add a "
+                 "[[coap.psk_client]] with identity and key_file for each, or listen_pki = "
+                 "{ ca_file, cert_file, key_file } and a [[coap.cert_client]] for each");
+  }
+  if (r.find("listen_pki") != nullptr && dtls_listen == nullptr) {
+    r.invalid("listen_pki",
+              "a server certificate is used with a coaps:// listener only, and listen has none");
+  }
+  if (const Value* clients = r.find("cert_client");
+      clients != nullptr && r.find("listen_pki") == nullptr) {
+    report.error(*clients, "coap.cert_client",
+                 "certificate clients need listen_pki = { ca_file, cert_file, key_file } (the "
+                 "CA their certificates chain to)");
   }
   constexpr std::chrono::milliseconds kMin{100};
   if (auto d = r.duration("request_timeout", kMin)) cfg.coap.request_timeout = *d;

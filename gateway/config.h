@@ -58,6 +58,33 @@ struct PskClient {
   }
 };
 
+// [[coap.cert_client]]: a DTLS client of our coaps:// listeners that proves itself with a
+// certificate (chained to [coap].listen_pki's CA), known by the name in it (a DNS SAN, else
+// the subject's CN).
+struct CertClient {
+  std::string name;
+  // RD endpoint names (globs) it may register, update and delete; default: [name].
+  std::vector<std::string> endpoints;
+  bool operator==(const CertClient& o) const { return name == o.name && endpoints == o.endpoints; }
+};
+
+// [[coap.credentials]]: how devices found by multicast or registered in the Resource
+// Directory are reached over DTLS, chosen by globs on their name and address; the first
+// entry that matches wins. Such a device is reached on coaps:// (port 5684, or `port`, or
+// the port of a coaps:// RD base).
+struct CredentialsRule {
+  std::string device = "*";           // glob on the device's name
+  std::string address = "*";          // glob on its host (an IP address, IPv6 without brackets)
+  std::optional<std::uint16_t> port;  // its DTLS port when its URI is coap://
+  std::optional<PskCredentials> psk;  // exactly one of psk and pki
+  std::optional<PkiCredentials> pki;
+  DtlsCredentials credentials() const { return DtlsCredentials{psk, pki}; }
+  bool operator==(const CredentialsRule& o) const {
+    return device == o.device && address == o.address && port == o.port && psk == o.psk &&
+           pki == o.pki;
+  }
+};
+
 struct StaticDevice {
   std::string name;                   // [a-zA-Z0-9_.-]+, unique; used as a topic level
   std::string uri;                    // coap://host[:port], or coaps://host[:port] (DTLS, with psk)
@@ -156,6 +183,12 @@ struct CoapConfig {
   std::vector<std::string> listen;
   // Who may speak DTLS to the coaps:// listeners (needed when there is one).
   std::vector<PskClient> psk_clients;
+  // The coaps:// listeners' own certificate, and the CA that clients' certificates must chain
+  // to (listen_pki = { ca_file, cert_file, key_file }); and who those clients are.
+  std::optional<PkiCredentials> listen_pki;
+  std::vector<CertClient> cert_clients;
+  // DTLS for discovered and registered devices ([[coap.credentials]]), first match wins.
+  std::vector<CredentialsRule> credentials;
   // How long to wait for /.well-known/core and other requests before giving up.
   std::chrono::milliseconds request_timeout{std::chrono::seconds(10)};
   // How often to retry a static device whose discovery failed.

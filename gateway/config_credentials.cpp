@@ -6,18 +6,12 @@
 #include <set>
 
 #include "bridge/glob.h"
+#include "bridge/hex.h"
 #include "gateway/config_files.h"
 
 namespace coap2mqtt::gateway {
 
 namespace {
-
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 // key_file of `r`: the key it holds (nullopt, reported, when it cannot be had); *path is
 // where it was looked for.
@@ -40,6 +34,49 @@ std::optional<std::string> readKeyFile(bridge::toml_reader::TableReader& r,
   auto key = parsePskKey(content, &problem);
   if (!key) r.invalid("key_file", "bad key in " + report.quote(*path) + ": " + problem);
   return key;
+}
+
+// `endpoints = ["glob", ...]` of a [[coap.psk_client]] or [[coap.cert_client]].
+void readEndpoints(bridge::toml_reader::TableReader& r, bridge::toml_reader::Reporter& report,
+                   std::vector<std::string>& out, bool& ok) {
+  r.stringArray(
+      "endpoints", "RD endpoint names or globs",
+      [&](const bridge::toml_reader::Value& v, const std::string& key, const std::string& ep) {
+        std::string problem;
+        if (!bridge::Glob::compile(ep, bridge::Glob::Kind::Name, &problem)) {
+          report.error(v, key, "invalid glob " + report.quote(ep) + ": " + problem);
+          ok = false;
+        } else {
+          out.push_back(ep);
+        }
+      });
+}
+
+// Each table of the array of tables [[coap.<key>]], with its key path ("coap.<key>[n]");
+// anything else there is reported. `what` names one of them in the message ("client").
+template <class F>
+void eachTable(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
+               const std::string& key, std::string_view what, F&& each) {
+  using bridge::toml_reader::Value;
+  const Value* tables = coap.find(key);
+  if (tables == nullptr) return;
+  const std::string path = "coap." + key;
+  if (!tables->is_array()) {
+    report.error(*tables, path,
+                 "expected an array of tables (write [[" + path + "]] for each " +
+                     std::string(what) + "), got " + bridge::toml_reader::typeName(*tables));
+    return;
+  }
+  std::size_t index = 0;
+  for (const Value& item : tables->as_array()) {
+    const std::string prefix = path + "[" + std::to_string(++index) + "]";
+    if (!item.is_table()) {
+      report.error(item, prefix,
+                   std::string("expected a table, got ") + bridge::toml_reader::typeName(item));
+      continue;
+    }
+    each(item, prefix);
+  }
 }
 
 bool checkIdentity(bridge::toml_reader::TableReader& r,
@@ -69,8 +106,8 @@ std::optional<std::string> parsePskKey(std::string_view content, std::string* er
       return std::nullopt;
     }
     for (std::size_t i = 0; i < digits.size(); i += 2) {
-      const int hi = hexValue(digits[i]);
-      const int lo = hexValue(digits[i + 1]);
+      const int hi = bridge::hexValue(digits[i]);
+      const int lo = bridge::hexValue(digits[i + 1]);
       if (hi < 0 || lo < 0) {
         // Where, never what: the file holds a secret.
         *error = "expected hexadecimal digits after \"hex:\"; character " +
@@ -115,11 +152,13 @@ std::optional<PskCredentials> parsePsk(bridge::toml_reader::TableReader& device,
 
 std::optional<PkiCredentials> parsePki(bridge::toml_reader::TableReader& device,
                                        bridge::toml_reader::Reporter& report,
-                                       const std::string& prefix, const std::string& dir) {
-  const bridge::toml_reader::Value* table = device.table("pki");
+                                       const std::string& prefix, const std::string& dir,
+                                       std::string_view key, bool listener) {
+  const bridge::toml_reader::Value* table = device.table(key);
   if (table == nullptr) return std::nullopt;
-  bridge::toml_reader::TableReader r(report, *table, prefix + ".pki",
-                                     {"ca_file", "cert_file", "key_file", "check_name"});
+  std::vector<std::string> known = {"ca_file", "cert_file", "key_file"};
+  if (!listener) known.emplace_back("check_name");
+  bridge::toml_reader::TableReader r(report, *table, prefix + "." + std::string(key), known);
   PkiCredentials pki;
   bool ok = true;
   const auto file = [&](std::string_view key, std::string_view expected, bool secret,
@@ -140,68 +179,137 @@ std::optional<PkiCredentials> parsePki(bridge::toml_reader::TableReader& device,
       ok = false;
     }
   };
-  file("ca_file", "the PEM file of the CA(s) device certificates must chain to", false,
-       pki.ca_file);
-  file("cert_file", "the PEM file of the gateway's client certificate", false, pki.cert_file);
+  file("ca_file",
+       listener ? "the PEM file of the CA(s) client certificates must chain to"
+                : "the PEM file of the CA(s) device certificates must chain to",
+       false, pki.ca_file);
+  file("cert_file",
+       listener ? "the PEM file of the gateway's server certificate"
+                : "the PEM file of the gateway's client certificate",
+       false, pki.cert_file);
   file("key_file", "the PEM file of that certificate's private key", true, pki.key_file);
-  if (auto b = r.boolean("check_name")) pki.check_name = *b;
+  if (!listener) {
+    if (auto b = r.boolean("check_name")) pki.check_name = *b;
+  }
   if (!ok) return std::nullopt;
   return pki;
 }
 
 void parsePskClients(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
                      const std::string& dir, std::vector<PskClient>& out) {
-  using bridge::toml_reader::Value;
-  const Value* clients = coap.find("psk_client");
-  if (clients == nullptr) return;
-  if (!clients->is_array()) {
-    report.error(*clients, "coap.psk_client",
-                 std::string("expected an array of tables (write [[coap.psk_client]] for each "
-                             "client), got ") +
-                     bridge::toml_reader::typeName(*clients));
-    return;
-  }
   std::set<std::string> seen;
-  std::size_t index = 0;
-  for (const Value& item : clients->as_array()) {
-    const std::string prefix = "coap.psk_client[" + std::to_string(++index) + "]";
-    if (!item.is_table()) {
-      report.error(item, prefix,
-                   std::string("expected a table, got ") + bridge::toml_reader::typeName(item));
-      continue;
-    }
-    bridge::toml_reader::TableReader r(report, item, prefix, {"identity", "key_file", "endpoints"});
-    PskClient client;
-    const auto identity = r.string("identity", true, "the PSK identity the client sends");
-    bool ok = checkIdentity(r, identity);
-    if (ok && !seen.insert(*identity).second) {
-      r.invalid("identity", "duplicate identity " + report.quote(*identity));
-      ok = false;
-    }
-    if (identity) client.identity = *identity;
-    if (auto key = readKeyFile(r, report, dir, &client.key_file)) {
-      client.key = std::move(*key);
-    } else {
-      ok = false;
-    }
-    r.stringArray("endpoints", "RD endpoint names or globs",
-                  [&](const Value& v, const std::string& key, const std::string& ep) {
-                    std::string problem;
-                    if (!bridge::Glob::compile(ep, bridge::Glob::Kind::Name, &problem)) {
-                      report.error(v, key, "invalid glob " + report.quote(ep) + ": " + problem);
-                      ok = false;
-                    } else {
-                      client.endpoints.push_back(ep);
-                    }
-                  });
-    if (r.find("endpoints") == nullptr && identity) client.endpoints.push_back(*identity);
-    if (ok) out.push_back(std::move(client));
-  }
+  eachTable(coap, report, "psk_client", "client",
+            [&](const bridge::toml_reader::Value& item, const std::string& prefix) {
+              bridge::toml_reader::TableReader r(report, item, prefix,
+                                                 {"identity", "key_file", "endpoints"});
+              PskClient client;
+              const auto identity = r.string("identity", true, "the PSK identity the client sends");
+              bool ok = checkIdentity(r, identity);
+              if (ok && !seen.insert(*identity).second) {
+                r.invalid("identity", "duplicate identity " + report.quote(*identity));
+                ok = false;
+              }
+              if (identity) client.identity = *identity;
+              if (auto key = readKeyFile(r, report, dir, &client.key_file)) {
+                client.key = std::move(*key);
+              } else {
+                ok = false;
+              }
+              readEndpoints(r, report, client.endpoints, ok);
+              if (r.find("endpoints") == nullptr && identity) client.endpoints.push_back(*identity);
+              if (ok) out.push_back(std::move(client));
+            });
+}
+
+void parseCertClients(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
+                      std::vector<CertClient>& out) {
+  std::set<std::string> seen;
+  eachTable(
+      coap, report, "cert_client", "client",
+      [&](const bridge::toml_reader::Value& item, const std::string& prefix) {
+        bridge::toml_reader::TableReader r(report, item, prefix, {"name", "endpoints"});
+        CertClient client;
+        const auto name = r.string("name", true,
+                                   "the name in the client's certificate (a DNS SAN, else the "
+                                   "subject's CN)");
+        bool ok = name.has_value();
+        if (ok && (name->empty() || name->size() > 255)) {
+          r.invalid("name", "expected 1..255 characters, got " + std::to_string(name->size()));
+          ok = false;
+        } else if (ok && !seen.insert(*name).second) {
+          r.invalid("name", "duplicate name " + report.quote(*name));
+          ok = false;
+        }
+        if (name) client.name = *name;
+        readEndpoints(r, report, client.endpoints, ok);
+        if (r.find("endpoints") == nullptr && name) client.endpoints.push_back(*name);
+        if (ok) out.push_back(std::move(client));
+      });
+}
+
+void parseCredentialRules(bridge::toml_reader::TableReader& coap,
+                          bridge::toml_reader::Reporter& report, const std::string& dir,
+                          std::vector<CredentialsRule>& out) {
+  using bridge::toml_reader::Value;
+  eachTable(
+      coap, report, "credentials", "entry",
+      [&](const bridge::toml_reader::Value& item, const std::string& prefix) {
+        bridge::toml_reader::TableReader r(report, item, prefix, {"match", "port", "psk", "pki"});
+        CredentialsRule rule;
+        bool ok = true;
+        if (const Value* match = r.table("match")) {
+          bridge::toml_reader::TableReader m(report, *match, prefix + ".match",
+                                             {"device", "address"});
+          const auto glob = [&](std::string_view key, std::string_view expected, std::string& out) {
+            auto pattern = m.string(key, false, expected);
+            if (!pattern) return;
+            std::string problem;
+            if (!bridge::Glob::compile(*pattern, bridge::Glob::Kind::Name, &problem)) {
+              m.invalid(key, "invalid glob " + report.quote(*pattern) + ": " + problem);
+              ok = false;
+            }
+            out = *pattern;
+          };
+          glob("device", "a glob on device names, such as \"lamp-*\"", rule.device);
+          glob("address", "a glob on device addresses, such as \"192.168.1.*\"", rule.address);
+        } else if (r.find("match") == nullptr) {
+          r.missing("match", "match = { device = \"glob\", address = \"glob\" }");
+          ok = false;
+        } else {
+          ok = false;  // not a table: reported
+        }
+        if (r.find("port") != nullptr) {
+          if (auto port = r.integer("port", 1, 65535)) {
+            rule.port = static_cast<std::uint16_t>(*port);
+          } else {
+            ok = false;
+          }
+        }
+        const bool has_psk = r.find("psk") != nullptr;
+        const bool has_pki = r.find("pki") != nullptr;
+        rule.psk = parsePsk(r, report, prefix, dir);
+        rule.pki = parsePki(r, report, prefix, dir);
+        if ((has_psk && !rule.psk) || (has_pki && !rule.pki)) ok = false;
+        if (has_psk && has_pki) {
+          r.invalid("pki", "an entry has either psk or pki, not both");
+          ok = false;
+        } else if (!has_psk && !has_pki) {
+          r.missing("psk",
+                    "psk = { identity, key_file } or pki = { ca_file, cert_file, key_file }");
+          ok = false;
+        }
+        if (ok) out.push_back(std::move(rule));
+      });
 }
 
 std::vector<std::string> secretFileWarnings(const GatewayConfig& config) {
   std::vector<std::string> files;
   for (const auto& c : config.coap.psk_clients) files.push_back(c.key_file);
+  if (config.coap.listen_pki) files.push_back(config.coap.listen_pki->key_file);
+  for (const auto& c : config.coap.credentials) {
+    if (c.psk) files.push_back(c.psk->key_file);
+    if (c.pki) files.push_back(c.pki->key_file);
+  }
   for (const auto& d : config.devices) {
     if (d.psk) files.push_back(d.psk->key_file);
     if (d.pki) files.push_back(d.pki->key_file);

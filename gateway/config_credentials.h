@@ -31,15 +31,29 @@ std::optional<PskCredentials> parsePsk(bridge::toml_reader::TableReader& device,
                                        const std::string& prefix, const std::string& dir);
 
 // Reads `pki = { ca_file, cert_file, key_file, check_name }` of a [[coap.device]] table:
-// the three files readable (relative to `dir`; key_file a systemd credential first).
+// the three files readable (relative to `dir`; key_file a systemd credential first). With
+// `listener`, the table `key` of [coap] for our coaps:// listeners (no check_name: clients
+// are known by [[coap.cert_client]]).
 std::optional<PkiCredentials> parsePki(bridge::toml_reader::TableReader& device,
                                        bridge::toml_reader::Reporter& report,
-                                       const std::string& prefix, const std::string& dir);
+                                       const std::string& prefix, const std::string& dir,
+                                       std::string_view key = "pki", bool listener = false);
+
+// Reads the [[coap.cert_client]] tables of `coap` into `out`: name (unique; a DNS SAN or
+// the subject CN of the client's certificate), endpoints (globs; default [name]).
+void parseCertClients(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
+                      std::vector<CertClient>& out);
 
 // Reads the [[coap.psk_client]] tables of `coap` into `out`: identity (unique), key_file
 // (as for psk), endpoints (globs; default [identity]).
 void parsePskClients(bridge::toml_reader::TableReader& coap, bridge::toml_reader::Reporter& report,
                      const std::string& dir, std::vector<PskClient>& out);
+
+// Reads the [[coap.credentials]] tables of `coap` into `out`: match = { device, address }
+// (globs, default "*"), port (1..65535), and exactly one of psk and pki as for a device.
+void parseCredentialRules(bridge::toml_reader::TableReader& coap,
+                          bridge::toml_reader::Reporter& report, const std::string& dir,
+                          std::vector<CredentialsRule>& out);
 
 // One line per secret file of `config` (PSK key files, mqtt.password_file, mqtt.tls.key_file)
 // that its group or others may read, naming the file and its mode. Empty when all are

@@ -48,12 +48,16 @@ void compareLimits(Changes& c, const CoapLimits& a, const CoapLimits& b) {
 }
 
 void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
-  [[maybe_unused]] const auto& [listen, psk_clients, request_timeout, retry_interval, offline_after,
-                                resource_directory, ack_timeout, ack_random_factor, max_retransmit,
-                                discovery, limits, pubsub] = a;
+  [[maybe_unused]] const auto& [listen, psk_clients, listen_pki, cert_clients, credentials,
+                                request_timeout, retry_interval, offline_after, resource_directory,
+                                ack_timeout, ack_random_factor, max_retransmit, discovery, limits,
+                                pubsub] = a;
   c.compare("coap.listen", a.listen, b.listen);
   // Keys included, reported by the key of the table only.
   c.compare("coap.psk_client", a.psk_clients, b.psk_clients);
+  c.compare("coap.listen_pki", a.listen_pki, b.listen_pki);
+  c.compare("coap.cert_client", a.cert_clients, b.cert_clients);
+  c.compare("coap.credentials", a.credentials, b.credentials);
   c.compare("coap.request_timeout", a.request_timeout, b.request_timeout);
   c.compare("coap.retry_interval", a.retry_interval, b.retry_interval);
   c.compare("coap.offline_after", a.offline_after, b.offline_after);

@@ -56,7 +56,11 @@ std::vector<registry::Resource> resourcesFrom(const std::vector<registry::Link>&
 }
 
 Devices::Devices(const GatewayConfig& config, EventLoop& loop, CoapLink& coap, Events& events)
-    : config_(config), loop_(loop), coap_(coap), events_(events) {}
+    : config_(config),
+      credential_rules_(config.coap.credentials),
+      loop_(loop),
+      coap_(coap),
+      events_(events) {}
 
 Devices::~Devices() = default;
 
@@ -171,7 +175,7 @@ void Devices::save(const registry::Device& device) {
 
 // Devices from the last run: observed again at once, no discovery round needed.
 void Devices::loadKnown() {
-  std::size_t reobserved = 0;
+  std::size_t& reobserved = startup_slots_;
   std::vector<registry::Device> known;
   try {
     known = store_->loadAll();
@@ -200,6 +204,8 @@ void Devices::loadKnown() {
       write("remove", stored.name, [&] { store_->remove(stored.name); });
       continue;
     }
+    // A [[coap.credentials]] entry added since it was found: reached over DTLS from now on.
+    if (!is_static && !isCoapsUri(stored.uri)) stored.uri = reach(stored.name, stored.uri).uri;
     std::string error;
     if (!coap_.addDevice(stored.name, stored.uri, &error,
                          credentialsFor(stored.name, stored.uri))) {
@@ -212,6 +218,7 @@ void Devices::loadKnown() {
     if (!device.resources.empty()) {
       // Spread the registrations (kStartupSpacing apart) so a thousand devices are not
       // all asked at once; each device's session sends one request at a time (NSTART=1).
+      // A DTLS device's handshake comes with its first request: spread alike.
       loop_.runAfter(kStartupSpacing * static_cast<int>(reobserved), [this, name = device.name] {
         if (const registry::Device* d = registry_.find(name)) {
           events_.emit(DeviceResources{*d, false, false});
@@ -253,7 +260,9 @@ DtlsCredentials Devices::credentialsFor(std::string_view name, std::string_view 
       }
     }
   }
-  return {};
+  // Else the first [[coap.credentials]] entry for it (a device discovered or registered).
+  const CredentialsRule* rule = credential_rules_.find(name, uri);
+  return rule == nullptr ? DtlsCredentials{} : rule->credentials();
 }
 
 const StaticDevice* Devices::findStaticConfig(std::string_view name) const {
@@ -280,7 +289,9 @@ void Devices::addStatic(const StaticDevice& device) {
   d.first_seen = SystemClock::now();
   registry_.upsert(std::move(d));
   states_[device.name];
-  discover(device.name);
+  // After the re-observed ones, kStartupSpacing apart like them (and so their handshakes).
+  loop_.runAfter(kStartupSpacing * static_cast<int>(startup_slots_++),
+                 [this, name = device.name] { discover(name); });
 }
 
 bool Devices::admits(std::string_view uri, std::string_view from) {

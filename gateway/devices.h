@@ -13,6 +13,7 @@
 
 #include "gateway/coap_link.h"
 #include "gateway/config.h"
+#include "gateway/device_credentials.h"
 #include "gateway/events.h"
 #include "gateway/repeated_failure.h"
 #include "registry/link_format.h"
@@ -46,6 +47,11 @@ class Devices {
   const registry::Registry& registry() const { return registry_; }
   registry::Store& store() { return *store_; }
   std::string nameForUri(const std::string& uri) const;
+  // Where the discovered or registered device `name`, found at `uri`, is reached: over
+  // DTLS when a [[coap.credentials]] entry matches it (see CredentialRules::reach).
+  DeviceReach reach(std::string_view name, const std::string& uri) const {
+    return credential_rules_.reach(name, uri);
+  }
   // `base`, or `base-2`, `base-3`... whichever is free.
   std::string uniqueName(const std::string& base) const;
   bool everOnline(std::string_view name) const;
@@ -116,6 +122,7 @@ class Devices {
   State* state(std::string_view name);
 
   const GatewayConfig& config_;
+  CredentialRules credential_rules_;  // [[coap.credentials]] (a change needs a restart)
   EventLoop& loop_;
   CoapLink& coap_;
   Events& events_;
@@ -126,6 +133,7 @@ class Devices {
   std::uint64_t limit_drops_ = 0;  // devices refused by [coap.limits]
   RepeatedFailure limit_log_;
   bool stopping_ = false;
+  std::size_t startup_slots_ = 0;  // start-up requests spread so far (kStartupSpacing apart)
 };
 
 // A device's resources from link-format: relative links only (anchored ones describe

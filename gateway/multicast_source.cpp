@@ -65,7 +65,11 @@ void MulticastSource::runRound(std::function<void(const std::vector<std::string>
 }
 
 std::string MulticastSource::onAnswer(const DiscoveryAnswer& answer) {
-  std::string name = devices_.nameForUri(answer.uri);  // one device per endpoint, however spelt
+  // [[coap.credentials]] may say that the device is reached over DTLS (on another port): the
+  // name made from its address chooses the entry.
+  const DeviceReach reach =
+      devices_.reach(deviceNameForAddress(answer.host, answer.port), answer.uri);
+  std::string name = devices_.nameForUri(reach.uri);  // one device per endpoint, however spelt
   if (const registry::Device* known = devices_.registry().find(name);
       known != nullptr && known->source != registry::Source::Multicast) {
     // A configured device's resources come from its own /.well-known/core, a registered
@@ -80,16 +84,16 @@ std::string MulticastSource::onAnswer(const DiscoveryAnswer& answer) {
     if (!devices_.admits(answer.uri, "multicast")) return {};
     registry::Device d;
     d.name = devices_.uniqueName(deviceNameForAddress(answer.host, answer.port));
-    d.uri = answer.uri;
+    d.uri = reach.uri;
     d.source = registry::Source::Multicast;
     if (usable) d.resources = resourcesFrom(links.links);
     name = d.name;
     std::string error;
-    if (devices_.add(std::move(d), &error) == nullptr) {
-      spdlog::warn("discovery: {}: {}", answer.uri, error);
+    if (devices_.add(std::move(d), &error, reach.credentials) == nullptr) {
+      spdlog::warn("discovery: {}: {}", reach.uri, error);
       return name;
     }
-    spdlog::info("discovery: new device {} at {}", name, answer.uri);
+    spdlog::info("discovery: new device {} at {}", name, reach.uri);
   }
   devices_.heard(name);
   if (usable) {

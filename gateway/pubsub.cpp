@@ -68,6 +68,7 @@ void PubSub::serve() {
 
 std::string PubSub::senderName(const CoapServerRequest& r) const {
   if (!r.psk_identity.empty() && isValidDeviceName(r.psk_identity)) return r.psk_identity;
+  if (!r.cert_name.empty() && isValidDeviceName(r.cert_name)) return r.cert_name;
   const registry::Registry& reg = devices_.registry();
   if (const registry::Device* d = reg.findByUri(r.source)) return d->name;
   const std::string host = registry::uriHost(r.source);

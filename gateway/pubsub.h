@@ -64,7 +64,8 @@ class PubSub {
   // Every MQTT message (the gateway's one handler): kept when a device may GET its topic.
   void onMessage(const std::string& topic, const std::string& payload, bool retained);
 
-  // Who sent `r`: its DTLS identity (when a valid device name), else the device registered
+  // Who sent `r`: its DTLS identity (PSK identity or certificate name, when a valid device
+  // name), else the device registered
   // or configured at the request's host, else the name derived from the host
   // ("coap-127-0-0-5": the port is left out, a sleepy device's changes with every wake-up).
   std::string senderName(const CoapServerRequest& r) const;

@@ -41,6 +41,14 @@ CoapServerResponse forbidden(std::string why) {
   return CoapServerResponse{403, std::move(why), 0, {}};
 }
 
+// Who a requester proved to be in its DTLS handshake: "psk:<identity>", "cert:<name in its
+// certificate>"; "" over plain CoAP (or a certificate that names nothing).
+std::string principal(const CoapServerRequest& r) {
+  if (!r.psk_identity.empty()) return "psk:" + r.psk_identity;
+  if (!r.cert_name.empty()) return "cert:" + r.cert_name;
+  return {};
+}
+
 CoapServerResponse fromRd(const registry::RdResult& r) {
   CoapServerResponse res;
   res.code = r.code;
@@ -60,15 +68,21 @@ RdSource::RdSource(const GatewayConfig& config, EventLoop& loop, CoapLink& coap,
       devices_(devices),
       observer_(observer),
       events_(events) {
-  for (const PskClient& client : config_.coap.psk_clients) {
+  const auto bind = [this](std::string identity, const std::vector<std::string>& endpoints) {
     std::vector<bridge::Glob> globs;
-    for (const std::string& ep : client.endpoints) {
+    for (const std::string& ep : endpoints) {
       std::string error;  // checked when the configuration was loaded
       if (auto glob = bridge::Glob::compile(ep, bridge::Glob::Kind::Name, &error)) {
         globs.push_back(std::move(*glob));
       }
     }
-    identity_endpoints_.emplace_back(client.identity, std::move(globs));
+    identity_endpoints_.emplace_back(std::move(identity), std::move(globs));
+  };
+  for (const PskClient& client : config_.coap.psk_clients) {
+    bind("psk:" + client.identity, client.endpoints);
+  }
+  for (const CertClient& client : config_.coap.cert_clients) {
+    bind("cert:" + client.name, client.endpoints);
   }
   rd_.setLocationIds([] {
     std::random_device random;  // the kernel's CSPRNG (getrandom) on Linux
@@ -121,7 +135,7 @@ bool RdSource::identityMay(std::string_view identity, std::string_view ep, bool*
 // (as LwM2M does): the identity whose `endpoints` match its name.
 DtlsCredentials RdSource::credentialsFor(const registry::RdRegistration& reg) const {
   if (reg.base.rfind("coaps://", 0) != 0) return {};
-  for (std::size_t i = 0; i < identity_endpoints_.size(); ++i) {
+  for (std::size_t i = 0; i < config_.coap.psk_clients.size(); ++i) {
     for (const bridge::Glob& glob : identity_endpoints_[i].second) {
       if (!glob.matches(reg.ep)) continue;
       const PskClient& client = config_.coap.psk_clients[i];
@@ -133,18 +147,23 @@ DtlsCredentials RdSource::credentialsFor(const registry::RdRegistration& reg) co
 
 std::optional<CoapServerResponse> RdSource::refused(const CoapServerRequest& r,
                                                     const registry::RdQuery& query) const {
-  const bool dtls = !r.psk_identity.empty();
+  const bool dtls = r.source.rfind("coaps://", 0) == 0;
+  const std::string who = principal(r);
+  const char* whom = r.psk_identity.empty() ? "certificate" : "PSK identity";
   if (r.path == "/rd" && r.method == bridge::Method::Post) {
     bool claimed = false;
     const auto ep = queryValue(query, "ep");
-    const bool may = ep && identityMay(r.psk_identity, *ep, &claimed);
-    if (dtls && !may) return forbidden("this PSK identity may not register that endpoint");
+    const bool may = ep && identityMay(who, *ep, &claimed);
+    if (dtls && !may) {
+      return forbidden("this " + std::string(whom) + " may not register that endpoint");
+    }
     if (!dtls && claimed) return forbidden("this endpoint registers over DTLS only");
   } else if (r.path.rfind("/rd/", 0) == 0 && r.method != bridge::Method::Get) {
     if (const registry::RdRegistration* existing = rd_.find(r.path)) {
       bool claimed = false;
-      if (dtls && !identityMay(r.psk_identity, existing->ep, &claimed)) {
-        return forbidden("registration of an endpoint this PSK identity may not change");
+      if (dtls && !identityMay(who, existing->ep, &claimed)) {
+        return forbidden("registration of an endpoint this " + std::string(whom) +
+                         " may not change");
       }
       if (!dtls && existing->base.rfind("coaps://", 0) == 0) {
         return forbidden("registration made over DTLS");
@@ -295,9 +314,19 @@ void RdSource::scheduleExpiry() {
 void RdSource::onEvent(const registry::RdEvent& e) {
   persist(e);
   const auto& reg = e.registration;
+  // Reached as it registered (over DTLS with its [[coap.psk_client]] identity), or as the
+  // first [[coap.credentials]] entry for its endpoint name says (coaps://, maybe another
+  // port), or at its base over plain CoAP.
+  DtlsCredentials credentials = credentialsFor(reg);
+  std::string uri = reg.base;
+  if (!credentials.any()) {
+    DeviceReach reach = devices_.reach(deviceNameFromEndpoint(reg.ep), reg.base);
+    uri = std::move(reach.uri);
+    credentials = std::move(reach.credentials);
+  }
   // A device already known at that address keeps its name (a configured name wins);
   // else the endpoint name, unless another (non-RD) device has it.
-  std::string name = devices_.nameForUri(reg.base);
+  std::string name = devices_.nameForUri(uri);
   if (name.empty()) {
     const std::string wanted = deviceNameFromEndpoint(reg.ep);
     const registry::Device* holder = devices_.registry().find(wanted);
@@ -311,19 +340,19 @@ void RdSource::onEvent(const registry::RdEvent& e) {
       const registry::Device* existing = devices_.registry().find(name);
       // A known device at a new address: its old session and observations are gone.
       const bool moved = existing != nullptr &&
-                         registry::canonicalUri(existing->uri) != registry::canonicalUri(reg.base);
+                         registry::canonicalUri(existing->uri) != registry::canonicalUri(uri);
       std::string error;
       if (existing == nullptr) {
         registry::Device d;
         d.name = name;
-        d.uri = reg.base;
+        d.uri = uri;
         d.source = registry::Source::ResourceDirectory;
-        if (devices_.add(std::move(d), &error, credentialsFor(reg)) == nullptr) {
+        if (devices_.add(std::move(d), &error, credentials) == nullptr) {
           spdlog::warn("rd: {}: {}", reg.ep, error);
           return;
         }
-        spdlog::info("rd: {} registered as {} at {}", reg.ep, name, reg.base);
-      } else if (moved && devices_.move(name, reg.base, &error) == nullptr) {
+        spdlog::info("rd: {} registered as {} at {}", reg.ep, name, uri);
+      } else if (moved && devices_.move(name, uri, &error) == nullptr) {
         spdlog::warn("rd: {}: {}", reg.ep, error);
         return;
       }

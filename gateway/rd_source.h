@@ -41,9 +41,10 @@ class RdSource {
   void onEvent(const registry::RdEvent& e);
   void persist(const registry::RdEvent& e);
   void scheduleExpiry();
-  // Whether `identity` may register `ep` ([[coap.psk_client]] endpoints); `claimed`: some
-  // identity's endpoints match it (then only those identities may).
   DtlsCredentials credentialsFor(const registry::RdRegistration& reg) const;
+  // Whether `identity` ("psk:<identity>" or "cert:<name>", see principal()) may register
+  // `ep` ([[coap.psk_client]] and [[coap.cert_client]] endpoints); `claimed`: some
+  // identity's endpoints match it (then only those identities may).
   bool identityMay(std::string_view identity, std::string_view ep, bool* claimed) const;
 
   const GatewayConfig& config_;
@@ -53,7 +54,8 @@ class RdSource {
   Observer& observer_;
   Events& events_;
   registry::ResourceDirectory rd_;
-  // [[coap.psk_client]]: each identity with the endpoint names it may register.
+  // [[coap.psk_client]] ("psk:<identity>", first and in their order) and
+  // [[coap.cert_client]] ("cert:<name>"): each with the endpoint names it may register.
   std::vector<std::pair<std::string, std::vector<bridge::Glob>>> identity_endpoints_;
   std::uint64_t expiry_timer_ = 0;
   std::uint64_t refused_ = 0;    // requests refused by the security policy

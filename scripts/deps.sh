@@ -19,7 +19,7 @@ done
 PACKAGES="build-essential cmake pkg-config libcoap3-dev libcoap3-bin libpaho-mqttpp-dev
 libpaho-mqtt-dev libtoml11-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
 libsqlite3-dev libsystemd-dev libgtest-dev mosquitto mosquitto-clients
-prometheus-cpp-dev libcpp-httplib-dev"
+prometheus-cpp-dev libcpp-httplib-dev libssl-dev"
 if $test_deps; then
   # websockify: a WebSocket front for mosquitto (Debian's has none) in the ws:// tests
   # libmosquitto-dev: bench_outbox's comparison with a second MQTT client library

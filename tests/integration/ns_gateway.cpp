@@ -68,7 +68,7 @@ void NsGatewayTest::startGateway(const std::string& name, const std::string& req
 }
 
 Process& NsGatewayTest::startSim(const std::string& address, int count, bool multicast,
-                                 int leisure_ms) {
+                                 int leisure_ms, const std::vector<std::string>& extra) {
   std::vector<std::string> argv{simulatorBinary(),
                                 "--devices",
                                 std::to_string(count),
@@ -82,6 +82,7 @@ Process& NsGatewayTest::startSim(const std::string& address, int count, bool mul
                                 "--leisure",
                                 std::to_string(leisure_ms)};
   if (multicast) argv.insert(argv.end(), {"--multicast", kGroup});
+  argv.insert(argv.end(), extra.begin(), extra.end());
   peers_.push_back(std::make_unique<Process>(
       ns_->exec(argv), ns_->file("sim-" + std::to_string(peers_.size()) + ".log")));
   EXPECT_TRUE(peers_.back()->waitForOutput("READY", 20s)) << peers_.back()->output();

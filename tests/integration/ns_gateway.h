@@ -33,8 +33,10 @@ class NsGatewayTest : public ::testing::Test {
                     const std::string& window, const std::string& extra = "");
 
   // coap2mqtt-sim: `count` devices from `address` on, each on its own address, port
-  // kCoapPort, a value every 300 ms; answering multicast within `leisure_ms` when asked.
-  Process& startSim(const std::string& address, int count, bool multicast, int leisure_ms);
+  // kCoapPort, a value every 300 ms; answering multicast within `leisure_ms` when asked;
+  // `extra` arguments after these (e.g. {"--psk", KEY}).
+  Process& startSim(const std::string& address, int count, bool multicast, int leisure_ms,
+                    const std::vector<std::string>& extra = {});
 
   // Answers multicast discovery with `links` from `address`, once from each of `ports`
   // ports (kCoapPort, kCoapPort+1, ...): that many endpoints on one host. Nothing answers

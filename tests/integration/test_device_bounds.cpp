@@ -13,6 +13,7 @@
 // Everything runs in a private network namespace (root and `ip netns`; skipped otherwise),
 // whose lo is multicast capable: 224.0.1.187 and the fixed ports are ours alone.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -179,6 +180,29 @@ TEST_F(DeviceBounds, AMulticastAnswerFromAConfiguredDevicesAddressDoesNotRewrite
   EXPECT_FALSE(hasResource(devices.at("boiler"), "/evil")) << devices.at("boiler").dump();
   EXPECT_EQ(devices.size(), 1u) << dump();
   EXPECT_EQ(gateway_->countInOutput("/evil"), 0u) << dump();
+}
+
+// Issue 18, [[coap.credentials]] for a device found by multicast (here for its namespace:
+// it needs the multicast-capable lo). The simulator answers the multicast request over
+// plain CoAP from 127.0.0.40:5683 and speaks DTLS only on that port (--psk); the entry,
+// matched by address, has it reached on coaps:// at that port and observed.
+using DiscoveryDtls = DeviceBounds;
+TEST_F(DiscoveryDtls, AMulticastAnswerMatchingCredentialsIsObservedOverDtls) {
+  const std::string key = "netns-dtls-key-51c9e0a7";
+  dir_.write("sim.key", key);
+  ::chmod(dir_.file("sim.key").c_str(), 0600);
+  NsGatewayTest::startSim("127.0.0.40", 1, true, 300, {"--psk", key});
+  startGateway(
+      "[[coap.credentials]]\nmatch = { device = \"coap-*\", address = \"127.0.0.4?\" }\n"
+      "port = 5683\npsk = { identity = \"gw\", key_file = \"" +
+      dir_.file("sim.key") + "\" }\n");
+  ASSERT_TRUE(waitUntil([&] { return roundDone(); }, 20s)) << dump();
+  ASSERT_TRUE(waitUntil([&] { return values("coap-127-0-0-40") >= 3; }, 20s)) << dump();
+  EXPECT_TRUE(gateway_->waitForOutput(
+      "discovery: new device coap-127-0-0-40 at coaps://127.0.0.40:5683", 1s))
+      << dump();
+  EXPECT_EQ(listed().size(), 1u) << dump();
+  EXPECT_EQ(gateway_->output().find(key), std::string::npos);
 }
 
 }  // namespace

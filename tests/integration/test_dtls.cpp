@@ -113,10 +113,43 @@ const char* kTimeRule =
     "[[rule]]\nname = \"time\"\nmatch = { path = \"/time\" }\nmode = \"observe\"\n"
     "topic = \"c2m/{device}/{path}\"\npayload = \"raw\"\n\n";
 
+// The gateway with `server`'s /time as the DTLS device "clock" (identity gw-clock), its key
+// file (dir/clock.key, mode 0600) holding `key_content`; `extra` configuration after it.
+std::unique_ptr<Process> startClockGateway(const TempDir& dir, const Mosquitto& broker,
+                                           const DtlsServer& server, const std::string& key_content,
+                                           const std::string& extra = "") {
+  writeKeyFile(dir, "clock.key", key_content);
+  return startGateway(dir, baseConfig(broker, dir) +
+                               dtlsDevice("clock", server.coapsUri(), dir.file("clock.key")) +
+                               kTimeRule + extra);
+}
+
 std::string allMessages(const MqttProbe& probe) {
   std::string out;
   for (const auto& m : probe.messages()) out += m.topic + " " + m.payload + "\n";
   return out;
+}
+
+// A gateway for the Resource Directory tests: `coap` is what its [coap] table holds (and
+// the [[coap.*]] tables after it); MQTT on `broker` under c2m; `extra` after [mqtt].
+std::unique_ptr<Process> startRdGateway(const TempDir& dir, const Mosquitto& broker,
+                                        const std::string& coap, const std::string& extra = "") {
+  return startGateway(dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
+                               "\"\n\n[coap]\n" + coap + "\n[mqtt]\nuri = \"" + broker.uri() +
+                               "\"\nbase_topic = \"c2m\"\n\n" + extra);
+}
+
+// Whether the gateway's listener at `uri` answers GET /.well-known/core with 2.05 within 15 s
+// (coap-client-openssl with `client` before the URI); false at once when the gateway exits.
+bool listenerAnswers(Process& gateway, const std::string& uri,
+                     const std::vector<std::string>& client) {
+  return waitUntil(
+             [&] {
+               return !gateway.running() ||
+                      coapCode("get", uri + "/.well-known/core", client) == "2.05";
+             },
+             15s) &&
+         gateway.running();
 }
 
 // Every place the gateway writes to: its log, everything on MQTT (retained bridge/* topics
@@ -137,15 +170,13 @@ void expectSecretNowhere(const std::string& secret, const Process& gateway, cons
 TEST(Dtls, ObservesTimeOverPskAndCommandsReachTheDevice) {
   TempDir dir;
   Mosquitto broker;
-  writeKeyFile(dir, "clock.key", "hex:" + hexOf(kKey) + "\n");
   DtlsServer server(dir, kKey);
   MqttProbe probe(broker.port(), "#");
-  auto gateway = startGateway(
-      dir, baseConfig(broker, dir) + dtlsDevice("clock", server.coapsUri(), dir.file("clock.key")) +
-               kTimeRule +
-               "[[command]]\nname = \"data\"\ntopic = \"c2m/{device}/{path}/set\"\n"
-               "method = \"PUT\"\nallow = { device = \"clock\", path = \"/example_data\" }\n"
-               "content_format = \"text/plain\"\n");
+  auto gateway = startClockGateway(
+      dir, broker, server, "hex:" + hexOf(kKey) + "\n",
+      "[[command]]\nname = \"data\"\ntopic = \"c2m/{device}/{path}/set\"\n"
+      "method = \"PUT\"\nallow = { device = \"clock\", path = \"/example_data\" }\n"
+      "content_format = \"text/plain\"\n");
   ASSERT_TRUE(probe.waitForCount("c2m/clock/time", 5, 20s)) << gateway->output();
   const auto values = probe.messagesOn("c2m/clock/time");
   // The first value answers the registration; then the server notifies once a second:
@@ -181,12 +212,9 @@ TEST(Dtls, ObservesTimeOverPskAndCommandsReachTheDevice) {
 TEST(Dtls, WrongKeyIsExplainedOnceAndRetriesBackOff) {
   TempDir dir;
   Mosquitto broker;
-  writeKeyFile(dir, "clock.key", kOtherKey);
   DtlsServer server(dir, kKey);
   MqttProbe probe(broker.port(), "#");
-  auto gateway = startGateway(
-      dir, baseConfig(broker, dir) + dtlsDevice("clock", server.coapsUri(), dir.file("clock.key")) +
-               kTimeRule);
+  auto gateway = startClockGateway(dir, broker, server, kOtherKey);
   const std::string line = "coap: device clock (" + server.coapsUri() + "): DTLS handshake failed";
   ASSERT_TRUE(gateway->waitForOutput(line, 15s)) << gateway->output();
   EXPECT_TRUE(probe.waitFor(
@@ -226,12 +254,9 @@ TEST(Dtls, WrongKeyIsExplainedOnceAndRetriesBackOff) {
 TEST(Dtls, DeviceRestartResumesValuesWithinTenSeconds) {
   TempDir dir;
   Mosquitto broker;
-  writeKeyFile(dir, "clock.key", kKey);
   DtlsServer server(dir, kKey);
   MqttProbe probe(broker.port(), "c2m/clock/time");
-  auto gateway = startGateway(
-      dir, baseConfig(broker, dir) + dtlsDevice("clock", server.coapsUri(), dir.file("clock.key")) +
-               kTimeRule);
+  auto gateway = startClockGateway(dir, broker, server, kKey);
   ASSERT_TRUE(probe.waitForCount("c2m/clock/time", 2, 20s)) << gateway->output();
   server.kill();
   const std::size_t before = probe.messagesOn("c2m/clock/time").size();
@@ -282,15 +307,42 @@ void makeCa(const TempDir& dir, const std::string& name) {
             "-nodes", "-keyout", dir.file(name + ".key"), "-out", dir.file(name + ".pem"), "-days",
             "30", "-subj", "/CN=" + name});
 }
+// `san`: a DNS subjectAltName as well.
 void makeCert(const TempDir& dir, const std::string& name, const std::string& cn,
-              const std::string& ca, const std::string& days) {
-  run(dir,
-      {"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-       "-keyout", dir.file(name + ".key"), "-out", dir.file(name + ".csr"), "-subj", "/CN=" + cn});
+              const std::string& ca, const std::string& days, const std::string& san = "") {
+  std::vector<std::string> req = {"openssl",
+                                  "req",
+                                  "-new",
+                                  "-newkey",
+                                  "ec",
+                                  "-pkeyopt",
+                                  "ec_paramgen_curve:P-256",
+                                  "-nodes",
+                                  "-keyout",
+                                  dir.file(name + ".key"),
+                                  "-out",
+                                  dir.file(name + ".csr"),
+                                  "-subj",
+                                  "/CN=" + cn};
+  if (!san.empty()) req.insert(req.end(), {"-addext", "subjectAltName=DNS:" + san});
+  run(dir, req);
   // -days -1: valid until yesterday, i.e. expired.
-  run(dir, {"openssl", "x509", "-req", "-in", dir.file(name + ".csr"), "-CA", dir.file(ca + ".pem"),
-            "-CAkey", dir.file(ca + ".key"), "-CAcreateserial", "-out", dir.file(name + ".pem"),
-            "-days", days});
+  std::vector<std::string> sign = {"openssl",
+                                   "x509",
+                                   "-req",
+                                   "-in",
+                                   dir.file(name + ".csr"),
+                                   "-CA",
+                                   dir.file(ca + ".pem"),
+                                   "-CAkey",
+                                   dir.file(ca + ".key"),
+                                   "-CAcreateserial",
+                                   "-out",
+                                   dir.file(name + ".pem"),
+                                   "-days",
+                                   days};
+  if (!san.empty()) sign.insert(sign.end(), {"-copy_extensions", "copyall"});
+  run(dir, sign);
   ::chmod(dir.file(name + ".key").c_str(), 0600);
 }
 
@@ -405,23 +457,14 @@ TEST(Dtls, ResourceDirectoryOverDtlsBindsIdentitiesToEndpoints) {
   const int port = freeUdpPortRange(2);
   const std::string plain = "coap://127.0.0.1:" + std::to_string(port);
   const std::string secure = "coaps://127.0.0.1:" + std::to_string(port + 1);
-  auto gateway = startGateway(
-      dir, "[gateway]\nname = \"rd-gw\"\nstate_dir = \"" + dir.path() +
-               "\"\n\n[coap]\nlisten = [\"127.0.0.1:" + std::to_string(port) +
-               "\", \"coaps://127.0.0.1:" + std::to_string(port + 1) +
-               "\"]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
-               "[[coap.psk_client]]\nidentity = \"node7\"\nkey_file = \"node7.key\"\n\n"
-               "[mqtt]\nuri = \"" +
-               broker.uri() + "\"\nbase_topic = \"c2m\"\n");
+  auto gateway =
+      startRdGateway(dir, broker,
+                     "listen = [\"127.0.0.1:" + std::to_string(port) +
+                         "\", \"coaps://127.0.0.1:" + std::to_string(port + 1) +
+                         "\"]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
+                         "[[coap.psk_client]]\nidentity = \"node7\"\nkey_file = \"node7.key\"\n");
   const std::vector<std::string> node7 = {"-u", "node7", "-k", kKey};
-  ASSERT_TRUE(waitUntil(
-      [&] {
-        return !gateway->running() ||
-               coapCode("get", secure + "/.well-known/core", node7) == "2.05";
-      },
-      15s))
-      << gateway->output();
-  ASSERT_TRUE(gateway->running()) << gateway->output();
+  ASSERT_TRUE(listenerAnswers(*gateway, secure, node7)) << gateway->output();
   const std::vector<std::string> links = {"-e", "</temp>;ct=0", "-t", "40"};
   auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
     a.insert(a.end(), b.begin(), b.end());
@@ -454,6 +497,135 @@ TEST(Dtls, ResourceDirectoryOverDtlsBindsIdentitiesToEndpoints) {
             std::string::npos)
       << gateway->output();
   expectSecretNowhere(kKey, *gateway, probe, dir);
+}
+
+// [[coap.credentials]]: a device that registers in the RD over plain CoAP, with a plain
+// base, is reached over DTLS because an entry matches its name and address: on the
+// entry's port, with the entry's key, and the first matching entry wins.
+TEST(Dtls, ARegisteredDeviceMatchingCredentialsIsObservedOverDtls) {
+  TempDir dir;
+  Mosquitto broker;
+  writeKeyFile(dir, "clocks.key", kKey);
+  writeKeyFile(dir, "other.key", kOtherKey);
+  DtlsServer server(dir, kKey);
+  MqttProbe probe(broker.port(), "#");
+  const int port = freeUdpPortRange(1);
+  const std::string gw = "coap://127.0.0.1:" + std::to_string(port);
+  auto gateway = startRdGateway(
+      dir, broker,
+      "listen = [\"127.0.0.1:" + std::to_string(port) +
+          "\"]\nrequest_timeout = \"3s\"\nretry_interval = \"1s\"\n\n"
+          // Matches the address, not the name: passed over.
+          "[[coap.credentials]]\nmatch = { device = \"lamp-*\", address = \"127.0.0.1\" }\n"
+          "psk = { identity = \"lamps\", key_file = \"other.key\" }\n\n"
+          "[[coap.credentials]]\nmatch = { device = \"clock*\", address = \"127.0.0.*\" }\n"
+          "port = " +
+          std::to_string(server.port() + 1) +
+          "\npsk = { identity = \"gw-clock\", key_file = \"clocks.key\" }\n\n"
+          // Would match too, but comes later.
+          "[[coap.credentials]]\nmatch = { device = \"*\" }\n"
+          "psk = { identity = \"anyone\", key_file = \"other.key\" }\n",
+      kTimeRule);
+  ASSERT_TRUE(listenerAnswers(*gateway, gw, {})) << gateway->output();
+  // Registered on the device's behalf (coap-client's port is not the server's), naming the
+  // device's plain endpoint as base.
+  std::string log;
+  ASSERT_EQ(coapCode("post", gw + "/rd?ep=clock1&lt=60&base=" + server.plainUri(),
+                     {"-e", "</time>;obs;ct=0", "-t", "40"}, &log),
+            "2.01")
+      << log << gateway->output();
+  ASSERT_TRUE(probe.waitForCount("c2m/clock1/time", 3, 20s)) << gateway->output();
+  const std::string out = gateway->output();
+  EXPECT_NE(out.find("rd: clock1 registered as clock1 at " + server.coapsUri()), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("coap: device clock1 (" + server.coapsUri() + "): DTLS session established"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("DTLS handshake failed"), std::string::npos) << out;
+  expectSecretNowhere(kKey, *gateway, probe, dir);
+  expectSecretNowhere(kOtherKey, *gateway, probe, dir);
+}
+
+// Certificates on the gateway's own listener: the RD over coaps:// with listen_pki. A
+// client certificate from the CA whose name is a [[coap.cert_client]] registers the
+// endpoint names bound to it, and only those; a certificate from another CA, or none, gets
+// no session; a good certificate whose name no [[coap.cert_client]] has registers nothing.
+// The name is the certificate's first DNS SAN, else its subject's CN.
+TEST(Dtls, ResourceDirectoryOverDtlsBindsCertificateNamesToEndpoints) {
+  TempDir dir;
+  Mosquitto broker;
+  makeCa(dir, "ca");
+  makeCa(dir, "other-ca");
+  makeCert(dir, "gw", "127.0.0.1", "ca", "30");
+  makeCert(dir, "node7", "node7", "ca", "30");
+  makeCert(dir, "stranger", "node9", "ca", "30");
+  makeCert(dir, "forged", "node7", "other-ca", "30");
+  // Known by its DNS SAN, not its CN.
+  makeCert(dir, "lamp", "node7", "ca", "30", "lamp.example");
+  MqttProbe probe(broker.port(), "#");
+  const int port = freeUdpPortRange(1);
+  const std::string secure = "coaps://127.0.0.1:" + std::to_string(port);
+  auto gateway = startRdGateway(
+      dir, broker,
+      "listen = [\"coaps://127.0.0.1:" + std::to_string(port) +
+          "\"]\nlisten_pki = { ca_file = \"ca.pem\", cert_file = \"gw.pem\", "
+          "key_file = \"gw.key\" }\n\n"
+          "[[coap.cert_client]]\nname = \"node7\"\nendpoints = [\"node7-*\"]\n\n"
+          "[[coap.cert_client]]\nname = \"lamp.example\"\nendpoints = [\"lamp-*\"]\n");
+  // coap-client-openssl: our certificate and key (-c, -j), the CA it checks the gateway's
+  // certificate against (-C).
+  const auto certificate = [&](const std::string& name) {
+    return std::vector<std::string>{"-c", dir.file(name + ".pem"), "-j", dir.file(name + ".key"),
+                                    "-C", dir.file("ca.pem")};
+  };
+  ASSERT_TRUE(listenerAnswers(*gateway, secure, certificate("node7"))) << gateway->output();
+  auto with = [](std::vector<std::string> a) {
+    a.insert(a.end(), {"-e", "</temp>;ct=0", "-t", "40"});
+    return a;
+  };
+  std::string log;
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node7-a&lt=60", with(certificate("node7")), &log),
+            "2.01")
+      << log << gateway->output();
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node8&lt=60", with(certificate("node7")), &log),
+            "4.03")
+      << log;
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node9&lt=60", with(certificate("stranger")), &log),
+            "4.03")
+      << log;
+  // The name is the certificate's first DNS SAN when it has one: its CN (node7) counts not.
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=lamp-1&lt=60", with(certificate("lamp")), &log),
+            "2.01")
+      << log << gateway->output();
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node7-d&lt=60", with(certificate("lamp")), &log),
+            "4.03")
+      << log;
+  // Another CA's certificate with the same name, and no certificate: no session at all.
+  EXPECT_EQ(coapCode("post", secure + "/rd?ep=node7-b&lt=60", with(certificate("forged")), &log),
+            "")
+      << log;
+  EXPECT_EQ(
+      coapCode("post", secure + "/rd?ep=node7-c&lt=60", with({"-C", dir.file("ca.pem")}), &log), "")
+      << log;
+  // What the directory holds: node7-a and lamp-1 only.
+  const std::string eps = [&] {
+    TempDir out;
+    std::vector<std::string> argv = {"coap-client-openssl", "-B", "4", "-o", out.file("eps")};
+    const auto c = certificate("node7");
+    argv.insert(argv.end(), c.begin(), c.end());
+    argv.push_back(secure + "/rd-lookup/ep");
+    Process lookup(argv, out.file("log"));
+    lookup.stop(0, 10s);
+    return readWhole(out.file("eps"));
+  }();
+  EXPECT_NE(eps.find("ep=\"node7-a\""), std::string::npos) << eps;
+  EXPECT_NE(eps.find("ep=\"lamp-1\""), std::string::npos) << eps;
+  for (const char* absent : {"node8", "node9", "node7-b", "node7-c", "node7-d"}) {
+    EXPECT_EQ(eps.find(absent), std::string::npos) << absent << "\n" << eps;
+  }
+  EXPECT_NE(gateway->output().find("refused: this certificate may not register that endpoint"),
+            std::string::npos)
+      << gateway->output();
 }
 
 }  // namespace

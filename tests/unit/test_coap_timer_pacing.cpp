@@ -73,5 +73,14 @@ TEST(CoapTimerPacing, IoDoesNotPostponeAnEarlierDeadline) {
   EXPECT_TRUE(p.due(t0 + 5ms));
 }
 
+TEST(CoapTimerPacing, BatchesOfDatagramsAreSpacedByTheNumberOfDevices) {
+  using std::chrono::microseconds;
+  EXPECT_EQ(CoapTimerPacing::batchGap(0), microseconds(0));
+  EXPECT_EQ(CoapTimerPacing::batchGap(999), microseconds(0));  // the tests' and most homes'
+  EXPECT_EQ(CoapTimerPacing::batchGap(1000), microseconds(1000));
+  EXPECT_EQ(CoapTimerPacing::batchGap(4000), microseconds(4000));
+  EXPECT_EQ(CoapTimerPacing::batchGap(100000), microseconds(5000));  // the latency bound
+}
+
 }  // namespace
 }  // namespace coap2mqtt::gateway

@@ -17,6 +17,7 @@
 #include "bridge/rules.h"
 #include "gateway/config.h"
 #include "gateway/config_files.h"
+#include "tests/unit/temp_dir.h"
 
 namespace {
 
@@ -28,33 +29,8 @@ using coap2mqtt::bridge::Mode;
 using coap2mqtt::bridge::PayloadMode;
 using coap2mqtt::gateway::GatewayConfig;
 using coap2mqtt::gateway::loadConfig;
+using coap2mqtt::unit::TempDir;
 using namespace std::chrono_literals;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "c2m-config-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  std::string write(const std::string& rel, const std::string& content) const {
-    const fs::path p = path_ / rel;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << content;
-    return p.string();
-  }
-  std::string path(const std::string& rel = "") const { return (path_ / rel).string(); }
-
- private:
-  fs::path path_;
-};
 
 // Loads `toml` as <tmp>/gateway.toml; returns the errors (empty when it loaded).
 std::vector<ConfigError> loadErrors(const TempDir& dir, const std::string& toml,

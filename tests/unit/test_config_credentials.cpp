@@ -13,6 +13,8 @@
 #include "bridge/config_error.h"
 #include "gateway/config.h"
 #include "gateway/config_credentials.h"
+#include "gateway/device_credentials.h"
+#include "tests/unit/temp_dir.h"
 
 namespace {
 
@@ -25,27 +27,10 @@ using coap2mqtt::gateway::loadConfig;
 using coap2mqtt::gateway::parsePskKey;
 using coap2mqtt::gateway::secretFileWarnings;
 
-class Dir {
+// Key files are written 0600 unless a test says otherwise.
+class Dir : public coap2mqtt::unit::TempDir {
  public:
-  Dir() {
-    std::string tmpl = (fs::temp_directory_path() / "c2m-cred-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~Dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string write(const std::string& name, const std::string& content, mode_t mode = 0600) const {
-    const std::string p = (path_ / name).string();
-    std::ofstream(p, std::ios::binary) << content;
-    ::chmod(p.c_str(), mode);
-    return p;
-  }
-  std::string path(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+  Dir() : TempDir("c2m-cred") {}
 };
 
 std::vector<ConfigError> load(const Dir& dir, const std::string& toml,
@@ -62,6 +47,11 @@ std::vector<ConfigError> load(const Dir& dir, const std::string& toml,
 
 std::string device(const std::string& uri, const std::string& psk) {
   return "[[coap.device]]\nname = \"boiler\"\nuri = \"" + uri + "\"\n" + psk + "\n";
+}
+
+// One [[coap.credentials]] entry with `body` after its header (line 1).
+std::string entry(const std::string& body) {
+  return "[[coap.credentials]]\n" + body + "\n";
 }
 
 struct KeyCase {
@@ -198,7 +188,34 @@ INSTANTIATE_TEST_SUITE_P(
                        "\"good\", cert_file = \"good\", key_file = \"good\" }"),
                 5, 7, "coap.device[1].pki", "either psk or pki, not both"},
         BadCase{"PskNotATable", device("coaps://h", "psk = \"goodsecret\""), 4, 7,
-                "coap.device[1].psk", "expected a table"}),
+                "coap.device[1].psk", "expected a table"},
+        // [[coap.credentials]] (devices found by multicast or registered in the RD).
+        BadCase{"EntryWithoutMatch", entry("psk = { identity = \"gw\", key_file = \"good\" }"), 1,
+                1, "coap.credentials[1].match", "required key is missing"},
+        BadCase{"EntryBadGlob",
+                entry("match = { device = \"lamp-[\" }\npsk = { identity = \"gw\", key_file = "
+                      "\"good\" }"),
+                2, 20, "coap.credentials[1].match.device", "invalid glob"},
+        BadCase{"EntryUnknownMatchKey",
+                entry("match = { host = \"x\" }\npsk = { identity = \"gw\", key_file = "
+                      "\"good\" }"),
+                2, 18, "coap.credentials[1].match.host", "unknown key"},
+        BadCase{"EntryWithoutCredentials", entry("match = { device = \"*\" }"), 1, 1,
+                "coap.credentials[1].psk", "required key is missing"},
+        BadCase{"EntryBadKey",
+                entry("match = { device = \"*\" }\npsk = { identity = \"gw\", key_file = \"k\" }"),
+                3, 37, "coap.credentials[1].psk.key_file", "bad key in"},
+        BadCase{"EntryPortOutOfRange",
+                entry("match = { address = \"10.*\" }\nport = 70000\npsk = { identity = \"gw\", "
+                      "key_file = \"good\" }"),
+                3, 8, "coap.credentials[1].port", "1..65535"},
+        BadCase{"EntryPskAndPki",
+                entry("match = { device = \"*\" }\npsk = { identity = \"gw\", key_file = "
+                      "\"good\" }\npki = { ca_file = \"good\", cert_file = \"good\", key_file = "
+                      "\"good\" }"),
+                4, 7, "coap.credentials[1].pki", "either psk or pki, not both"},
+        BadCase{"EntriesNotAnArray", "[coap]\ncredentials = 3\n", 2, 15, "coap.credentials",
+                "expected an array of tables"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(PkiConfig, LoadsTheThreeFilesAndChecksNamesByDefault) {
@@ -222,6 +239,144 @@ TEST(PkiConfig, LoadsTheThreeFilesAndChecksNamesByDefault) {
   const auto warnings = secretFileWarnings(cfg);
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_EQ(warnings[0].rfind(dir.path("gw.key") + ": ", 0), 0u) << warnings[0];
+}
+
+TEST(CredentialsConfig, LoadsEntriesInOrderWithTheirGlobsPortAndCredentials) {
+  Dir dir;
+  dir.write("lamps.key", "lamp-secret");
+  dir.write("ca.pem", "x", 0644);
+  dir.write("gw.pem", "x", 0644);
+  dir.write("gw.key", "x", 0644);
+  GatewayConfig cfg;
+  const auto errors =
+      load(dir,
+           entry("match = { device = \"lamp-*\", address = \"192.168.1.*\" }\nport = 6000\n"
+                 "psk = { identity = \"gw\", key_file = \"lamps.key\" }") +
+               entry("match = { address = \"fd00::*\" }\npki = { ca_file = \"ca.pem\", "
+                     "cert_file = \"gw.pem\", key_file = \"gw.key\", check_name = false }"),
+           &cfg);
+  ASSERT_TRUE(errors.empty()) << errors.front().toString();
+  const auto& rules = cfg.coap.credentials;
+  ASSERT_EQ(rules.size(), 2u);
+  EXPECT_EQ(rules[0].device, "lamp-*");
+  EXPECT_EQ(rules[0].address, "192.168.1.*");
+  EXPECT_EQ(rules[0].port, std::optional<std::uint16_t>(6000));
+  ASSERT_TRUE(rules[0].psk.has_value());
+  EXPECT_EQ(rules[0].psk->key, "lamp-secret");
+  EXPECT_FALSE(rules[0].pki.has_value());
+  EXPECT_EQ(rules[1].device, "*");  // an absent glob matches every device
+  EXPECT_FALSE(rules[1].port.has_value());
+  ASSERT_TRUE(rules[1].pki.has_value());
+  EXPECT_FALSE(rules[1].pki->check_name);
+  // Their secret files are checked like the devices' ones.
+  const auto warnings = secretFileWarnings(cfg);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0].rfind(dir.path("gw.key") + ": ", 0), 0u) << warnings[0];
+}
+
+TEST(CertClientConfig, ListenPkiAndClientNamesBoundToEndpoints) {
+  Dir dir;
+  dir.write("ca.pem", "x", 0644);
+  dir.write("gw.pem", "x", 0644);
+  dir.write("gw.key", "x");
+  GatewayConfig cfg;
+  const std::string listen =
+      "[coap]\nlisten = [\"coaps://127.0.0.1:5684\"]\nlisten_pki = { ca_file = \"ca.pem\", "
+      "cert_file = \"gw.pem\", key_file = \"gw.key\" }\n";
+  auto errors =
+      load(dir,
+           listen +
+               "[[coap.cert_client]]\nname = \"node7\"\n"
+               "[[coap.cert_client]]\nname = \"lamp.example\"\nendpoints = [\"lamp-*\"]\n",
+           &cfg);
+  ASSERT_TRUE(errors.empty()) << errors.front().toString();
+  ASSERT_TRUE(cfg.coap.listen_pki.has_value());
+  EXPECT_EQ(cfg.coap.listen_pki->ca_file, dir.path("ca.pem"));
+  EXPECT_EQ(cfg.coap.listen_pki->key_file, dir.path("gw.key"));
+  ASSERT_EQ(cfg.coap.cert_clients.size(), 2u);
+  EXPECT_EQ(cfg.coap.cert_clients[0].endpoints, std::vector<std::string>{"node7"});  // default
+  EXPECT_EQ(cfg.coap.cert_clients[1].name, "lamp.example");
+  EXPECT_EQ(cfg.coap.cert_clients[1].endpoints, std::vector<std::string>{"lamp-*"});
+  // A coaps:// listener with listen_pki needs no [[coap.psk_client]].
+  EXPECT_TRUE(cfg.coap.psk_clients.empty());
+
+  // Each mistake at its place.
+  errors = load(dir, listen +
+                         "check_name = 1\n[[coap.cert_client]]\nname = \"a\"\n"
+                         "[[coap.cert_client]]\nname = \"a\"\nendpoints = [\"[\"]\n");
+  ASSERT_EQ(errors.size(), 3u);
+  EXPECT_EQ(errors[0].key, "coap.check_name");
+  EXPECT_EQ(errors[1].key, "coap.cert_client[2].name");
+  EXPECT_NE(errors[1].message.find("duplicate name"), std::string::npos) << errors[1].toString();
+  EXPECT_EQ(errors[1].line, 8u);
+  EXPECT_EQ(errors[2].key, "coap.cert_client[2].endpoints[1]");
+  EXPECT_NE(errors[2].message.find("invalid glob"), std::string::npos) << errors[2].toString();
+
+  errors = load(dir,
+                "[coap]\nlisten = [\"127.0.0.1:5683\"]\nlisten_pki = { ca_file = "
+                "\"ca.pem\", cert_file = \"gw.pem\", key_file = \"gw.key\", check_name = "
+                "true }\n[[coap.cert_client]]\nname = \"node7\"\n");
+  ASSERT_EQ(errors.size(), 2u);  // in the order of their places
+  EXPECT_EQ(errors[0].key, "coap.listen_pki");
+  EXPECT_NE(errors[0].message.find("coaps:// listener only"), std::string::npos)
+      << errors[0].toString();
+  EXPECT_EQ(errors[1].key, "coap.listen_pki.check_name");
+  EXPECT_NE(errors[1].message.find("unknown key"), std::string::npos) << errors[1].toString();
+
+  errors = load(dir,
+                "[coap]\nlisten = [\"coaps://127.0.0.1:5684\"]\n[[coap.cert_client]]\n"
+                "name = \"node7\"\n");
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[0].key, "coap.listen");
+  EXPECT_NE(errors[0].message.find("clients' keys or certificates"), std::string::npos)
+      << errors[0].toString();
+  EXPECT_EQ(errors[1].key, "coap.cert_client");
+  EXPECT_EQ(errors[1].line, 3u);
+}
+
+using coap2mqtt::gateway::CredentialRules;
+using coap2mqtt::gateway::CredentialsRule;
+using coap2mqtt::gateway::PskCredentials;
+
+CredentialsRule rule(const std::string& device, const std::string& address,
+                     const std::string& identity, std::optional<std::uint16_t> port = {}) {
+  CredentialsRule r;
+  r.device = device;
+  r.address = address;
+  r.port = port;
+  r.psk = PskCredentials{identity, "/k", "key-" + identity};
+  return r;
+}
+
+TEST(CredentialRules, TheFirstMatchingEntryChoosesCoapsAndItsPort) {
+  const CredentialRules rules({rule("lamp-*", "192.168.1.*", "lamps", 6000),
+                               rule("*", "192.168.1.*", "lan"), rule("sensor-?", "*", "sensors")});
+  // Name and address both match the first entry: its port.
+  auto r = rules.reach("lamp-1", "coap://192.168.1.7:5683");
+  EXPECT_EQ(r.uri, "coaps://192.168.1.7:6000");
+  ASSERT_TRUE(r.credentials.psk.has_value());
+  EXPECT_EQ(r.credentials.psk->identity, "lamps");
+  // Only the address matches an entry: the second, on 5684.
+  r = rules.reach("heater", "coap://192.168.1.8:5683");
+  EXPECT_EQ(r.uri, "coaps://192.168.1.8:5684");
+  EXPECT_EQ(r.credentials.psk->identity, "lan");
+  // A coaps:// base keeps its own port.
+  r = rules.reach("lamp-2", "coaps://192.168.1.9:7000");
+  EXPECT_EQ(r.uri, "coaps://192.168.1.9:7000");
+  EXPECT_EQ(r.credentials.psk->identity, "lamps");
+  // IPv6: matched without brackets, written with them.
+  r = rules.reach("sensor-4", "coap://[fd00::4]:5683");
+  EXPECT_EQ(r.uri, "coaps://[fd00::4]:5684");
+  EXPECT_EQ(r.credentials.psk->identity, "sensors");
+  // Nothing matches: as it was, plain CoAP.
+  r = rules.reach("sensor-42", "coap://10.0.0.1:5683");
+  EXPECT_EQ(r.uri, "coap://10.0.0.1:5683");
+  EXPECT_FALSE(r.credentials.any());
+  EXPECT_EQ(rules.find("sensor-42", "coap://10.0.0.1:5683"), nullptr);
+  // A copy matches the same (it holds its own entries).
+  const CredentialRules copy = rules;
+  EXPECT_EQ(copy.reach("lamp-1", "coap://192.168.1.7").uri, "coaps://192.168.1.7:6000");
+  EXPECT_TRUE(CredentialRules().reach("lamp-1", "coap://192.168.1.7").uri == "coap://192.168.1.7");
 }
 
 TEST(PskConfig, WarnsAboutKeyFilesOthersCanRead) {

@@ -11,12 +11,15 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/temp_dir.h"
+
 namespace coap2mqtt::gateway {
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using Keys = std::vector<std::string>;
+using coap2mqtt::unit::TempDir;
 
 struct Change {
   const char* key;
@@ -157,30 +160,6 @@ TEST(RestartRequired, NeverNamesAPassword) {
 
 // The same file loaded twice, as a reload does: rules and commands, in gateway.toml and in
 // the rule files (and which rule files), are what a reload applies.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "c2m-reload-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string write(const std::string& rel, const std::string& content) const {
-    const fs::path p = path_ / rel;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << content;
-    return p.string();
-  }
-
- private:
-  fs::path path_;
-};
-
 constexpr const char* kGateway = R"([gateway]
 name = "gw"
 state_dir = "state"

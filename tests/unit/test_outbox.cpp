@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "gateway/outbox.h"
+#include "tests/unit/temp_dir.h"
 
 namespace {
 
@@ -22,24 +23,8 @@ namespace fs = std::filesystem;
 using coap2mqtt::gateway::Outbox;
 using coap2mqtt::gateway::OutboxLimits;
 using coap2mqtt::gateway::OutboxMessage;
+using coap2mqtt::unit::TempDir;
 using namespace std::chrono_literals;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "c2m-outbox-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 // Runs `sql` on a connection of the test's own; returns the first column of every row.
 std::vector<std::string> query(const std::string& path, const std::string& sql) {
@@ -74,7 +59,7 @@ std::vector<OutboxMessage> all(const Outbox& box) {
 
 TEST(Outbox, KeepsOrderAcrossMemoryAndFile) {
   TempDir dir;
-  Outbox box(dir.file("outbox.db"), {});
+  Outbox box(dir.path("outbox.db"), {});
   const auto a = box.append("t/a", "1", 1, false);
   const auto b = box.append("t/b", "2", 1, true, "corr");
   box.flush();
@@ -98,7 +83,7 @@ TEST(Outbox, KeepsOrderAcrossMemoryAndFile) {
 
 TEST(Outbox, RemovedMessagesAreSkippedAndDeletedAtFlush) {
   TempDir dir;
-  const std::string path = dir.file("outbox.db");
+  const std::string path = dir.path("outbox.db");
   {
     Outbox box(path, {});
     std::vector<std::uint64_t> seqs;
@@ -124,7 +109,7 @@ TEST(Outbox, GroupCommitBatchesWritesAndSaysWhenAFlushIsDue) {
   OutboxLimits limits;
   limits.batch_messages = 100;
   limits.batch_interval = 50ms;
-  Outbox box(dir.file("outbox.db"), limits);
+  Outbox box(dir.path("outbox.db"), limits);
   EXPECT_FALSE(box.flushDeadline());
   const auto t0 = Outbox::Clock::now();
   box.append("t", "x", 1, false);
@@ -147,7 +132,7 @@ TEST(Outbox, GroupCommitBatchesWritesAndSaysWhenAFlushIsDue) {
 // a live broker most flushes are like this).
 TEST(Outbox, AFlushOfOnlyAcknowledgedMessagesWritesNothing) {
   TempDir dir;
-  Outbox box(dir.file("outbox.db"), {});
+  Outbox box(dir.path("outbox.db"), {});
   std::vector<std::uint64_t> seqs;
   for (int i = 0; i < 3; ++i) seqs.push_back(box.append("t", "x", 1, false));
   for (const auto seq : seqs) box.remove(seq);
@@ -167,7 +152,7 @@ TEST(Outbox, AFlushOfOnlyAcknowledgedMessagesWritesNothing) {
 
 TEST(Outbox, DropsTheOldestWhenFullAndCountsThem) {
   TempDir dir;
-  const std::string path = dir.file("outbox.db");
+  const std::string path = dir.path("outbox.db");
   OutboxLimits limits;
   limits.max_messages = 10;
   {
@@ -192,7 +177,7 @@ TEST(Outbox, DropsTheOldestWhenOverTheByteBound) {
   TempDir dir;
   OutboxLimits limits;
   limits.max_bytes = 100;  // topic "t" + 29 bytes = 30 per message: three fit
-  Outbox box(dir.file("outbox.db"), limits);
+  Outbox box(dir.path("outbox.db"), limits);
   for (int i = 0; i < 5; ++i) box.append("t", std::to_string(i) + std::string(28, 'x'), 1, false);
   EXPECT_EQ(box.size(), 3u);
   EXPECT_EQ(box.bytes(), 90u);
@@ -206,7 +191,7 @@ TEST(Outbox, RefusesAMessageThatCanNeverFitAndKeepsTheRest) {
   TempDir dir;
   OutboxLimits limits;
   limits.max_bytes = 100;
-  Outbox box(dir.file("outbox.db"), limits);
+  Outbox box(dir.path("outbox.db"), limits);
   box.append("t", "a", 1, false);
   box.append("t", "b", 1, false);
   EXPECT_EQ(box.append("t", std::string(200, 'x'), 1, false), 0u) << "refused: no seq";
@@ -219,7 +204,7 @@ TEST(Outbox, RefusesAMessageThatCanNeverFitAndKeepsTheRest) {
 // Issue 17, finding 12: state files are the gateway's alone, whatever the umask.
 TEST(Outbox, CreatesItsFilesReadableByTheOwnerOnly) {
   TempDir dir;
-  const std::string path = dir.file("outbox.db");
+  const std::string path = dir.path("outbox.db");
   {
     Outbox box(path, OutboxLimits{});
     box.append("t", "a", 1, false);
@@ -235,7 +220,7 @@ TEST(Outbox, CreatesItsFilesReadableByTheOwnerOnly) {
 
 TEST(Outbox, ReopenKeepsUnsentMessagesInOrder) {
   TempDir dir;
-  const std::string path = dir.file("outbox.db");
+  const std::string path = dir.path("outbox.db");
   std::uint64_t last = 0;
   {
     Outbox box(path, {});
@@ -262,7 +247,7 @@ TEST(Outbox, ReopenKeepsUnsentMessagesInOrder) {
 // every live row must come back, also across a reopen, whatever the batch's size.
 TEST(Outbox, LargeFlushWritesEveryFieldOfEveryLiveMessage) {
   TempDir dir;
-  const std::string path = dir.file("outbox.db");
+  const std::string path = dir.path("outbox.db");
   OutboxLimits limits;
   limits.batch_messages = 1000;  // one flush for all of them
   std::vector<OutboxMessage> expected;
@@ -306,7 +291,7 @@ TEST(Outbox, LargeFlushWritesEveryFieldOfEveryLiveMessage) {
 // and stops where the visitor says.
 TEST(Outbox, ForEachVisitsInOrderAndStopsWhenAsked) {
   TempDir dir;
-  Outbox box(dir.file("outbox.db"), {});
+  Outbox box(dir.path("outbox.db"), {});
   for (int i = 0; i < 6; ++i) box.append("t/" + std::to_string(i), std::to_string(i), 1, false);
   box.flush();  // 1..6 in the file
   box.remove(2);
@@ -353,7 +338,7 @@ TEST(Outbox, ForEachVisitsInOrderAndStopsWhenAsked) {
 // up in memory at the message rate; once there is room, the next flush writes them.
 TEST(Outbox, AFailedFlushKeepsOnlyLiveMessagesAndTheNextOneWritesThem) {
   TempDir dir;
-  const std::string path = dir.file("outbox.db");
+  const std::string path = dir.path("outbox.db");
   OutboxLimits limits;
   limits.max_file_bytes = 128 * 1024;  // 32 pages of 4 KiB: about 90 rows of 1 KB
   const std::string kilobyte(1000, 'x');
@@ -400,7 +385,7 @@ TEST(Outbox, AFlushOnAFullFileDeletesBeforeItInserts) {
   OutboxLimits limits;
   limits.max_file_bytes = 128 * 1024;
   const std::string kilobyte(1000, 'x');
-  Outbox box(dir.file("outbox.db"), limits);
+  Outbox box(dir.path("outbox.db"), limits);
   std::vector<std::uint64_t> old;
   for (int i = 0; i < 60; ++i) old.push_back(box.append("t", "old" + kilobyte, 1, false, {}));
   box.flush();  // about two thirds of the bound
@@ -415,7 +400,7 @@ TEST(Outbox, AFlushOnAFullFileDeletesBeforeItInserts) {
 // message that says why.
 TEST(Outbox, ASecondOutboxOnTheSameFileIsRefused) {
   TempDir dir;
-  const std::string path = dir.file("outbox.db");
+  const std::string path = dir.path("outbox.db");
   Outbox first(path, {});
   first.append("t", "x", 1, false);
   first.flush();
@@ -431,7 +416,7 @@ TEST(Outbox, ASecondOutboxOnTheSameFileIsRefused) {
 
 TEST(Outbox, ReopenWithSmallerBoundsDropsTheOldest) {
   TempDir dir;
-  const std::string path = dir.file("outbox.db");
+  const std::string path = dir.path("outbox.db");
   {
     Outbox box(path, {});
     for (int i = 0; i < 20; ++i) box.append("t", std::to_string(i), 1, false);
@@ -446,7 +431,7 @@ TEST(Outbox, ReopenWithSmallerBoundsDropsTheOldest) {
 
 TEST(Outbox, RefusesAForeignDatabase) {
   TempDir dir;
-  const std::string path = dir.file("other.db");
+  const std::string path = dir.path("other.db");
   {
     sqlite3* db = nullptr;
     sqlite3_open(path.c_str(), &db);
@@ -468,7 +453,7 @@ TEST(Outbox, RefusesAForeignDatabase) {
 TEST(Outbox, CrashConsistencyUnderSigkill) {
   for (int round = 0; round < 3; ++round) {
     TempDir dir;
-    const std::string path = dir.file("outbox.db");
+    const std::string path = dir.path("outbox.db");
     int fds[2];
     ASSERT_EQ(::pipe(fds), 0);
     const pid_t pid = ::fork();

@@ -26,36 +26,19 @@
 #include <vector>
 
 #include "registry/store.h"
+#include "tests/unit/temp_dir.h"
 
 namespace coap2mqtt::registry {
 namespace {
 
 using Clock = std::chrono::system_clock;
 using std::chrono::milliseconds;
+using unit::TempDir;
 
 // Times survive a round trip at millisecond precision.
 Clock::time_point atMs(std::int64_t ms) {
   return Clock::time_point(milliseconds(ms));
 }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = "/tmp/c2m_store_XXXXXX";
-    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 // The test's own connection, bypassing Store: to plant bad files and to check the file.
 class RawDb {
@@ -168,7 +151,7 @@ void expectThrowMentioning(F&& f, std::initializer_list<std::string> needles) {
 
 TEST(Store, CreatesCurrentSchemaInNewFile) {
   TempDir dir;
-  const std::string path = dir.file("new.db");
+  const std::string path = dir.path("new.db");
   {
     Store store(path);
     EXPECT_EQ(store.schemaVersion(), Store::currentSchemaVersion());
@@ -186,7 +169,7 @@ TEST(Store, CreatesCurrentSchemaInNewFile) {
 // the umask (SQLite gives its -wal and -shm files the main file's mode).
 TEST(Store, CreatesItsFilesReadableByTheOwnerOnly) {
   TempDir dir;
-  const std::string path = dir.file("registry.db");
+  const std::string path = dir.path("registry.db");
   Store store(path);
   store.save(makeDevice("a", 1));
   for (const std::string& f : {path, path + "-wal"}) {
@@ -203,7 +186,7 @@ TEST(StoreDeathTest, AWriteFromAnotherThreadThanTheOpenersAborts) {
   TempDir dir;
   EXPECT_DEATH(
       {
-        Store store(dir.file("owned.db"));
+        Store store(dir.path("owned.db"));
         Device d;
         d.name = "x";
         d.uri = "coap://127.0.0.1";
@@ -215,7 +198,7 @@ TEST(StoreDeathTest, AWriteFromAnotherThreadThanTheOpenersAborts) {
 
 TEST(Store, MigratesAnEmptyFile) {
   TempDir dir;
-  const std::string path = dir.file("empty.db");
+  const std::string path = dir.path("empty.db");
   { std::ofstream(path).flush(); }  // zero bytes: an empty SQLite database, version 0
   ASSERT_TRUE(std::filesystem::exists(path));
   Store store(path);
@@ -226,7 +209,7 @@ TEST(Store, MigratesAnEmptyFile) {
 
 TEST(Store, RoundTripsEveryField) {
   TempDir dir;
-  Store store(dir.file("r.db"));
+  Store store(dir.path("r.db"));
 
   Device full;
   full.name = "kitchen-sensor";
@@ -276,7 +259,7 @@ TEST(Store, RoundTripsEveryField) {
 
 TEST(Store, ReopenKeepsData) {
   TempDir dir;
-  const std::string path = dir.file("reopen.db");
+  const std::string path = dir.path("reopen.db");
   Device d = makeDevice("dev", 5);
   d.friendly_name = "keeper";
   { Store(path).save(d); }
@@ -288,7 +271,7 @@ TEST(Store, ReopenKeepsData) {
 
 TEST(Store, SaveReplacesResourcesAndKeepsFirstSeen) {
   TempDir dir;
-  Store store(dir.file("s.db"));
+  Store store(dir.path("s.db"));
   Device d = makeDevice("dev", 3);
   store.save(d);
   Device later = makeDevice("dev", 0);
@@ -308,7 +291,7 @@ TEST(Store, SaveReplacesResourcesAndKeepsFirstSeen) {
 
 TEST(Store, UnsetFirstSeenBecomesNow) {
   TempDir dir;
-  Store store(dir.file("fs.db"));
+  Store store(dir.path("fs.db"));
   Device d = makeDevice("dev");
   d.first_seen = {};
   const auto before = Clock::now() - milliseconds(1);
@@ -322,7 +305,7 @@ TEST(Store, UnsetFirstSeenBecomesNow) {
 
 TEST(Store, DuplicatePathKeepsTheFirstLikeFindResource) {
   TempDir dir;
-  Store store(dir.file("dup.db"));
+  Store store(dir.path("dup.db"));
   Device d = makeDevice("dev");
   d.resources = {makeResource("/x", {"first"}), makeResource("/y"), makeResource("/x", {"second"})};
   store.save(d);
@@ -335,7 +318,7 @@ TEST(Store, DuplicatePathKeepsTheFirstLikeFindResource) {
 
 TEST(Store, RefusesListItemsThatWouldNotRoundTrip) {
   TempDir dir;
-  Store store(dir.file("bad.db"));
+  Store store(dir.path("bad.db"));
   Device d = makeDevice("dev");
   d.resources = {makeResource("/x", {"two words"})};
   EXPECT_THROW(store.save(d), std::invalid_argument);
@@ -346,7 +329,7 @@ TEST(Store, RefusesListItemsThatWouldNotRoundTrip) {
 
 TEST(Store, FailedSaveLeavesPreviousVersionIntact) {
   TempDir dir;
-  const std::string path = dir.file("atomic.db");
+  const std::string path = dir.path("atomic.db");
   Store store(path);
   store.save(makeDevice("dev", 3));
   {
@@ -375,7 +358,7 @@ TEST(Store, FailedSaveLeavesPreviousVersionIntact) {
 
 TEST(Store, RefusesNewerSchemaVersion) {
   TempDir dir;
-  const std::string path = dir.file("future.db");
+  const std::string path = dir.path("future.db");
   { Store(path).save(makeDevice("dev", 1)); }
   { RawDb(path).exec("PRAGMA user_version = 99"); }
   expectThrowMentioning([&] { Store s(path); }, {path, "99", "newer"});
@@ -387,7 +370,7 @@ TEST(Store, RefusesNewerSchemaVersion) {
 
 TEST(Store, RefusesAFileThatIsNotADatabase) {
   TempDir dir;
-  const std::string path = dir.file("text.db");
+  const std::string path = dir.path("text.db");
   {
     std::ofstream out(path);
     for (int i = 0; i < 200; ++i) out << "this is not an SQLite database, just some text\n";
@@ -398,7 +381,7 @@ TEST(Store, RefusesAFileThatIsNotADatabase) {
 
 TEST(Store, RefusesAnotherProgramsDatabase) {
   TempDir dir;
-  const std::string path = dir.file("foreign.db");
+  const std::string path = dir.path("foreign.db");
   { RawDb(path).exec("CREATE TABLE devices (id INTEGER PRIMARY KEY)"); }
   expectThrowMentioning([&] { Store s(path); }, {path, "other program"});
   { RawDb(path).exec("PRAGMA application_id = 42; PRAGMA user_version = 1"); }
@@ -407,18 +390,18 @@ TEST(Store, RefusesAnotherProgramsDatabase) {
 
 TEST(Store, ReadOnlyNeedsAnExistingDatabaseWithSchema) {
   TempDir dir;
-  const std::string missing = dir.file("missing.db");
+  const std::string missing = dir.path("missing.db");
   expectThrowMentioning([&] { Store s(missing, Store::Mode::ReadOnly); }, {missing});
   EXPECT_FALSE(std::filesystem::exists(missing));  // and did not create it
 
-  const std::string empty = dir.file("empty.db");
+  const std::string empty = dir.path("empty.db");
   { std::ofstream(empty).flush(); }
   expectThrowMentioning([&] { Store s(empty, Store::Mode::ReadOnly); }, {empty, "schema"});
 }
 
 TEST(Store, ReadOnlySeesARunningWriter) {
   TempDir dir;
-  const std::string path = dir.file("shared.db");
+  const std::string path = dir.path("shared.db");
   Store writer(path);
   writer.save(makeDevice("first", 5));
   Store reader(path, Store::Mode::ReadOnly);
@@ -441,7 +424,7 @@ TEST(Store, ReadOnlySeesARunningWriter) {
 
 TEST(Store, RenameMovesResourcesAndHistory) {
   TempDir dir;
-  const std::string path = dir.file("rename.db");
+  const std::string path = dir.path("rename.db");
   Store store(path);
   Device d = makeDevice("old", 4);
   d.friendly_name = "lamp";
@@ -467,7 +450,7 @@ TEST(Store, RenameMovesResourcesAndHistory) {
 
 TEST(Store, RemoveCascadesToResources) {
   TempDir dir;
-  const std::string path = dir.file("remove.db");
+  const std::string path = dir.path("remove.db");
   Store store(path);
   store.save(makeDevice("gone", 5));
   store.save(makeDevice("stays", 2));
@@ -483,7 +466,7 @@ TEST(Store, RemoveCascadesToResources) {
 
 TEST(Store, TouchesAreBufferedUntilFlush) {
   TempDir dir;
-  const std::string path = dir.file("touch.db");
+  const std::string path = dir.path("touch.db");
   Store store(path);
   Device a = makeDevice("a", 1);
   Device b = makeDevice("b", 1);
@@ -519,7 +502,7 @@ TEST(Store, SaveSupersedesAnEarlierTouch) {
   // Buffering must not change the outcome: touch then save ends with the saved values,
   // exactly as if the touch had been written at once.
   TempDir dir;
-  Store store(dir.file("order.db"));
+  Store store(dir.path("order.db"));
   Device d = makeDevice("dev");
   d.online = true;
   store.save(d);
@@ -543,7 +526,7 @@ TEST(Store, SaveSupersedesAnEarlierTouch) {
 
 TEST(Store, PendingTouchFollowsRenameAndDiesWithRemove) {
   TempDir dir;
-  Store store(dir.file("follow.db"));
+  Store store(dir.path("follow.db"));
   store.save(makeDevice("old"));
   store.save(makeDevice("doomed"));
   store.touch("old", atMs(1'900'000'000'000), true);
@@ -562,7 +545,7 @@ TEST(Store, PendingTouchFollowsRenameAndDiesWithRemove) {
 
 TEST(Store, DestructorFlushesForgottenTouches) {
   TempDir dir;
-  const std::string path = dir.file("dtor.db");
+  const std::string path = dir.path("dtor.db");
   {
     Store store(path);
     store.save(makeDevice("dev"));
@@ -661,7 +644,7 @@ std::vector<std::string> locations(const std::vector<StoredRdRegistration>& load
 
 TEST(StoreRd, RoundTripsEveryField) {
   TempDir dir;
-  const std::string path = dir.file("rd.db");
+  const std::string path = dir.path("rd.db");
   RdRegistration full;
   full.location = "/rd/42";
   full.ep =
@@ -701,7 +684,7 @@ TEST(StoreRd, RoundTripsEveryField) {
 
 TEST(StoreRd, OrderedByLocationNumber) {
   TempDir dir;
-  Store store(dir.file("order.db"));
+  Store store(dir.path("order.db"));
   for (const char* location : {"/rd/10", "/rd/2", "/rd/1", "/rd/100", "/rd/9"}) {
     store.saveRdRegistration(makeRegistration(location, std::string("ep") + location), atMs(1'000));
   }
@@ -711,7 +694,7 @@ TEST(StoreRd, OrderedByLocationNumber) {
 
 TEST(StoreRd, SaveReplacesTheRegistrationAtTheSameLocation) {
   TempDir dir;
-  const std::string path = dir.file("upsert.db");
+  const std::string path = dir.path("upsert.db");
   Store store(path);
   RdRegistration first = makeRegistration("/rd/1", "node1", "</a>;rt=x,</b>");
   first.sector = "s";
@@ -734,7 +717,7 @@ TEST(StoreRd, SaveReplacesTheRegistrationAtTheSameLocation) {
 
 TEST(StoreRd, RemoveDeletesOnlyThatLocation) {
   TempDir dir;
-  Store store(dir.file("rm.db"));
+  Store store(dir.path("rm.db"));
   store.save(makeDevice("dev", 1));
   store.saveRdRegistration(makeRegistration("/rd/1", "a"), atMs(1'000));
   store.saveRdRegistration(makeRegistration("/rd/2", "b"), atMs(1'000));
@@ -749,7 +732,7 @@ TEST(StoreRd, RemoveDeletesOnlyThatLocation) {
 
 TEST(StoreRd, RefusesWhatWouldNotLoadBack) {
   TempDir dir;
-  Store store(dir.file("refuse.db"));
+  Store store(dir.path("refuse.db"));
   RdRegistration r = makeRegistration("/rd/1", "a");
   r.links[0].target = "a>b";  // not something the parser produces
   EXPECT_THROW(store.saveRdRegistration(r, atMs(0)), std::invalid_argument);
@@ -766,7 +749,7 @@ TEST(StoreRd, RefusesWhatWouldNotLoadBack) {
 
 TEST(StoreRd, SkipsRowsThatNoLongerMakeSense) {
   TempDir dir;
-  const std::string path = dir.file("skip.db");
+  const std::string path = dir.path("skip.db");
   Store store(path);
   store.saveRdRegistration(makeRegistration("/rd/1", "broken-links"), atMs(1'000));
   store.saveRdRegistration(makeRegistration("/rd/2", "good"), atMs(2'000));
@@ -795,7 +778,7 @@ TEST(StoreRd, SkipsRowsThatNoLongerMakeSense) {
 
 TEST(StoreRd, LatestRepresentableExpiryRoundTrips) {
   TempDir dir;
-  Store store(dir.file("max.db"));
+  Store store(dir.path("max.db"));
   store.saveRdRegistration(makeRegistration("/rd/1", "a"), Clock::time_point::max());
   const auto loaded = store.loadRdRegistrations();
   ASSERT_EQ(loaded.size(), 1u);
@@ -804,7 +787,7 @@ TEST(StoreRd, LatestRepresentableExpiryRoundTrips) {
 
 TEST(StoreRd, ReadOnlyLoadsRegistrationsAndCannotChangeThem) {
   TempDir dir;
-  const std::string path = dir.file("ro.db");
+  const std::string path = dir.path("ro.db");
   Store writer(path);
   const RdRegistration r = makeRegistration("/rd/3", "node3", "</x>;rt=\"a b\"");
   writer.saveRdRegistration(r, atMs(123'456));
@@ -820,7 +803,7 @@ TEST(StoreRd, ReadOnlyLoadsRegistrationsAndCannotChangeThem) {
 
 TEST(StoreRd, MigratesAVersion1DatabaseKeepingItsDevices) {
   TempDir dir;
-  const std::string path = dir.file("v1.db");
+  const std::string path = dir.path("v1.db");
   {
     RawDb raw(path);
     raw.exec("PRAGMA journal_mode = WAL");
@@ -879,7 +862,7 @@ TEST(StoreRd, MigratesAVersion1DatabaseKeepingItsDevices) {
 
 TEST(StoreRd, StillRefusesASchemaNewerThanItsOwn) {
   TempDir dir;
-  const std::string path = dir.file("v-next.db");
+  const std::string path = dir.path("v-next.db");
   {
     Store store(path);
     store.saveRdRegistration(makeRegistration("/rd/1", "a"), atMs(1'000));
@@ -922,7 +905,7 @@ double secondsOf(const std::function<void()>& f) {
 
 TEST(StorePending, WritesWhileAnotherConnectionHoldsTheLockAreKeptAndLandAfterIt) {
   TempDir dir;
-  const std::string path = dir.file("locked.db");
+  const std::string path = dir.path("locked.db");
   Store store(path);
   ASSERT_EQ(store.save(makeDevice("stays", 1)), WriteResult::Written);
   ASSERT_EQ(store.save(makeDevice("goes", 1)), WriteResult::Written);
@@ -995,7 +978,7 @@ TEST(StorePending, WritesWhileAnotherConnectionHoldsTheLockAreKeptAndLandAfterIt
 
 TEST(StorePending, PendingSaveAndRemoveOfOneNameEndAsIfEachHadBeenWrittenAtOnce) {
   TempDir dir;
-  const std::string path = dir.file("order.db");
+  const std::string path = dir.path("order.db");
   Store store(path);
   Device x = makeDevice("x", 2);
   Device y = makeDevice("y", 2);
@@ -1045,7 +1028,7 @@ TEST(StorePending, PendingSaveAndRemoveOfOneNameEndAsIfEachHadBeenWrittenAtOnce)
 
 TEST(StorePending, SaveAfterSaveOfAStoredDeviceKeepsItsFirstSeen) {
   TempDir dir;
-  const std::string path = dir.file("keep.db");
+  const std::string path = dir.path("keep.db");
   Store store(path);
   ASSERT_EQ(store.save(makeDevice("w", 2)), WriteResult::Written);
   {
@@ -1064,7 +1047,7 @@ TEST(StorePending, SaveAfterSaveOfAStoredDeviceKeepsItsFirstSeen) {
 
 TEST(StorePending, APendingRenameHappensOnlyIfItStillCanAtFlush) {
   TempDir dir;
-  const std::string path = dir.file("rename.db");
+  const std::string path = dir.path("rename.db");
   Store store(path);
   ASSERT_EQ(store.save(makeDevice("a", 1)), WriteResult::Written);
   ASSERT_EQ(store.save(makeDevice("b", 2)), WriteResult::Written);
@@ -1091,7 +1074,7 @@ TEST(StorePending, APendingRenameHappensOnlyIfItStillCanAtFlush) {
 
 TEST(StorePending, ARefusedWriteIsDroppedAloneWhenFlushed) {
   TempDir dir;
-  const std::string path = dir.file("refused.db");
+  const std::string path = dir.path("refused.db");
   Store store(path);
   {
     RawDb raw(path);
@@ -1122,7 +1105,7 @@ TEST(StorePending, ARefusedWriteIsDroppedAloneWhenFlushed) {
 
 TEST(StorePending, TouchesStayBatchedAndSurviveAFailedFlush) {
   TempDir dir;
-  const std::string path = dir.file("touch.db");
+  const std::string path = dir.path("touch.db");
   Store store(path);
   for (int i = 0; i < 50; ++i) store.save(makeDevice("d" + std::to_string(i)));
   {
@@ -1148,7 +1131,7 @@ TEST(StorePending, TouchesStayBatchedAndSurviveAFailedFlush) {
 
 TEST(StorePending, TheDestructorWritesWhatIsPending) {
   TempDir dir;
-  const std::string path = dir.file("dtor.db");
+  const std::string path = dir.path("dtor.db");
   {
     Store store(path);
     {
@@ -1170,8 +1153,8 @@ TEST(StorePending, RandomWritesEndTheSameWithOrWithoutALock) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   TempDir dir;
-  const std::string path_a = dir.file("a.db");
-  Store direct(dir.file("direct.db"));
+  const std::string path_a = dir.path("a.db");
+  Store direct(dir.path("direct.db"));
   Store locked(path_a);
   std::unique_ptr<Lock> lock;
   const std::vector<std::string> names{"n0", "n1", "n2", "n3"};
@@ -1246,7 +1229,7 @@ TEST(StorePending, RandomWritesEndTheSameWithOrWithoutALock) {
 // beyond INT64_MAX is stored with its size unknown.
 TEST(Store, AnSzBeyondInt64MaxIsStoredAsUnknownNotThrown) {
   TempDir dir;
-  Store store(dir.file("sz.db"));
+  Store store(dir.path("sz.db"));
   const auto links = parseLinks("</a>;sz=9223372036854775808;obs,</b>;sz=9223372036854775807");
   Device d = makeDevice("hostile");
   for (const Link& l : links) {
@@ -1329,7 +1312,7 @@ Device crashDevice(int index, long generation) {
 
 TEST(StoreCrash, SigkillAtAnyMomentLeavesAConsistentDatabase) {
   TempDir dir;
-  const std::string path = dir.file("crash.db");
+  const std::string path = dir.path("crash.db");
   const unsigned seed = std::random_device{}();
   RecordProperty("seed", std::to_string(seed));
   SCOPED_TRACE("seed " + std::to_string(seed));
