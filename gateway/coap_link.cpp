@@ -221,26 +221,6 @@ void CoapLink::serveUnknown(ServerHandler handler) {
   impl_->serveUnknown(std::move(handler));
 }
 
-void CoapLink::servePrefix(const std::string& segment, ServerHandler handler) {
-  loop_thread_.check();
-  impl_->servePrefix(segment, std::move(handler));
-}
-
-void CoapLink::serveObservable(const std::string& path, ServerHandler handler) {
-  loop_thread_.check();
-  impl_->serveObservable(path, std::move(handler));
-}
-
-bool CoapLink::serves(const std::string& path) const {
-  loop_thread_.check();
-  return impl_->serves(path);
-}
-
-void CoapLink::notifyObservers(const std::string& path) {
-  loop_thread_.check();
-  impl_->notifyObservers(path);
-}
-
 void CoapLink::setHoldAck(std::function<bool()> hold_ack) {
   loop_thread_.check();
   impl_->setHoldAck(std::move(hold_ack));

@@ -370,4 +370,25 @@ void CoapLink::Impl::releaseDeferred() {
   if (!deferred_.empty()) timer_pacing_.noteIo(CoapTimerPacing::Clock::now());
 }
 
+// The public /ps side of the server (issue 20), forwarded like the rest of CoapLink.
+void CoapLink::servePrefix(const std::string& segment, ServerHandler handler) {
+  loop_thread_.check();
+  impl_->servePrefix(segment, std::move(handler));
+}
+
+void CoapLink::serveObservable(const std::string& path, ServerHandler handler) {
+  loop_thread_.check();
+  impl_->serveObservable(path, std::move(handler));
+}
+
+bool CoapLink::serves(const std::string& path) const {
+  loop_thread_.check();
+  return impl_->serves(path);
+}
+
+void CoapLink::notifyObservers(const std::string& path) {
+  loop_thread_.check();
+  impl_->notifyObservers(path);
+}
+
 }  // namespace coap2mqtt::gateway
