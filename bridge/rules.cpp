@@ -18,6 +18,7 @@ namespace coap2mqtt::bridge {
 namespace {
 
 using toml_reader::checkDocument;
+using toml_reader::equalsIgnoreCase;
 using toml_reader::quote;
 using toml_reader::Reporter;
 using toml_reader::Table;
@@ -507,6 +508,66 @@ class FileParser {
     if (report_.count() == errors_before) out_.commands.push_back(std::move(cmd));
   }
 
+  // [[inbound]] (bridge/inbound.h): who may publish to or read /ps/<topic path>.
+  void parseInbound(const Value& t, const std::string& prefix) {
+    const std::size_t errors_before = report_.count();
+    TableReader r(report_, t, prefix, {"name", "allow", "methods", "qos", "retain"});
+    InboundRule in;
+    in.file = report_.file();
+    in.name = prefix;
+    if (auto name = r.string("name")) {
+      if (name->empty()) {
+        r.invalid("name", "expected a non-empty string");
+      } else {
+        in.name = *name;
+      }
+    }
+    static constexpr const char* kDenied =
+        "devices may publish or subscribe only where `allow` names the devices and paths";
+    if (const Value* allow = r.table("allow")) {
+      TableReader ar(report_, *allow, prefix + ".allow", {"device", "path"});
+      if (auto g = readGlob(ar, "device", Glob::Kind::Name, true,
+                            std::string("a device name glob such as \"*\" (") + kDenied + ")")) {
+        in.allow_device = std::move(*g);
+      }
+      if (auto g = readGlob(
+              ar, "path", Glob::Kind::Path, true,
+              std::string("a topic path glob such as \"/sensors/**\" (") + kDenied + ")")) {
+        in.allow_path = std::move(*g);
+      }
+    } else if (r.find("allow") == nullptr) {
+      report_.error(
+          t, r.keyPath("allow"),
+          std::string(kDenied) + ", e.g. allow = { device = \"*\", path = \"/sensors/**\" }");
+    }
+    if (r.find("methods") != nullptr) {
+      in.post = in.put = in.get = false;
+      bool any = false;
+      const bool is_array = r.stringArray(
+          "methods", "\"POST\", \"PUT\" or \"GET\"",
+          [&](const Value& item, const std::string& key, const std::string& m) {
+            if (equalsIgnoreCase(m, "POST")) {
+              in.post = any = true;
+            } else if (equalsIgnoreCase(m, "PUT")) {
+              in.put = any = true;
+            } else if (equalsIgnoreCase(m, "GET")) {
+              in.get = any = true;
+            } else {
+              report_.error(
+                  item, key,
+                  "expected \"POST\", \"PUT\" or \"GET\" (GET includes observe), got " + quote(m));
+              any = true;  // reported: not also as an empty list
+            }
+          });
+      if (is_array && !any) {
+        r.invalid("methods", "expected at least one of \"POST\", \"PUT\", \"GET\"");
+      }
+    }
+    if (auto q = r.integer("qos", 0, 2)) in.qos = static_cast<int>(*q);
+    if (auto b = r.boolean("retain")) in.retain = *b;
+    if (report_.count() == errors_before) out_.inbound.push_back(std::move(in));
+  }
+
   // result_topic: a publish template over the command's captures; by default the command
   // topic + "/result". It must not match the command topic itself (a command loop).
   void parseResultTopic(TableReader& r, CommandRule& cmd) {
@@ -721,9 +782,9 @@ void parseRules(const std::string& file, std::string_view content,
 
   Reporter report(file, errors);
   if (!allow_other_tables) {
-    const std::vector<std::string> known{"rule", "command"};
+    const std::vector<std::string> known{"rule", "command", "inbound"};
     for (const auto& [key, value] : doc->as_table()) {
-      if (key != "rule" && key != "command") {
+      if (key != "rule" && key != "command" && key != "inbound") {
         report.error(value, key, unknownKeyMessage(key, known));
       }
     }
@@ -740,6 +801,11 @@ void parseRules(const std::string& file, std::string_view content,
     parser.eachTable(
         it->second, "command",
         [&](const Value& t, const std::string& key, std::size_t) { parser.parseCommand(t, key); });
+  }
+  if (const auto it = root.find("inbound"); it != root.end()) {
+    parser.eachTable(
+        it->second, "inbound",
+        [&](const Value& t, const std::string& key, std::size_t) { parser.parseInbound(t, key); });
   }
   sortByPosition(errors, first_error);
 }

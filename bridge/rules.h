@@ -10,6 +10,7 @@
 
 #include "bridge/config_error.h"
 #include "bridge/glob.h"
+#include "bridge/inbound.h"
 #include "bridge/topic_template.h"
 #include "bridge/transform.h"
 
@@ -96,11 +97,12 @@ struct CommandRule {
 struct RuleSet {
   std::vector<Rule> rules;
   std::vector<CommandRule> commands;
+  std::vector<InboundRule> inbound;  // [[inbound]]: who may use /ps (bridge/inbound.h)
 };
 
-// Parses the [[rule]] and [[command]] tables of one TOML document: `content` is the text
-// of `file`, which is only used to name it in messages (file:line:col) and in Rule::file.
-// No file is read here: gateway/config_files.h reads rule files and expands their globs.
+// Parses the [[rule]], [[command]] and [[inbound]] tables of one TOML document: `content` is the
+// text of `file`, which is only used to name it in messages (file:line:col) and in Rule::file. No
+// file is read here: gateway/config_files.h reads rule files and expands their globs.
 // `default_topic_base` is used for the default topic "<base>/{device}/{path}". Errors (all
 // of them) are appended to `errors`; rules with errors are not added. Keys that are not
 // part of rules (e.g. [gateway]) are left for the caller when `allow_other_tables` is true.

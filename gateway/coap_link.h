@@ -51,13 +51,17 @@ inline constexpr std::size_t kMaxResponseBody = std::size_t{1} << 20;
 // A request to one of our own server resources (the Resource Directory).
 struct CoapServerRequest {
   bridge::Method method = bridge::Method::Get;
-  std::string path;                // with leading '/', e.g. "/rd/3"
-  std::vector<std::string> query;  // Uri-Query options as sent, e.g. "ep=node7"
+  std::string path;                   // with leading '/', e.g. "/rd/3"
+  std::vector<std::string> segments;  // the Uri-Path options as sent, e.g. "rd", "3"
+  std::vector<std::string> query;     // Uri-Query options as sent, e.g. "ep=node7"
   std::string payload;
   std::optional<unsigned> content_format;
   std::string source;  // coap://host:port of the requester (coaps:// over DTLS)
   // The PSK identity the requester proved in its DTLS handshake; empty over plain CoAP.
   std::string psk_identity;
+  bool confirmable = false;              // a CON request (else NON)
+  bool block1 = false;                   // it carries a Block1 option (one block of a larger body)
+  std::optional<std::uint32_t> observe;  // its Observe option (0 registers, 1 deregisters)
   // Over DTLS with a certificate (verified against [coap].listen_pki's CA): the name in it,
   // its first DNS SAN, else its subject's CN.
   std::string cert_name;
@@ -68,6 +72,12 @@ struct CoapServerResponse {
   std::string payload;
   std::optional<unsigned> content_format;
   std::string location;  // Location-Path for 2.01, e.g. "/rd/3"
+  // For a CON request: an empty ACK now, and this response as a separate CON response
+  // after the next releaseHeldAcks() (once what the handler queued is durable).
+  bool after_release = false;
+  // An empty ACK now; the request is handled again in a moment, by the resource the handler
+  // has just created (serveObservable): libcoap's observe registration needs a resource.
+  bool redispatch = false;
 };
 
 class CoapLink {
@@ -124,12 +134,21 @@ class CoapLink {
              ServerHandler handler);
   // Every other path (e.g. the RD's registration resources "/rd/<n>").
   void serveUnknown(ServerHandler handler);
+  // Paths below `segment` ("ps": "/ps/a/b"), taken before serveUnknown's handler.
+  void servePrefix(const std::string& segment, ServerHandler handler);
+  // An observable resource at `path` ("ps/cmd/attic"), created once (the caller bounds how
+  // many); GET and its observers go to `handler`. /.well-known/core lists it (with obs).
+  void serveObservable(const std::string& path, ServerHandler handler);
+  bool serves(const std::string& path) const;
+  // Its observers get a notification (the handler's answer to their GET) soon.
+  void notifyObservers(const std::string& path);
 
   // Asked after the handler of a response that came in a CON message, before libcoap ACKs
   // it: true holds the ACK back until releaseHeldAcks(), e.g. until what the handler queued
   // is durable (once ACKed, the device will not send it again).
   void setHoldAck(std::function<bool()> hold_ack);
-  // Sends the ACKs held back so far (to devices that still have the same session).
+  // Sends the ACKs held back so far (to devices that still have the same session), and the
+  // responses held back (after_release).
   void releaseHeldAcks();
 
   const CoapStats& stats() const;

@@ -27,6 +27,7 @@ void CoapLink::Impl::releaseHeldAcks() {
       sendEmptyReply(device->session.get(), held.mid, false);
     }
   }
+  releaseDeferred();
 }
 
 void CoapLink::Impl::noteConNotification(Device& device, coap_mid_t mid) {

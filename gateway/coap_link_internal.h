@@ -91,8 +91,24 @@ class CoapLink::Impl {
              const std::vector<std::pair<std::string, std::string>>& attributes,
              ServerHandler handler);
   void serveUnknown(ServerHandler handler);
+  void servePrefix(const std::string& segment, ServerHandler handler);
+  void serveObservable(const std::string& path, ServerHandler handler);
+  bool serves(const std::string& path) const { return observable_.count(path) != 0; }
+  void notifyObservers(const std::string& path);
+  // CoapServerResponse::redispatch: false when libcoap cannot (then answered 5.03).
+  bool redispatch(coap_session_t* session, const coap_pdu_t* request);
+  // From the server trampoline (coap_link_server.cpp): the handler for a path.
+  ServerHandler* prefixHandler(const std::string& first_segment);
+  // A response held back until releaseHeldAcks() (CoapServerResponse::after_release): false
+  // when libcoap cannot hold it (then it is answered at once).
+  bool deferResponse(coap_session_t* session, const coap_pdu_t* request,
+                     CoapServerResponse response);
+  // When libcoap hands back a request deferred before: its response, taken.
+  std::optional<CoapServerResponse> takeDeferred(coap_session_t* session,
+                                                 const coap_pdu_t* request);
   void setHoldAck(std::function<bool()> hold_ack) { hold_ack_ = std::move(hold_ack); }
   void releaseHeldAcks();
+  void releaseDeferred();  // coap_link_server.cpp
   const CoapStats& stats() const { return stats_; }
   // libcoap says it only in its log (see gateway/coap_link_log.cpp).
   void setMalformed(std::uint64_t n) { stats_.malformed = n; }
@@ -204,7 +220,7 @@ class CoapLink::Impl {
   std::chrono::steady_clock::duration reackDelay(const Device& device) const;
   static void sendEmptyReply(coap_session_t* session, coap_mid_t mid, bool reset);  // ACK/RST
 
-  // Probes (coap_link_ping.cpp).
+  // Probes (coap_link_ping.cpp); releaseLater also for deferred responses' sessions.
   bool onPingAnswer(coap_session_t* session, coap_mid_t mid, coap_nack_reason_t reason);
   std::vector<std::function<void(bool)>> takePings(const std::string& device);
   void releaseLater(CoapSessionPtr session);
@@ -236,6 +252,22 @@ class CoapLink::Impl {
   std::vector<CoapSessionPtr> to_release_;                              // finished probes
   EventLoop::TimerId release_timer_ = 0;
   std::vector<std::unique_ptr<ServerHandler>> server_handlers_;  // resources point here
+  // The unknown resource's handlers: by first path segment (servePrefix), else the fallback.
+  void ensureUnknownResource();
+  bool unknown_resource_ = false;
+  ServerHandler unknown_handler_;
+  std::map<std::string, ServerHandler, std::less<>> prefix_handlers_;
+  std::map<std::string, coap_resource_t*, std::less<>> observable_;  // owned by the context
+  // Responses held back (after_release), each with a reference on its session; triggered by
+  // releaseHeldAcks(), then answered when libcoap hands the request back (coap_async).
+  struct Deferred {
+    CoapSessionPtr session;
+    std::string token;
+    CoapServerResponse response;
+    bool triggered = false;
+  };
+  std::vector<Deferred> deferred_;
+  static constexpr std::size_t kMaxDeferred = 4096;  // beyond: answered at once
   // Server DTLS (coap_link_dtls.cpp): set up at the first coaps:// listener. The keys point
   // into config_.psk_clients.
   bool setupServerPsk(std::string* error);

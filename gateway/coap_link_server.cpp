@@ -41,13 +41,19 @@ CoapServerRequest readRequest(coap_session_t* session, const coap_pdu_t* request
     std::string value(reinterpret_cast<const char*>(coap_opt_value(opt)), coap_opt_length(opt));
     if (it.number == COAP_OPTION_URI_PATH) {
       req.path += "/" + value;
+      req.segments.push_back(value);
     } else if (it.number == COAP_OPTION_URI_QUERY) {
       req.query.push_back(std::move(value));
+    } else if (it.number == COAP_OPTION_OBSERVE) {
+      req.observe = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
+    } else if (it.number == COAP_OPTION_BLOCK1) {
+      req.block1 = true;
     } else if (it.number == COAP_OPTION_CONTENT_FORMAT) {
       req.content_format = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
     }
   }
   if (req.path.empty()) req.path = "/";
+  req.confirmable = coap_pdu_get_type(request) == COAP_MESSAGE_CON;
   std::size_t length = 0;
   const std::uint8_t* data = nullptr;
   if (coap_get_data(request, &length, &data) != 0) {
@@ -116,24 +122,75 @@ void writeResponse(const CoapServerResponse& res, coap_resource_t* resource,
   }
 }
 
+CoapLink::Impl* implOf(coap_session_t* session) {
+  return static_cast<CoapLink::Impl*>(coap_get_app_data(coap_session_get_context(session)));
+}
+
+// One request to `handler`; a response it holds back (after_release) waits in the link, and
+// libcoap hands the request back once it is released (coap_async): then it is answered.
+void handle(CoapLink::Impl* impl, CoapLink::ServerHandler* handler, coap_resource_t* resource,
+            coap_session_t* session, const coap_pdu_t* request, const coap_string_t* query,
+            coap_pdu_t* response) {
+  if (impl != nullptr) {
+    if (auto held = impl->takeDeferred(session, request)) {
+      held->after_release = false;
+      writeResponse(*held, resource, session, request, response, query);
+      return;
+    }
+  }
+  if (handler == nullptr) {
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_NOT_FOUND);
+    return;
+  }
+  CoapServerRequest req = readRequest(session, request);
+  CoapServerResponse res = (*handler)(req);
+  if (res.after_release && req.confirmable && impl != nullptr &&
+      impl->deferResponse(session, request, res)) {
+    return;  // no code: libcoap sends an empty ACK now
+  }
+  if (res.redispatch) {
+    if (impl != nullptr && impl->redispatch(session, request)) return;  // an empty ACK now
+    res = CoapServerResponse{503, "busy", 0, {}};
+  }
+  writeResponse(res, resource, session, request, response, query);
+}
+
 // noexcept trampoline: no exception ever crosses into libcoap.
 void requestTrampoline(coap_resource_t* resource, coap_session_t* session,
                        const coap_pdu_t* request, const coap_string_t* query,
                        coap_pdu_t* response) noexcept {
   try {
     auto* handler = static_cast<CoapLink::ServerHandler*>(coap_resource_get_userdata(resource));
-    writeResponse((*handler)(readRequest(session, request)), resource, session, request, response,
-                  query);
+    handle(implOf(session), handler, resource, session, request, query, response);
   } catch (const std::exception& e) {
     spdlog::error("coap: server handler failed: {}", e.what());
     coap_pdu_set_code(response, COAP_RESPONSE_CODE_INTERNAL_ERROR);
   }
 }
 
-void registerHandlers(coap_resource_t* resource) {
+// The unknown resource: a handler by the first path segment (servePrefix), else the fallback.
+void unknownTrampoline(coap_resource_t* resource, coap_session_t* session,
+                       const coap_pdu_t* request, const coap_string_t* query,
+                       coap_pdu_t* response) noexcept {
+  try {
+    CoapLink::Impl* impl = implOf(session);
+    std::string first;
+    coap_opt_iterator_t it;
+    if (coap_opt_t* opt = coap_check_option(request, COAP_OPTION_URI_PATH, &it)) {
+      first.assign(reinterpret_cast<const char*>(coap_opt_value(opt)), coap_opt_length(opt));
+    }
+    handle(impl, impl != nullptr ? impl->prefixHandler(first) : nullptr, resource, session, request,
+           query, response);
+  } catch (const std::exception& e) {
+    spdlog::error("coap: server handler failed: {}", e.what());
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE_INTERNAL_ERROR);
+  }
+}
+
+void registerHandlers(coap_resource_t* resource, coap_method_handler_t trampoline) {
   for (coap_request_t method :
        {COAP_REQUEST_GET, COAP_REQUEST_POST, COAP_REQUEST_PUT, COAP_REQUEST_DELETE}) {
-    coap_register_request_handler(resource, method, &requestTrampoline);
+    coap_register_request_handler(resource, method, trampoline);
   }
 }
 
@@ -190,7 +247,8 @@ void CoapLink::Impl::serve(const std::string& path,
   if (resource == nullptr) throw std::runtime_error("coap: cannot create resource " + path);
   server_handlers_.push_back(std::make_unique<ServerHandler>(std::move(handler)));
   coap_resource_set_userdata(resource, server_handlers_.back().get());
-  registerHandlers(resource);
+  registerHandlers(resource, &requestTrampoline);
+  coap_set_app_data(context_.get(), this);
   for (const auto& [key, value] : attributes) {
     coap_str_const_t k = strConst(key);
     coap_str_const_t v = strConst(value);
@@ -203,12 +261,134 @@ void CoapLink::Impl::serve(const std::string& path,
 }
 
 void CoapLink::Impl::serveUnknown(ServerHandler handler) {
-  coap_resource_t* resource = coap_resource_unknown_init(&requestTrampoline);
+  unknown_handler_ = std::move(handler);
+  ensureUnknownResource();
+}
+
+void CoapLink::Impl::servePrefix(const std::string& segment, ServerHandler handler) {
+  prefix_handlers_[segment] = std::move(handler);
+  ensureUnknownResource();
+}
+
+CoapLink::ServerHandler* CoapLink::Impl::prefixHandler(const std::string& first_segment) {
+  if (auto it = prefix_handlers_.find(first_segment); it != prefix_handlers_.end()) {
+    return &it->second;
+  }
+  return unknown_handler_ ? &unknown_handler_ : nullptr;
+}
+
+void CoapLink::Impl::ensureUnknownResource() {
+  if (unknown_resource_) return;
+  coap_resource_t* resource = coap_resource_unknown_init(&unknownTrampoline);
   if (resource == nullptr) throw std::runtime_error("coap: cannot create the unknown resource");
+  registerHandlers(resource, &unknownTrampoline);
+  coap_set_app_data(context_.get(), this);
+  coap_add_resource(context_.get(), resource);
+  unknown_resource_ = true;
+}
+
+void CoapLink::Impl::serveObservable(const std::string& path, ServerHandler handler) {
+  if (observable_.count(path) != 0) return;
+  coap_str_const_t name = strConst(path);
+  // Notifications NON, every fifth CON (libcoap's COAP_OBS_MAX_NON), as RFC 7641 §4.5 asks.
+  coap_resource_t* resource = coap_resource_init(&name, COAP_RESOURCE_FLAGS_NOTIFY_NON);
+  if (resource == nullptr) throw std::runtime_error("coap: cannot create resource " + path);
   server_handlers_.push_back(std::make_unique<ServerHandler>(std::move(handler)));
   coap_resource_set_userdata(resource, server_handlers_.back().get());
-  registerHandlers(resource);
+  coap_register_request_handler(resource, COAP_REQUEST_GET, &requestTrampoline);
+  coap_register_request_handler(resource, COAP_REQUEST_POST, &requestTrampoline);
+  coap_register_request_handler(resource, COAP_REQUEST_PUT, &requestTrampoline);
+  coap_resource_set_get_observable(resource, 1);
+  coap_set_app_data(context_.get(), this);
   coap_add_resource(context_.get(), resource);
+  observable_.emplace(path, resource);
+}
+
+void CoapLink::Impl::notifyObservers(const std::string& path) {
+  auto it = observable_.find(path);
+  if (it == observable_.end()) return;
+  coap_resource_notify_observers(it->second, nullptr);
+  timer_pacing_.noteIo(CoapTimerPacing::Clock::now());  // sent by libcoap's timer work
+}
+
+bool CoapLink::Impl::redispatch(coap_session_t* session, const coap_pdu_t* request) {
+  if (coap_register_async(session, request, 1) == nullptr) return false;  // 1 tick: at once
+  timer_pacing_.noteIo(CoapTimerPacing::Clock::now());
+  return true;
+}
+
+bool CoapLink::Impl::deferResponse(coap_session_t* session, const coap_pdu_t* request,
+                                   CoapServerResponse response) {
+  if (deferred_.size() >= kMaxDeferred) return false;
+  if (coap_register_async(session, request, 0) == nullptr) return false;  // 0: until triggered
+  const coap_bin_const_t token = coap_pdu_get_token(request);
+  Deferred d;
+  d.session.reset(coap_session_reference(session));
+  d.token.assign(reinterpret_cast<const char*>(token.s), token.length);
+  d.response = std::move(response);
+  deferred_.push_back(std::move(d));
+  return true;
+}
+
+std::optional<CoapServerResponse> CoapLink::Impl::takeDeferred(coap_session_t* session,
+                                                               const coap_pdu_t* request) {
+  if (deferred_.empty()) return std::nullopt;
+  const coap_bin_const_t token = coap_pdu_get_token(request);
+  const std::string_view t(reinterpret_cast<const char*>(token.s), token.length);
+  for (auto it = deferred_.begin(); it != deferred_.end(); ++it) {
+    if (it->session.get() != session || it->token != t || !it->triggered) continue;
+    std::optional<CoapServerResponse> out = std::move(it->response);
+    releaseLater(std::move(it->session));  // libcoap is still using it
+    deferred_.erase(it);
+    return out;
+  }
+  return std::nullopt;
+}
+
+void CoapLink::Impl::releaseDeferred() {
+  // Triggered at the last release and never handed back (the session went): forgotten.
+  for (auto it = deferred_.begin(); it != deferred_.end();) {
+    if (it->triggered) {
+      releaseLater(std::move(it->session));
+      it = deferred_.erase(it);
+      continue;
+    }
+    const coap_bin_const_t token{it->token.size(),
+                                 reinterpret_cast<const std::uint8_t*>(it->token.data())};
+    if (coap_async_t* async = coap_find_async(it->session.get(), token)) {
+      coap_async_trigger(async);
+      it->triggered = true;
+      ++it;
+    } else {
+      releaseLater(std::move(it->session));
+      it = deferred_.erase(it);
+    }
+  }
+  // libcoap sends what was triggered from its timer work (coap_io_prepare_epoll), which
+  // walks every session: as after I/O, within CoapTimerPacing::kAfterIo, one walk for all
+  // that was released meanwhile (forced at once on every flush it was a third of the CPU).
+  if (!deferred_.empty()) timer_pacing_.noteIo(CoapTimerPacing::Clock::now());
+}
+
+// The public /ps side of the server (issue 20), forwarded like the rest of CoapLink.
+void CoapLink::servePrefix(const std::string& segment, ServerHandler handler) {
+  loop_thread_.check();
+  impl_->servePrefix(segment, std::move(handler));
+}
+
+void CoapLink::serveObservable(const std::string& path, ServerHandler handler) {
+  loop_thread_.check();
+  impl_->serveObservable(path, std::move(handler));
+}
+
+bool CoapLink::serves(const std::string& path) const {
+  loop_thread_.check();
+  return impl_->serves(path);
+}
+
+void CoapLink::notifyObservers(const std::string& path) {
+  loop_thread_.check();
+  impl_->notifyObservers(path);
 }
 
 }  // namespace coap2mqtt::gateway

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -118,15 +119,37 @@ void parseDiscoverySection(TableReader& coap, Reporter& report, DiscoveryConfig&
   if (auto q = r.string("query", false, "a query such as \"rt=temperature\"")) out.query = *q;
 }
 
+// ps_root: one path segment (a leading '/' is allowed), "" = no /ps; ps_max_payload: bytes.
+void parsePubSubKeys(TableReader& r, PubSubConfig& out) {
+  if (auto root = r.string("ps_root", false, "a path segment such as \"ps\"")) {
+    std::string_view s = *root;
+    if (!s.empty() && s.front() == '/') s.remove_prefix(1);
+    const bool ok = std::all_of(s.begin(), s.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+    });
+    if (!ok || s == "." || s == ".." || s == "rd" || s == "rd-lookup" || s == ".well-known") {
+      r.invalid("ps_root",
+                "expected one path segment of [A-Za-z0-9_.-] such as \"ps\" (not "
+                "rd, rd-lookup or .well-known), or \"\" for no /ps, got " +
+                    quote(*root));
+    } else {
+      out.root = std::string(s);
+    }
+  }
+  if (auto n = r.integer("ps_max_payload", 0, 65536)) out.max_payload = std::size_t(*n);
+  if (auto n = r.integer("ps_queue", 0, 10000)) out.queue = std::size_t(*n);
+  if (auto d = r.duration("ps_queue_expiry", std::chrono::seconds(1))) out.queue_expiry = *d;
+}
+
 void parseCoapSection(TableReader& root, Reporter& report, const std::string& dir,
                       GatewayConfig& cfg) {
   const Value* section = root.table("coap");
   if (section == nullptr) return;
-  TableReader r(
-      report, *section, "coap",
-      {"listen", "request_timeout", "retry_interval", "offline_after", "resource_directory",
-       "ack_timeout", "ack_random_factor", "max_retransmit", "discovery", "device", "limits",
-       "psk_client", "listen_pki", "cert_client", "credentials"});
+  TableReader r(report, *section, "coap",
+                {"listen", "request_timeout", "retry_interval", "offline_after",
+                 "resource_directory", "ack_timeout", "ack_random_factor", "max_retransmit",
+                 "discovery", "device", "limits", "psk_client", "listen_pki", "cert_client",
+                 "credentials", "ps_root", "ps_max_payload", "ps_queue", "ps_queue_expiry"});
   const Value* dtls_listen = nullptr;  // the first coaps:// listener
   r.stringArray("listen", "\"host:port\" strings",
                 [&](const Value& item, const std::string& key, const std::string& addr) {
@@ -186,6 +209,7 @@ void parseCoapSection(TableReader& root, Reporter& report, const std::string& di
   if (auto n = r.integer("max_retransmit", 0, 20)) cfg.coap.max_retransmit = unsigned(*n);
   parseDiscoverySection(r, report, cfg.coap.discovery);
   parseCoapLimits(r, report, cfg.coap.limits);
+  parsePubSubKeys(r, cfg.coap.pubsub);
 
   const Value* devices = r.find("device");
   if (devices == nullptr) return;
@@ -472,7 +496,8 @@ GatewayConfig loadConfig(const std::string& path) {
 
   Reporter report(path, errors, MessageStyle::Gateway);
   TableReader root(report, *doc, "",
-                   {"gateway", "coap", "mqtt", "admin", "metrics", "web", "rule", "command"});
+                   {"gateway", "coap", "mqtt", "admin", "metrics", "web", "rule", "command",
+                    "inbound"});
   cfg.name = defaultGatewayName();
   parseGatewaySection(root, report, dir, cfg);
   parseCoapSection(root, report, dir, cfg);

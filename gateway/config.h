@@ -162,6 +162,21 @@ struct CoapLimits {
   std::size_t max_sessions = 1000;           // idle server sessions (RD, /ps clients)
 };
 
+// /ps on the listeners (issue 20, gateway/pubsub.h): devices that publish and subscribe.
+// [coap] ps_root, ps_max_payload, ps_queue, ps_queue_expiry.
+struct PubSubConfig {
+  std::string root = "ps";  // one path segment; "" = not served
+  // Larger publishes get 4.13; so do Block1 uploads (one message per publish).
+  std::size_t max_payload = 1024;
+  // Queue mode (GET ?queue): messages kept per (device, topic) until it next asks.
+  std::size_t queue = 32;
+  std::chrono::milliseconds queue_expiry{std::chrono::hours(1)};
+  bool operator==(const PubSubConfig& o) const {
+    return root == o.root && max_payload == o.max_payload && queue == o.queue &&
+           queue_expiry == o.queue_expiry;
+  }
+};
+
 struct CoapConfig {
   // Server endpoints ("host:port", or "coaps://host:port" for DTLS) for the Resource
   // Directory and our own /.well-known/core; empty = client only (ephemeral ports).
@@ -187,6 +202,7 @@ struct CoapConfig {
   unsigned max_retransmit = 4;
   DiscoveryConfig discovery;
   CoapLimits limits;
+  PubSubConfig pubsub;
 };
 
 // [admin]: the admin API on <base>/bridge/request/<op>. Anyone who may publish there may

@@ -50,8 +50,8 @@ void compareLimits(Changes& c, const CoapLimits& a, const CoapLimits& b) {
 void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
   [[maybe_unused]] const auto& [listen, psk_clients, listen_pki, cert_clients, credentials,
                                 request_timeout, retry_interval, offline_after, resource_directory,
-                                ack_timeout, ack_random_factor, max_retransmit, discovery, limits] =
-      a;
+                                ack_timeout, ack_random_factor, max_retransmit, discovery, limits,
+                                pubsub] = a;
   c.compare("coap.listen", a.listen, b.listen);
   // Keys included, reported by the key of the table only.
   c.compare("coap.psk_client", a.psk_clients, b.psk_clients);
@@ -67,6 +67,10 @@ void compareCoap(Changes& c, const CoapConfig& a, const CoapConfig& b) {
   c.compare("coap.max_retransmit", a.max_retransmit, b.max_retransmit);
   compareDiscovery(c, a.discovery, b.discovery);
   compareLimits(c, a.limits, b.limits);
+  c.compare("coap.ps_root", a.pubsub.root, b.pubsub.root);
+  c.compare("coap.ps_max_payload", a.pubsub.max_payload, b.pubsub.max_payload);
+  c.compare("coap.ps_queue", a.pubsub.queue, b.pubsub.queue);
+  c.compare("coap.ps_queue_expiry", a.pubsub.queue_expiry, b.pubsub.queue_expiry);
 }
 
 bool sameDevice(const StaticDevice& a, const StaticDevice& b) {

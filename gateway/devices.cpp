@@ -225,7 +225,7 @@ void Devices::loadKnown() {
         }
       });
       ++reobserved;
-    } else {
+    } else if (device.source != registry::Source::Pushed) {  // a pushing device is only heard
       discover(device.name);  // stored before its resources were known
     }
   }
@@ -485,10 +485,12 @@ void Devices::checkLiveness() {
     if (!d->online) continue;
     State& s = states_[d->name];
     const auto silent = now - s.last_heard;
+    // A device that only publishes (/ps) sleeps between publishes: it is not probed.
+    const bool pushed = d->source == registry::Source::Pushed;
     if (silent >= config_.coap.offline_after) {
       setOnline(d->name, false, false);
-      scheduleRediscovery(d->name);
-    } else if (silent >= config_.coap.offline_after / 2 && !s.probing) {
+      if (!pushed) scheduleRediscovery(d->name);
+    } else if (silent >= config_.coap.offline_after / 2 && !s.probing && !pushed) {
       s.probing = true;
       std::string name = d->name;
       coap_.ping(name, [this, name](bool answered) {

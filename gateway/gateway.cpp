@@ -39,6 +39,7 @@
 #include "gateway/mqtt_link.h"
 #include "gateway/multicast_source.h"
 #include "gateway/observer.h"
+#include "gateway/pubsub.h"
 #include "gateway/rd_source.h"
 #include "gateway/service_notifier.h"
 #include "gateway/stats.h"
@@ -75,6 +76,7 @@ struct Gateway::Impl {
   BridgeTopics topics;
   Observer observer;
   ValuePublisher values;
+  PubSub pubsub;  // /ps: devices that publish (issue 20)
   HomeAssistant home_assistant;
   CommandRouter commands;
   MulticastSource multicast;
@@ -104,6 +106,7 @@ struct Gateway::Impl {
         topics(config, loop, mqtt, devices, stats, events),
         observer(config, loop, coap, devices, events),
         values(config, loop, mqtt, events),
+        pubsub(config, loop, coap, mqtt, devices, values, events),
         home_assistant(config, mqtt, events),
         commands(config, loop, coap, mqtt, devices, events),
         multicast(config, loop, devices),
@@ -115,7 +118,9 @@ struct Gateway::Impl {
         metrics(loop, [this] { return stats.snapshot(); }),
         web_api(config, loop, devices, observer, values, stats, admin, commands, events, *web_hub,
                 [this] { return last_reload_error; }),
-        web(loop, web_api, web_hub) {}
+        web(loop, web_api, web_hub) {
+    stats.setPubSub(pubsub);
+  }
 
   void start() {
     std::vector<int> signals{SIGTERM, SIGINT, SIGHUP};
@@ -136,6 +141,7 @@ struct Gateway::Impl {
     mqtt.setOnFlushed([this] { coap.releaseHeldAcks(); });
     mqtt.setMessageHandler(
         [this](const std::string& topic, const std::string& payload, const MqttMessageMeta& meta) {
+          pubsub.onMessage(topic, payload, meta.retained);  // what devices may GET from /ps
           if (!admin.onMessage(topic, payload, meta)) commands.onMessage(topic, payload, meta);
         });
     subscribeAll();
@@ -151,6 +157,7 @@ struct Gateway::Impl {
       web_api.start();
     }
     rd.serve();
+    pubsub.serve();
     rd.restore();
     devices.start();
     multicast.start();
@@ -178,6 +185,7 @@ struct Gateway::Impl {
 
   void subscribeAll() {
     commands.subscribe();
+    pubsub.subscribe();
     if (admin.enabled()) mqtt.subscribe(admin.requestFilter(), 1);
   }
 

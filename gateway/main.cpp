@@ -47,7 +47,7 @@ int check(const std::string& path) {
     }
     std::cout << path << ": OK (" << config.devices.size() << " device(s), "
               << config.rules.rules.size() << " rule(s), " << config.rules.commands.size()
-              << " command(s))\n";
+              << " command(s), " << config.rules.inbound.size() << " inbound)\n";
     return 0;
   } catch (const ConfigErrors& e) {
     return printErrors(e);

@@ -5,6 +5,7 @@
 #include "gateway/devices.h"
 #include "gateway/mqtt_link.h"
 #include "gateway/multicast_source.h"
+#include "gateway/pubsub.h"
 #include "gateway/rd_source.h"
 #include "gateway/values.h"
 
@@ -65,6 +66,18 @@ StatsSnapshot Stats::snapshot() const {
   s.outbox = mqtt_.outboxSize();
   s.outbox_dropped = mqtt_.outboxStats().dropped;
   s.outbox_write_failures = mqtt_.stats().outbox_write_failures.load();
+  if (pubsub_ != nullptr) {
+    const PubSub::Counters& ps = pubsub_->counters();
+    s.ps_published = ps.published;
+    s.ps_denied = ps.denied;
+    s.ps_bad_path = ps.bad_path;
+    s.ps_too_large = ps.too_large;
+    s.ps_slots_full = ps.slots_full;
+    s.ps_topics_full = ps.topics_full;
+    s.ps_notify_dropped = ps.notify_dropped;
+    s.ps_queue_dropped = ps.queue_dropped;
+    s.ps_queue_expired = ps.queue_expired;
+  }
   return s;
 }
 
@@ -105,7 +118,15 @@ std::vector<std::pair<const char*, std::uint64_t>> droppedByReason(const StatsSn
           {"device_limit", s.device_limit},
           {"body_too_large", s.coap.body_too_large},
           {"malformed_coap", s.coap.malformed},
-          {"discovery_answers", s.discovery_answers}};
+          {"discovery_answers", s.discovery_answers},
+          {"ps_denied", s.ps_denied},
+          {"ps_bad_path", s.ps_bad_path},
+          {"ps_too_large", s.ps_too_large},
+          {"ps_slots_full", s.ps_slots_full},
+          {"ps_topics_full", s.ps_topics_full},
+          {"ps_notify_dropped", s.ps_notify_dropped},
+          {"ps_queue_dropped", s.ps_queue_dropped},
+          {"ps_queue_expired", s.ps_queue_expired}};
 }
 
 Stats::Json Stats::statsJson(const StatsSnapshot& s) {
@@ -136,6 +157,7 @@ Stats::Json Stats::statsJson(const StatsSnapshot& s) {
                 {"refused", refusedByReason(s)}}},
               {"reregistrations", s.observe.reregistrations},
               {"published", s.published},
+              {"ps_published", s.ps_published},
               {"mqtt",
                {{"publish_failed", s.mqtt_publish_failed},
                 {"delivered", s.mqtt_delivered},
@@ -158,6 +180,7 @@ Stats::Json Stats::infoJson() const {
               {"gateway", config_.name},
               {"rules", config_.rules.rules.size()},
               {"commands", config_.rules.commands.size()},
+              {"inbound", config_.rules.inbound.size()},
               {"stats", statsJson(s)},
               {"per_device", std::move(per_device)}};
 }

@@ -25,6 +25,7 @@ class CommandRouter;
 class Devices;
 class MqttLink;
 class MulticastSource;
+class PubSub;
 class RdSource;
 class ValuePublisher;
 
@@ -64,6 +65,16 @@ struct StatsSnapshot {
   std::size_t outbox = 0;
   std::uint64_t outbox_dropped = 0;
   std::uint64_t outbox_write_failures = 0;
+  // /ps (issue 20): publishes taken, and refused by reason (gateway/pubsub.h).
+  std::uint64_t ps_published = 0;
+  std::uint64_t ps_denied = 0;
+  std::uint64_t ps_bad_path = 0;
+  std::uint64_t ps_too_large = 0;
+  std::uint64_t ps_slots_full = 0;
+  std::uint64_t ps_topics_full = 0;
+  std::uint64_t ps_notify_dropped = 0;
+  std::uint64_t ps_queue_dropped = 0;
+  std::uint64_t ps_queue_expired = 0;
 };
 
 // Every reason a message, request or answer is dropped, with its count: bridge/info's
@@ -78,6 +89,9 @@ class Stats {
         const ValuePublisher& values, const CommandRouter& commands, const RdSource& rd,
         const MulticastSource& multicast, const CoapLink& coap, const MqttLink& mqtt,
         const AdminApi& admin);
+
+  // /ps, built after the Stats: set once it exists.
+  void setPubSub(const PubSub& pubsub) { pubsub_ = &pubsub; }
 
   StatsSnapshot snapshot() const;
   // The few counts systemd's STATUS= shows, read every few seconds (no per-device lists).
@@ -101,6 +115,7 @@ class Stats {
   const CoapLink& coap_;
   const MqttLink& mqtt_;
   const AdminApi& admin_;
+  const PubSub* pubsub_ = nullptr;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

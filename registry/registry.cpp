@@ -16,6 +16,8 @@ const char* toString(Source source) {
       return "multicast";
     case Source::ResourceDirectory:
       return "rd";
+    case Source::Pushed:
+      return "pushed";
   }
   return "unknown";  // only reachable through a bad cast; keep logging total
 }

@@ -10,7 +10,9 @@
 
 namespace coap2mqtt::registry {
 
-enum class Source { Static, Multicast, ResourceDirectory };
+// Pushed: a device that published to the gateway's /ps before it was known otherwise
+// (issue 20); it is not discovered, probed or observed, only heard.
+enum class Source { Static, Multicast, ResourceDirectory, Pushed };
 const char* toString(Source);
 
 struct Resource {

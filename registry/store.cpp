@@ -19,9 +19,10 @@
 
 #include "registry/sqlite.h"
 
-// Layout of the file (schema version 2):
+// Layout of the file (schema version 3):
 //
-//   devices(name PK, friendly_name, uri, source 'static'|'multicast'|'rd', online 0|1,
+//   devices(name PK, friendly_name, uri, source 'static'|'multicast'|'rd'|'pushed' (v3),
+//           online 0|1,
 //           first_seen, last_seen)                         times: ms since the Unix epoch
 //   resources(device -> devices(name) ON DELETE/UPDATE CASCADE, path, ord, rt, ifs, ct,
 //             obs 0|1, sz NULL|>=0, title NULL|text, PK(device, path))
@@ -98,6 +99,40 @@ CREATE TABLE rd_registrations (
   links      TEXT    NOT NULL
 ) STRICT;
 )sql"},
+    // v3: devices that publish to /ps (source 'pushed'). SQLite cannot change a CHECK in
+    // place: both tables are rebuilt (resources first, so that dropping devices cascades
+    // into nothing), their rows kept.
+    {3, R"sql(
+CREATE TABLE devices_v3 (
+  name          TEXT    NOT NULL PRIMARY KEY,
+  friendly_name TEXT    NOT NULL DEFAULT '',
+  uri           TEXT    NOT NULL,
+  source        TEXT    NOT NULL CHECK (source IN ('static', 'multicast', 'rd', 'pushed')),
+  online        INTEGER NOT NULL CHECK (online IN (0, 1)),
+  first_seen    INTEGER NOT NULL,
+  last_seen     INTEGER NOT NULL
+) STRICT;
+INSERT INTO devices_v3 SELECT name, friendly_name, uri, source, online, first_seen, last_seen
+  FROM devices;
+CREATE TABLE resources_v2 AS SELECT * FROM resources;
+DROP TABLE resources;
+DROP TABLE devices;
+ALTER TABLE devices_v3 RENAME TO devices;
+CREATE TABLE resources (
+  device TEXT    NOT NULL REFERENCES devices (name) ON DELETE CASCADE ON UPDATE CASCADE,
+  path   TEXT    NOT NULL,
+  ord    INTEGER NOT NULL,
+  rt     TEXT    NOT NULL DEFAULT '',
+  ifs    TEXT    NOT NULL DEFAULT '',
+  ct     TEXT    NOT NULL DEFAULT '',
+  obs    INTEGER NOT NULL CHECK (obs IN (0, 1)),
+  sz     INTEGER CHECK (sz IS NULL OR sz >= 0),
+  title  TEXT,
+  PRIMARY KEY (device, path)
+) STRICT;
+INSERT INTO resources SELECT device, path, ord, rt, ifs, ct, obs, sz, title FROM resources_v2;
+DROP TABLE resources_v2;
+)sql"},
 };
 
 static_assert(kApplicationId == 1127370065, "keep the v1 migration's literal in sync");
@@ -146,7 +181,8 @@ constexpr std::int64_t kMaxRdLifetimeS = 4294967295;
 constexpr std::size_t kMaxStoredLinksBytes = std::size_t{16} * 1024 * 1024;
 
 std::optional<Source> sourceFromString(std::string_view s) {
-  for (Source source : {Source::Static, Source::Multicast, Source::ResourceDirectory}) {
+  for (Source source :
+       {Source::Static, Source::Multicast, Source::ResourceDirectory, Source::Pushed}) {
     if (s == toString(source)) return source;
   }
   return std::nullopt;

@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets with clang and fuzzes each one in turn, one per parser that sees
 # outside bytes: link-format (fuzz_link_format), the Content-Format conversions
 # (fuzz_transform), the Resource Directory's queries and bodies (fuzz_resource_directory),
-# command topics and payloads (fuzz_command), rule files and gateway.toml (fuzz_config).
+# command topics and payloads (fuzz_command), rule files and gateway.toml (fuzz_config), /ps
+# request paths and the [[inbound]] allow-list (fuzz_ps_path).
 #   scripts/fuzz.sh [seconds] [extra libFuzzer flags...]     (default: 60 seconds per target)
 # New inputs go to a scratch copy of each seed corpus, never into the repository. Crash
 # reproducers land in $FUZZ_ARTIFACTS (default: <build dir>/artifacts), named
@@ -34,7 +35,7 @@ fi
 # (Not "| grep -q": with pipefail, cmake's SIGPIPE when grep stops early fails the test.)
 help=$(cmake --build "$build" --target help)
 targets=()
-for target in fuzz_link_format fuzz_transform fuzz_resource_directory fuzz_command fuzz_config; do
+for target in fuzz_link_format fuzz_transform fuzz_resource_directory fuzz_command fuzz_config fuzz_ps_path; do
   if grep -qw "$target" <<<"$help"; then
     targets+=("$target")
   else
@@ -51,14 +52,15 @@ trap 'rm -rf "$scratch"' EXIT
 # Per target: seed corpus directory (tests/fuzz/corpus/<seeds>), dictionary (optional) and
 # flags of its own.
 declare -A seeds=([fuzz_link_format]=link_format [fuzz_transform]=transform
-  [fuzz_resource_directory]=resource_directory [fuzz_command]=command [fuzz_config]=config)
+  [fuzz_resource_directory]=resource_directory [fuzz_command]=command [fuzz_config]=config
+  [fuzz_ps_path]=ps_path)
 declare -A dicts=([fuzz_link_format]=link_format.dict [fuzz_transform]=transform.dict)
 # Payloads are single CoAP messages (block-wise transfers aside): 4 KiB is plenty to reach
 # every path, deep nesting included, and keeps the executions fast. A config file is read
 # from disk on each execution: a short -timeout still holds.
 declare -A flags=([fuzz_link_format]="" [fuzz_transform]="-max_len=4096"
   [fuzz_resource_directory]="-max_len=4096" [fuzz_command]="-max_len=1024"
-  [fuzz_config]="-max_len=4096")
+  [fuzz_config]="-max_len=4096" [fuzz_ps_path]="-max_len=1024")
 
 failed=()
 for target in "${targets[@]}"; do

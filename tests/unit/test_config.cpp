@@ -870,10 +870,10 @@ TEST(RuleFiles, ErrorsNameTheRuleFile) {
   EXPECT_EQ(errors[3].file, dir.path("rules.d/c.toml"));
   EXPECT_EQ(errors[3].line, 1u);
   EXPECT_NE(errors[3].message.find("TOML syntax error"), std::string::npos);
-  // A rule file holds only [[rule]] and [[command]].
+  // A rule file holds only [[rule]], [[command]] and [[inbound]].
   EXPECT_EQ(errors[4].toString(), dir.path("rules.d/d.toml") +
                                       ":1:1: gateway: unknown key; expected one of: rule, "
-                                      "command");
+                                      "command, inbound");
   EXPECT_EQ(errors[5].toString(),
             dir.path("rules.d/d.toml") + ":3:1: rules: unknown key; did you mean \"rule\"?");
 }
@@ -924,7 +924,7 @@ TEST(RuleFiles, ParseRulesAloneRejectsOtherTables) {
                                 false, set, errors);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0].toString(),
-            "mem.toml:1:1: mqtt: unknown key; expected one of: rule, command");
+            "mem.toml:1:1: mqtt: unknown key; expected one of: rule, command, inbound");
   ASSERT_EQ(set.rules.size(), 1u);
   EXPECT_EQ(set.rules[0].topic.text(), "base/{device}/{path}");
 

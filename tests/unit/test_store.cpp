@@ -242,15 +242,19 @@ TEST(Store, RoundTripsEveryField) {
   other.online = false;
   Device multicast = makeDevice("m");
   multicast.source = Source::Multicast;
+  Device pushed = makeDevice("p", 0);  // published to /ps (issue 20; schema v3)
+  pushed.source = Source::Pushed;
 
   store.save(full);
   store.save(other);
   store.save(multicast);
+  store.save(pushed);
   const std::vector<Device> loaded = store.loadAll();
-  ASSERT_EQ(loaded.size(), 3u);  // ordered by name
+  ASSERT_EQ(loaded.size(), 4u);  // ordered by name
   expectSameDevice(loaded[0], other);
   expectSameDevice(loaded[1], full);
   expectSameDevice(loaded[2], multicast);
+  expectSameDevice(loaded[3], pushed);
 }
 
 TEST(Store, ReopenKeepsData) {
