@@ -495,9 +495,9 @@ GatewayConfig loadConfig(const std::string& path) {
   }
 
   Reporter report(path, errors, MessageStyle::Gateway);
-  TableReader root(report, *doc, "",
-                   {"gateway", "coap", "mqtt", "admin", "metrics", "web", "rule", "command",
-                    "inbound"});
+  TableReader root(
+      report, *doc, "",
+      {"gateway", "coap", "mqtt", "admin", "metrics", "web", "rule", "command", "inbound"});
   cfg.name = defaultGatewayName();
   parseGatewaySection(root, report, dir, cfg);
   parseCoapSection(root, report, dir, cfg);
