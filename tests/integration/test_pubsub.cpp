@@ -146,9 +146,10 @@ TEST_F(PubSub, ConPublishArrivesThroughARule) {
   const MqttMessage m = probe.messagesOn("home/attic/temperature").front();
   EXPECT_EQ(m.payload, "21.5");
   EXPECT_EQ(m.qos, 1);
-  // QoS 1: the 2.04 waited for the outbox commit, so it came as a separate response (coap-client
-  // does not log the empty ACK before it).
-  EXPECT_TRUE(r.separate) << r.log;
+  // Whether the 2.04 came in the ACK or separately is timing, not a contract: it waits for the
+  // outbox commit, and when the commit is already due (a slow loop iteration under a
+  // sanitizer) it happens inside the handler and the answer goes at once. That the 2.04 means
+  // committed is TwoOFourMeansDurableAcrossAKill's to prove.
 }
 
 // With no rule for the path the topic is the path itself (EMQX's behaviour), with the
