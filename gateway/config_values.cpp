@@ -202,6 +202,24 @@ void parseAdminSection(bridge::toml_reader::TableReader& root,
   out.allow = std::move(allow);
 }
 
+void parseHttpListen(bridge::toml_reader::TableReader& r, int example_port, const char* what,
+                     std::string& out) {
+  const std::string port = std::to_string(example_port);
+  const std::string expected =
+      "\"host:port\" such as \"127.0.0.1:" + port + "\" or \"[::1]:" + port + "\"";
+  auto listen = r.string("listen", false, expected);
+  if (!listen) return;
+  if (isHostPort(*listen, true, false)) {
+    out = *listen;
+    return;
+  }
+  // append, not a chain of +: GCC 12 -O2 reports a false -Warray-bounds in the chain.
+  std::string message = "expected ";
+  message.append(expected).append(" (leave the key out to turn ").append(what);
+  message.append(" off), got ").append(quote(*listen));
+  r.invalid("listen", message);
+}
+
 // ---- [metrics] (issue 19): the Prometheus endpoint ------------------------------------
 
 void parseMetricsSection(bridge::toml_reader::TableReader& root,
@@ -210,16 +228,7 @@ void parseMetricsSection(bridge::toml_reader::TableReader& root,
   const bridge::toml_reader::Value* section = root.table("metrics");
   if (section == nullptr) return;
   TableReader r(report, *section, "metrics", {"listen"});
-  constexpr const char* kExpected = "\"host:port\" such as \"127.0.0.1:9105\" or \"[::1]:9105\"";
-  if (auto listen = r.string("listen", false, kExpected)) {
-    if (isHostPort(*listen, true, false)) {
-      out.listen = *listen;
-    } else {
-      r.invalid("listen", std::string("expected ") + kExpected +
-                              " (leave the key out to turn the endpoint off), got " +
-                              quote(*listen));
-    }
-  }
+  parseHttpListen(r, 9105, "the endpoint", out.listen);
 }
 
 // ---- [coap.limits] (issue 17): bounds on what peers can make the gateway hold -----------

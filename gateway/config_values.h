@@ -51,6 +51,10 @@ void parseAdminSection(bridge::toml_reader::TableReader& root,
 
 // ---- [metrics] (issue 19) -------------------------------------------------------------
 // Reads the optional [metrics] table: `listen` ("host:port"); errors at file:line:col.
+// An HTTP endpoint's `listen` key: "host:port" into `out`, left as it is when the key is
+// absent; `what` names the endpoint in the message ("the web page").
+void parseHttpListen(bridge::toml_reader::TableReader& r, int example_port, const char* what,
+                     std::string& out);
 void parseMetricsSection(bridge::toml_reader::TableReader& root,
                          bridge::toml_reader::Reporter& report, MetricsConfig& out);
 

@@ -27,17 +27,7 @@ void parseWebSection(bridge::toml_reader::TableReader& root, bridge::toml_reader
   const bridge::toml_reader::Value* section = root.table("web");
   if (section == nullptr) return;
   TableReader r(report, *section, "web", {"listen", "token_file"});
-  constexpr const char* kExpected = "\"host:port\" such as \"127.0.0.1:8080\" or \"[::1]:8080\"";
-  if (auto listen = r.string("listen", false, kExpected)) {
-    if (isHostPort(*listen, true, false)) {
-      out.listen = *listen;
-    } else {
-      r.invalid("listen", std::string("expected ") + kExpected +
-                              " (leave the key out to turn the web page off), got " +
-                              bridge::toml_reader::quote(
-                                  *listen, bridge::toml_reader::MessageStyle::Gateway));
-    }
-  }
+  parseHttpListen(r, 8080, "the web page", out.listen);
   bool token_ok = false;
   if (auto file = r.string("token_file", false, "a file path")) {
     const std::string path = resolveSecretPath(dir, *file);

@@ -1,12 +1,18 @@
 #pragma once
 // What the HTTP listeners (metrics_server.cpp, web_server.cpp) share: a bounded worker pool
-// for cpp-httplib and the listen address. Included only by those two files (httplib stays
-// out of every other translation unit).
+// for cpp-httplib, the listen address, the listener thread and the exception handler. Included only
+// by those two files (httplib stays out of every other translation unit).
 #include <sys/socket.h>
 
+#include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <functional>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -15,6 +21,7 @@
 #include <vector>
 
 #include <httplib.h>
+#include <spdlog/spdlog.h>
 
 namespace coap2mqtt::gateway::http {
 
@@ -90,5 +97,78 @@ inline void socketOptions(int sock) {
   int yes = 1;
   ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
 }
+
+// A handler that throws is answered by `answer` (a 500); the first such failure of the
+// process is logged under `who` ("web", "metrics"), the rest would only repeat it.
+inline void answerExceptions(httplib::Server& server, const std::string& who,
+                             std::function<void(httplib::Response&)> answer) {
+  server.set_exception_handler([who, answer = std::move(answer)](const httplib::Request&,
+                                                                 httplib::Response& res,
+                                                                 const std::exception_ptr& ep) {
+    static std::atomic<bool> logged{false};
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      if (!logged.exchange(true)) spdlog::error("{}: a request failed: {}", who, e.what());
+    } catch (...) {
+      if (!logged.exchange(true)) spdlog::error("{}: a request failed", who);
+    }
+    answer(res);
+  });
+}
+
+// One server bound to `listen` and served by its own listener thread. The constructor
+// returns once the server runs (stop() only stops a running server) and throws
+// std::runtime_error "<who>: cannot listen on <listen>: <reason>" when it cannot bind.
+class Listener {
+ public:
+  Listener(std::shared_ptr<httplib::Server> server, std::string listen, std::string who)
+      : server_(std::move(server)), listen_(std::move(listen)), who_(std::move(who)) {
+    const auto [host, port] = splitListen(listen_);
+    errno = 0;
+    if (!server_->bind_to_port(host, port)) {
+      const int error = errno;
+      throw std::runtime_error(
+          who_ + ": cannot listen on " + listen_ +
+          (error != 0 ? std::string(": ") + std::strerror(error) : std::string(": bind failed")));
+    }
+    std::promise<void> finished;
+    done_ = finished.get_future();
+    thread_ = std::thread([server = server_, finished = std::move(finished)]() mutable {
+      server->listen_after_bind();
+      finished.set_value();
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!server_->is_running() &&
+           done_.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready &&
+           std::chrono::steady_clock::now() < deadline) {
+    }
+  }
+  ~Listener() { stop(); }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  // Stops accepting and waits up to `wait` for the running requests. A client trickling
+  // its request holds its thread longer: the thread is left to end on its own (it owns
+  // the server and what the handlers share, nothing of the caller's). Idempotent.
+  void stop(std::chrono::seconds wait = std::chrono::seconds(3)) {
+    if (!thread_.joinable()) return;
+    server_->stop();
+    if (done_.wait_for(wait) == std::future_status::ready) {
+      thread_.join();
+    } else {
+      spdlog::warn("{}: a client is still connected; its HTTP thread ends on its own", who_);
+      thread_.detach();
+    }
+    spdlog::info("{}: stopped listening on {}", who_, listen_);
+  }
+
+ private:
+  std::shared_ptr<httplib::Server> server_;
+  std::string listen_;
+  std::string who_;
+  std::future<void> done_;
+  std::thread thread_;
+};
 
 }  // namespace coap2mqtt::gateway::http

@@ -3,15 +3,12 @@
 #include <sys/socket.h>
 
 #include <atomic>
-#include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <future>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
-#include <thread>
 #include <vector>
 
 #include <httplib.h>
@@ -82,13 +79,6 @@ struct MetricsServer::Shared {
   }
 };
 
-struct MetricsServer::Thread {
-  std::shared_ptr<httplib::Server> server;
-  std::thread thread;
-  std::future<void> done;
-  std::string listen;
-};
-
 MetricsServer::MetricsServer(EventLoop& loop, std::function<StatsSnapshot()> snapshot)
     : loop_(loop), snapshot_(std::move(snapshot)) {}
 
@@ -134,45 +124,11 @@ void MetricsServer::start(const std::string& listen) {
   server->set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.status == 404) res.set_content("not found: only GET /metrics\n", "text/plain");
   });
-  server->set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
-        static std::atomic<bool> logged{false};
-        try {
-          std::rethrow_exception(ep);
-        } catch (const std::exception& e) {
-          if (!logged.exchange(true)) spdlog::error("metrics: rendering failed: {}", e.what());
-        } catch (...) {
-          if (!logged.exchange(true)) spdlog::error("metrics: rendering failed");
-        }
-        res.status = 500;
-        res.set_content("internal error\n", "text/plain");
-      });
-
-  const auto [host, port] = http::splitListen(listen);
-  errno = 0;
-  if (!server->bind_to_port(host, port)) {
-    const int error = errno;
-    throw std::runtime_error(
-        "metrics: cannot listen on " + listen +
-        (error != 0 ? std::string(": ") + std::strerror(error) : std::string(": bind failed")));
-  }
-
-  auto thread = std::make_unique<Thread>();
-  thread->server = server;
-  thread->listen = listen;
-  std::promise<void> finished;
-  thread->done = finished.get_future();
-  thread->thread = std::thread([server, finished = std::move(finished)]() mutable {
-    server->listen_after_bind();
-    finished.set_value();
+  http::answerExceptions(*server, "metrics", [](httplib::Response& res) {
+    res.status = 500;
+    res.set_content("internal error\n", "text/plain");
   });
-  // stop() only stops a server that is running: wait until the listener is.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!server->is_running() &&
-         thread->done.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready &&
-         std::chrono::steady_clock::now() < deadline) {
-  }
-  thread_ = std::move(thread);
+  thread_ = std::make_unique<http::Listener>(server, listen, "metrics");
   spdlog::info("metrics: serving GET http://{}/metrics", listen);
 }
 
@@ -183,16 +139,7 @@ void MetricsServer::stop() {
     shared_->loop = nullptr;
     shared_->changed.notify_all();
   }
-  thread_->server->stop();
-  if (thread_->done.wait_for(kStopWait) == std::future_status::ready) {
-    thread_->thread.join();
-  } else {
-    // A client trickling its request holds an HTTP thread (each read may take up to the
-    // 2 s timeout). Its thread owns the server and the shared state, nothing of ours.
-    spdlog::warn("metrics: a client is still connected; its HTTP thread ends on its own");
-    thread_->thread.detach();
-  }
-  spdlog::info("metrics: stopped listening on {}", thread_->listen);
+  thread_->stop(kStopWait);
   thread_.reset();
 }
 

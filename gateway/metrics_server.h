@@ -23,6 +23,10 @@
 
 namespace coap2mqtt::gateway {
 
+namespace http {
+class Listener;
+}
+
 class EventLoop;
 
 class MetricsServer {
@@ -47,11 +51,10 @@ class MetricsServer {
 
  private:
   struct Shared;
-  struct Thread;
   EventLoop& loop_;
   std::function<StatsSnapshot()> snapshot_;
   std::shared_ptr<Shared> shared_;
-  std::unique_ptr<Thread> thread_;
+  std::unique_ptr<http::Listener> thread_;
 };
 
 }  // namespace coap2mqtt::gateway

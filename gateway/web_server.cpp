@@ -1,14 +1,11 @@
 #include "gateway/web_server.h"
 
 #include <atomic>
-#include <cerrno>
 #include <condition_variable>
 #include <cstring>
-#include <future>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
-#include <thread>
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
@@ -109,13 +106,6 @@ struct WebServer::Shared {
     pending->done.wait_for(lock, wait, [&] { return pending->response.has_value(); });
     return pending->response;
   }
-};
-
-struct WebServer::Thread {
-  std::shared_ptr<httplib::Server> server;
-  std::thread thread;
-  std::future<void> done;
-  std::string listen;
 };
 
 WebServer::WebServer(EventLoop& loop, WebApi& api, std::shared_ptr<WebEventHub> hub)
@@ -263,42 +253,9 @@ void WebServer::start(const std::string& listen, const std::string& token) {
   server->set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.status == 404 && res.body.empty()) res.set_content("not found\n", "text/plain");
   });
-  server->set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, const std::exception_ptr& ep) {
-        static std::atomic<bool> logged{false};
-        try {
-          std::rethrow_exception(ep);
-        } catch (const std::exception& e) {
-          if (!logged.exchange(true)) spdlog::error("web: a request failed: {}", e.what());
-        } catch (...) {
-          if (!logged.exchange(true)) spdlog::error("web: a request failed");
-        }
-        jsonError(res, 500, "internal error");
-      });
-
-  const auto [host, port] = http::splitListen(listen);
-  errno = 0;
-  if (!server->bind_to_port(host, port)) {
-    const int error = errno;
-    throw std::runtime_error(
-        "web: cannot listen on " + listen +
-        (error != 0 ? std::string(": ") + std::strerror(error) : std::string(": bind failed")));
-  }
-  auto thread = std::make_unique<Thread>();
-  thread->server = server;
-  thread->listen = listen;
-  std::promise<void> finished;
-  thread->done = finished.get_future();
-  thread->thread = std::thread([server, finished = std::move(finished)]() mutable {
-    server->listen_after_bind();
-    finished.set_value();
-  });
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!server->is_running() &&
-         thread->done.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready &&
-         std::chrono::steady_clock::now() < deadline) {
-  }
-  thread_ = std::move(thread);
+  http::answerExceptions(*server, "web",
+                         [](httplib::Response& res) { jsonError(res, 500, "internal error"); });
+  thread_ = std::make_unique<http::Listener>(server, listen, "web");
   spdlog::info("web: the page is at http://{}/ ({})", listen,
                token.empty() ? "no token: loopback only" : "a token is required");
 }
@@ -311,14 +268,7 @@ void WebServer::stop() {
     shared_->api = nullptr;
   }
   hub_->closeAll();
-  thread_->server->stop();
-  if (thread_->done.wait_for(kStopWait) == std::future_status::ready) {
-    thread_->thread.join();
-  } else {
-    spdlog::warn("web: a client is still connected; its HTTP thread ends on its own");
-    thread_->thread.detach();
-  }
-  spdlog::info("web: stopped listening on {}", thread_->listen);
+  thread_->stop(kStopWait);
   thread_.reset();
 }
 

@@ -25,6 +25,10 @@
 
 namespace coap2mqtt::gateway {
 
+namespace http {
+class Listener;
+}
+
 class EventLoop;
 class WebApi;
 class WebEventHub;
@@ -51,12 +55,11 @@ class WebServer {
 
  private:
   struct Shared;
-  struct Thread;
   EventLoop& loop_;
   WebApi& api_;
   std::shared_ptr<WebEventHub> hub_;
   std::shared_ptr<Shared> shared_;
-  std::unique_ptr<Thread> thread_;
+  std::unique_ptr<http::Listener> thread_;
 };
 
 }  // namespace coap2mqtt::gateway

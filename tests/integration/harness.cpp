@@ -191,6 +191,26 @@ int freeUdpPort() {
   return osPickedPort(SOCK_DGRAM);
 }
 
+HeldTcpPort::HeldTcpPort() : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+  if (fd_ < 0) throw std::runtime_error("HeldTcpPort: socket failed");
+  int yes = 1;
+  ::setsockopt(fd_, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_, 4) != 0 ||
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd_);
+    throw std::runtime_error("HeldTcpPort: bind/listen failed");
+  }
+  port_ = ntohs(addr.sin_port);
+}
+
+HeldTcpPort::~HeldTcpPort() {
+  ::close(fd_);
+}
+
 int freeUdpPortRange(int count) {
   if (count <= 0 || count > kRangeHigh - kRangeLow) {
     throw std::invalid_argument("freeUdpPortRange: bad count");

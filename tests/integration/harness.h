@@ -22,6 +22,21 @@ int freeUdpPortRange(int count);
 // (for coap2mqtt-sim --address-step).
 int freeUdpPortOnAddresses(const std::string& first_ipv4, int count);
 
+// A loopback TCP port kept listening for the object's lifetime, with SO_REUSEPORT (as
+// cpp-httplib's default sets it): a server that binds it must fail, not share it.
+class HeldTcpPort {
+ public:
+  HeldTcpPort();
+  ~HeldTcpPort();
+  HeldTcpPort(const HeldTcpPort&) = delete;
+  HeldTcpPort& operator=(const HeldTcpPort&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
 class TempDir {
  public:
   TempDir();   // mkdtemp under /tmp, mode 0777 (mosquitto drops to its own user)

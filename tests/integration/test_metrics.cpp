@@ -242,31 +242,11 @@ TEST(Metrics, OffByDefault) {
 TEST(Metrics, PortTakenIsAClearErrorAndExitCode) {
   TempDir dir;
   Mosquitto broker;
-  const int holder = ::socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(holder, 0);
-  int yes = 1;
-  ::setsockopt(holder, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof yes);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ASSERT_EQ(::bind(holder, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(holder, 4), 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(holder, reinterpret_cast<sockaddr*>(&addr), &len);
-  const int port = ntohs(addr.sin_port);
+  const HeldTcpPort held;  // SO_REUSEPORT, as httplib would set it
+  const int port = held.port();
 
   auto gateway = startGateway(dir, baseConfig(broker, dir) + metricsConfig(port));
-  int code = -1;
-  ASSERT_TRUE(waitUntil(
-      [&] {
-        if (gateway->running()) return false;
-        code = gateway->stop();
-        return true;
-      },
-      20s))
-      << gateway->output();
-  ::close(holder);
+  const int code = gateway->stop(0, 20s);  // 0: waits for it to exit by itself
   EXPECT_EQ(code, 2) << gateway->output();
   EXPECT_NE(gateway->output().find("metrics: cannot listen on 127.0.0.1:" + std::to_string(port) +
                                    ": Address already in use"),
