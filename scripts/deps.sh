@@ -16,7 +16,7 @@ for arg in "$@"; do
   esac
 done
 
-PACKAGES="build-essential cmake pkg-config libcoap3-dev libcoap3-bin libpaho-mqttpp-dev
+PACKAGES="build-essential cmake ninja-build pkg-config libcoap3-dev libcoap3-bin libpaho-mqttpp-dev
 libpaho-mqtt-dev libtoml11-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
 libsqlite3-dev libsystemd-dev libgtest-dev mosquitto mosquitto-clients
 prometheus-cpp-dev libcpp-httplib-dev libssl-dev"

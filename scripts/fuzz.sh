@@ -20,7 +20,10 @@ export CC=${CC:-clang} CXX=${CXX:-clang++}
 # The fuzzers need none of the gateway's libraries, so when the full project does not
 # configure here (missing packages) build tests/fuzz on its own instead. There,
 # fuzz_transform needs nlohmann-json (header-only) and is skipped without it.
-if cmake -S "$root" -B "$build" -DCOAP2MQTT_FUZZ=ON -DCOAP2MQTT_TESTS=ON -DCOAP2MQTT_WERROR=ON \
+# Ninja where it is installed, as scripts/build.sh (a build directory keeps its generator).
+generator=()
+if [[ ! -f $build/CMakeCache.txt ]] && command -v ninja >/dev/null; then generator=(-GNinja); fi
+if cmake -S "$root" -B "$build" "${generator[@]}" -DCOAP2MQTT_FUZZ=ON -DCOAP2MQTT_TESTS=ON -DCOAP2MQTT_WERROR=ON \
   >/dev/null; then
   bin_dir=$build/tests/fuzz
 else
