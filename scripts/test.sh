@@ -9,6 +9,8 @@
 # the tests keep the CPU they ask for), and the machine is never idle while a test waits:
 #   foreground: normal build | normal tests | ASan tests          | TSan tests
 #   background:              | ASan build   | TSan build, fuzzers |
+# The ASan tests are the ASan tree's unit and in-process tests beside the normal tree's
+# integration tests run against the ASan gateway (C2M_GATEWAY_BIN).
 set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh --test
@@ -64,7 +66,12 @@ await() {  # name: waits for it, prints its log and stops when it failed
   fi
 }
 
-in_background asan-build scripts/build.sh build-asan -DCOAP2MQTT_SANITIZE=ON -DCOAP2MQTT_BENCH=OFF
+# The sanitizer tree compiles what runs gateway code: the gateway, the simulator, the unit
+# tests and the integration tests that link the gateway (c2m_in_process_tests). The other
+# integration tests only start processes: the normal build's run against the sanitized
+# gateway below (instrumenting their own code again took a quarter of this build).
+in_background asan-build env BUILD_TARGETS=c2m_in_process_tests \
+  scripts/build.sh build-asan -DCOAP2MQTT_SANITIZE=ON -DCOAP2MQTT_BENCH=OFF
 phase "tests (normal build)"
 (cd build && ctest --output-on-failure -j"$jobs")
 
@@ -85,8 +92,23 @@ phase "tests under ASan+UBSan"
 # 4.5.2); the simulator now reports those (SKIP), so a repeat tells the two apart. 13 ASan
 # runs beside a loaded machine passed with none.
 asan_exclude='Flood\.'
-(cd build-asan && ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure -j"$jobs" \
-  -E "$asan_exclude")
+export ASAN_OPTIONS=detect_leaks=0
+# Two runs side by side: the sanitized tree's own executables (the unit tests and the
+# in-process integration tests: few, long) and the normal tree's integration tests against
+# the sanitized gateway and simulator.
+asan=$(pwd)/build-asan
+(cd build-asan && ctest --output-on-failure -j2 -L 'unit|inproc' -E "$asan_exclude") \
+  >"$bg/asan-inproc.log" 2>&1 &
+inproc=$!
+status=0
+(cd build && C2M_GATEWAY_BIN="$asan/gateway/coap2mqtt" C2M_SIM_BIN="$asan/tests/sim/coap2mqtt-sim" \
+  C2M_GATEWAY_SANITIZED=1 ctest --output-on-failure -j"$jobs" -L integration -LE inproc \
+  -E "$asan_exclude") || status=1
+wait "$inproc" || status=1
+echo "== tests under ASan+UBSan in build-asan (unit, in-process):"
+cat "$bg/asan-inproc.log"
+unset ASAN_OPTIONS
+[ "$status" -eq 0 ]
 
 if [ -x scripts/fuzz.sh ]; then
   phase "fuzzing (waiting for it)"

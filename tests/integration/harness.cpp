@@ -629,7 +629,16 @@ std::string gatewayBinary() {
   return other != nullptr && *other != '\0' ? other : C2M_GATEWAY_BIN;
 }
 std::string simulatorBinary() {
-  return C2M_SIM_BIN;
+  const char* other = std::getenv("C2M_SIM_BIN");
+  return other != nullptr && *other != '\0' ? other : C2M_SIM_BIN;
+}
+bool gatewaySanitized() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return true;
+#else
+  const char* flag = std::getenv("C2M_GATEWAY_SANITIZED");
+  return flag != nullptr && *flag != '\0' && std::string(flag) != "0";
+#endif
 }
 std::string sourceDir() {
   return C2M_SOURCE_DIR;

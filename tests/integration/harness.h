@@ -161,8 +161,13 @@ CoapResult coapRequest(const std::string& method, const std::string& uri,
 std::vector<CoapResult> coapObserve(const std::string& uri, std::chrono::seconds duration);
 
 // Paths of the binaries under test.
+// The binaries under test: this build's, or C2M_GATEWAY_BIN / C2M_SIM_BIN (CI's sanitizer
+// phase runs the normal build's tests against the sanitized gateway).
 std::string gatewayBinary();
 std::string simulatorBinary();
+// True when the gateway under test runs under a sanitizer (this build is one, or
+// C2M_GATEWAY_SANITIZED=1 says the C2M_GATEWAY_BIN is): memory and speed figures differ.
+bool gatewaySanitized();
 std::string sourceDir();
 
 }  // namespace coap2mqtt::test
