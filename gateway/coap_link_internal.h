@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "gateway/block1_assembly.h"
 #include "gateway/coap_link.h"
 #include "gateway/coap_timer_pacing.h"
 #include "gateway/observe_freshness.h"
@@ -103,6 +104,11 @@ class CoapLink::Impl {
   // when libcoap cannot hold it (then it is answered at once).
   bool deferResponse(coap_session_t* session, const coap_pdu_t* request,
                      CoapServerResponse response);
+  // A Block1 upload's block, from the server trampoline: held until the last one, which
+  // leaves the whole body in `req` (true). False: `*res` answers this block now (2.31 for
+  // the next one, or the refusal).
+  bool assembleBlock1(coap_session_t* session, const coap_pdu_t* request, CoapServerRequest& req,
+                      CoapServerResponse* res);
   // When libcoap hands back a request deferred before: its response, taken.
   std::optional<CoapServerResponse> takeDeferred(coap_session_t* session,
                                                  const coap_pdu_t* request);
@@ -268,6 +274,10 @@ class CoapLink::Impl {
   };
   std::vector<Deferred> deferred_;
   static constexpr std::size_t kMaxDeferred = 4096;  // beyond: answered at once
+  // Block1 uploads to our resources (assembleBlock1). Bounds: an RD registration or a /ps
+  // publish is far smaller than 64 KiB; 16 at once, 30 s idle (an EXCHANGE_LIFETIME's worth
+  // of a slow peer): at most 1 MiB held.
+  Block1Assembly block1_{64 * 1024, 16, std::chrono::seconds(30)};
   // Server DTLS (coap_link_dtls.cpp): set up at the first coaps:// listener. The keys point
   // into config_.psk_clients.
   bool setupServerPsk(std::string* error);

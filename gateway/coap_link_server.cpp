@@ -143,6 +143,13 @@ void handle(CoapLink::Impl* impl, CoapLink::ServerHandler* handler, coap_resourc
     return;
   }
   CoapServerRequest req = readRequest(session, request);
+  if (req.block1 && impl != nullptr) {
+    CoapServerResponse answer;
+    if (!impl->assembleBlock1(session, request, req, &answer)) {
+      writeResponse(answer, resource, session, request, response, query);
+      return;
+    }
+  }
   CoapServerResponse res = (*handler)(req);
   if (res.after_release && req.confirmable && impl != nullptr &&
       impl->deferResponse(session, request, res)) {
@@ -309,6 +316,40 @@ void CoapLink::Impl::notifyObservers(const std::string& path) {
   if (it == observable_.end()) return;
   coap_resource_notify_observers(it->second, nullptr);
   timer_pacing_.noteIo(CoapTimerPacing::Clock::now());  // sent by libcoap's timer work
+}
+
+bool CoapLink::Impl::assembleBlock1(coap_session_t* session, const coap_pdu_t* request,
+                                    CoapServerRequest& req, CoapServerResponse* res) {
+  coap_block_b_t block{};
+  if (coap_get_block_b(session, request, COAP_OPTION_BLOCK1, &block) == 0) return true;
+  std::size_t size1 = 0;
+  coap_opt_iterator_t it;
+  if (coap_opt_t* opt = coap_check_option(request, COAP_OPTION_SIZE1, &it)) {
+    size1 = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
+  }
+  const std::size_t offset = static_cast<std::size_t>(block.num) << (block.szx + 4);
+  std::string body;
+  switch (block1_.add(req.source + " " + req.path, offset, block.m != 0, req.payload, size1,
+                      Block1Assembly::Clock::now(), &body)) {
+    case Block1Assembly::Result::Complete:
+      req.payload = std::move(body);
+      req.block1 = false;  // a whole body now
+      return true;
+    case Block1Assembly::Result::More:
+      *res = CoapServerResponse{231, {}, std::nullopt, {}};
+      return false;
+    case Block1Assembly::Result::TooLarge:
+      *res = CoapServerResponse{413, "too large", std::nullopt, {}};
+      break;
+    case Block1Assembly::Result::Incomplete:
+      *res = CoapServerResponse{408, "blocks missing or out of order", std::nullopt, {}};
+      break;
+    case Block1Assembly::Result::Busy:
+      *res = CoapServerResponse{503, "busy", std::nullopt, {}};
+      break;
+  }
+  ++stats_.block1_refused;
+  return false;
 }
 
 bool CoapLink::Impl::redispatch(coap_session_t* session, const coap_pdu_t* request) {

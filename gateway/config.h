@@ -166,7 +166,7 @@ struct CoapLimits {
 // [coap] ps_root, ps_max_payload, ps_queue, ps_queue_expiry.
 struct PubSubConfig {
   std::string root = "ps";  // one path segment; "" = not served
-  // Larger publishes get 4.13; so do Block1 uploads (one message per publish).
+  // Larger publishes get 4.13, whether in one message or in Block1 blocks.
   std::size_t max_payload = 1024;
   // Queue mode (GET ?queue): messages kept per (device, topic) until it next asks.
   std::size_t queue = 32;

@@ -108,9 +108,9 @@ CoapServerResponse PubSub::onRequest(const CoapServerRequest& r) {
   if (!topic_path) return refuse(400, counters_.bad_path, r, error);
   const auto method = inboundMethod(r.method);
   if (!method) return answer(405);
-  // Bounds before any work: a payload beyond the bound or one block of a larger one.
+  // Bounds before any work (a Block1 upload comes here whole, put together by the link).
   // (GET is handled above; a publish is POST or PUT.)
-  if (r.block1 || r.payload.size() > config_.coap.pubsub.max_payload) {
+  if (r.payload.size() > config_.coap.pubsub.max_payload) {
     CoapServerResponse res =
         refuse(413, counters_.too_large, r,
                "payload larger than " + std::to_string(config_.coap.pubsub.max_payload) + " bytes");

@@ -118,6 +118,7 @@ std::vector<std::pair<const char*, std::uint64_t>> droppedByReason(const StatsSn
           {"device_limit", s.device_limit},
           {"body_too_large", s.coap.body_too_large},
           {"malformed_coap", s.coap.malformed},
+          {"upload_refused", s.coap.block1_refused},
           {"discovery_answers", s.discovery_answers},
           {"ps_denied", s.ps_denied},
           {"ps_bad_path", s.ps_bad_path},

@@ -182,6 +182,36 @@ TEST_F(PubSub, TwoOFourMeansDurableAcrossAKill) {
   EXPECT_EQ(probe.messagesOn("home/attic/temperature").front().payload, "19.25");
 }
 
+// Block1 uploads (coap-client -b 16: 16-byte blocks) are put back together before the rule
+// sees them; a body beyond ps_max_payload is refused whole however it is cut, and one
+// beyond the link's 64 KiB bound already at its first block (Size1). Nothing of either
+// reaches MQTT.
+TEST_F(PubSub, Block1UploadsArePutTogetherWithinTheBounds) {
+  MqttProbe probe(broker_.port(), "#");
+  startGw();
+  const std::string body = R"({"t":22.75,"note":"sent in 16-byte blocks"})";  // 3 blocks
+  CoapReply r = coap("post", ps("sensors/attic"), {"-b", "16", "-t", "50", "-e", body});
+  EXPECT_EQ(r.code, "2.04") << r.log << gateway_->output();
+  ASSERT_TRUE(probe.waitForCount("home/attic/temperature", 1, 10s)) << gateway_->output();
+  EXPECT_EQ(probe.messagesOn("home/attic/temperature").front().payload, "22.75");
+
+  r = coap("post", ps("sensors/cellar"), {"-b", "16", "-e", std::string(100, 'x')});
+  EXPECT_EQ(r.code, "4.13") << r.log;
+  TempDir big;
+  big.write("body", std::string(70000, 'y'));
+  r = coap("post", ps("free/big"), {"-b", "1024", "-f", big.file("body")});
+  EXPECT_EQ(r.code, "4.13") << r.log;
+
+  EXPECT_EQ(coap("post", ps("free/marker"), {"-e", "m"}).code, "2.04");
+  ASSERT_TRUE(probe.waitForCount("free/marker", 1, 10s));
+  EXPECT_TRUE(probe.messagesOn("home/cellar/temperature").empty());
+  EXPECT_TRUE(probe.messagesOn("free/big").empty());
+  const nlohmann::json s = stats(probe);
+  EXPECT_EQ(s["dropped"].value("ps_too_large", -1), 1) << s.dump();
+  EXPECT_EQ(s["dropped"].value("upload_refused", -1), 1) << s.dump();
+  EXPECT_EQ(s.value("ps_published", -1), 2) << s.dump();
+}
+
 // Acceptance 2: refusals, each with its code and counted; nothing reaches MQTT.
 TEST_F(PubSub, RefusalsAreCodedAndCounted) {
   MqttProbe probe(broker_.port(), "#");
