@@ -43,6 +43,24 @@ PubSub::PubSub(const GatewayConfig& config, Timers& timers, CoapLink& coap, Mqtt
       mqtt_(mqtt),
       devices_(devices),
       values_(values) {
+  // Names a DTLS identity speaks for (its `endpoints`, which include the identity itself
+  // unless it names others): never taken by a sender over plain CoAP.
+  const auto claim = [this](const std::vector<std::string>& names) {
+    for (const std::string& name : names) {
+      std::string error;  // checked when the configuration was loaded
+      if (auto glob = bridge::Glob::compile(name, bridge::Glob::Kind::Name, &error)) {
+        identity_names_.push_back(std::move(*glob));
+      }
+    }
+  };
+  for (const PskClient& c : config_.coap.psk_clients) {
+    claim(c.endpoints);
+    claim({c.identity});
+  }
+  for (const CertClient& c : config_.coap.cert_clients) {
+    claim(c.endpoints);
+    claim({c.name});
+  }
   // What the old rules matched (and held back) is forgotten with them.
   events.on<RulesReplaced>([this](const RulesReplaced&) {
     slots_.clear();
@@ -70,7 +88,18 @@ std::string PubSub::senderName(const CoapServerRequest& r) const {
   if (!r.psk_identity.empty() && isValidDeviceName(r.psk_identity)) return r.psk_identity;
   if (!r.cert_name.empty() && isValidDeviceName(r.cert_name)) return r.cert_name;
   const registry::Registry& reg = devices_.registry();
-  if (const registry::Device* d = reg.findByUri(r.source)) return d->name;
+  // Over plain CoAP (a source address anyone on the LAN can forge) the sender never takes
+  // the name of a device reached over DTLS, nor a name a DTLS identity speaks for.
+  const bool plain = r.source.rfind("coaps://", 0) != 0;
+  const auto may = [&](const registry::Device& d) {
+    if (!plain) return true;
+    if (d.uri.rfind("coaps://", 0) == 0) return false;
+    for (const bridge::Glob& glob : identity_names_) {
+      if (glob.matches(d.name)) return false;
+    }
+    return true;
+  };
+  if (const registry::Device* d = reg.findByUri(r.source); d != nullptr && may(*d)) return d->name;
   const std::string host = registry::uriHost(r.source);
   // The one device the registry holds at that host (an RD registration names its port,
   // which a sleepy device's publishes need not come from).
@@ -79,7 +108,7 @@ std::string PubSub::senderName(const CoapServerRequest& r) const {
   // or from a host with no registration at all.)
   if (reg.countAtHost(host) == 1) {
     for (const registry::Device* d : reg.all()) {
-      if (registry::uriHost(d->uri) == host) return d->name;
+      if (registry::uriHost(d->uri) == host && may(*d)) return d->name;
     }
   }
   return deviceNameForAddress(host, 5683);

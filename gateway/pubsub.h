@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 
+#include "bridge/glob.h"
 #include "bridge/inbound.h"
 #include "gateway/coap_link.h"
 #include "gateway/config.h"
@@ -98,6 +99,7 @@ class PubSub {
                             const std::string& why);
 
   const GatewayConfig& config_;
+  std::vector<bridge::Glob> identity_names_;  // see the constructor
   Timers& timers_;
   CoapLink& coap_;
   MqttLink& mqtt_;

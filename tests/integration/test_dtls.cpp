@@ -499,6 +499,45 @@ TEST(Dtls, ResourceDirectoryOverDtlsBindsIdentitiesToEndpoints) {
   expectSecretNowhere(kKey, *gateway, probe, dir);
 }
 
+// Issue 20 over DTLS: a device publishes to /ps on the coaps:// listener; its PSK identity
+// is its device name, so an [[inbound]] entry and a rule can name it, and the same publish
+// over plain CoAP (another name, its address's) is refused.
+TEST(Dtls, PublishToPsOverDtlsActsAsTheIdentity) {
+  TempDir dir;
+  Mosquitto broker;
+  writeKeyFile(dir, "node7.key", kKey);
+  MqttProbe probe(broker.port(), "#");
+  const int port = freeUdpPortRange(2);
+  const std::string plain = "coap://127.0.0.1:" + std::to_string(port);
+  const std::string secure = "coaps://127.0.0.1:" + std::to_string(port + 1);
+  dir.write(
+      "rules.toml",
+      "[[rule]]\nname = \"attic\"\nmatch = { device = \"node7\", path = \"/sensors/*\" }\n"
+      "topic = \"home/{device}/{path[1]}\"\npayload = \"raw\"\n\n"
+      "[[inbound]]\nname = \"node7\"\nallow = { device = \"node7\", path = \"/sensors/**\" }\n");
+  auto gateway = startGateway(
+      dir, "[gateway]\nname = \"ps-gw\"\nstate_dir = \"" + dir.path() +
+               "\"\nrules = [\"rules.toml\"]\n\n[coap]\nlisten = [\"127.0.0.1:" +
+               std::to_string(port) + "\", \"" + secure +
+               "\"]\n\n[[coap.psk_client]]\nidentity = \"node7\"\nkey_file = \"node7.key\"\n\n"
+               "[mqtt]\nuri = \"" +
+               broker.uri() + "\"\nbase_topic = \"c2m\"\n");
+  const std::vector<std::string> node7 = {"-u", "node7", "-k", kKey};
+  ASSERT_TRUE(listenerAnswers(*gateway, secure, node7)) << gateway->output();
+  std::string log;
+  std::vector<std::string> args = node7;
+  args.insert(args.end(), {"-e", "21.5"});
+  EXPECT_EQ(coapCode("post", secure + "/ps/sensors/attic", args, &log), "2.04")
+      << log << gateway->output();
+  ASSERT_TRUE(probe.waitForCount("home/node7/attic", 1, 10s)) << allMessages(probe);
+  EXPECT_EQ(probe.messagesOn("home/node7/attic").front().payload, "21.5");
+  EXPECT_TRUE(gateway->waitForOutput("device node7 is online", 5s)) << gateway->output();
+  // Over plain CoAP the sender is coap-127-0-0-1, which no entry allows.
+  EXPECT_EQ(coapCode("post", plain + "/ps/sensors/attic", {"-e", "99"}, &log), "4.03") << log;
+  EXPECT_EQ(probe.messagesOn("home/node7/attic").size(), 1u) << allMessages(probe);
+  expectSecretNowhere(kKey, *gateway, probe, dir);
+}
+
 // [[coap.credentials]]: a device that registers in the RD over plain CoAP, with a plain
 // base, is reached over DTLS because an entry matches its name and address: on the
 // entry's port, with the entry's key, and the first matching entry wins.
