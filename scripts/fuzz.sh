@@ -65,19 +65,44 @@ declare -A flags=([fuzz_link_format]="" [fuzz_transform]="-max_len=4096"
   [fuzz_resource_directory]="-max_len=4096" [fuzz_command]="-max_len=1024"
   [fuzz_config]="-max_len=4096" [fuzz_ps_path]="-max_len=1024")
 
-failed=()
-for target in "${targets[@]}"; do
-  corpus=$scratch/$target
+# One fuzzer per core at a time (each is single-threaded); each one's output goes to its own
+# log, printed whole when it has ended, and its exit status to <target>.status.
+fuzz_one() {  # target
+  local target=$1 corpus=$scratch/$1 status=0
   mkdir -p "$corpus"
   cp "$root/tests/fuzz/corpus/${seeds[$target]}"/* "$corpus"/
-  echo "fuzz.sh: $target for ${seconds}s" >&2
   # shellcheck disable=SC2086  # flags[...] is a word list
-  if ! "$bin_dir/$target" -max_total_time="$seconds" -timeout=5 -print_final_stats=1 \
+  "$bin_dir/$target" -max_total_time="$seconds" -timeout=5 -print_final_stats=1 \
     ${dicts[$target]:+-dict="$root/tests/fuzz/${dicts[$target]}"} -artifact_prefix="$artifacts/$target-" \
-    ${flags[$target]} "$@" "$corpus"; then
-    failed+=("$target")
-  fi
+    ${flags[$target]} "${extra[@]}" "$corpus" >"$scratch/$target.log" 2>&1 || status=$?
+  echo "$status" >"$scratch/$target.status"
+}
+extra=("$@")
+failed=()
+running=()
+reap() {  # reports the running targets that have ended and keeps the others
+  local still=() target
+  for target in "${running[@]}"; do
+    if [[ -f $scratch/$target.status ]]; then
+      echo "fuzz.sh: $target for ${seconds}s" >&2
+      cat "$scratch/$target.log" >&2
+      if [[ $(cat "$scratch/$target.status") != 0 ]]; then failed+=("$target"); fi
+    else
+      still+=("$target")
+    fi
+  done
+  running=("${still[@]}")
+}
+for target in "${targets[@]}"; do
+  while ((${#running[@]} >= $(nproc))); do
+    wait -n || true
+    reap
+  done
+  fuzz_one "$target" &
+  running+=("$target")
 done
+wait
+reap
 
 if ((${#failed[@]} > 0)); then
   echo "fuzz.sh: found something: ${failed[*]} (reproducers in $artifacts)" >&2
