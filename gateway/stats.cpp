@@ -7,6 +7,7 @@
 #include "gateway/multicast_source.h"
 #include "gateway/pubsub.h"
 #include "gateway/rd_source.h"
+#include "gateway/udp_drops.h"
 #include "gateway/values.h"
 
 namespace coap2mqtt::gateway {
@@ -47,6 +48,13 @@ StatsSnapshot Stats::snapshot() const {
   s.bad_response_topic = commands_.badResponseTopics();
   s.device_limit = devices_.deviceLimitDrops();
   s.discovery_answers = multicast_.answersOverLimit();
+  const auto now = std::chrono::steady_clock::now();
+  if (udp_drops_at_ == std::chrono::steady_clock::time_point{} ||
+      now - udp_drops_at_ >= std::chrono::seconds(5)) {
+    udp_drops_ = udpDropsOfThisProcess();
+    udp_drops_at_ = now;
+  }
+  s.udp_receive_buffer = udp_drops_;
   s.commands = commands_.stats();
   for (const auto& [reason, n] : commands_.refusedByReason()) {
     s.commands_refused_by_reason.emplace_back(reason, n);
@@ -119,6 +127,7 @@ std::vector<std::pair<const char*, std::uint64_t>> droppedByReason(const StatsSn
           {"body_too_large", s.coap.body_too_large},
           {"malformed_coap", s.coap.malformed},
           {"upload_refused", s.coap.block1_refused},
+          {"udp_receive_buffer", s.udp_receive_buffer},
           {"discovery_answers", s.discovery_answers},
           {"ps_denied", s.ps_denied},
           {"ps_bad_path", s.ps_bad_path},

@@ -47,6 +47,8 @@ struct StatsSnapshot {
                                          // requests against the security policy
   std::uint64_t device_limit = 0;        // devices refused by [coap.limits]
   std::uint64_t discovery_answers = 0;   // multicast answers beyond a round's bound
+  // Datagrams the kernel dropped on our UDP sockets, their receive buffer full (udp_drops.h).
+  std::uint64_t udp_receive_buffer = 0;
   CommandQueue::Stats commands;
   // Issue 17: what hostile or careless MQTT clients cost us.
   std::vector<std::pair<std::string, std::uint64_t>> commands_refused_by_reason;
@@ -117,6 +119,9 @@ class Stats {
   const AdminApi& admin_;
   const PubSub* pubsub_ = nullptr;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  // udpDropsOfThisProcess() reads a line per UDP socket of the host: at most every 5 s.
+  mutable std::uint64_t udp_drops_ = 0;
+  mutable std::chrono::steady_clock::time_point udp_drops_at_{};
 };
 
 }  // namespace coap2mqtt::gateway
