@@ -443,6 +443,14 @@ bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* recei
       std::unique_ptr<Exchange> refused = std::move(it->second);
       exchanges_.erase(it);  // the blocks still coming find no exchange: dropped
       if (refused->timer != 0) loop_.cancel(refused->timer);
+      // libcoap would go on asking for the rest of the body, block after block: its block
+      // state goes with the session, renewed once libcoap is done with this callback.
+      if (const Device* device = deviceOn(refused->device, session)) {
+        loop_.runAfter(std::chrono::milliseconds(0),
+                       [this, name = device->name, id = device->session_id] {
+                         if (deviceOn(name, id) != nullptr) resetSession(name, "body too large");
+                       });
+      }
       ++stats_.failures;
       refused->handler(std::nullopt, "response body larger than " +
                                          std::to_string(kMaxResponseBody) + " bytes, refused");
