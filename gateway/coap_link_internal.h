@@ -134,6 +134,7 @@ class CoapLink::Impl {
     std::string uri;
     std::string host;             // of the URI: what a device certificate must name
     std::size_t shard = 0;        // the context of its sessions, for life (shards_)
+    bool holds_slot = true;       // false once handed to its successor (addDevice again)
     DtlsCredentials credentials;  // coaps:// devices (the key is never logged)
     CoapSessionPtr session;       // null until a DTLS device's first exchange (ensureSession)
     // Numbers this device's sessions: a held ACK or a deferred reset names the session it

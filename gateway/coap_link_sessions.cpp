@@ -105,9 +105,10 @@ bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri, 
   coap_address_t address;
   bool dtls = false;
   if (!resolveDevice(uri, credentials, &address, &dtls, error)) return false;
-  // A device added again (a new URI) keeps its shard; a new one takes a free slot.
+  // A device added again (a new URI) keeps its shard and slot; a new one takes a free slot.
   const auto existing = devices_.find(name);
-  device->shard = existing != devices_.end() ? existing->second->shard : shardForNewDevice();
+  const bool again = existing != devices_.end();
+  device->shard = again ? existing->second->shard : shardForNewDevice();
   CoapSessionPtr session;
   // A DTLS session starts its handshake as it is made: it is made at the device's first
   // exchange (ensureSession), so that handshakes come when its requests do (spread at
@@ -117,8 +118,12 @@ bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri, 
     session = newSession(device->shard, uri, device->credentials, error);
     if (!session) return false;
   }
-  removeDevice(name);  // frees its slot: taken again just below
-  slots_.take(device->shard);
+  if (again) {
+    existing->second->holds_slot = false;  // its successor's now
+    removeDevice(name);
+  } else {
+    slots_.take(device->shard);
+  }
   device->session = std::move(session);
   device->session_id = next_session_id_++;
   devices_[name] = std::move(device);
@@ -193,7 +198,7 @@ void CoapLink::Impl::removeDevice(const std::string& name) {
   }
   forgetConNotification(*it->second);
   CoapSessionPtr session = std::move(it->second->session);
-  slots_.release(it->second->shard);
+  if (it->second->holds_slot) slots_.release(it->second->shard);
   devices_.erase(it);
   discardSession(std::move(session));
   for (auto& done : takePings(name)) done(false);
