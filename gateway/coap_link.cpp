@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -239,11 +238,7 @@ const CoapStats& CoapLink::stats() const {
 // ---- The state.
 
 CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config)
-    : loop_(loop),
-      config_(config),
-      slots_(std::getenv("C2M_DEVICES_PER_SHARD") != nullptr
-                 ? std::strtoul(std::getenv("C2M_DEVICES_PER_SHARD"), nullptr, 10)
-                 : kDevicesPerShard) {  // MEASUREMENT ONLY, remove
+    : loop_(loop), config_(config), slots_(kDevicesPerShard) {
   coap_set_log_handler(&libcoapLogHandler);
   coap_set_log_level(spdlog::get_level() <= spdlog::level::trace   ? LOG_DEBUG
                      : spdlog::get_level() <= spdlog::level::debug ? LOG_INFO
