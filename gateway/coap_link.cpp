@@ -268,14 +268,19 @@ int CoapLink::Impl::setUpContext(coap_context_t* context, std::size_t paced) {
   return fd;
 }
 
-std::size_t CoapLink::Impl::shardForNewDevice() {
+std::optional<std::size_t> CoapLink::Impl::shardForNewDevice(std::string* error) {
   const std::size_t shard = slots_.pick();
   if (shard < shards_.size()) return shard;
   Shard added;
   added.context.reset(coap_new_context(nullptr));  // client sessions only: no endpoint
-  if (!added.context) throw std::runtime_error("coap: cannot create a context for devices");
-  const std::size_t paced = pacing_.add();
+  if (!added.context) {
+    // libcoap said why in its log (epoll_create, timerfd_create: out of file descriptors?).
+    *error = "cannot create a CoAP context for more devices";
+    return std::nullopt;
+  }
+  const std::size_t paced = pacedOf(shards_.size());
   added.fd = setUpContext(added.context.get(), paced);
+  if (pacing_.add() != paced) throw std::logic_error("coap: shard pacing out of step");
   shards_.push_back(std::move(added));
   spdlog::debug("coap: device context {} made ({} devices each at most)", shards_.size(),
                 slots_.perShard());

@@ -224,9 +224,9 @@ class CoapLink::Impl {
   static std::size_t pacedOf(std::size_t shard) { return shard + 1; }
   // What every context gets: block mode, the handlers, app data; its fd watched.
   int setUpContext(coap_context_t* context, std::size_t paced);
-  // The shard for a new device (made now when every shard is full); throws when libcoap
-  // cannot make a context.
-  std::size_t shardForNewDevice();
+  // The shard for a new device (made now when every shard is full); nullopt (*error says
+  // why) when libcoap cannot make a context.
+  std::optional<std::size_t> shardForNewDevice(std::string* error);
   coap_context_t* shardContext(std::size_t shard) const { return shards_[shard].context.get(); }
   // Our own I/O on a context (a request sent, a session made): its timer work follows.
   void noteIo(std::size_t paced) { pacing_.noteIo(paced, CoapTimerPacing::Clock::now()); }

@@ -108,7 +108,13 @@ bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri, 
   // A device added again (a new URI) keeps its shard and slot; a new one takes a free slot.
   const auto existing = devices_.find(name);
   const bool again = existing != devices_.end();
-  device->shard = again ? existing->second->shard : shardForNewDevice();
+  if (again) {
+    device->shard = existing->second->shard;
+  } else if (auto shard = shardForNewDevice(error)) {
+    device->shard = *shard;
+  } else {
+    return false;
+  }
   CoapSessionPtr session;
   // A DTLS session starts its handshake as it is made: it is made at the device's first
   // exchange (ensureSession), so that handshakes come when its requests do (spread at
