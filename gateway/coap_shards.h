@@ -21,10 +21,10 @@
 namespace coap2mqtt::gateway {
 
 // Devices per shard. A batch's walk costs ~23 ns per session of its shard: 128 devices
-// make it ~3 us, against ~100 us of CPU per message at 1,000 msg/s on the bench machine
-// (2026-12-04). A shard costs a context of its own: 1.4 MB more peak RSS for the 32 shards
-// of 4,000 devices (~44 KB each, mostly its OpenSSL contexts; ~0.35 KB per device beside
-// ~9.5 KB of heap per device); 64 would double that to save ~1.5 us per batch.
+// make it ~3 us, against 60-70 us of CPU per message at 1,000 msg/s on the bench machine
+// (2026-12-04). A shard costs a context of its own: 1.0-1.5 MB more peak RSS for the 32
+// shards of 4,000 devices (30-47 KB each, with its OpenSSL contexts; under 0.4 KB per
+// device beside ~9.5 KB of heap per device); 64 would double that to save ~1.5 us a batch.
 inline constexpr std::size_t kDevicesPerShard = 128;
 
 class CoapShardSlots {
