@@ -1,4 +1,4 @@
-// CoapLink: the context, requests and observations matched by token, libcoap's callbacks.
+// CoapLink: the contexts, requests and observations matched by token, libcoap's callbacks.
 // The other jobs of the link are in coap_link_{sessions,acks,io,ping,server,dtls}.cpp (see
 // coap_link_internal.h).
 #include "gateway/coap_link.h"
@@ -237,35 +237,60 @@ const CoapStats& CoapLink::stats() const {
 
 // ---- The state.
 
-CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config) : loop_(loop), config_(config) {
+CoapLink::Impl::Impl(EventLoop& loop, const CoapConfig& config)
+    : loop_(loop), config_(config), slots_(kDevicesPerShard) {
   coap_set_log_handler(&libcoapLogHandler);
   coap_set_log_level(spdlog::get_level() <= spdlog::level::trace   ? LOG_DEBUG
                      : spdlog::get_level() <= spdlog::level::debug ? LOG_INFO
                                                                    : LOG_WARNING);
   context_.reset(coap_new_context(nullptr));
   if (!context_) throw std::runtime_error("coap: cannot create context");
-  // libcoap reassembles Block2 bodies and sends Block1 for us; handlers see whole bodies.
-  // libcoap fetches Block2 blocks and sends Block1 for us. Not COAP_BLOCK_SINGLE_BODY:
-  // in 4.3.1 that allocates whatever Size2 the peer claims and keeps every block until the
-  // end; we take the blocks one by one and refuse a body beyond kMaxResponseBody.
-  coap_context_set_block_mode(context_.get(), COAP_BLOCK_USE_LIBCOAP);
   // Every client of our listeners (RD registrants, /ps) gets a server session; libcoap keeps
   // them without bound unless told: past the cap the least recently used idle one goes.
   coap_context_set_max_idle_sessions(context_.get(),
                                      static_cast<unsigned>(config_.limits.max_sessions));
-  coap_register_response_handler(context_.get(), &responseTrampoline);
-  coap_register_nack_handler(context_.get(), &nackTrampoline);
-  coap_register_event_handler(context_.get(), &eventTrampoline);
-
-  fd_ = coap_context_get_coap_fd(context_.get());
-  if (fd_ < 0) throw std::runtime_error("coap: libcoap was built without epoll support");
-  loop_.watchFd(fd_, [this] { processIo(); });
+  fd_ = setUpContext(context_.get(), pacing_.add());
   loop_.setTimeoutProvider([this] { return runTimers(); });
+}
+
+int CoapLink::Impl::setUpContext(coap_context_t* context, std::size_t paced) {
+  // libcoap fetches Block2 blocks and sends Block1 for us. Not COAP_BLOCK_SINGLE_BODY:
+  // in 4.3.1 that allocates whatever Size2 the peer claims and keeps every block until the
+  // end; we take the blocks one by one and refuse a body beyond kMaxResponseBody.
+  coap_context_set_block_mode(context, COAP_BLOCK_USE_LIBCOAP);
+  coap_register_response_handler(context, &responseTrampoline);
+  coap_register_nack_handler(context, &nackTrampoline);
+  coap_register_event_handler(context, &eventTrampoline);
+  coap_set_app_data(context, this);  // implOf(session), whichever context it is in
+  const int fd = coap_context_get_coap_fd(context);
+  if (fd < 0) throw std::runtime_error("coap: libcoap was built without epoll support");
+  loop_.watchFd(fd, [this, paced] { processIo(paced); });
+  return fd;
+}
+
+std::optional<std::size_t> CoapLink::Impl::shardForNewDevice(std::string* error) {
+  const std::size_t shard = slots_.pick();
+  if (shard < shards_.size()) return shard;
+  Shard added;
+  added.context.reset(coap_new_context(nullptr));  // client sessions only: no endpoint
+  if (!added.context) {
+    // libcoap said why in its log (epoll_create, timerfd_create: out of file descriptors?).
+    *error = "cannot create a CoAP context for more devices";
+    return std::nullopt;
+  }
+  const std::size_t paced = pacedOf(shards_.size());
+  added.fd = setUpContext(added.context.get(), paced);
+  if (pacing_.add() != paced) throw std::logic_error("coap: shard pacing out of step");
+  shards_.push_back(std::move(added));
+  spdlog::debug("coap: device context {} made ({} devices each at most)", shards_.size(),
+                slots_.perShard());
+  return shard;
 }
 
 CoapLink::Impl::~Impl() {
   loop_.setTimeoutProvider(nullptr);
   loop_.unwatchFd(fd_);
+  for (const Shard& shard : shards_) loop_.unwatchFd(shard.fd);
   for (auto& [token, exchange] : exchanges_) {
     if (exchange->timer != 0) loop_.cancel(exchange->timer);
   }
@@ -273,13 +298,16 @@ CoapLink::Impl::~Impl() {
     if (device->reack_timer != 0) loop_.cancel(device->reack_timer);
   }
   if (release_timer_ != 0) loop_.cancel(release_timer_);
-  if (batch_timer_ != 0) loop_.cancel(batch_timer_);
-  // The members go next (sessions first, the context last). Freeing a session reports the
+  // The members go next (sessions first, the contexts last). Freeing a session reports the
   // requests still in its queue to the nack handler (coap_session_mfree): nothing may call
   // into a link that is half gone.
-  coap_register_response_handler(context_.get(), nullptr);
-  coap_register_nack_handler(context_.get(), nullptr);
-  coap_register_event_handler(context_.get(), nullptr);
+  auto quiet = [](coap_context_t* context) {
+    coap_register_response_handler(context, nullptr);
+    coap_register_nack_handler(context, nullptr);
+    coap_register_event_handler(context, nullptr);
+  };
+  quiet(context_.get());
+  for (const Shard& shard : shards_) quiet(shard.context.get());
 }
 
 std::uint64_t CoapLink::Impl::startExchange(const std::string& device, bridge::Method method,
@@ -377,7 +405,7 @@ std::uint64_t CoapLink::Impl::send(Device& device, bridge::Method method, const 
     return 0;
   }
   ++stats_.requests_sent;
-  timer_pacing_.noteIo(CoapTimerPacing::Clock::now());  // e.g. Block1 timers only prepare sets
+  noteIo(pacedOf(device.shard));  // e.g. Block1 timers only prepare sets
   exchange->timer =
       loop_.runAfter(exchange->timeout.value_or(config_.request_timeout), [this, token] {
         auto it = exchanges_.find(token);
@@ -559,6 +587,7 @@ void CoapLink::Impl::cancelObserve(std::uint64_t id) {
   if (coap_cancel_observe(device->second->session.get(), &token, COAP_MESSAGE_CON) == 0) {
     spdlog::debug("coap: could not cancel observation of {}{}", exchange->device, exchange->path);
   }
+  noteIo(pacedOf(device->second->shard));
 }
 
 }  // namespace coap2mqtt::gateway

@@ -121,8 +121,9 @@ std::string CoapLink::Impl::dtlsFailed(Device& device, std::string reason) {
   return "DTLS handshake failed: " + reason;
 }
 
-CoapSessionPtr CoapLink::Impl::newPskSession(const coap_address_t& address, const std::string& uri,
-                                             const PskCredentials& psk, std::string* error) {
+CoapSessionPtr CoapLink::Impl::newPskSession(coap_context_t* context, const coap_address_t& address,
+                                             const std::string& uri, const PskCredentials& psk,
+                                             std::string* error) {
   if (coap_dtls_is_supported() == 0) {
     *error = "this libcoap has no DTLS (install libcoap3 with OpenSSL): cannot reach " + uri;
     return nullptr;
@@ -141,13 +142,14 @@ CoapSessionPtr CoapLink::Impl::newPskSession(const coap_address_t& address, cons
   // libcoap copies identity and key into the session (coap_session_refresh_psk_*): `psk`
   // need not outlive the call.
   CoapSessionPtr session(
-      coap_new_client_session_psk2(context_.get(), nullptr, &address, COAP_PROTO_DTLS, &setup));
+      coap_new_client_session_psk2(context, nullptr, &address, COAP_PROTO_DTLS, &setup));
   if (!session) *error = "cannot create a DTLS session to " + uri;
   return session;
 }
 
-CoapSessionPtr CoapLink::Impl::newPkiSession(const coap_address_t& address, const std::string& uri,
-                                             const PkiCredentials& pki, std::string* error) {
+CoapSessionPtr CoapLink::Impl::newPkiSession(coap_context_t* context, const coap_address_t& address,
+                                             const std::string& uri, const PkiCredentials& pki,
+                                             std::string* error) {
   if (coap_dtls_is_supported() == 0) {
     *error = "this libcoap has no DTLS (install libcoap3 with OpenSSL): cannot reach " + uri;
     return nullptr;
@@ -160,7 +162,7 @@ CoapSessionPtr CoapLink::Impl::newPkiSession(const coap_address_t& address, cons
   std::string sni = uriHost(uri);  // valid during the call, as libcoap asks
   setup.client_sni = sni.empty() ? nullptr : sni.data();
   CoapSessionPtr session(
-      coap_new_client_session_pki(context_.get(), nullptr, &address, COAP_PROTO_DTLS, &setup));
+      coap_new_client_session_pki(context, nullptr, &address, COAP_PROTO_DTLS, &setup));
   if (!session) {
     *error = "cannot create a DTLS session to " + uri + " (are " + pki.cert_file + " and " +
              pki.key_file + " a certificate and its key?)";

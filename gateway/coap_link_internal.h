@@ -1,8 +1,9 @@
 #pragma once
 // CoapLink's state and what its .cpp files share; included by them only, since this is
 // where libcoap comes in. The link is split by job:
-//   coap_link.cpp          the context, requests and observations, libcoap's callbacks
+//   coap_link.cpp          the contexts, requests and observations, libcoap's callbacks
 //   coap_link_sessions.cpp a session per device, renewed after a timeout
+//   coap_link_io.cpp       datagrams and libcoap's timer work, per context (and its shards)
 //   coap_link_acks.cpp     ACKs held back until the outbox is durable, and re-ACKs
 //   coap_link_ping.cpp     reachability probes on sessions of their own
 //   coap_link_server.cpp   our own resources (listen/serve/serveUnknown)
@@ -23,6 +24,7 @@
 
 #include "gateway/block1_assembly.h"
 #include "gateway/coap_link.h"
+#include "gateway/coap_shards.h"
 #include "gateway/coap_timer_pacing.h"
 #include "gateway/observe_freshness.h"
 
@@ -137,6 +139,8 @@ class CoapLink::Impl {
     std::string name;
     std::string uri;
     std::string host;             // of the URI: what a device certificate must name
+    std::size_t shard = 0;        // the context of its sessions, for life (shards_)
+    bool holds_slot = true;       // false once handed to its successor (addDevice again)
     DtlsCredentials credentials;  // coaps:// devices (the key is never logged)
     CoapSessionPtr session;       // null until a DTLS device's first exchange (ensureSession)
     // Numbers this device's sessions: a held ACK or a deferred reset names the session it
@@ -189,13 +193,16 @@ class CoapLink::Impl {
     std::function<void(bool)> done;
   };
 
-  // Sessions (coap_link_sessions.cpp); DTLS ones from coap_link_dtls.cpp.
-  CoapSessionPtr newSession(const std::string& uri, const DtlsCredentials& credentials,
-                            std::string* error);
-  CoapSessionPtr newPskSession(const coap_address_t& address, const std::string& uri,
-                               const PskCredentials& psk, std::string* error);
-  CoapSessionPtr newPkiSession(const coap_address_t& address, const std::string& uri,
-                               const PkiCredentials& pki, std::string* error);
+  // Sessions (coap_link_sessions.cpp), in the context of `shard`; DTLS ones from
+  // coap_link_dtls.cpp.
+  CoapSessionPtr newSession(std::size_t shard, const std::string& uri,
+                            const DtlsCredentials& credentials, std::string* error);
+  CoapSessionPtr newPskSession(coap_context_t* context, const coap_address_t& address,
+                               const std::string& uri, const PskCredentials& psk,
+                               std::string* error);
+  CoapSessionPtr newPkiSession(coap_context_t* context, const coap_address_t& address,
+                               const std::string& uri, const PkiCredentials& pki,
+                               std::string* error);
   Device* deviceBySession(const coap_session_t* session);
 
   // A DTLS session of `device` that failed or never completed: counted, and said at warning
@@ -216,7 +223,20 @@ class CoapLink::Impl {
                      const std::string& payload, std::optional<unsigned> content_format,
                      bool observe, std::unique_ptr<Exchange> exchange);
   void fail(std::uint64_t token, const std::string& reason);
-  void processIo();
+
+  // Contexts (coap_link.cpp, coap_link_io.cpp). Paced contexts are numbered: kOwnContext
+  // is context_, 1 + k is shards_[k].
+  static constexpr std::size_t kOwnContext = 0;
+  static std::size_t pacedOf(std::size_t shard) { return shard + 1; }
+  // What every context gets: block mode, the handlers, app data; its fd watched.
+  int setUpContext(coap_context_t* context, std::size_t paced);
+  // The shard for a new device (made now when every shard is full); nullopt (*error says
+  // why) when libcoap cannot make a context.
+  std::optional<std::size_t> shardForNewDevice(std::string* error);
+  coap_context_t* shardContext(std::size_t shard) const { return shards_[shard].context.get(); }
+  // Our own I/O on a context (a request sent, a session made): its timer work follows.
+  void noteIo(std::size_t paced) { pacing_.noteIo(paced, CoapTimerPacing::Clock::now()); }
+  void processIo(std::size_t paced);
   unsigned runTimers();  // the loop's timeout provider
 
   // ACKs of CON notifications (coap_link_acks.cpp).
@@ -239,12 +259,18 @@ class CoapLink::Impl {
 
   EventLoop& loop_;
   CoapConfig config_;
-  // First, so it goes last: the sessions below hold references into it.
+  // First, so they go last: the sessions below hold references into them. context_ has
+  // our listeners and resources (and the server sessions of their clients); the devices'
+  // client sessions are in shards (coap_shards.h).
   CoapContextPtr context_;
   int fd_ = -1;
-  CoapTimerPacing timer_pacing_;  // when coap_io_prepare_epoll runs (see its header)
-  std::chrono::steady_clock::time_point last_batch_{};  // of datagrams (batchGap)
-  EventLoop::TimerId batch_timer_ = 0;                  // the fd paused until then
+  struct Shard {
+    CoapContextPtr context;
+    int fd = -1;
+  };
+  std::vector<Shard> shards_;
+  CoapShardSlots slots_;
+  CoapContextPacing pacing_;  // when coap_io_prepare_epoll runs, per context (see its header)
   std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
   std::array<std::uint64_t, 64> token_pool_{};

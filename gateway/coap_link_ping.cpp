@@ -28,7 +28,7 @@ void CoapLink::Impl::ping(const std::string& device, std::function<void(bool)> d
     }
     probe.reset(coap_session_reference(it->second->session.get()));
   } else {
-    probe = newSession(it->second->uri, DtlsCredentials{}, &error);
+    probe = newSession(it->second->shard, it->second->uri, DtlsCredentials{}, &error);
   }
   if (!probe) {
     done(false);

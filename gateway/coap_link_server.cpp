@@ -315,7 +315,7 @@ void CoapLink::Impl::notifyObservers(const std::string& path) {
   auto it = observable_.find(path);
   if (it == observable_.end()) return;
   coap_resource_notify_observers(it->second, nullptr);
-  timer_pacing_.noteIo(CoapTimerPacing::Clock::now());  // sent by libcoap's timer work
+  noteIo(kOwnContext);  // sent by libcoap's timer work
 }
 
 bool CoapLink::Impl::assembleBlock1(coap_session_t* session, const coap_pdu_t* request,
@@ -354,7 +354,7 @@ bool CoapLink::Impl::assembleBlock1(coap_session_t* session, const coap_pdu_t* r
 
 bool CoapLink::Impl::redispatch(coap_session_t* session, const coap_pdu_t* request) {
   if (coap_register_async(session, request, 1) == nullptr) return false;  // 1 tick: at once
-  timer_pacing_.noteIo(CoapTimerPacing::Clock::now());
+  noteIo(kOwnContext);
   return true;
 }
 
@@ -408,7 +408,7 @@ void CoapLink::Impl::releaseDeferred() {
   // libcoap sends what was triggered from its timer work (coap_io_prepare_epoll), which
   // walks every session: as after I/O, within CoapTimerPacing::kAfterIo, one walk for all
   // that was released meanwhile (forced at once on every flush it was a third of the CPU).
-  if (!deferred_.empty()) timer_pacing_.noteIo(CoapTimerPacing::Clock::now());
+  if (!deferred_.empty()) noteIo(kOwnContext);
 }
 
 // The public /ps side of the server (issue 20), forwarded like the rest of CoapLink.

@@ -63,18 +63,19 @@ std::string uriHost(const std::string& uri) {
   return std::string(reinterpret_cast<const char*>(parsed.host.s), parsed.host.length);
 }
 
-CoapSessionPtr CoapLink::Impl::newSession(const std::string& uri,
+CoapSessionPtr CoapLink::Impl::newSession(std::size_t shard, const std::string& uri,
                                           const DtlsCredentials& credentials, std::string* error) {
   coap_address_t address;
   bool dtls = false;
   if (!resolveDevice(uri, credentials, &address, &dtls, error)) return nullptr;
+  coap_context_t* context = shardContext(shard);
   CoapSessionPtr session;
   if (!dtls) {
-    session.reset(coap_new_client_session(context_.get(), nullptr, &address, COAP_PROTO_UDP));
+    session.reset(coap_new_client_session(context, nullptr, &address, COAP_PROTO_UDP));
   } else if (credentials.psk) {
-    session = newPskSession(address, uri, *credentials.psk, error);
+    session = newPskSession(context, address, uri, *credentials.psk, error);
   } else {
-    session = newPkiSession(address, uri, *credentials.pki, error);
+    session = newPkiSession(context, address, uri, *credentials.pki, error);
   }
   if (!session) {
     if (dtls) return nullptr;  // *error says why
@@ -90,6 +91,7 @@ CoapSessionPtr CoapLink::Impl::newSession(const std::string& uri,
   coap_session_set_ack_timeout(session.get(), fixed(config_.ack_timeout.count() / 1000.0));
   coap_session_set_ack_random_factor(session.get(), fixed(config_.ack_random_factor));
   coap_session_set_max_retransmit(session.get(), config_.max_retransmit);
+  noteIo(pacedOf(shard));  // a DTLS handshake started: its timeouts only prepare sets
   return session;
 }
 
@@ -103,16 +105,31 @@ bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri, 
   coap_address_t address;
   bool dtls = false;
   if (!resolveDevice(uri, credentials, &address, &dtls, error)) return false;
+  // A device added again (a new URI) keeps its shard and slot; a new one takes a free slot.
+  const auto existing = devices_.find(name);
+  const bool again = existing != devices_.end();
+  if (again) {
+    device->shard = existing->second->shard;
+  } else if (auto shard = shardForNewDevice(error)) {
+    device->shard = *shard;
+  } else {
+    return false;
+  }
   CoapSessionPtr session;
   // A DTLS session starts its handshake as it is made: it is made at the device's first
   // exchange (ensureSession), so that handshakes come when its requests do (spread at
   // start-up like them), not all at once as the devices are added.
   if (!dtls) {
     // From the device's own copy: libcoap may keep pointers to the certificate file names.
-    session = newSession(uri, device->credentials, error);
+    session = newSession(device->shard, uri, device->credentials, error);
     if (!session) return false;
   }
-  removeDevice(name);
+  if (again) {
+    existing->second->holds_slot = false;  // its successor's now
+    removeDevice(name);
+  } else {
+    slots_.take(device->shard);
+  }
   device->session = std::move(session);
   device->session_id = next_session_id_++;
   devices_[name] = std::move(device);
@@ -121,7 +138,7 @@ bool CoapLink::Impl::addDevice(const std::string& name, const std::string& uri, 
 
 bool CoapLink::Impl::ensureSession(Device& device, std::string* error) {
   if (device.session) return true;
-  device.session = newSession(device.uri, device.credentials, error);
+  device.session = newSession(device.shard, device.uri, device.credentials, error);
   if (!device.session) return false;
   device.session_id = next_session_id_++;
   device.dtls_hello = false;
@@ -143,7 +160,8 @@ void CoapLink::Impl::resetSession(const std::string& name, const std::string& re
     why = dtlsFailed(*it->second, stalledHandshake(*it->second));
   }
   std::string error;
-  CoapSessionPtr fresh = newSession(it->second->uri, it->second->credentials, &error);
+  CoapSessionPtr fresh =
+      newSession(it->second->shard, it->second->uri, it->second->credentials, &error);
   if (!fresh) {
     spdlog::warn("coap: cannot renew the session of {}: {}", name, error);
     return;
@@ -186,6 +204,7 @@ void CoapLink::Impl::removeDevice(const std::string& name) {
   }
   forgetConNotification(*it->second);
   CoapSessionPtr session = std::move(it->second->session);
+  if (it->second->holds_slot) slots_.release(it->second->shard);
   devices_.erase(it);
   discardSession(std::move(session));
   for (auto& done : takePings(name)) done(false);

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace coap2mqtt::gateway {
 namespace {
 
@@ -51,17 +53,16 @@ TEST(CoapTimerPacing, DatagramsRunItAtMostOncePerInterval) {
   EXPECT_LE(prepares, 10);
 }
 
-TEST(CoapTimerPacing, LibcoapsTimerFiringIsDueAtOnce) {
-  CoapTimerPacing p;
+TEST(CoapTimerPacing, LibcoapsOwnWalkTakesWhatIoLeftPending) {
+  CoapTimerPacing p(10ms);
   const Clock::time_point t0{};
   p.prepared(t0, 30000);
-  // A request sent meanwhile made libcoap arm its timerfd earlier; it fired.
-  p.noteTimerFired();
-  EXPECT_TRUE(p.due(t0 + 1ms));
-  EXPECT_EQ(p.waitMs(t0 + 1ms), 1u);
-  p.prepared(t0 + 1ms, 3000);
-  EXPECT_FALSE(p.due(t0 + 2ms));
-  EXPECT_EQ(p.waitMs(t0 + 1ms), 3000u);
+  p.noteIo(t0 + 1ms);  // a request sent
+  EXPECT_EQ(p.waitMs(t0 + 1ms), 10u);
+  // A batch of datagrams came: coap_io_do_epoll walked the context at its end.
+  p.walked();
+  EXPECT_FALSE(p.due(t0 + 11ms));
+  EXPECT_EQ(p.waitMs(t0 + 11ms), 29989u);  // the deadline we were told stays
 }
 
 TEST(CoapTimerPacing, IoDoesNotPostponeAnEarlierDeadline) {
@@ -73,13 +74,87 @@ TEST(CoapTimerPacing, IoDoesNotPostponeAnEarlierDeadline) {
   EXPECT_TRUE(p.due(t0 + 5ms));
 }
 
-TEST(CoapTimerPacing, BatchesOfDatagramsAreSpacedByTheNumberOfDevices) {
-  using std::chrono::microseconds;
-  EXPECT_EQ(CoapTimerPacing::batchGap(0), microseconds(0));
-  EXPECT_EQ(CoapTimerPacing::batchGap(999), microseconds(0));  // the tests' and most homes'
-  EXPECT_EQ(CoapTimerPacing::batchGap(1000), microseconds(1000));
-  EXPECT_EQ(CoapTimerPacing::batchGap(4000), microseconds(4000));
-  EXPECT_EQ(CoapTimerPacing::batchGap(100000), microseconds(5000));  // the latency bound
+// The gateway's own context and the shards of device sessions, each paced alone.
+TEST(CoapContextPacing, OnlyTheContextsThatAreDueAreWalked) {
+  CoapContextPacing p(10ms);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(p.add(), static_cast<std::size_t>(i));
+  const Clock::time_point t0{};
+  std::vector<std::size_t> walked;
+  auto prepare = [&](std::size_t i) {
+    walked.push_back(i);
+    return i == 3 ? 500u : 0u;  // context 3 has a retransmission in 500 ms
+  };
+  // Nothing pending anywhere: nothing walked, no wake-up.
+  EXPECT_EQ(p.run(t0, prepare), 0u);
+  EXPECT_TRUE(walked.empty());
+  p.noteIo(3, t0);
+  p.noteIo(1, t0 + 4ms);
+  EXPECT_EQ(p.run(t0 + 1ms, prepare), 9u);
+  EXPECT_TRUE(walked.empty());
+  EXPECT_EQ(p.run(t0 + 10ms, prepare), 4u);  // context 1's turn comes at 14 ms
+  EXPECT_EQ(walked, (std::vector<std::size_t>{3}));
+  walked.clear();
+  EXPECT_EQ(p.run(t0 + 14ms, prepare), 496u);  // then context 3's deadline
+  EXPECT_EQ(walked, (std::vector<std::size_t>{1}));
+  walked.clear();
+  EXPECT_EQ(p.run(t0 + 510ms, prepare), 500u);
+  EXPECT_EQ(walked, (std::vector<std::size_t>{3}));
+}
+
+TEST(CoapContextPacing, BatchesOfDatagramsCostNoWalkOfTheirOwn) {
+  CoapContextPacing p(10ms);
+  constexpr std::size_t kContexts = 80;  // 10,000 devices in shards of 128
+  for (std::size_t i = 0; i < kContexts; ++i) p.add();
+  const Clock::time_point t0{};
+  std::vector<Clock::time_point> sent(kContexts);
+  int prepares = 0;
+  Clock::time_point now = t0;
+  auto prepare = [&](std::size_t i) {
+    ++prepares;
+    EXPECT_LE(now - sent[i], 10ms) << i;  // a request's walk within 10 ms of it
+    return 0u;
+  };
+  // 10,000 batches of datagrams over a second, on the odd shards, each walked by libcoap
+  // at its end; a request every 10 ms on an even shard.
+  for (int i = 0; i < 10000; ++i) {
+    now = t0 + std::chrono::microseconds(100 * i);
+    if (i % 100 == 0) {
+      const std::size_t even = static_cast<std::size_t>(i / 100) % (kContexts / 2) * 2;
+      sent[even] = now;
+      p.noteIo(even, now);
+    }
+    p.walked(static_cast<std::size_t>(i) % (kContexts / 2) * 2 + 1);
+    EXPECT_LE(p.run(now, prepare), 10u);
+  }
+  now = t0 + 1s;  // the last request's turn
+  EXPECT_EQ(p.run(now, prepare), 0u);
+  // One walk per request; none for the batches.
+  EXPECT_EQ(prepares, 100);
+}
+
+TEST(CoapContextPacing, AContextAddedWhileWalkingIsPacedToo) {
+  CoapContextPacing p(10ms);
+  p.add();
+  const Clock::time_point t0{};
+  p.noteIo(0, t0);
+  // Walking context 0 calls back into the link, which adds a shard and sends on it.
+  std::vector<std::size_t> walked;
+  EXPECT_EQ(p.run(t0 + 10ms,
+                  [&](std::size_t i) {
+                    walked.push_back(i);
+                    if (i == 0) p.noteIo(p.add(), t0 + 10ms);
+                    return 0u;
+                  }),
+            10u);
+  EXPECT_EQ(walked, (std::vector<std::size_t>{0}));
+  EXPECT_EQ(p.size(), 2u);
+  EXPECT_EQ(p.run(t0 + 20ms,
+                  [&](std::size_t i) {
+                    walked.push_back(i);
+                    return 0u;
+                  }),
+            0u);
+  EXPECT_EQ(walked, (std::vector<std::size_t>{0, 1}));
 }
 
 }  // namespace

@@ -83,7 +83,6 @@ TEST(EventLoop, WhatArrivedDuringALongIterationIsReadBeforeTheTimersFire) {
 }
 
 // A paused fd stays readable without waking the loop, handler kept; resumed, it is read.
-// (CoapLink leaves datagrams in the socket until their batch is due.)
 TEST(EventLoop, APausedFdIsNotReadUntilResumed) {
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
@@ -93,7 +92,7 @@ TEST(EventLoop, APausedFdIsNotReadUntilResumed) {
     char c;
     ASSERT_EQ(read(fds[0], &c, 1), 1);
     order.push_back("read");
-    loop.pauseFd(fds[0], true);  // from inside its own handler, as CoapLink does
+    loop.pauseFd(fds[0], true);  // from inside its own handler
   });
   ASSERT_EQ(write(fds[1], "ab", 2), 2);
   loop.runAfter(std::chrono::milliseconds(30), [&] {
