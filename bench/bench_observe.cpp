@@ -33,6 +33,8 @@
 //     namespace, `-F '%U %t'`, with --latency `-F '%U %t %p'`, so each message carries the
 //     time the tap got it), with the median and 99th percentile of the per-observation
 //     first-value times;
+//   - the gateway's and the simulator's CPU time over that span (with DTLS mostly the
+//     handshakes: both sides of each);
 //   - the gateway's VmRSS at that moment, after the steady state, and its VmHWM (peak);
 //   - its CPU time (utime + stime from /proc/<pid>/stat) over --steady seconds of steady
 //     state (after a 5 s settle), divided by the messages published in that window (as
@@ -279,6 +281,7 @@ int run(const Options& o) {
 
   state.write("gateway.toml", gatewayToml(state, o));
   state.write("bench.key", kBenchKey);
+  const double sim_cpu_spawn = cpuSeconds(sim.pid());
   const double t_spawn = now();
   Process gateway(ns.exec({gatewayBinary(), "run", "-c", state.file("gateway.toml"), "-l", "info"}),
                   state.file("gateway.log"));
@@ -286,12 +289,16 @@ int run(const Options& o) {
 
   double t_all = -1;
   long rss_all = -1;
+  double cpu_all = -1;      // the gateway's CPU from its spawn until all were observed
+  double sim_cpu_all = -1;  // the simulator's over the same span
   waitUntil(
       [&] {
         reader.poll();
         if (reader.topics() >= want) {
           t_all = now();
           rss_all = procStatusKb(pid, "VmRSS");
+          cpu_all = cpuSeconds(pid);
+          sim_cpu_all = cpuSeconds(sim.pid()) - sim_cpu_spawn;
           return true;
         }
         return !gateway.running();
@@ -358,6 +365,8 @@ int run(const Options& o) {
   row("spawn -> median observation's first value (s)", fmt("%.3f", median_s));
   row("spawn -> p99 observation's first value (s)", fmt("%.3f", p99_s));
   row("spawn -> all observations delivered (s)", fmt("%.3f", all_s));
+  row("gateway CPU, spawn -> all observed (s)", fmt("%.2f", cpu_all));
+  row("simulator CPU, spawn -> all observed (s)", fmt("%.2f", sim_cpu_all));
   row("gateway VmRSS when all observed (KiB)", std::to_string(rss_all));
   row("gateway VmRSS after steady state (KiB)", std::to_string(rss_steady));
   row("gateway VmHWM (KiB)", std::to_string(hwm));
