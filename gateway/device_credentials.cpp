@@ -36,4 +36,21 @@ DeviceReach CredentialRules::reach(std::string_view name, const std::string& uri
   return DeviceReach{"coaps://" + (v6 ? "[" + host + "]" : host) + ":" + port, rule->credentials()};
 }
 
+std::vector<ListenerClient> listenerClients(const CoapConfig& coap) {
+  std::vector<ListenerClient> out;
+  const auto add = [&out](std::string id, std::string name, const std::vector<std::string>& eps) {
+    ListenerClient client{std::move(id), std::move(name), {}};
+    for (const std::string& ep : eps) {
+      std::string error;  // checked when the configuration was loaded
+      if (auto glob = bridge::Glob::compile(ep, bridge::Glob::Kind::Name, &error)) {
+        client.endpoints.push_back(std::move(*glob));
+      }
+    }
+    out.push_back(std::move(client));
+  };
+  for (const PskClient& c : coap.psk_clients) add("psk:" + c.identity, c.identity, c.endpoints);
+  for (const CertClient& c : coap.cert_clients) add("cert:" + c.name, c.name, c.endpoints);
+  return out;
+}
+
 }  // namespace coap2mqtt::gateway

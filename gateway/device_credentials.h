@@ -50,4 +50,15 @@ class CredentialRules {
   std::vector<Compiled> rules_;
 };
 
+// A DTLS client of our coaps:// listeners and the names it speaks for: its `endpoints`
+// (globs, compiled; one that does not compile here matches nothing).
+struct ListenerClient {
+  std::string id;    // "psk:<identity>" or "cert:<name>", as a listener's request names it
+  std::string name;  // the identity, or the certificate's name
+  std::vector<bridge::Glob> endpoints;
+};
+
+// [[coap.psk_client]] first, in their order, then [[coap.cert_client]].
+std::vector<ListenerClient> listenerClients(const CoapConfig& coap);
+
 }  // namespace coap2mqtt::gateway

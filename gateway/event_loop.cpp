@@ -48,13 +48,6 @@ void EventLoop::watchFd(int fd, std::function<void()> on_readable) {
   fd_handlers_[fd] = std::move(on_readable);
 }
 
-void EventLoop::pauseFd(int fd, bool paused) {
-  epoll_event ev{};
-  ev.events = paused ? 0u : static_cast<std::uint32_t>(EPOLLIN);
-  ev.data.fd = fd;
-  if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0) throwErrno("epoll_ctl");
-}
-
 void EventLoop::unwatchFd(int fd) {
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   fd_handlers_.erase(fd);

@@ -27,9 +27,6 @@ class EventLoop : public Timers {
   // Calls `on_readable` on the loop thread whenever `fd` is readable.
   void watchFd(int fd, std::function<void()> on_readable);
   void unwatchFd(int fd);
-  // A watched fd that stays readable but is not to be read for now (level-triggered
-  // epoll would wake the loop again and again): paused, its handler is kept.
-  void pauseFd(int fd, bool paused);
   // Blocks these signals process-wide and delivers them on the loop thread.
   void handleSignals(const std::vector<int>& signals, std::function<void(int)> on_signal);
   // Asks the loop to call `provider` once per iteration for an extra wake-up deadline

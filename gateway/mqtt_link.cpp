@@ -14,6 +14,7 @@
 
 #include "gateway/mqtt_link_internal.h"
 #include "gateway/outbox.h"
+#include "gateway/tcp_nodelay.h"
 #include "registry/sqlite.h"
 
 namespace coap2mqtt::gateway {
@@ -455,6 +456,10 @@ void MqttLink::Impl::onConnected(const std::string& cause) {
   connecting_ = false;
   connected_ = true;
   ++stats_.connects;
+  if (const auto port = brokerPort(config_.uri)) {
+    spdlog::debug("mqtt: Nagle's algorithm off on {} connection(s) to port {}",
+                  disableNagleTowards(*port), *port);
+  }
   retry_delay_ = kMinRetry;
   spdlog::info(
       "mqtt: connected to {} with MQTT {}{}{}", config_.uri,

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "bridge/bridge.h"
+#include "gateway/device_credentials.h"
 #include "gateway/device_names.h"
 #include "gateway/devices.h"
 #include "gateway/mqtt_link.h"
@@ -44,22 +45,13 @@ PubSub::PubSub(const GatewayConfig& config, Timers& timers, CoapLink& coap, Mqtt
       devices_(devices),
       values_(values) {
   // Names a DTLS identity speaks for (its `endpoints`, which include the identity itself
-  // unless it names others): never taken by a sender over plain CoAP.
-  const auto claim = [this](const std::vector<std::string>& names) {
-    for (const std::string& name : names) {
-      std::string error;  // checked when the configuration was loaded
-      if (auto glob = bridge::Glob::compile(name, bridge::Glob::Kind::Name, &error)) {
-        identity_names_.push_back(std::move(*glob));
-      }
+  // unless it names others, and the identity itself): never taken by a sender over plain CoAP.
+  for (ListenerClient& client : listenerClients(config_.coap)) {
+    for (bridge::Glob& glob : client.endpoints) identity_names_.push_back(std::move(glob));
+    std::string error;  // checked when the configuration was loaded
+    if (auto own = bridge::Glob::compile(client.name, bridge::Glob::Kind::Name, &error)) {
+      identity_names_.push_back(std::move(*own));
     }
-  };
-  for (const PskClient& c : config_.coap.psk_clients) {
-    claim(c.endpoints);
-    claim({c.identity});
-  }
-  for (const CertClient& c : config_.coap.cert_clients) {
-    claim(c.endpoints);
-    claim({c.name});
   }
   // What the old rules matched (and held back) is forgotten with them.
   events.on<RulesReplaced>([this](const RulesReplaced&) {

@@ -67,23 +67,8 @@ RdSource::RdSource(const GatewayConfig& config, EventLoop& loop, CoapLink& coap,
       coap_(coap),
       devices_(devices),
       observer_(observer),
-      events_(events) {
-  const auto bind = [this](std::string identity, const std::vector<std::string>& endpoints) {
-    std::vector<bridge::Glob> globs;
-    for (const std::string& ep : endpoints) {
-      std::string error;  // checked when the configuration was loaded
-      if (auto glob = bridge::Glob::compile(ep, bridge::Glob::Kind::Name, &error)) {
-        globs.push_back(std::move(*glob));
-      }
-    }
-    identity_endpoints_.emplace_back(std::move(identity), std::move(globs));
-  };
-  for (const PskClient& client : config_.coap.psk_clients) {
-    bind("psk:" + client.identity, client.endpoints);
-  }
-  for (const CertClient& client : config_.coap.cert_clients) {
-    bind("cert:" + client.name, client.endpoints);
-  }
+      events_(events),
+      clients_(listenerClients(config.coap)) {
   rd_.setLocationIds([] {
     std::random_device random;  // the kernel's CSPRNG (getrandom) on Linux
     return (std::uint64_t{random()} << 32) | random();
@@ -121,11 +106,11 @@ void RdSource::serve() {
 bool RdSource::identityMay(std::string_view identity, std::string_view ep, bool* claimed) const {
   bool may = false;
   *claimed = false;
-  for (const auto& [id, globs] : identity_endpoints_) {
-    for (const bridge::Glob& glob : globs) {
+  for (const ListenerClient& client : clients_) {
+    for (const bridge::Glob& glob : client.endpoints) {
       if (!glob.matches(ep)) continue;
       *claimed = true;
-      if (id == identity) may = true;
+      if (client.id == identity) may = true;
     }
   }
   return may;
@@ -136,7 +121,7 @@ bool RdSource::identityMay(std::string_view identity, std::string_view ep, bool*
 DtlsCredentials RdSource::credentialsFor(const registry::RdRegistration& reg) const {
   if (reg.base.rfind("coaps://", 0) != 0) return {};
   for (std::size_t i = 0; i < config_.coap.psk_clients.size(); ++i) {
-    for (const bridge::Glob& glob : identity_endpoints_[i].second) {
+    for (const bridge::Glob& glob : clients_[i].endpoints) {
       if (!glob.matches(reg.ep)) continue;
       const PskClient& client = config_.coap.psk_clients[i];
       return DtlsCredentials{PskCredentials{client.identity, client.key_file, client.key}, {}};

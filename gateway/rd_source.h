@@ -11,6 +11,7 @@
 #include "bridge/glob.h"
 #include "gateway/coap_link.h"
 #include "gateway/config.h"
+#include "gateway/device_credentials.h"
 #include "gateway/events.h"
 #include "gateway/repeated_failure.h"
 #include "registry/resource_directory.h"
@@ -54,9 +55,8 @@ class RdSource {
   Observer& observer_;
   Events& events_;
   registry::ResourceDirectory rd_;
-  // [[coap.psk_client]] ("psk:<identity>", first and in their order) and
-  // [[coap.cert_client]] ("cert:<name>"): each with the endpoint names it may register.
-  std::vector<std::pair<std::string, std::vector<bridge::Glob>>> identity_endpoints_;
+  // Each with the endpoint names it may register (the PSK ones first, in their order).
+  std::vector<ListenerClient> clients_;
   std::uint64_t expiry_timer_ = 0;
   std::uint64_t refused_ = 0;    // requests refused by the security policy
   RepeatedFailure refusal_log_;  // a flood of them is one log line per interval

@@ -28,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/integration/bridge_info.h"
 #include "tests/integration/gateway_process.h"
 #include "tests/integration/harness.h"
 
@@ -231,24 +232,11 @@ TEST_F(CoapHardening, ABodyBeyondOneMiBIsRefusedAndCounted) {
   BlockwiseDevice device(dir_, (std::size_t{3} << 20) / 2);  // 1.5 MiB
   MqttProbe probe(broker_.port(), "c2m/#");
   gateway_ = startGateway(dir_, blockwiseConfig(broker_, dir_, device.port()));
-  long long refused = -1;
-  const auto counted = [&] {
-    probe.publish("c2m/bridge/request/info", R"({"transaction":"t"})", 0);
-    return probe.waitFor(
-        [&](const std::vector<MqttMessage>& ms) {
-          for (auto m = ms.rbegin(); m != ms.rend(); ++m) {
-            if (m->topic != "c2m/bridge/response/info") continue;
-            const auto j = nlohmann::json::parse(m->payload, nullptr, false);
-            if (j.is_discarded()) return false;
-            refused = j["data"]["stats"]["dropped"].value("body_too_large", -1LL);
-            return refused >= 2;
-          }
-          return false;
-        },
-        1s);
-  };
-  EXPECT_TRUE(waitUntil(counted, 60s)) << "body_too_large: " << refused << "\n"
-                                       << gateway_->output();
+  const nlohmann::json stats = bridgeStatsUntil(
+      probe,
+      [](const nlohmann::json& s) { return s["dropped"].value("body_too_large", -1LL) >= 2; }, 60s);
+  EXPECT_GE(stats["dropped"].value("body_too_large", -1LL), 2) << stats.dump() << "\n"
+                                                               << gateway_->output();
   // Refused at block 1,024 (1 MiB) of 1,536: the rest of the body is never asked for (the
   // device's session, and libcoap's block state with it, is renewed), not even while the
   // next poll runs.
@@ -283,25 +271,13 @@ TEST_F(CoapHardening, DatagramsTheKernelDroppedAreCounted) {
   }
   ::close(fd);
   ASSERT_EQ(::kill(gateway_->pid(), SIGCONT), 0);
-  long long dropped = -1;
-  const auto counted = [&] {
-    probe.publish("c2m/bridge/request/info", R"({"transaction":"t"})", 0);
-    return probe.waitFor(
-        [&](const std::vector<MqttMessage>& ms) {
-          for (auto m = ms.rbegin(); m != ms.rend(); ++m) {
-            if (m->topic != "c2m/bridge/response/info") continue;
-            const auto j = nlohmann::json::parse(m->payload, nullptr, false);
-            if (j.is_discarded()) return false;
-            dropped = j["data"]["stats"]["dropped"].value("udp_receive_buffer", -1LL);
-            return dropped >= 1;
-          }
-          return false;
-        },
-        1s);
-  };
   // The count is read at most every 5 s.
-  EXPECT_TRUE(waitUntil(counted, 30s)) << "udp_receive_buffer: " << dropped << "\n"
-                                       << gateway_->output();
+  const nlohmann::json stats = bridgeStatsUntil(
+      probe,
+      [](const nlohmann::json& s) { return s["dropped"].value("udp_receive_buffer", -1LL) >= 1; },
+      30s);
+  const long long dropped = stats["dropped"].value("udp_receive_buffer", -1LL);
+  EXPECT_GE(dropped, 1) << stats.dump() << "\n" << gateway_->output();
   EXPECT_LT(dropped, 4000);
   EXPECT_TRUE(gateway_->running());
 }

@@ -13,6 +13,7 @@
 #include <mqtt/async_client.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/integration/bridge_info.h"
 #include "tests/integration/gateway_process.h"
 #include "tests/integration/harness.h"
 
@@ -521,14 +522,6 @@ TEST(Commands, HostileMqtt5ResponseTopicsAreRefusedAndTheLinkStaysUp) {
   client.disconnect()->wait_for(5s);
 }
 
-// bridge/info's stats, through the admin API's info.
-Json statsNow(MqttProbe& probe) {
-  const std::size_t before = probe.messagesOn("c2m/bridge/response/info").size();
-  probe.publish("c2m/bridge/request/info", "{}");
-  if (!probe.waitForCount("c2m/bridge/response/info", before + 1, 10s)) return Json();
-  return Json::parse(probe.messagesOn("c2m/bridge/response/info").back().payload)["data"]["stats"];
-}
-
 // Issue 17, finding 8: `allow` was checked before "%XX" was decoded and let "." and ".."
 // through; commands on topics with empty levels got neither a result nor a count.
 // Finding 5: a retained command ran again at every gateway start.
@@ -560,7 +553,7 @@ TEST(Commands, HostilePathsAndRetainedCommandsNeverReachTheDevice) {
       << sim->output();
   EXPECT_EQ(sim->countInOutput("secret"), 0u) << sim->output();
   EXPECT_EQ(sim->countInOutput("evil"), 0u) << sim->output();
-  const Json stats = statsNow(probe);
+  const Json stats = bridgeStats(probe);
   // The command, and the request (once per subscription it matches: c2m/+/# and
   // c2m/bridge/request/#).
   EXPECT_GE(stats["dropped"].value("retained_command", 0), 2) << stats.dump();
@@ -593,7 +586,7 @@ TEST(Commands, AFloodOfRefusedCommandsIsAnsweredAtQos0PastItsBudget) {
                                   [](const MqttMessage& m) { return m.qos == 1; });
   EXPECT_GE(qos1, 20) << "the burst";
   EXPECT_LT(qos1, static_cast<long>(kFlood)) << "no QoS 0 past the budget";
-  EXPECT_EQ(statsNow(probe)["dropped"].value("command_refused", 0), static_cast<int>(kFlood));
+  EXPECT_EQ(bridgeStats(probe)["dropped"].value("command_refused", 0), static_cast<int>(kFlood));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/integration/bridge_info.h"
 #include "tests/integration/gateway_process.h"
 #include "tests/integration/harness.h"
 
@@ -109,24 +110,11 @@ class PubSub : public ::testing::Test {
   }
 
   // bridge/info's stats, asked through the admin API.
+  // bridge/info's stats, once it answers.
   nlohmann::json stats(MqttProbe& probe) {
-    nlohmann::json out;
-    const auto asked = [&] {
-      probe.publish("c2m/bridge/request/info", R"({"transaction":"t"})", 0);
-      return probe.waitFor(
-          [&](const std::vector<MqttMessage>& ms) {
-            for (auto m = ms.rbegin(); m != ms.rend(); ++m) {
-              if (m->topic != "c2m/bridge/response/info") continue;
-              const auto j = nlohmann::json::parse(m->payload, nullptr, false);
-              if (j.is_discarded() || !j.contains("data")) return false;
-              out = j["data"]["stats"];
-              return true;
-            }
-            return false;
-          },
-          2s);
-    };
-    EXPECT_TRUE(waitUntil(asked, 20s));
+    nlohmann::json out = bridgeStatsUntil(
+        probe, [](const nlohmann::json&) { return true; }, 20s);
+    EXPECT_FALSE(out.is_null());
     return out;
   }
 

@@ -82,30 +82,5 @@ TEST(EventLoop, WhatArrivedDuringALongIterationIsReadBeforeTheTimersFire) {
   close(fds[1]);
 }
 
-// A paused fd stays readable without waking the loop, handler kept; resumed, it is read.
-TEST(EventLoop, APausedFdIsNotReadUntilResumed) {
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  EventLoop loop;
-  std::vector<std::string> order;
-  loop.watchFd(fds[0], [&] {
-    char c;
-    ASSERT_EQ(read(fds[0], &c, 1), 1);
-    order.push_back("read");
-    loop.pauseFd(fds[0], true);  // from inside its own handler
-  });
-  ASSERT_EQ(write(fds[1], "ab", 2), 2);
-  loop.runAfter(std::chrono::milliseconds(30), [&] {
-    order.push_back("resume");
-    loop.pauseFd(fds[0], false);
-  });
-  loop.runAfter(std::chrono::milliseconds(60), [&] { loop.stop(); });
-  loop.run();
-  EXPECT_EQ(order, (std::vector<std::string>{"read", "resume", "read"}));
-  loop.unwatchFd(fds[0]);
-  close(fds[0]);
-  close(fds[1]);
-}
-
 }  // namespace
 }  // namespace coap2mqtt::gateway
