@@ -3,10 +3,17 @@
 // namespace on its loopback (needs root).
 //
 //   bench_observe [--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency] [--non]
-//                 [--dtls]
+//                 [--dtls | --dtls-cert]
 //
 // --dtls: every device speaks DTLS with a pre-shared key (coap2mqtt-sim --psk; the gateway
 // reaches it over coaps://), and the table adds the handshakes and their rate at start-up.
+// --dtls-cert: the same with certificates, both ways: a throwaway CA, one device certificate
+// for all devices and the gateway's client certificate (P-256, made with the openssl CLI in
+// the run's temporary directory); the devices ask for the gateway's certificate and check it
+// against the CA (coap2mqtt-sim --cert --key --ca), the gateway checks theirs against it too
+// (pki = { ca_file, cert_file, key_file }). One certificate cannot name 1,000 addresses, so
+// the gateway's name check is off (check_name = false); the chain, the dates and the
+// signatures are checked as in production.
 //
 // --non makes the simulator notify in NON messages (libcoap still sends every 5th as CON)
 // instead of CON ones. A CON notification is ACKed only once its message is in the outbox,
@@ -26,6 +33,8 @@
 //     namespace, `-F '%U %t'`, with --latency `-F '%U %t %p'`, so each message carries the
 //     time the tap got it), with the median and 99th percentile of the per-observation
 //     first-value times;
+//   - the gateway's and the simulator's CPU time over that span (with DTLS mostly the
+//     handshakes: both sides of each);
 //   - the gateway's VmRSS at that moment, after the steady state, and its VmHWM (peak);
 //   - its CPU time (utime + stime from /proc/<pid>/stat) over --steady seconds of steady
 //     state (after a 5 s settle), divided by the messages published in that window (as
@@ -58,6 +67,7 @@
 #include "bench/bench_util.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/netns.h"
+#include "tests/integration/test_certs.h"
 
 namespace {
 
@@ -75,10 +85,12 @@ struct Options {
   int devices = 1000;
   int interval_ms = 1000;
   int steady_s = 30;
-  int qos = 0;           // of the rules; 1 puts every message through the outbox
-  bool latency = false;  // observe /sensors/stamp only and measure per-message latency
-  bool non = false;      // NON notifications instead of CON
-  bool dtls = false;     // coaps:// with a pre-shared key
+  int qos = 0;             // of the rules; 1 puts every message through the outbox
+  bool latency = false;    // observe /sensors/stamp only and measure per-message latency
+  bool non = false;        // NON notifications instead of CON
+  bool dtls = false;       // coaps:// with a pre-shared key
+  bool dtls_cert = false;  // coaps:// with certificates (both ways)
+  bool anyDtls() const { return dtls || dtls_cert; }
 };
 
 constexpr const char* kBenchKey = "bench-psk-0123456789";
@@ -126,9 +138,14 @@ std::string gatewayToml(const TempDir& dir, const Options& o) {
                      "\"\n\n[coap]\nrequest_timeout = \"10s\"\nretry_interval = \"5s\"\n\n";
   for (int i = 0; i < o.devices; ++i) {
     toml += "[[coap.device]]\nname = \"dev" + std::to_string(i) + "\"\nuri = \"" +
-            (o.dtls ? "coaps://" : "coap://") + deviceAddress(i) + ":" + std::to_string(kCoapPort) +
-            "\"\n";
+            (o.anyDtls() ? "coaps://" : "coap://") + deviceAddress(i) + ":" +
+            std::to_string(kCoapPort) + "\"\n";
     if (o.dtls) toml += "psk = { identity = \"bench\", key_file = \"bench.key\" }\n";
+    if (o.dtls_cert) {
+      toml +=
+          "pki = { ca_file = \"ca.pem\", cert_file = \"gw.pem\", key_file = \"gw.key\", "
+          "check_name = false }\n";
+    }
   }
   toml += "\n[mqtt]\nuri = \"mqtt://127.0.0.1:" + std::to_string(kMqttPort) +
           "\"\nclient_id = \"gw-bench\"\nbase_topic = \"c2m\"\n";
@@ -223,6 +240,11 @@ int run(const Options& o) {
   NetNs ns;
   TempDir state;
   NsMosquitto broker(ns, kMqttPort);
+  if (o.dtls_cert) {
+    makeTestCa(state, "ca");
+    makeTestCert(state, "device", "c2m-bench-device", "ca");
+    makeTestCert(state, "gw", "c2m-bench-gw", "ca");
+  }
   auto sim_command =
       ns.exec({simulatorBinary(), "--devices", std::to_string(o.devices), "--address",
                deviceAddress(0), "--address-step", "--port", std::to_string(kCoapPort),
@@ -232,6 +254,10 @@ int run(const Options& o) {
   if (o.dtls) {
     sim_command.push_back("--psk");
     sim_command.push_back(kBenchKey);
+  }
+  if (o.dtls_cert) {
+    sim_command.insert(sim_command.end(), {"--cert", state.file("device.pem"), "--key",
+                                           state.file("device.key"), "--ca", state.file("ca.pem")});
   }
   Process sim(sim_command, ns.file("sim.log"));
   if (!sim.waitForOutput("READY", 60s)) throw std::runtime_error("sim: " + sim.output());
@@ -255,6 +281,7 @@ int run(const Options& o) {
 
   state.write("gateway.toml", gatewayToml(state, o));
   state.write("bench.key", kBenchKey);
+  const double sim_cpu_spawn = cpuSeconds(sim.pid());
   const double t_spawn = now();
   Process gateway(ns.exec({gatewayBinary(), "run", "-c", state.file("gateway.toml"), "-l", "info"}),
                   state.file("gateway.log"));
@@ -262,12 +289,16 @@ int run(const Options& o) {
 
   double t_all = -1;
   long rss_all = -1;
+  double cpu_all = -1;      // the gateway's CPU from its spawn until all were observed
+  double sim_cpu_all = -1;  // the simulator's over the same span
   waitUntil(
       [&] {
         reader.poll();
         if (reader.topics() >= want) {
           t_all = now();
           rss_all = procStatusKb(pid, "VmRSS");
+          cpu_all = cpuSeconds(pid);
+          sim_cpu_all = cpuSeconds(sim.pid()) - sim_cpu_spawn;
           return true;
         }
         return !gateway.running();
@@ -334,6 +365,8 @@ int run(const Options& o) {
   row("spawn -> median observation's first value (s)", fmt("%.3f", median_s));
   row("spawn -> p99 observation's first value (s)", fmt("%.3f", p99_s));
   row("spawn -> all observations delivered (s)", fmt("%.3f", all_s));
+  row("gateway CPU, spawn -> all observed (s)", fmt("%.2f", cpu_all));
+  row("simulator CPU, spawn -> all observed (s)", fmt("%.2f", sim_cpu_all));
   row("gateway VmRSS when all observed (KiB)", std::to_string(rss_all));
   row("gateway VmRSS after steady state (KiB)", std::to_string(rss_steady));
   row("gateway VmHWM (KiB)", std::to_string(hwm));
@@ -348,7 +381,7 @@ int run(const Options& o) {
       fmt("%.1f", msgs > 0 ? cpu_s * 1e6 / static_cast<double>(msgs) : -1.0));
   row("simulator CPU (% of one core)", fmt("%.1f", 100 * (sim_cpu1 - sim_cpu0) / window));
   row("notifications taken (whole run)", statCount("notifications"));
-  if (o.dtls) {
+  if (o.anyDtls()) {
     const std::string handshakes = statCount("dtls_handshakes");
     row("DTLS handshakes (whole run)", handshakes);
     row("DTLS handshake failures (whole run)", statCount("dtls_failures"));
@@ -384,14 +417,22 @@ int main(int argc, char** argv) {
   Options o;
   if (int rc = coap2mqtt::bench::parseFlags(
           argc, argv, "bench_observe",
-          "[--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency] [--non] [--dtls]",
+          "[--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency] [--non] "
+          "[--dtls | --dtls-cert]",
           {{"--devices", {&o.devices, 1, 60000}},
            {"--interval", {&o.interval_ms}},
            {"--steady", {&o.steady_s}},
            {"--qos", {&o.qos, 0, 2}}},
-          {{"--latency", &o.latency}, {"--non", &o.non}, {"--dtls", &o.dtls}});
+          {{"--latency", &o.latency},
+           {"--non", &o.non},
+           {"--dtls", &o.dtls},
+           {"--dtls-cert", &o.dtls_cert}});
       rc != 0) {
     return rc;
+  }
+  if (o.dtls && o.dtls_cert) {
+    std::fprintf(stderr, "bench_observe: --dtls and --dtls-cert exclude each other\n");
+    return 2;
   }
   std::string why;
   if (!NetNs::available(&why)) {
@@ -400,9 +441,12 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "observe benchmark: %d simulated devices x %d observed resource(s), every %d ms, %s, QoS "
-      "%d%s\n",
+      "%d%s%s\n",
       o.devices, resourcesPerDevice(o), o.interval_ms, o.non ? "NON" : "CON", o.qos,
-      o.latency ? ", with latency (/sensors/stamp)" : "");
+      o.latency ? ", with latency (/sensors/stamp)" : "",
+      o.dtls        ? ", DTLS (PSK)"
+      : o.dtls_cert ? ", DTLS (certificates, both ways)"
+                    : "");
   try {
     return run(o);
   } catch (const std::exception& e) {

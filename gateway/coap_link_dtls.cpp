@@ -159,8 +159,11 @@ CoapSessionPtr CoapLink::Impl::newPkiSession(coap_context_t* context, const coap
     setup.validate_cn_call_back = &commonNameTrampoline;
     setup.cn_call_back_arg = this;
   }
-  std::string sni = uriHost(uri);  // valid during the call, as libcoap asks
-  setup.client_sni = sni.empty() ? nullptr : sni.data();
+  // Not a local: libcoap keeps the pointer and uses it again for a later handshake of the
+  // session (a retry after a failed one read freed memory: "SSL_set_tlsext_host_name: set
+  // 'A' failed", DtlsSim.WithCaTheSimulatorRefusesAGatewayCertificateFromAnotherCa).
+  const std::string& sni = *pki_sni_.insert(uriHost(uri)).first;
+  setup.client_sni = sni.empty() ? nullptr : const_cast<char*>(sni.c_str());  // only read
   CoapSessionPtr session(
       coap_new_client_session_pki(context, nullptr, &address, COAP_PROTO_DTLS, &setup));
   if (!session) {

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -271,6 +272,11 @@ class CoapLink::Impl {
   std::vector<Shard> shards_;
   CoapShardSlots slots_;
   CoapContextPacing pacing_;  // when coap_io_prepare_epoll runs, per context (see its header)
+  // The host names sent as SNI by certificate sessions (coap_link_dtls.cpp): libcoap 4.3.1
+  // keeps the setup's client_sni pointer in the context and reads it again when it
+  // re-handshakes a session, so each text lives as long as we do. One entry per distinct
+  // host ever reached with certificates.
+  std::set<std::string, std::less<>> pki_sni_;
   std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
   std::array<std::uint64_t, 64> token_pool_{};

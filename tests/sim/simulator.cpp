@@ -4,6 +4,7 @@
 //                 [--interval MS] [--non | --non-always] [--max-age S]
 //                 [--name-prefix dev] [--log-level L]
 //                 [--multicast GROUP]... [--leisure MS] [--senml] [--stamp]
+//                 [--psk KEY | --cert CERT.pem --key KEY.pem [--ca CA.pem]]
 //
 // Device i is named <prefix><i> and listens on address:(P+i), or with --address-step on
 // (address+i):P. Every device serves the same resource tree (see kResources below).
@@ -70,6 +71,14 @@
 // <seq> and <temperature> are those of /sensors/counter and /sensors/temp. Without
 // --senml these resources do not exist (tests count the listed resources).
 //
+// DTLS (--psk or --cert, not both): every device speaks DTLS only (coaps://), on the same
+// addresses and ports. --psk KEY: any identity, that key. --cert/--key: every device shows
+// that certificate (PEM) and proves it with that key (PEM); with --ca it asks for the
+// client's certificate and refuses a handshake without one or with one that does not chain
+// to CA.pem (at most 3 deep, valid now, not self-signed; no CRLs, no name check), without
+// --ca it asks for none. The files are read when the simulator starts: a missing,
+// unreadable or non-PEM file, or a key that is not the certificate's, exits 2 naming it.
+//
 // Stamp (--stamp): one more observable resource, listed in /.well-known/core after the
 // others (and after the SenML ones), notified at every sensor update like them:
 //   /sensors/stamp       rt="stamp" ct=0 (text/plain)
@@ -80,6 +89,8 @@
 #include <arpa/inet.h>
 #include <coap3/coap.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -129,6 +140,10 @@ struct Options {
   bool senml = false;              // serve /sensors/senml and /sensors/senml-cbor
   bool stamp = false;              // serve /sensors/stamp (send time, for latency benches)
   std::string psk;                 // non-empty: every device speaks DTLS with this key only
+  std::string cert_file;  // non-empty: every device speaks DTLS with this certificate (PEM)...
+  std::string key_file;   // ...and its private key (PEM)
+  std::string ca_file;    // non-empty: a client certificate is required, checked against it
+  bool dtls() const { return !psk.empty() || !cert_file.empty(); }
 };
 
 const char kUsage[] =
@@ -136,7 +151,7 @@ const char kUsage[] =
     "                     [--interval MS] [--non | --non-always] [--max-age S]\n"
     "                     [--name-prefix PREFIX] [--log-level 0-8]\n"
     "                     [--multicast GROUP]... [--leisure MS] [--senml] [--stamp]\n"
-    "                     [--psk KEY]\n"
+    "                     [--psk KEY | --cert CERT.pem --key KEY.pem [--ca CA.pem]]\n"
     "  Device i (named PREFIX<i>) listens on ADDR:(P+i), or with --address-step on\n"
     "  (ADDR+i):P (IPv4 only). --interval: sensor update period (default 1000 ms).\n"
     "  --non: NON notifications (libcoap still sends every 5th as CON);\n"
@@ -150,6 +165,10 @@ const char kUsage[] =
     "  was sent, in microseconds since the epoch (for latency measurements).\n"
     "  --psk KEY: the devices speak DTLS (coaps://) only, with pre-shared key KEY for any\n"
     "  identity (a test key: it is on the command line).\n"
+    "  --cert CERT.pem --key KEY.pem: the devices speak DTLS (coaps://) only, all with this\n"
+    "  certificate and private key (PEM). --ca CA.pem: they also ask for the client's\n"
+    "  certificate and refuse one that does not chain to CA.pem (no name check); without\n"
+    "  --ca they ask for none. --psk and --cert exclude each other.\n"
     "  stdout: 'READY <N>' once bound, then 'REQ <device> <METHOD> <path> [payload]',\n"
     "  and 'MCAST <n>' per multicast request (n = devices that will answer).\n";
 
@@ -163,6 +182,72 @@ int parseInt(const std::string& flag, const char* value, int min, int max) {
                                 std::to_string(max) + "], got '" + value + "'");
   }
   return static_cast<int>(v);
+}
+
+// `path` must be a readable file holding a PEM block whose label ends in `label_end`
+// ("CERTIFICATE", "PRIVATE KEY"); else invalid_argument naming `flag` and the file.
+void checkPemFile(const std::string& flag, const std::string& path, const std::string& label_end) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    throw std::invalid_argument(flag + ": cannot open " + path + ": " + std::strerror(errno));
+  }
+  // A PEM certificate or key is a few KiB; a CA bundle can be larger. Read at most 1 MiB.
+  std::string text(std::size_t{1} << 20, '\0');
+  text.resize(std::fread(text.data(), 1, text.size(), f));
+  const int err = std::ferror(f) != 0 ? errno : 0;
+  std::fclose(f);
+  if (err != 0) {
+    throw std::invalid_argument(flag + ": cannot read " + path + ": " + std::strerror(err));
+  }
+  for (std::size_t at = text.find("-----BEGIN "); at != std::string::npos;
+       at = text.find("-----BEGIN ", at + 1)) {
+    const std::size_t end = text.find("-----", at + 11);
+    if (end == std::string::npos) break;
+    const std::string label = text.substr(at + 11, end - (at + 11));
+    if (label.size() >= label_end.size() &&
+        label.compare(label.size() - label_end.size(), label_end.size(), label_end) == 0) {
+      return;
+    }
+  }
+  throw std::invalid_argument(flag + ": " + path + " holds no PEM \"" + label_end + "\" block");
+}
+
+// libcoap 4.3.1 loads the certificate and key only at each handshake (and then fails it
+// with a log line); OpenSSL, the library libcoap itself uses, checks them once here.
+void checkKeyMatchesCertificate(const std::string& cert_file, const std::string& key_file) {
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(DTLS_method()), SSL_CTX_free);
+  if (!ctx) throw std::runtime_error("SSL_CTX_new failed");
+  const auto why = [] {
+    char text[256] = "unknown error";
+    if (const unsigned long e = ERR_get_error(); e != 0) ERR_error_string_n(e, text, sizeof text);
+    ERR_clear_error();
+    return std::string(text);
+  };
+  if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert_file.c_str()) != 1) {
+    throw std::invalid_argument("--cert: " + cert_file + ": " + why());
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx.get(), key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx.get()) != 1) {
+    throw std::invalid_argument("--key: " + key_file + " is not the private key of " + cert_file +
+                                " (" + why() + ")");
+  }
+}
+
+void checkCertificateOptions(const Options& o) {
+  if (o.cert_file.empty() != o.key_file.empty()) {
+    throw std::invalid_argument("--cert and --key go together");
+  }
+  if (!o.ca_file.empty() && o.cert_file.empty()) {
+    throw std::invalid_argument("--ca needs --cert and --key");
+  }
+  if (!o.psk.empty() && !o.cert_file.empty()) {
+    throw std::invalid_argument("--psk and --cert exclude each other (one kind of DTLS)");
+  }
+  if (o.cert_file.empty()) return;
+  checkPemFile("--cert", o.cert_file, "CERTIFICATE");
+  checkPemFile("--key", o.key_file, "PRIVATE KEY");
+  if (!o.ca_file.empty()) checkPemFile("--ca", o.ca_file, "CERTIFICATE");
+  checkKeyMatchesCertificate(o.cert_file, o.key_file);
 }
 
 Options parseOptions(int argc, char** argv) {
@@ -211,6 +296,12 @@ Options parseOptions(int argc, char** argv) {
     } else if (arg == "--psk") {
       o.psk = take();
       if (o.psk.empty()) throw std::invalid_argument("--psk: the key must not be empty");
+    } else if (arg == "--cert") {
+      o.cert_file = take();
+    } else if (arg == "--key") {
+      o.key_file = take();
+    } else if (arg == "--ca") {
+      o.ca_file = take();
     } else if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
@@ -224,6 +315,7 @@ Options parseOptions(int argc, char** argv) {
   if (!o.multicast.empty() && !o.address_step) {
     throw std::invalid_argument("--multicast needs --address-step (all devices on one port)");
   }
+  checkCertificateOptions(o);
   return o;
 }
 
@@ -630,6 +722,8 @@ class Simulator {
                int max_age, const std::string& body);
   std::string wellKnown(std::string_view query) const;
   void addResource(const ResourceSpec& spec);
+  // --cert/--key[/--ca]: the context's DTLS certificate (before any endpoint exists).
+  void setUpCertificates();
   void bindDevice(int index);
   void tick();
   void noteCounterSent(const Device& dev, const coap_session_t* session, bool notification);
@@ -691,6 +785,35 @@ void Simulator::addResource(const ResourceSpec& spec) {
   resources_[spec.kind] = r;
 }
 
+void Simulator::setUpCertificates() {
+  if (coap_dtls_is_supported() == 0) throw std::runtime_error("this libcoap has no DTLS");
+  const bool client_cert = !opts_.ca_file.empty();
+  coap_dtls_pki_t pki;
+  std::memset(&pki, 0, sizeof pki);
+  pki.version = COAP_DTLS_PKI_SETUP_VERSION;
+  // libcoap's OpenSSL server asks for (and requires) the client's certificate only when
+  // verify_peer_cert is set; check_common_ca then checks it against ca_file.
+  pki.verify_peer_cert = client_cert ? 1 : 0;
+  pki.check_common_ca = client_cert ? 1 : 0;
+  pki.allow_self_signed = 0;
+  pki.allow_expired_certs = 0;
+  pki.cert_chain_validation = 1;
+  pki.cert_chain_verify_depth = 3;
+  pki.check_cert_revocation = 0;  // no CRLs
+  pki.allow_no_crl = 1;
+  pki.allow_expired_crl = 1;
+  pki.pki_key.key_type = COAP_PKI_KEY_PEM;
+  pki.pki_key.key.pem.public_cert = opts_.cert_file.c_str();  // opts_ outlives the context
+  pki.pki_key.key.pem.private_key = opts_.key_file.c_str();
+  pki.pki_key.key.pem.ca_file = client_cert ? opts_.ca_file.c_str() : nullptr;
+  if (coap_context_set_pki(ctx_, &pki) == 0) {
+    throw std::runtime_error("coap_context_set_pki failed: are " + opts_.cert_file + " and " +
+                             opts_.key_file + " a certificate and its key" +
+                             (client_cert ? ", and " + opts_.ca_file + " a CA certificate" : "") +
+                             "?");
+  }
+}
+
 void Simulator::bindDevice(int index) {
   coap_address_t addr;
   coap_address_init(&addr);
@@ -729,8 +852,7 @@ void Simulator::bindDevice(int index) {
   ::close(probe);
   if (rc != 0) throw std::runtime_error(std::string("bind ") + text + ": " + std::strerror(err));
 
-  if (coap_new_endpoint(ctx_, &addr, opts_.psk.empty() ? COAP_PROTO_UDP : COAP_PROTO_DTLS) ==
-      nullptr) {
+  if (coap_new_endpoint(ctx_, &addr, opts_.dtls() ? COAP_PROTO_DTLS : COAP_PROTO_UDP) == nullptr) {
     throw std::runtime_error(std::string("coap_new_endpoint failed for ") + text);
   }
 
@@ -763,6 +885,7 @@ void Simulator::start() {
       throw std::runtime_error("coap_context_set_psk2 failed (libcoap without DTLS?)");
     }
   }
+  if (!opts_.cert_file.empty()) setUpCertificates();
 
   for (const ResourceSpec& spec : kResources) addResource(spec);
   if (opts_.senml) {
