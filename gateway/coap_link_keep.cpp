@@ -150,9 +150,12 @@ void CoapLink::Impl::settleAbandoned(std::uint64_t token, coap_session_t* sessio
   device.keeper.settle(token);
   applyKeeper(device);
   if (!observation || device.session.get() != session) return;
-  // A registration answered after we gave up on it: our RST (the response handler's
-  // answer) ends it on the device, and libcoap's record of it (which would otherwise live
-  // as long as the session) is cancelled, once libcoap is done with this message.
+  // A registration answered after we gave up on it. The response handler's answer is a RST:
+  // to a piggybacked ACK or a CON notification it ends the observation on a libcoap device
+  // (the RST's message id is the registration's, or the notification's in its send queue),
+  // to a NON notification not always. So it is also cancelled (a NON GET with Observe=1),
+  // which ends libcoap's record of it too (an lg_crcv with observe_set, otherwise kept as
+  // long as the session), once libcoap is done with this message.
   loop_.runAfter(std::chrono::milliseconds(0), [this, name, id = device.session_id, token] {
     Device* still = deviceOn(name, id);
     if (still == nullptr) return;
