@@ -296,6 +296,7 @@ CoapLink::Impl::~Impl() {
   }
   for (auto& [name, device] : devices_) {
     if (device->reack_timer != 0) loop_.cancel(device->reack_timer);
+    forgetKept(*device);
   }
   if (release_timer_ != 0) loop_.cancel(release_timer_);
   // The members go next (sessions first, the contexts last). Freeing a session reports the
@@ -406,14 +407,10 @@ std::uint64_t CoapLink::Impl::send(Device& device, bridge::Method method, const 
   }
   ++stats_.requests_sent;
   noteIo(pacedOf(device.shard));  // e.g. Block1 timers only prepare sets
-  exchange->timer =
-      loop_.runAfter(exchange->timeout.value_or(config_.request_timeout), [this, token] {
-        auto it = exchanges_.find(token);
-        if (it == exchanges_.end()) return;
-        it->second->timer = 0;
-        // libcoap may still be retransmitting it: start the device over on a clean session.
-        resetSession(it->second->device, "timeout");
-      });
+  // libcoap may still be retransmitting it: a new session, or a kept DTLS one that no
+  // longer waits for it (coap_link_keep.cpp).
+  exchange->timer = loop_.runAfter(exchange->timeout.value_or(config_.request_timeout),
+                                   [this, token] { onExchangeTimeout(token); });
   spdlog::trace("coap: sent token {:016x} to {}{}", token, device.name, path);
   exchanges_[token] = std::move(exchange);
   return token;
@@ -437,6 +434,9 @@ bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* recei
                 token_bin.length == 8 ? tokenValue(token_bin.s) : 0, observe_value.value_or(0),
                 it == exchanges_.end() ? "unknown" : "matched");
   responding_device_.clear();
+  if (!abandoned_.empty() && token_bin.length == 8) {  // a late answer (coap_link_keep.cpp)
+    settleAbandoned(tokenValue(token_bin.s), session, observe_value && it == exchanges_.end());
+  }
   if (it == exchanges_.end()) {
     ++stats_.unknown_token;
     if (!observe_value) return true;
@@ -557,6 +557,7 @@ void CoapLink::Impl::onNack(coap_session_t* session, const coap_pdu_t* sent,
   coap_bin_const_t token_bin = coap_pdu_get_token(sent);
   if (token_bin.length != 8) return;
   const std::uint64_t token = tokenValue(token_bin.s);
+  if (!abandoned_.empty()) settleAbandoned(token, session, false);
   if (reason == COAP_NACK_ICMP_ISSUE) {
     // libcoap 4.3.1 keeps retransmitting a request that met an ICMP error. When the device
     // comes back, that stale registration would replace the current one on the device (same

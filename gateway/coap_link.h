@@ -43,6 +43,8 @@ struct CoapStats {
   std::uint64_t dtls_handshakes = 0;  // DTLS sessions to devices established
   std::uint64_t dtls_failures = 0;    // DTLS sessions to devices that failed (handshake, alert)
   std::uint64_t block1_refused = 0;   // Block1 uploads to us refused (too large, gaps, busy)
+  // DTLS sessions kept after a request timed out: the device answered the probe on them.
+  std::uint64_t dtls_sessions_kept = 0;
 };
 
 // The largest response body taken from a device (Block2 reassembled): a peer's Size2 or

@@ -8,6 +8,7 @@
 //   coap_link_ping.cpp     reachability probes on sessions of their own
 //   coap_link_server.cpp   our own resources (listen/serve/serveUnknown)
 //   coap_link_dtls.cpp     DTLS: sessions with a pre-shared key, libcoap's session events
+//   coap_link_keep.cpp     a DTLS session kept across a request timeout (SessionKeeper)
 #include <coap3/coap.h>
 
 #include <array>
@@ -28,6 +29,7 @@
 #include "gateway/coap_shards.h"
 #include "gateway/coap_timer_pacing.h"
 #include "gateway/observe_freshness.h"
+#include "gateway/session_keeper.h"
 
 namespace coap2mqtt::gateway {
 
@@ -165,6 +167,11 @@ class CoapLink::Impl {
     bool dtls_hello = false;   // the device answered this session's handshake (its hint came)
     coap_dtls_cpsk_info_t psk_info{};  // into credentials.psk, for the identity hint callback
     std::string name_mismatch;         // why the certificate's name was refused ("" = it was not)
+    // A DTLS session's requests that timed out, and the probe that decides whether the
+    // session stays (coap_link_keep.cpp). Reset with every new session.
+    SessionKeeper keeper;
+    EventLoop::TimerId probe_timer = 0;   // the probe's verdict: no answer by then
+    EventLoop::TimerId expiry_timer = 0;  // the next abandoned CON's bound
   };
 
   struct Exchange {
@@ -218,6 +225,19 @@ class CoapLink::Impl {
   // The device `name` if it still uses `session` (nullptr once removed or on a new session).
   Device* deviceOn(std::string_view name, const coap_session_t* session);
   Device* deviceOn(std::string_view name, std::uint64_t session_id);
+
+  // A DTLS session kept across a request timeout (coap_link_keep.cpp).
+  void onExchangeTimeout(std::uint64_t token);
+  void startProbe(Device& device);
+  void probeAnswered(const std::string& name, std::uint64_t session_id, bool answered);
+  void applyKeeper(Device& device);
+  // libcoap is done with `token` (answered on `session`, or nacked) if it was abandoned.
+  // `observation`: the answer registered an observation that nobody wants any more.
+  void settleAbandoned(std::uint64_t token, coap_session_t* session, bool observation);
+  // A new session, or none: the keeper's state goes (timers, tokens).
+  void forgetKept(Device& device);
+  std::chrono::milliseconds probeWait() const;
+  std::chrono::steady_clock::duration holdBound(const Device& device) const;
 
   // Requests (coap_link.cpp).
   std::uint64_t send(Device& device, bridge::Method method, const std::string& path,
@@ -279,6 +299,9 @@ class CoapLink::Impl {
   std::set<std::string, std::less<>> pki_sni_;
   std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
+  // Tokens of requests that timed out on a kept DTLS session, which libcoap may still hold:
+  // by token, the device's name (its Device::keeper has the rest).
+  std::map<std::uint64_t, std::string> abandoned_;
   std::array<std::uint64_t, 64> token_pool_{};
   std::size_t token_pool_used_ = token_pool_.size();  // empty: filled at the first request
   std::uint64_t next_session_id_ = 1;

@@ -18,7 +18,8 @@ void CoapLink::Impl::ping(const std::string& device, std::function<void(bool)> d
   // unanswered, which is exactly when the device is hard to reach.
   // A DTLS device's probe goes on its own session: a session of the probe's own would be a
   // full handshake per ping (and a device that lost its DTLS state answers nothing on the
-  // old one, which is what a failed ping should say: the timeout renews the session).
+  // old one, which is what a failed ping should say: a request's timeout then renews the
+  // session, after its own probe, coap_link_keep.cpp).
   std::string error;
   CoapSessionPtr probe;
   if (it->second->credentials.any()) {

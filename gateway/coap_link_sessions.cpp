@@ -1,6 +1,7 @@
 // CoapLink: one unicast client session per device (libcoap 4.3.1 overwrites a multicast
 // session's remote address with the last responder's), renewed when a request times out.
-// coaps:// devices get a DTLS session (coap_link_dtls.cpp).
+// coaps:// devices get a DTLS session (coap_link_dtls.cpp), renewed after a timeout only when
+// a probe finds the device's DTLS state gone (coap_link_keep.cpp).
 #include <netdb.h>
 #include <sys/socket.h>
 
@@ -166,6 +167,7 @@ void CoapLink::Impl::resetSession(const std::string& name, const std::string& re
     spdlog::warn("coap: cannot renew the session of {}: {}", name, error);
     return;
   }
+  forgetKept(*it->second);  // the fresh session holds nothing abandoned
   CoapSessionPtr old = std::exchange(it->second->session, std::move(fresh));
   it->second->session_id = next_session_id_++;
   it->second->dtls_hello = false;
@@ -203,6 +205,7 @@ void CoapLink::Impl::removeDevice(const std::string& name) {
     }
   }
   forgetConNotification(*it->second);
+  forgetKept(*it->second);
   CoapSessionPtr session = std::move(it->second->session);
   if (it->second->holds_slot) slots_.release(it->second->shard);
   devices_.erase(it);

@@ -178,8 +178,9 @@ void CommandQueue::onDeadline(const std::string& device, std::uint64_t id) {
     // The result says timeout now, but the exchange is left to end by itself: libcoap
     // keeps retransmitting a cancelled CON and, with NSTART=1, would hold the device's
     // next requests behind it; the CoAP layer's own request timeout instead starts the
-    // device over on a fresh session. Until then the device's lane stays busy, bounded
-    // by a second `timeout`.
+    // device over on a fresh session (a DTLS device's session that lives is kept, and stops
+    // holding requests behind the timed-out one: coap_link_keep.cpp). Until then the
+    // device's lane stays busy, bounded by a second `timeout`.
     ++stats_.timed_out;
     out.sent = true;
     out.error = "timeout: no response from " + device;

@@ -127,6 +127,10 @@ void addCoap(Builder& b, const StatsSnapshot& s) {
             d(s.coap.dtls_handshakes));
   b.counter("coap2mqtt_dtls_failures_total",
             "DTLS sessions to devices that failed (handshake, alert)", d(s.coap.dtls_failures));
+  b.counter("coap2mqtt_dtls_sessions_kept_total",
+            "DTLS sessions kept after a request timed out: the device answered the probe, no "
+            "new handshake",
+            d(s.coap.dtls_sessions_kept));
 }
 
 void addMqtt(Builder& b, const StatsSnapshot& s) {

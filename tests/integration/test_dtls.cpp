@@ -2,6 +2,7 @@
 // with -k KEY serves plain CoAP on its port and DTLS on the next one; the gateway reaches it
 // only over coaps://. Real mosquitto, real gateway; everything awaited with timeouts.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -268,6 +269,60 @@ TEST(Dtls, DeviceRestartResumesValuesWithinTenSeconds) {
   std::cout << "values resumed "
             << std::chrono::duration_cast<std::chrono::milliseconds>(resumed - restarted).count()
             << " ms after the device restarted\n";
+  // How the gateway found out (the probe's silence, normally).
+  for (const char* line :
+       {"clock: no answer to the probe; renewing its DTLS session", "new session for clock"}) {
+    std::cout << gateway->countInOutput(line) << " x \"" << line << "\"\n";
+  }
+}
+
+// The counters the gateway logs at exit ("stats: {...}"): the value of "name" (-1 when absent).
+long exitCount(const std::string& output, const std::string& name) {
+  const auto stats = output.rfind("stats: {");
+  if (stats == std::string::npos) return -1;
+  const std::string line = output.substr(stats, output.find('\n', stats) - stats);
+  const auto at = line.find("\"" + name + "\":");
+  if (at == std::string::npos) return -1;
+  return std::stol(line.substr(at + name.size() + 3));
+}
+
+// Issue 18: a request that times out does not cost a handshake while the device keeps its
+// DTLS state. The device is stopped (SIGSTOP: its DTLS state intact) while a command to it
+// times out, and continued once the gateway gave up on the command: its session is kept
+// (the probe on it is answered), values resume on it, and no second handshake happens.
+TEST(Dtls, APausedDeviceKeepsItsSessionAcrossATimeout) {
+  TempDir dir;
+  Mosquitto broker;
+  DtlsServer server(dir, kKey);
+  MqttProbe probe(broker.port(), "c2m/#");
+  auto gateway = startClockGateway(
+      dir, broker, server, kKey,
+      "[[command]]\nname = \"data\"\ntopic = \"c2m/{device}/{path}/set\"\n"
+      "method = \"PUT\"\nallow = { device = \"clock\", path = \"/example_data\" }\n");
+  ASSERT_TRUE(probe.waitForCount("c2m/clock/time", 2, 20s)) << gateway->output();
+  ASSERT_EQ(::kill(server.process().pid(), SIGSTOP), 0);
+  probe.publish("c2m/clock/example_data/set", "while-stopped");
+  // request_timeout is 3 s: the command's result says timeout, and the gateway probes the
+  // session. The device continues as soon as either is seen (the probe waits 1 s for it).
+  const bool gave_up = waitUntil(
+      [&] {
+        return !probe.messagesOn("c2m/clock/example_data/set/result").empty() ||
+               gateway->output().find("clock: request timed out; probing its DTLS session") !=
+                   std::string::npos;
+      },
+      15s);
+  ASSERT_EQ(::kill(server.process().pid(), SIGCONT), 0);
+  ASSERT_TRUE(gave_up) << gateway->output();
+  const std::size_t before = probe.messagesOn("c2m/clock/time").size();
+  ASSERT_TRUE(probe.waitForCount("c2m/clock/time", before + 2, 15s)) << gateway->output();
+  ASSERT_TRUE(probe.waitForCount("c2m/clock/example_data/set/result", 1, 10s));
+  EXPECT_EQ(gateway->stop(15, 10s), 0);
+  const std::string out = gateway->output();
+  EXPECT_NE(out.find("clock: answered the probe; DTLS session kept"), std::string::npos) << out;
+  EXPECT_EQ(exitCount(out, "dtls_handshakes"), 1) << "one handshake in all";
+  EXPECT_EQ(exitCount(out, "session_resets"), 0) << "the session was not renewed";
+  EXPECT_GE(exitCount(out, "dtls_sessions_kept"), 1);
+  EXPECT_EQ(exitCount(out, "dtls_failures"), 0);
 }
 
 // `coap2mqtt check`: a key file others can read is a warning naming it; a missing one is an

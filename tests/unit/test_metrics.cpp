@@ -108,6 +108,7 @@ StatsSnapshot knownSnapshot() {
   s.coap.requests_sent = 11;
   s.coap.failures = 6;
   s.coap.malformed = 9;
+  s.coap.dtls_sessions_kept = 3;
   s.commands.answered = 5;
   s.commands.answered_by_code = {{204, 4}, {404, 1}};
   s.commands.timed_out = 2;
@@ -142,6 +143,7 @@ TEST(GatewayMetrics, KnownSnapshotGivesKnownSamples) {
            "coap2mqtt_coap_requests_total 11",
            "coap2mqtt_coap_failures_total 6",
            "coap2mqtt_dtls_handshakes_total 0",
+           "coap2mqtt_dtls_sessions_kept_total 3",
            "coap2mqtt_uptime_seconds 99",
            "coap2mqtt_build_info{version=\"" COAP2MQTT_VERSION "\"} 1",
            "# TYPE coap2mqtt_notifications_total counter",
