@@ -411,6 +411,13 @@ std::uint64_t CoapLink::Impl::send(Device& device, bridge::Method method, const 
         auto it = exchanges_.find(token);
         if (it == exchanges_.end()) return;
         it->second->timer = 0;
+        // After a long loop iteration its answer and the device's notifications may wait
+        // unread on the socket the reset below throws away: read the device's shard first.
+        if (auto d = devices_.find(it->second->device); d != devices_.end()) {
+          drainIo(pacedOf(d->second->shard), kDrainRounds);
+          it = exchanges_.find(token);
+          if (it == exchanges_.end() || it->second->established) return;  // answered
+        }
         // libcoap may still be retransmitting it: start the device over on a clean session.
         resetSession(it->second->device, "timeout");
       });
