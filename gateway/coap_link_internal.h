@@ -257,8 +257,12 @@ class CoapLink::Impl {
   coap_context_t* shardContext(std::size_t shard) const { return shards_[shard].context.get(); }
   // Our own I/O on a context (a request sent, a session made): its timer work follows.
   void noteIo(std::size_t paced) { pacing_.noteIo(paced, CoapTimerPacing::Clock::now()); }
-  void processIo(std::size_t paced);
-  unsigned runTimers();  // the loop's timeout provider
+  // Returns the number of ready sockets (and timerfd) it handled: 0 when nothing was there.
+  std::size_t processIo(std::size_t paced);
+  // processIo until nothing is ready or max_rounds (see the request timeout, coap_link.cpp).
+  void drainIo(std::size_t paced, unsigned max_rounds);
+  static constexpr unsigned kDrainRounds = 256;  // datagrams per socket, at most
+  unsigned runTimers();                          // the loop's timeout provider
 
   // ACKs of CON notifications (coap_link_acks.cpp).
   void noteConNotification(Device& device, coap_mid_t mid);

@@ -18,13 +18,14 @@ namespace coap2mqtt::gateway {
 
 // What coap_io_process(NO_WAIT) does, without its own coap_io_prepare_epoll before the
 // reads: that walks every session of the context.
-void CoapLink::Impl::processIo(std::size_t paced) {
+std::size_t CoapLink::Impl::processIo(std::size_t paced) {
   coap_context_t* context = paced == kOwnContext ? context_.get() : shardContext(paced - 1);
   const int fd = paced == kOwnContext ? fd_ : shards_[paced - 1].fd;
   constexpr int kEvents = 32;
   std::array<epoll_event, kEvents> events{};
   int n = 0;
   bool walked = false;
+  std::size_t handled = 0;
   do {
     n = ::epoll_wait(fd, events.data(), kEvents, 0);
     if (n < 0) {
@@ -37,8 +38,19 @@ void CoapLink::Impl::processIo(std::size_t paced) {
     // re-armed).
     coap_io_do_epoll(context, events.data(), static_cast<std::size_t>(n));
     walked = true;
+    handled += static_cast<std::size_t>(n);
   } while (n == kEvents);
   if (walked) pacing_.walked(paced);
+  return handled;
+}
+
+// libcoap reads one datagram per ready socket per batch: after a long loop iteration a
+// socket may hold many. Reads until none is ready (each round costs an epoll_wait on the
+// context) or max_rounds.
+void CoapLink::Impl::drainIo(std::size_t paced, unsigned max_rounds) {
+  for (unsigned round = 0; round < max_rounds; ++round) {
+    if (processIo(paced) == 0) return;
+  }
 }
 
 unsigned CoapLink::Impl::runTimers() {

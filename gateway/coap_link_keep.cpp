@@ -21,6 +21,13 @@ void CoapLink::Impl::onExchangeTimeout(std::uint64_t token) {
   const std::string name = it->second->device;
   auto d = devices_.find(name);
   if (d == devices_.end()) return;  // removeDevice took its exchanges: not reached
+  // After a long loop iteration its answer and the device's notifications may wait unread on
+  // the socket a renewal throws away: read the device's shard first.
+  drainIo(pacedOf(d->second->shard), kDrainRounds);
+  it = exchanges_.find(token);
+  if (it == exchanges_.end() || it->second->established) return;  // answered meanwhile
+  d = devices_.find(name);
+  if (d == devices_.end()) return;
   Device& device = *d->second;
   if (!device.credentials.any() || !device.session ||
       coap_session_get_state(device.session.get()) != COAP_SESSION_STATE_ESTABLISHED) {

@@ -193,6 +193,13 @@ void Watch::onFailed(const std::optional<CoapResponse>& response, const std::str
     return;
   }
   observe_id_ = 0;
+  // An observation that fails without an answer while it is not yet silent (its silence
+  // timer still armed) was delivering until a moment ago: what ended it is the device's
+  // session being renewed (CoapLink::resetSession, after another exchange with the device
+  // timed out, e.g. a command; or after its re-registration did, which fails the restored
+  // quiet registration too, in no particular order). The device still notifies the old
+  // session's socket, which is gone: every value until we register again is lost.
+  const bool delivering = silence_timer_ != 0 && !response;
   const Token alive = alive_;
   if (listener_.counted) listener_.counted(Count::Failure);
   if (alive.expired()) return;
@@ -202,12 +209,13 @@ void Watch::onFailed(const std::optional<CoapResponse>& response, const std::str
     // The device answered a re-registration with an error (e.g. 4.04 after a
     // reconfiguration): that is worth the usual back-off.
     reregistered_ = false;
-  } else if (reregistered_ && !retried_at_once_) {
+  } else if ((reregistered_ || delivering) && !retried_at_once_) {
     // It was delivering until a moment ago; the session has just been renewed
     // (see CoapLink::resetSession), so the next attempt goes out on a fresh one.
     spdlog::info("observe {}{} failed: {}; registering again at once", plan_.device, plan_.path,
                  error);
     retried_at_once_ = true;
+    reregistered_ = true;  // its answer may repeat the value published last
     registerObservation();
     return;
   }

@@ -424,8 +424,8 @@ TEST_F(WatchTest, ANewRegistrationStartsANewSequence) {
   transport.respond(first, notification(5001, "b"));
   transport.fail(first, "RST");  // e.g. the device rebooted and reset a notification
   EXPECT_EQ(count(Count::Failure), 1);
-  EXPECT_FALSE(w->observing());
-  timers.advance(kRetry);
+  // It was delivering: registered again at once (see
+  // ADeliveringObservationEndedByASessionResetIsRegisteredAgainAtOnce).
   ASSERT_EQ(transport.count(Kind::Observe), 2u);
   const Id second = transport.last(Kind::Observe).id;
   transport.respond(second, notification(3, "c"));  // far "behind" 5001: a new sequence
@@ -517,6 +517,104 @@ TEST_F(WatchTest, UnansweredReregistrationWithNoneKeptIsRetriedAtOnceOnceThenBac
   transport.respond(transport.last(Kind::Observe).id, notification(1, "v5"));
   EXPECT_EQ(values.size(), 5u);
   EXPECT_EQ(count(Count::Notification), 6);
+}
+
+// The same session reset in the other order: CoapLink::resetSession fails every exchange
+// of the device in no particular order (an unordered map of tokens). When the
+// re-registration's failure comes first, the quiet registration is restored, and then its
+// own failure (the same reset) came next: that ended in a retry after retry_interval,
+// where the order above retries at once. Under ASan the flood test's device lost its
+// values for 4 s + 5 s + 15 s that way.
+TEST_F(WatchTest, UnansweredReregistrationThenTheQuietOneFailingIsRetriedAtOnceToo) {
+  auto w = make();
+  const auto [old_id, new_id] = goQuiet(*w);
+  transport.fail(new_id, "timeout");  // the quiet one is restored...
+  EXPECT_TRUE(w->observing());
+  EXPECT_EQ(count(Count::Failure), 0);
+  transport.fail(old_id, "timeout");  // ...and gone with the same session
+  EXPECT_EQ(count(Count::Failure), 1);
+  ASSERT_EQ(transport.count(Kind::Observe), 3u);  // at once, not after kRetry
+  const auto& third = transport.last(Kind::Observe);
+  EXPECT_EQ(third.timeout, kReregisterTimeout);
+  EXPECT_TRUE(w->observing());
+  // Still a re-registration: its answer repeating the last value is not published again.
+  const Id third_id = third.id;
+  transport.respond(third_id, notification(1, "v5"));
+  EXPECT_EQ(values.size(), 5u);
+  transport.respond(third_id, notification(2, "v6"));
+  EXPECT_EQ(values.back(), "v6");
+  EXPECT_EQ(count(Count::Stale), 0);
+}
+
+// Only once: the at-once retry failing too backs off, as in the other order.
+TEST_F(WatchTest, TheAtOnceRetryAfterARestoredQuietOneFailedBacksOff) {
+  auto w = make();
+  const auto [old_id, new_id] = goQuiet(*w);
+  transport.fail(new_id, "timeout");
+  transport.fail(old_id, "timeout");
+  ASSERT_EQ(transport.count(Kind::Observe), 3u);
+  transport.fail(transport.last(Kind::Observe).id, "timeout");
+  EXPECT_EQ(count(Count::Failure), 2);
+  EXPECT_FALSE(w->observing());
+  timers.advance(kRetry - milliseconds(1));
+  EXPECT_EQ(transport.count(Kind::Observe), 3u);
+  timers.advance(milliseconds(1));
+  EXPECT_EQ(transport.count(Kind::Observe), 4u);
+}
+
+// Issue 17's flood under ASan: a command to the device timed out (request_timeout, 10 s),
+// CoapLink renewed the device's session and failed every exchange on it, the healthy
+// observation among them. It was retried after retry_interval (15 s), while the device
+// went on notifying the old session's socket: 25 s of values lost. An observation that
+// was delivering is registered again at once, on the fresh session (once: a second
+// failure is the usual back-off).
+TEST_F(WatchTest, ADeliveringObservationEndedByASessionResetIsRegisteredAgainAtOnce) {
+  auto w = make();
+  const Id first = establish(*w, milliseconds(500), 6);  // v1..v6, not silent
+  timers.advance(milliseconds(300));
+  transport.fail(first, "timeout");  // another exchange's timeout renewed the session
+  EXPECT_EQ(count(Count::Failure), 1);
+  ASSERT_EQ(transport.count(Kind::Observe), 2u);  // at once, not after kRetry
+  const auto& again = transport.last(Kind::Observe);
+  EXPECT_EQ(again.timeout, kReregisterTimeout);
+  EXPECT_TRUE(w->observing());
+  const Id second = again.id;
+  // Its answer repeating the value published last is not published twice; the next is.
+  transport.respond(second, notification(1, "v6"));
+  EXPECT_EQ(values.size(), 6u);
+  transport.respond(second, notification(2, "v7"));
+  EXPECT_EQ(values.back(), "v7");
+  EXPECT_EQ(count(Count::Stale), 0);
+  // Delivering again: the next reset is registered again at once too.
+  transport.fail(second, "ICMP error");
+  EXPECT_EQ(transport.count(Kind::Observe), 3u);
+}
+
+TEST_F(WatchTest, ASessionResetOfADeliveringObservationRetriedAtOnceThenBacksOff) {
+  auto w = make();
+  const Id first = establish(*w, milliseconds(500), 6);
+  transport.fail(first, "timeout");
+  ASSERT_EQ(transport.count(Kind::Observe), 2u);
+  transport.fail(transport.last(Kind::Observe).id, "timeout");  // the device is gone
+  EXPECT_EQ(count(Count::Failure), 2);
+  EXPECT_FALSE(w->observing());
+  timers.advance(kRetry - milliseconds(1));
+  EXPECT_EQ(transport.count(Kind::Observe), 2u);
+  timers.advance(milliseconds(1));
+  EXPECT_EQ(transport.count(Kind::Observe), 3u);
+}
+
+// An error answer (a notification with 4.04: the resource is gone) is the device's word,
+// not a lost session: the usual back-off.
+TEST_F(WatchTest, ADeliveringObservationEndedByAnErrorNotificationBacksOff) {
+  auto w = make();
+  const Id first = establish(*w, milliseconds(500), 6);
+  transport.respond(first, errorResponse(404));
+  EXPECT_EQ(count(Count::Failure), 1);
+  EXPECT_FALSE(w->observing());
+  EXPECT_EQ(transport.count(Kind::Observe), 1u);
+  timers.advance(kRetry);
+  EXPECT_EQ(transport.count(Kind::Observe), 2u);
 }
 
 TEST_F(WatchTest, AFailedFirstRegistrationIsRetriedAfterTheInterval) {
