@@ -3,7 +3,7 @@
 // namespace on its loopback (needs root).
 //
 //   bench_observe [--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency] [--non]
-//                 [--dtls | --dtls-cert]
+//                 [--dtls | --dtls-cert] [--callgrind]
 //
 // --dtls: every device speaks DTLS with a pre-shared key (coap2mqtt-sim --psk; the gateway
 // reaches it over coaps://), and the table adds the handshakes and their rate at start-up.
@@ -45,6 +45,13 @@
 //     payload (one clock, CLOCK_REALTIME, for both). It spans the simulator's send, the
 //     gateway, mosquitto and the mosquitto_sub tap, so it is an upper bound of the
 //     gateway's own part.
+//   - with --callgrind, the gateway runs under valgrind's callgrind, its counters zeroed at
+//     the window's start and dumped at its end: instructions per MQTT message, in all and
+//     by library (our binary, libcoap, paho, libc, ...). On a shared machine, or a VM without
+//     hardware counters, that number is stable where CPU time is not: it is the figure to
+//     compare between builds (a regression shows as more instructions per message). The
+//     gateway is ~50x slower under valgrind: use a rate it keeps up with (e.g. --devices
+//     100 --interval 500, 400 msg/s) and compare runs at the same rate.
 // Prints a table.
 //
 // A program rather than a script: it reuses the integration tests' RAII helpers (NetNs,
@@ -65,6 +72,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/callgrind_costs.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/netns.h"
 #include "tests/integration/test_certs.h"
@@ -74,6 +82,7 @@ namespace {
 using namespace coap2mqtt::test;
 using coap2mqtt::bench::percentileOfSorted;
 using coap2mqtt::bench::procStatusKb;
+using coap2mqtt::bench::readCallgrindCosts;
 using coap2mqtt::bench::smapsRollupKb;
 
 constexpr int kCoapPort = 5683;
@@ -90,6 +99,7 @@ struct Options {
   bool non = false;        // NON notifications instead of CON
   bool dtls = false;       // coaps:// with a pre-shared key
   bool dtls_cert = false;  // coaps:// with certificates (both ways)
+  bool callgrind = false;  // the gateway under valgrind --tool=callgrind
   bool anyDtls() const { return dtls || dtls_cert; }
 };
 
@@ -125,6 +135,48 @@ double cpuSeconds(int pid) {
   const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
   return (std::strtod(fields[11].c_str(), nullptr) + std::strtod(fields[12].c_str(), nullptr)) /
          ticks;
+}
+
+// callgrind_control -z (zero the counters) or -d (dump them) for the gateway under valgrind.
+void callgrindControl(const char* what, int pid) {
+  const std::string command =
+      std::string("callgrind_control ") + what + " " + std::to_string(pid) + " >/dev/null";
+  if (std::system(command.c_str()) != 0) {
+    throw std::runtime_error(command + " failed (is valgrind installed?)");
+  }
+}
+
+// The window's dump (`callgrind_control -d` writes <out>.<n>): instructions per message, in
+// all and for each library that spent at least 1 % of them.
+template <typename Row>
+void printInstructions(const std::string& out, std::size_t msgs, const Row& row) {
+  std::ifstream in(out + ".1");
+  if (!in) throw std::runtime_error("no callgrind dump at " + out + ".1");
+  const auto costs = readCallgrindCosts(in);
+  const double per = msgs > 0 ? 1.0 / static_cast<double>(msgs) : 0.0;
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.0f", static_cast<double>(costs.total) * per);
+  row("gateway instructions per message (callgrind)", buf);
+  std::vector<std::pair<std::uint64_t, std::string>> objects;
+  for (const auto& [name, cost] : costs.by_object) objects.emplace_back(cost, name);
+  std::sort(objects.rbegin(), objects.rend());
+  for (const auto& [cost, name] : objects) {
+    if (cost * 100 < costs.total) break;
+    const std::string label = "  in " + name.substr(name.rfind('/') + 1);
+    std::snprintf(buf, sizeof(buf), "%.0f (%.0f %%)", static_cast<double>(cost) * per,
+                  100.0 * static_cast<double>(cost) / static_cast<double>(costs.total));
+    row(label.substr(0, 52).c_str(), buf);
+  }
+  // The functions that spent the most, whichever library they are in.
+  std::vector<std::pair<std::uint64_t, std::string>> functions;
+  for (const auto& [name, cost] : costs.by_function) functions.emplace_back(cost, name);
+  std::sort(functions.rbegin(), functions.rend());
+  if (functions.size() > 12) functions.resize(12);
+  std::printf("the %zu functions that spent the most instructions per message:\n",
+              functions.size());
+  for (const auto& [cost, name] : functions) {
+    std::printf("  %8.0f  %s\n", static_cast<double>(cost) * per, name.substr(0, 100).c_str());
+  }
 }
 
 // Device i's address with --address-step from 127.0.0.10.
@@ -283,8 +335,14 @@ int run(const Options& o) {
   state.write("bench.key", kBenchKey);
   const double sim_cpu_spawn = cpuSeconds(sim.pid());
   const double t_spawn = now();
-  Process gateway(ns.exec({gatewayBinary(), "run", "-c", state.file("gateway.toml"), "-l", "info"}),
-                  state.file("gateway.log"));
+  std::vector<std::string> gateway_command{
+      gatewayBinary(), "run", "-c", state.file("gateway.toml"), "-l", "info"};
+  const std::string callgrind_out = state.file("callgrind.out");
+  if (o.callgrind) {
+    gateway_command.insert(gateway_command.begin(), {"valgrind", "--tool=callgrind",
+                                                     "--callgrind-out-file=" + callgrind_out});
+  }
+  Process gateway(ns.exec(gateway_command), state.file("gateway.log"));
   const int pid = gateway.pid();
 
   double t_all = -1;
@@ -317,6 +375,7 @@ int run(const Options& o) {
 
   // Steady state: settle, then CPU over the window and the messages the tap got in it.
   std::this_thread::sleep_for(5s);
+  if (o.callgrind) callgrindControl("-z", pid);
   const double cpu0 = cpuSeconds(pid);
   const double sim_cpu0 = cpuSeconds(sim.pid());
   const double w0 = now();
@@ -327,6 +386,8 @@ int run(const Options& o) {
   const double cpu1 = cpuSeconds(pid);
   const double sim_cpu1 = cpuSeconds(sim.pid());
   const double w1 = now();
+  // The dump holds what was counted since the zeroing: the window's instructions.
+  if (o.callgrind) callgrindControl("-d", pid);
   std::this_thread::sleep_for(1s);  // what the tap got up to w1 is in the log by now
   reader.poll();
   const std::size_t msgs = reader.countBetween(w0, w1);
@@ -380,6 +441,7 @@ int run(const Options& o) {
   row("gateway CPU per message (us)",
       fmt("%.1f", msgs > 0 ? cpu_s * 1e6 / static_cast<double>(msgs) : -1.0));
   row("simulator CPU (% of one core)", fmt("%.1f", 100 * (sim_cpu1 - sim_cpu0) / window));
+  if (o.callgrind) printInstructions(callgrind_out, msgs, row);
   row("notifications taken (whole run)", statCount("notifications"));
   if (o.anyDtls()) {
     const std::string handshakes = statCount("dtls_handshakes");
@@ -418,7 +480,7 @@ int main(int argc, char** argv) {
   if (int rc = coap2mqtt::bench::parseFlags(
           argc, argv, "bench_observe",
           "[--devices N] [--interval MS] [--steady S] [--qos 0|1] [--latency] [--non] "
-          "[--dtls | --dtls-cert]",
+          "[--dtls | --dtls-cert] [--callgrind]",
           {{"--devices", {&o.devices, 1, 60000}},
            {"--interval", {&o.interval_ms}},
            {"--steady", {&o.steady_s}},
@@ -426,7 +488,8 @@ int main(int argc, char** argv) {
           {{"--latency", &o.latency},
            {"--non", &o.non},
            {"--dtls", &o.dtls},
-           {"--dtls-cert", &o.dtls_cert}});
+           {"--dtls-cert", &o.dtls_cert},
+           {"--callgrind", &o.callgrind}});
       rc != 0) {
     return rc;
   }
