@@ -262,7 +262,7 @@ void Watch::reregister(milliseconds waited) {
   if (alive.expired()) return;
   spdlog::info("{}{}: no notification for {} ms; registering again", plan_.device, plan_.path,
                waited.count());
-  // The quiet registration is kept until one of the two answers (see onObserved).
+  // The quiet registration is kept until the new one answers or fails (see onObserved).
   if (previous_id_ == 0) {
     previous_id_ = observe_id_;
   } else if (observe_id_ != 0) {
