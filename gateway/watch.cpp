@@ -123,14 +123,18 @@ void Watch::onObserved(WatchTransport::Id id, const std::optional<CoapResponse>&
   // The answer to a registration is not a notification: it comes whenever we ask (every
   // few seconds while a device is stalled) and must not shorten the pace estimate.
   bool registration_answer = false;
-  if (id != 0 && id == previous_id_) {
-    // The quiet registration spoke before the new one answered: it was alive after all.
-    previous_id_ = 0;
-    if (!delivers) return;
-    if (observe_id_ != 0) transport_.cancel(observe_id_);
-    observe_id_ = id;
-    awaiting_first_ = false;
-    reregistered_ = false;
+  // The quiet registration spoke before the new one answered. Its value is published, but
+  // the new registration stays the one awaited: a device that has received it replaced the
+  // quiet one with it (RFC 7641 §4.1: one entry per client endpoint and resource; libcoap's
+  // coap_add_observer), so this notification left before the new registration arrived,
+  // and the quiet registration is gone there. Given up now, the new one's answer would be
+  // reset (which ends it on the device too): nothing left until the next silence.
+  const bool from_quiet = id != 0 && id == previous_id_;
+  if (from_quiet) {
+    if (!delivers) {
+      previous_id_ = 0;  // it ended; the new one is still awaited
+      return;
+    }
   } else if (awaiting_first_ && delivers) {
     registration_answer = true;
     awaiting_first_ = false;
@@ -172,10 +176,13 @@ void Watch::onObserved(WatchTransport::Id id, const std::optional<CoapResponse>&
   max_age_s_ = response->max_age.value_or(kDefaultMaxAge);
   armSilence(max_age_s_, !registration_answer);
   // A re-registration answers with the current value, which we may have published
-  // already from the old registration: the same value is not published twice.
-  const bool repeat = reregistered_ && response->payload == last_payload_;
-  reregistered_ = false;
-  if (repeat) return;
+  // already from the old registration: the same value is not published twice. (The quiet
+  // registration's notification is a notification, published whatever its value.)
+  if (!from_quiet) {
+    const bool repeat = reregistered_ && response->payload == last_payload_;
+    reregistered_ = false;
+    if (repeat) return;
+  }
   last_payload_ = response->payload;
   emit(*response);
 }
@@ -255,7 +262,7 @@ void Watch::reregister(milliseconds waited) {
   if (alive.expired()) return;
   spdlog::info("{}{}: no notification for {} ms; registering again", plan_.device, plan_.path,
                waited.count());
-  // The quiet registration is kept until one of the two answers (see onObserved).
+  // The quiet registration is kept until the new one answers or fails (see onObserved).
   if (previous_id_ == 0) {
     previous_id_ = observe_id_;
   } else if (observe_id_ != 0) {

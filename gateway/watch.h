@@ -7,8 +7,11 @@
 //  - silence: a notification is fresh for Max-Age; a resource that has been notifying at a
 //    steady pace and goes quiet for several of its intervals (but never before the device's
 //    first retransmission is due) is registered again;
-//  - re-registration keeps the quiet registration until one of the two answers: under loss
-//    the old one is often alive, merely waiting for a retransmission;
+//  - re-registration keeps the quiet registration until the new one answers, and restores
+//    it when the new one fails: under loss the old one is often alive, merely waiting for
+//    a retransmission. Its notifications meanwhile are published, but the new registration
+//    stays the one awaited: a device that received it has replaced the old one with it
+//    (RFC 7641 §4.1);
 //  - a re-registration's answer repeating the value already published is not published
 //    again;
 //  - a failed registration is retried after retry_interval, or at once (on the fresh

@@ -162,10 +162,13 @@ TEST(Flood, TheDaemonStaysUpAndTheRealDeviceLosesNothing) {
   // malformed_coap 40,032 / 37,725 of 110,000 junk and malformed datagrams (libcoap
   // discards most as malformed, a few parse as CoAP and are answered); device_limit 4,690 /
   // 2,632 and discovery_answers 3,000 / 3,000 of the 10,000 registrations and answers.
+  // Under ASan on a loaded machine (two runs at once beside other tests) the kernel drops
+  // more of the multicast answers: discovery_answers 2,456-3,000 in 86 runs, 1,949 and 1,333
+  // in two (2026-12-04).
   EXPECT_GE(dropped.value("malformed_coap", 0), 20000) << stats.dump();
   EXPECT_GE(dropped.value("rd_refused", 0) + dropped.value("device_limit", 0), 2000)
       << stats.dump();
-  EXPECT_GE(dropped.value("discovery_answers", 0), 2000) << stats.dump();
+  EXPECT_GE(dropped.value("discovery_answers", 0), 1000) << stats.dump();
   EXPECT_GE(dropped.value("command_refused", 0), 1000) << stats.dump();
   EXPECT_GE(dropped.value("retained_command", 0), 2) << stats.dump();
   EXPECT_TRUE(tap.messagesOn("c2m/mine/sensors/counter").empty()) << "a retained rename ran";

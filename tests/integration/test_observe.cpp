@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <csignal>
 #include <functional>
 #include <mutex>
@@ -15,12 +16,75 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gateway/coap_link.h"
+#include "gateway/event_loop.h"
 #include "gateway/outbox.h"
 #include "tests/integration/gateway_process.h"
 #include "tests/integration/harness.h"
 
 namespace coap2mqtt::test {
 namespace {
+
+// A CoAP message as the scripted devices below read it.
+struct CoapMessage {
+  std::uint8_t type = 0;
+  std::uint16_t mid = 0;
+  std::string token;
+  std::string path;
+  bool observe = false;
+};
+
+std::optional<CoapMessage> parseCoap(const std::string& b) {
+  if (b.size() < 4) return std::nullopt;
+  CoapMessage r;
+  r.type = (static_cast<std::uint8_t>(b[0]) >> 4) & 3;
+  std::size_t tkl = b[0] & 0x0f;
+  r.mid = static_cast<std::uint16_t>((static_cast<std::uint8_t>(b[2]) << 8) |
+                                     static_cast<std::uint8_t>(b[3]));
+  if (b.size() < 4 + tkl) return std::nullopt;
+  r.token = b.substr(4, tkl);
+  std::size_t i = 4 + tkl;
+  unsigned number = 0;
+  while (i < b.size() && static_cast<std::uint8_t>(b[i]) != 0xff) {
+    unsigned delta = static_cast<std::uint8_t>(b[i]) >> 4;
+    unsigned length = b[i] & 0x0f;
+    ++i;
+    if (delta == 13) delta = 13 + static_cast<std::uint8_t>(b[i++]);
+    if (length == 13) length = 13 + static_cast<std::uint8_t>(b[i++]);
+    number += delta;
+    if (number == 11) r.path += "/" + b.substr(i, length);
+    if (number == 6) r.observe = length == 0 || b[i] == 0;
+    i += length;
+  }
+  return r;
+}
+
+// A 2.05 response or notification. type: 0 CON, 1 NON, 2 ACK.
+std::string coapResponse(std::uint8_t type, std::uint16_t mid, const std::string& token,
+                         std::optional<std::uint32_t> observe, unsigned ct,
+                         const std::string& payload) {
+  std::string m;
+  m.push_back(static_cast<char>(0x40 | (type << 4) | token.size()));
+  m.push_back(0x45);  // 2.05
+  m.push_back(static_cast<char>(mid >> 8));
+  m.push_back(static_cast<char>(mid & 0xff));
+  m += token;
+  unsigned last = 0;
+  if (observe) {
+    m.push_back(static_cast<char>((6 << 4) | 1));
+    m.push_back(static_cast<char>(*observe & 0xff));
+    last = 6;
+  }
+  if (ct == 0) {
+    m.push_back(static_cast<char>((12 - last) << 4));
+  } else {
+    m.push_back(static_cast<char>(((12 - last) << 4) | 1));
+    m.push_back(static_cast<char>(ct));
+  }
+  m.push_back(static_cast<char>(0xff));
+  m += payload;
+  return m;
+}
 
 // A scripted CoAP device on a UDP socket: answers discovery and the observe registration
 // of /seq itself, then sends the notifications the test asks for, in the order given: NON,
@@ -53,39 +117,6 @@ class ScriptedDevice {
   int strayRsts() const { return stray_rsts_; }
 
  private:
-  struct Request {
-    std::uint8_t type = 0;
-    std::uint16_t mid = 0;
-    std::string token;
-    std::string path;
-    bool observe = false;
-  };
-
-  static std::optional<Request> parse(const std::string& b) {
-    if (b.size() < 4) return std::nullopt;
-    Request r;
-    r.type = (static_cast<std::uint8_t>(b[0]) >> 4) & 3;
-    std::size_t tkl = b[0] & 0x0f;
-    r.mid = static_cast<std::uint16_t>((static_cast<std::uint8_t>(b[2]) << 8) |
-                                       static_cast<std::uint8_t>(b[3]));
-    if (b.size() < 4 + tkl) return std::nullopt;
-    r.token = b.substr(4, tkl);
-    std::size_t i = 4 + tkl;
-    unsigned number = 0;
-    while (i < b.size() && static_cast<std::uint8_t>(b[i]) != 0xff) {
-      unsigned delta = static_cast<std::uint8_t>(b[i]) >> 4;
-      unsigned length = b[i] & 0x0f;
-      ++i;
-      if (delta == 13) delta = 13 + static_cast<std::uint8_t>(b[i++]);
-      if (length == 13) length = 13 + static_cast<std::uint8_t>(b[i++]);
-      number += delta;
-      if (number == 11) r.path += "/" + b.substr(i, length);
-      if (number == 6) r.observe = length == 0 || b[i] == 0;
-      i += length;
-    }
-    return r;
-  }
-
   // Waits up to 2 s for the ACK of `mid` (requests arriving meanwhile are not answered).
   bool awaitAck(std::uint16_t mid) { return awaitReply(mid, 2); }
   // Waits up to 2 s for an ACK (type 2) or RST (type 3) of `mid`.
@@ -96,37 +127,10 @@ class ScriptedDevice {
       if (poll(&p, 1, 50) <= 0) continue;
       char buf[1500];
       ssize_t n = recv(fd_, buf, sizeof buf, 0);
-      auto r = parse(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
+      auto r = parseCoap(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
       if (r && r->type == type && r->mid == mid) return true;
     }
     return false;
-  }
-
-  // type: 0 CON, 1 NON, 2 ACK.
-  std::string message(std::uint8_t type, std::uint16_t mid, const std::string& token,
-                      std::optional<std::uint32_t> observe, unsigned ct,
-                      const std::string& payload) {
-    std::string m;
-    m.push_back(static_cast<char>(0x40 | (type << 4) | token.size()));
-    m.push_back(0x45);  // 2.05
-    m.push_back(static_cast<char>(mid >> 8));
-    m.push_back(static_cast<char>(mid & 0xff));
-    m += token;
-    unsigned last = 0;
-    if (observe) {
-      m.push_back(static_cast<char>((6 << 4) | 1));
-      m.push_back(static_cast<char>(*observe & 0xff));
-      last = 6;
-    }
-    if (ct == 0) {
-      m.push_back(static_cast<char>((12 - last) << 4));
-    } else {
-      m.push_back(static_cast<char>(((12 - last) << 4) | 1));
-      m.push_back(static_cast<char>(ct));
-    }
-    m.push_back(static_cast<char>(0xff));
-    m += payload;
-    return m;
   }
 
   void run() {
@@ -139,27 +143,28 @@ class ScriptedDevice {
       char buf[1500];
       socklen_t len = sizeof peer;
       ssize_t n = recvfrom(fd_, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer), &len);
-      auto r = parse(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
+      auto r = parseCoap(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
       if (!r || r->type != 0) continue;  // only CON requests need answers here
       auto send = [&](const std::string& m) {
         sendto(fd_, m.data(), m.size(), 0, reinterpret_cast<sockaddr*>(&peer), len);
       };
       if (r->path == "/.well-known/core") {
-        send(message(2, r->mid, r->token, std::nullopt, 40, "</seq>;obs;ct=0"));
+        send(coapResponse(2, r->mid, r->token, std::nullopt, 40, "</seq>;obs;ct=0"));
       } else if (r->path == "/seq" && r->observe && !registered_) {
         token = r->token;
-        send(message(2, r->mid, token, sequence_.front(), 0, std::to_string(sequence_.front())));
+        send(coapResponse(2, r->mid, token, sequence_.front(), 0,
+                          std::to_string(sequence_.front())));
         registered_ = true;
         for (std::size_t k = 1; k < sequence_.size(); ++k) {
           std::this_thread::sleep_for(std::chrono::milliseconds(100));  // pacing, not sync
           const std::uint16_t this_mid = mid++;
-          send(message(on_ack_ ? 0 : 1, this_mid, token, sequence_[k], 0,
-                       std::to_string(sequence_[k])));
+          send(coapResponse(on_ack_ ? 0 : 1, this_mid, token, sequence_[k], 0,
+                            std::to_string(sequence_[k])));
           if (on_ack_ && awaitAck(this_mid)) on_ack_(sequence_[k]);
         }
         if (stray_) {
           const std::uint16_t stray_mid = mid++;
-          const std::string stray = message(0, stray_mid, "stray-tk", 99, 0, "99");
+          const std::string stray = coapResponse(0, stray_mid, "stray-tk", 99, 0, "99");
           send(stray);
           if (awaitReply(stray_mid, 3)) ++stray_rsts_;
           send(stray);  // the retransmission: the gateway's libcoap takes it for a duplicate
@@ -169,7 +174,7 @@ class ScriptedDevice {
           }
         }
       } else {
-        send(message(2, r->mid, r->token, std::nullopt, 0, ""));
+        send(coapResponse(2, r->mid, r->token, std::nullopt, 0, ""));
       }
     }
   }
@@ -387,6 +392,134 @@ TEST(Observe, RestartedDeviceIsObservedAgainWithinTenSeconds) {
   const auto& dev0 = info["data"]["per_device"]["dev0"];
   EXPECT_GE(dev0.value("notifications", 0), 5) << info.dump();
   EXPECT_GE(dev0.value("reregistrations", 0) + dev0.value("failures", 0), 1) << info.dump();
+}
+
+// A device played by the test itself on a loopback UDP socket: it receives and sends when
+// the test says so.
+class UdpPeer {
+ public:
+  UdpPeer() {
+    fd_ = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+  }
+  ~UdpPeer() { close(fd_); }
+  int port() const { return port_; }
+  // The next message (its sender is where send() goes), or nullopt after `timeout`.
+  std::optional<CoapMessage> receive(std::chrono::milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return std::nullopt;
+    char buf[1500];
+    peer_len_ = sizeof peer_;
+    const ssize_t n =
+        recvfrom(fd_, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer_), &peer_len_);
+    return parseCoap(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0));
+  }
+  void send(const std::string& m) {
+    sendto(fd_, m.data(), m.size(), 0, reinterpret_cast<sockaddr*>(&peer_), peer_len_);
+  }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  sockaddr_in peer_{};
+  socklen_t peer_len_ = sizeof peer_;
+};
+
+// Issue 17: a request's timeout renews the device's session (plain CoAP), which throws away
+// whatever is still unread on the old session's socket. After a long loop iteration (a
+// loaded machine, a sanitizer) the device's notifications wait there, and the loop reads
+// one datagram per socket before it fires the timers that are due: the timeout reads the
+// rest first (CoapLink::Impl::onExchangeTimeout, drainIo). Here CoapLink runs in this
+// process; a task keeps its loop busy past a request's timeout while the device sends a
+// burst of NON notifications: every one of them reaches the observation before the renewal
+// ends it.
+TEST(ObserveLink, NotificationsQueuedBehindABusyLoopAreReadBeforeATimeoutRenewsTheSession) {
+  using gateway::CoapResponse;
+  UdpPeer device;
+  gateway::EventLoop loop;
+  gateway::CoapConfig config;
+  config.request_timeout = 500ms;
+  gateway::CoapLink link(loop, config);
+  std::string error;
+  ASSERT_TRUE(link.addDevice("dev", "coap://127.0.0.1:" + std::to_string(device.port()), &error))
+      << error;
+  std::mutex mutex;
+  std::condition_variable burst_cv;
+  bool burst_sent = false;
+  std::vector<std::string> values;  // what the observation delivered, in order
+  std::string ended;                // why it ended
+  std::string request_error;
+  std::thread loop_thread([&] { loop.run(); });
+  struct Join {  // on every way out, before what the loop's tasks use goes
+    gateway::EventLoop& loop;
+    std::thread& thread;
+    ~Join() {
+      loop.stop();
+      thread.join();
+    }
+  } join{loop, loop_thread};
+  auto locked = [&](auto f) {
+    std::lock_guard lock(mutex);
+    return f();
+  };
+  loop.post([&] {
+    link.observe("dev", "/seq",
+                 [&](const std::optional<CoapResponse>& response, const std::string& why) {
+                   std::lock_guard lock(mutex);
+                   if (response) {
+                     values.push_back(response->payload);
+                   } else {
+                     ended = why.empty() ? "?" : why;
+                   }
+                 });
+  });
+  const auto registration = device.receive(5s);
+  ASSERT_TRUE(registration && registration->path == "/seq" && registration->observe);
+  device.send(coapResponse(2, registration->mid, registration->token, 1, 0, "1"));
+  ASSERT_TRUE(waitUntil([&] { return locked([&] { return values.size() == 1; }); }, 5s));
+
+  // A request the device never answers, then the loop is kept busy until its timeout is
+  // past, while the device notifies.
+  constexpr std::uint32_t kBurst = 20;
+  loop.post([&] {
+    const auto due = std::chrono::steady_clock::now() + config.request_timeout;
+    link.request("dev", bridge::Method::Get, "/quiet", "", std::nullopt,
+                 [&](const std::optional<CoapResponse>& response, const std::string& why) {
+                   std::lock_guard lock(mutex);
+                   request_error = response ? response->codeString() : why;
+                 });
+    std::unique_lock lock(mutex);
+    burst_cv.wait_for(lock, 10s, [&] { return burst_sent; });
+    lock.unlock();
+    // The scenario, not a synchronisation: a loop iteration longer than the timeout.
+    std::this_thread::sleep_until(due + 200ms);
+  });
+  const auto quiet = device.receive(5s);  // sent from the busy task: the loop is in it now
+  ASSERT_TRUE(quiet && quiet->path == "/quiet");
+  for (std::uint32_t seq = 2; seq <= kBurst + 1; ++seq) {
+    device.send(coapResponse(1, static_cast<std::uint16_t>(0x7000 + seq), registration->token, seq,
+                             0, std::to_string(seq)));
+  }
+  {
+    std::lock_guard lock(mutex);
+    burst_sent = true;
+  }
+  burst_cv.notify_all();
+
+  // The timeout renews the session, which ends the observation too (the gateway's Watch
+  // registers again); by then every notification of the burst has been read.
+  ASSERT_TRUE(waitUntil([&] { return locked([&] { return !ended.empty(); }); }, 10s));
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(request_error, "timeout");
+  std::vector<std::string> want;
+  for (std::uint32_t seq = 1; seq <= kBurst + 1; ++seq) want.push_back(std::to_string(seq));
+  EXPECT_EQ(values, want) << "the observation ended with: " << ended;
 }
 
 }  // namespace
