@@ -18,6 +18,7 @@
 //   bridge state, availability, device list) is sent at once, ahead of the stored backlog,
 //   and is not stored: the handler publishes it again on the next connect anyway.
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -46,10 +47,13 @@ struct MqttStats {
   // Stored messages dropped because the broker ended the connection every time one was
   // sent, alone, kMaxDisconnectsPerMessage times in a row (see mqtt_link_delivery.cpp).
   std::atomic<std::uint64_t> broker_disconnects{0};
-  // Incoming messages dropped because kMaxQueuedMessages (or their bytes) already waited
+  // Incoming messages dropped because kMaxIncomingWaiting (or their bytes) already waited
   // for the loop thread.
   std::atomic<std::uint64_t> incoming_queue_full{0};
 };
+
+// Incoming messages that may wait for the loop thread (mqtt_link.cpp says why so few).
+inline constexpr std::size_t kMaxIncomingWaiting = 2000;
 
 // What came with an incoming message besides topic and payload: the MQTT 5 properties
 // (empty with 3.1.1 or when absent) and the RETAIN flag, which a broker sets only on a
