@@ -73,6 +73,7 @@
 
 #include "bench/bench_util.h"
 #include "bench/callgrind_costs.h"
+#include "tests/integration/bridge_info.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/netns.h"
 #include "tests/integration/test_certs.h"
@@ -401,12 +402,9 @@ int run(const Options& o) {
   // The gateway's own counts, from the stats line it logs when it stops (whole run).
   gateway.stop(SIGTERM, 15s);
   const std::string log = gateway.output();
-  const auto stats_at = log.rfind("stats: ");
-  auto statCount = [&](const std::string& key) -> std::string {
-    if (stats_at == std::string::npos) return "?";
-    const auto at = log.find("\"" + key + "\":", stats_at);
-    if (at == std::string::npos) return "?";
-    return std::to_string(std::strtoll(log.c_str() + at + key.size() + 3, nullptr, 10));
+  auto statCount = [&](const std::string& key) {
+    const long value = exitStat(log, key);
+    return value < 0 ? std::string("?") : std::to_string(value);
   };
 
   std::printf("| %-52s | %14s |\n", "metric", "value");

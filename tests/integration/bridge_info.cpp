@@ -51,4 +51,13 @@ nlohmann::json bridgeStats(MqttProbe& probe, const std::string& base) {
   return askOnce(probe, base, std::chrono::seconds(10));
 }
 
+long exitStat(const std::string& gateway_output, const std::string& name) {
+  const auto stats = gateway_output.rfind("stats: {");
+  if (stats == std::string::npos) return -1;
+  const std::string line = gateway_output.substr(stats, gateway_output.find('\n', stats) - stats);
+  const auto at = line.find("\"" + name + "\":");
+  if (at == std::string::npos) return -1;
+  return std::stol(line.substr(at + name.size() + 3));
+}
+
 }  // namespace coap2mqtt::test

@@ -20,4 +20,8 @@ nlohmann::json bridgeStatsUntil(MqttProbe& probe,
 // One answer's data.stats (null when none came within 10 s).
 nlohmann::json bridgeStats(MqttProbe& probe, const std::string& base = "c2m");
 
+// The counter `name` in the line the gateway logs when it stops ("stats: {...}"), read from
+// its output: -1 when there is no such line or counter.
+long exitStat(const std::string& gateway_output, const std::string& name);
+
 }  // namespace coap2mqtt::test

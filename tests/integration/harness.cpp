@@ -586,7 +586,8 @@ std::string lowercase(std::string s) {
 }  // namespace
 
 CoapResult coapRequest(const std::string& method, const std::string& uri,
-                       const std::string& payload, std::chrono::seconds timeout) {
+                       const std::string& payload, std::chrono::seconds timeout,
+                       const std::vector<std::string>& options) {
   TempDir dir;
   std::vector<std::string> args = {"-m", lowercase(method),  "-B", std::to_string(timeout.count()),
                                    "-o", dir.file("payload")};
@@ -594,6 +595,7 @@ CoapResult coapRequest(const std::string& method, const std::string& uri,
     dir.write("request", payload);  // -f: any bytes, no quoting issues
     args.insert(args.end(), {"-f", dir.file("request")});
   }
+  args.insert(args.end(), options.begin(), options.end());
   args.push_back(uri);
   std::string log = runCoapClient(args, timeout, dir);
   CoapResult r;
@@ -602,6 +604,7 @@ CoapResult coapRequest(const std::string& method, const std::string& uri,
   r.ok = !r.code.empty() && r.code[0] == '2';
   // -o writes the (reassembled) payload of a 2.xx response without a trailing newline.
   if (std::filesystem::exists(dir.file("payload"))) r.payload = readFile(dir.file("payload"));
+  r.log = std::move(log);
   return r;
 }
 

@@ -151,11 +151,14 @@ struct CoapResult {
   bool ok = false;   // got a 2.xx response
   std::string code;  // e.g. "2.05", "4.04", empty on timeout
   std::string payload;
+  std::string log;  // coap-client's own output (-v 6), for a failure message
 };
-// Runs `coap-client-openssl -v 6 -m METHOD [-f PAYLOADFILE] -B SECONDS -o FILE URI`. The code
-// is read from the PDU log lines of -v 6 (see harness.cpp), the payload from the -o file.
+// Runs `coap-client-openssl -v 6 -m METHOD [-f PAYLOADFILE] -B SECONDS -o FILE [OPTIONS] URI`.
+// The code is read from the PDU log lines of -v 6 (see harness.cpp), the payload from the -o
+// file. `options` go before the URI, e.g. DTLS credentials {"-u", identity, "-k", key}.
 CoapResult coapRequest(const std::string& method, const std::string& uri,
-                       const std::string& payload = "", std::chrono::seconds timeout = 5s);
+                       const std::string& payload = "", std::chrono::seconds timeout = 5s,
+                       const std::vector<std::string>& options = {});
 // Observes `uri` for `duration` (coap-client -s): one entry per response/notification
 // received, in order (payload as logged by coap-client, per block).
 std::vector<CoapResult> coapObserve(const std::string& uri, std::chrono::seconds duration);

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/integration/bridge_info.h"
 #include "tests/integration/gateway_process.h"
 #include "tests/integration/harness.h"
 
@@ -80,28 +81,13 @@ class DtlsServer {
   std::unique_ptr<Process> proc_;
 };
 
-// One request with coap-client-openssl (argv straight to exec: no quoting); `extra` goes
-// before the URI, e.g. {"-u", identity, "-k", key}. The code of the last response PDU that
-// -v 6 logs ("v:1 t:ACK c:2.01 ..."), empty when none came.
+// One request with coap-client-openssl; `extra` goes before the URI, e.g. {"-u", identity,
+// "-k", key}. The code of the last response, empty when none came.
 std::string coapCode(const std::string& method, const std::string& uri,
                      const std::vector<std::string>& extra, std::string* log = nullptr) {
-  TempDir dir;
-  std::vector<std::string> argv = {"coap-client-openssl", "-v", "6", "-m", method, "-B", "4"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  argv.push_back(uri);
-  Process p(argv, dir.file("client.log"));
-  if (p.stop(0, 10s) == -1) p.stop(9, 2s);
-  std::istringstream in(p.output());
-  std::string code;
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("v:1 t:", 0) != 0) continue;
-    const auto c = line.find(" c:");
-    if (c == std::string::npos || line.size() < c + 7) continue;
-    const std::string value = line.substr(c + 3, 4);
-    if (value[1] == '.' && value != "0.00" && value[0] >= '2') code = value;
-  }
-  if (log != nullptr) *log = p.output();
-  return code;
+  CoapResult r = coapRequest(method, uri, "", 4s, extra);
+  if (log != nullptr) *log = std::move(r.log);
+  return r.code;
 }
 
 std::string dtlsDevice(const std::string& name, const std::string& uri,
@@ -276,16 +262,6 @@ TEST(Dtls, DeviceRestartResumesValuesWithinTenSeconds) {
   }
 }
 
-// The counters the gateway logs at exit ("stats: {...}"): the value of "name" (-1 when absent).
-long exitCount(const std::string& output, const std::string& name) {
-  const auto stats = output.rfind("stats: {");
-  if (stats == std::string::npos) return -1;
-  const std::string line = output.substr(stats, output.find('\n', stats) - stats);
-  const auto at = line.find("\"" + name + "\":");
-  if (at == std::string::npos) return -1;
-  return std::stol(line.substr(at + name.size() + 3));
-}
-
 // Issue 18: a request that times out does not cost a handshake while the device keeps its
 // DTLS state. The device is stopped (SIGSTOP: its DTLS state intact) while a command to it
 // times out, and continued once the gateway gave up on the command: its session is kept
@@ -319,10 +295,10 @@ TEST(Dtls, APausedDeviceKeepsItsSessionAcrossATimeout) {
   EXPECT_EQ(gateway->stop(15, 10s), 0);
   const std::string out = gateway->output();
   EXPECT_NE(out.find("clock: answered the probe; DTLS session kept"), std::string::npos) << out;
-  EXPECT_EQ(exitCount(out, "dtls_handshakes"), 1) << "one handshake in all";
-  EXPECT_EQ(exitCount(out, "session_resets"), 0) << "the session was not renewed";
-  EXPECT_GE(exitCount(out, "dtls_sessions_kept"), 1);
-  EXPECT_EQ(exitCount(out, "dtls_failures"), 0);
+  EXPECT_EQ(exitStat(out, "dtls_handshakes"), 1) << "one handshake in all";
+  EXPECT_EQ(exitStat(out, "session_resets"), 0) << "the session was not renewed";
+  EXPECT_GE(exitStat(out, "dtls_sessions_kept"), 1);
+  EXPECT_EQ(exitStat(out, "dtls_failures"), 0);
 }
 
 // `coap2mqtt check`: a key file others can read is a warning naming it; a missing one is an
@@ -492,12 +468,8 @@ TEST(Dtls, SimulatedDevicesCostOneHandshakeEach) {
   EXPECT_EQ(gateway->stop(15, 10s), 0);
   // The counters at exit: every device's session was established exactly once.
   const std::string out = gateway->output();
-  const auto stats = out.rfind("stats: {");
-  ASSERT_NE(stats, std::string::npos) << out;
-  const std::string line = out.substr(stats, out.find('\n', stats) - stats);
-  EXPECT_NE(line.find("\"dtls_handshakes\":" + std::to_string(kDevices) + ","), std::string::npos)
-      << line;
-  EXPECT_NE(line.find("\"dtls_failures\":0"), std::string::npos) << line;
+  EXPECT_EQ(exitStat(out, "dtls_handshakes"), kDevices) << out;
+  EXPECT_EQ(exitStat(out, "dtls_failures"), 0) << out;
   expectSecretNowhere(kKey, *gateway, probe, dir);
 }
 
