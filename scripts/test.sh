@@ -78,12 +78,14 @@ phase "tests (normal build)"
 phase "ASan+UBSan build (waiting for the rest of it)"
 await asan-build
 in_background tsan-build scripts/tsan.sh --build-only
-# The fuzzers (each runs for FUZZ_SECONDS) once the TSan tree is built: the TSan tests wait
+# The fuzzers (each runs for FUZZ_SECONDS, 10 by default: a check that each still builds,
+# starts and survives its corpus and a short mutation run; the long runs, of a million
+# executions and more, are done apart) once the TSan tree is built: the TSan tests wait
 # for that build, not for the fuzzers, which run beside those tests instead (2026-12-04:
 # the fuzzers beside the TSan build held it back by 50 s, then the TSan tests ran alone).
 if [ -x scripts/fuzz.sh ]; then
   in_background fuzz sh -c 'while [ ! -f "$0" ]; do sleep 1; done; exec scripts/fuzz.sh "$1"' \
-    "$bg/tsan-build.status" "${FUZZ_SECONDS:-20}"
+    "$bg/tsan-build.status" "${FUZZ_SECONDS:-10}"
 fi
 phase "tests under ASan+UBSan"
 # The flood test (issue 17) is back here since 2026-12-04. Under ASan on a loaded machine its
