@@ -14,14 +14,15 @@ LoopThreadChecker::LoopThreadChecker(EventLoop& loop) {
   loop.post([owner = owner_] { owner->store(std::this_thread::get_id()); });
 }
 
-void LoopThreadChecker::fail(const std::source_location& where, std::thread::id owner) {
+void LoopThreadChecker::fail(const char* file, int line, const char* function,
+                             std::thread::id owner) {
   std::ostringstream ids;
   ids << "called on thread " << std::this_thread::get_id() << ", the loop runs on " << owner;
   // No logger: this may be paho's thread, and the message must get out before the abort.
   std::fprintf(stderr,
-               "coap2mqtt: %s runs on the loop thread only (%s). Post it to the loop "
-               "instead (EventLoop::post).\n",
-               where.function_name(), ids.str().c_str());
+               "coap2mqtt: %s (%s:%d) runs on the loop thread only (%s). Post it to the "
+               "loop instead (EventLoop::post).\n",
+               function, file, line, ids.str().c_str());
   std::fflush(stderr);
   std::abort();
 }

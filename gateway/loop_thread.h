@@ -13,7 +13,6 @@
 // builds keep the check that catches a callback calling in from paho's threads.
 #include <atomic>
 #include <memory>
-#include <source_location>
 #include <thread>
 
 namespace coap2mqtt::gateway {
@@ -24,15 +23,19 @@ class LoopThreadChecker {
  public:
   explicit LoopThreadChecker(EventLoop& loop);
 
-  void check(std::source_location where = std::source_location::current()) const {
+  // The caller's place by the compilers' builtins rather than std::source_location, which
+  // clang 14 (Debian 12; CI's ASan+UBSan tree) lacks with libstdc++ 12.
+  void check(const char* file = __builtin_FILE(), int line = __builtin_LINE(),
+             const char* function = __builtin_FUNCTION()) const {
     const std::thread::id owner = owner_->load(std::memory_order_relaxed);
     if (owner != std::thread::id() && owner != std::this_thread::get_id()) [[unlikely]] {
-      fail(where, owner);
+      fail(file, line, function, owner);
     }
   }
 
  private:
-  [[noreturn]] static void fail(const std::source_location& where, std::thread::id owner);
+  [[noreturn]] static void fail(const char* file, int line, const char* function,
+                                std::thread::id owner);
 
   // Shared with the binding task, which may outlive the checker in the loop's queue.
   std::shared_ptr<std::atomic<std::thread::id>> owner_ =

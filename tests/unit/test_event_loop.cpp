@@ -5,11 +5,13 @@
 #include <chrono>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "gateway/event_loop.h"
+#include "gateway/loop_thread.h"
 
 namespace coap2mqtt::gateway {
 namespace {
@@ -80,6 +82,25 @@ TEST(EventLoop, WhatArrivedDuringALongIterationIsReadBeforeTheTimersFire) {
   loop.unwatchFd(fds[0]);
   close(fds[0]);
   close(fds[1]);
+}
+
+// The loop-thread rule: once the loop has run the checker's first task, a call from any
+// other thread aborts and names the caller's file, line and function.
+TEST(LoopThreadCheckerDeathTest, ACallFromAnotherThreadAbortsNamingItsCaller) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        EventLoop loop;
+        LoopThreadChecker checker(loop);
+        checker.check();  // before the loop ran: every thread passes
+        std::thread runner([&] {
+          loop.post([&] { loop.stop(); });
+          loop.run();
+        });
+        runner.join();
+        checker.check();
+      },
+      "TestBody \\(.*test_event_loop.cpp:[0-9]+\\) runs on the loop thread only");
 }
 
 }  // namespace
