@@ -44,6 +44,11 @@ class Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   int get() const { return fd_; }
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
 
  private:
   int fd_;
@@ -70,7 +75,8 @@ int tryBind(int type, uint32_t host_order_addr, int port) {
   return fd;
 }
 
-int osPickedPort(int type) {
+// A socket of `type` bound to 127.0.0.1 on a port the OS picks; its port in `*port`.
+Fd bindOsPickedPort(int type, int* port) {
   Fd fd(tryBind(type, INADDR_LOOPBACK, 0));
   if (fd.get() < 0) throw std::runtime_error(errnoText("bind 127.0.0.1:0", errno));
   sockaddr_in sa{};
@@ -78,7 +84,14 @@ int osPickedPort(int type) {
   if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sa), &len) != 0) {
     throw std::runtime_error(errnoText("getsockname", errno));
   }
-  return ntohs(sa.sin_port);
+  *port = ntohs(sa.sin_port);
+  return fd;
+}
+
+int osPickedPort(int type) {
+  int port = 0;
+  bindOsPickedPort(type, &port);
+  return port;
 }
 
 std::mt19937& rng() {
@@ -90,6 +103,72 @@ std::mt19937& rng() {
 // hands out (coap-client, the gateway) never land inside a range we picked.
 constexpr int kRangeLow = 20000;
 constexpr int kRangeHigh = 32767;
+
+// Claims on picked ports across the test processes of this machine (ctest runs many at
+// once): a file per port, created exclusively, which other pickers skip until it is
+// kClaimLife old. Between a pick and the bind of whoever gets the port (a simulator
+// starting up) the port is free, and a second process's random range could overlap it: in
+// CI two did (Simulator.RefusesPortsAlreadyInUse's first simulator found its port taken,
+// 2026-12-04). Once bound, the bind itself keeps others off; the claim only covers that gap.
+constexpr auto kClaimLife = std::chrono::seconds(120);
+
+std::string claimDir() {
+  static const std::string dir = [] {
+    std::string d = "/tmp/c2m-port-claims-" + std::to_string(::getuid());
+    ::mkdir(d.c_str(), 0700);
+    return d;
+  }();
+  return dir;
+}
+
+// Claims `port`, taking over a claim older than kClaimLife. False when another holds it.
+bool claimPort(int port) {
+  const std::string file = claimDir() + "/" + std::to_string(port);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const int fd = ::open(file.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      ::close(fd);
+      return true;
+    }
+    std::error_code ec;
+    const auto written = std::filesystem::last_write_time(file, ec);
+    if (ec) continue;  // released meanwhile: try again
+    if (std::filesystem::file_time_type::clock::now() - written < kClaimLife) return false;
+    std::filesystem::remove(file, ec);  // stale: a claim no bind followed in time
+  }
+  return false;
+}
+
+void releaseClaims(int base, int count) {
+  for (int i = 0; i < count; ++i) {
+    std::error_code ec;
+    std::filesystem::remove(claimDir() + "/" + std::to_string(base + i), ec);
+  }
+}
+
+// `count` ports from `base` are free on each of `count` addresses from `host_order_addr`
+// (`addresses`: 1 for one address) and claimed for this process; false and no claim left
+// behind otherwise.
+bool takeRange(uint32_t host_order_addr, int addresses, int base, int count) {
+  std::vector<Fd> held;
+  for (int i = 0; i < count; ++i) {
+    if (!claimPort(base + i)) {
+      releaseClaims(base, i);
+      return false;
+    }
+  }
+  for (int a = 0; a < addresses; ++a) {
+    for (int i = 0; i < count; ++i) {
+      int fd = tryBind(SOCK_DGRAM, host_order_addr + static_cast<uint32_t>(a), base + i);
+      if (fd < 0) {
+        releaseClaims(base, count);
+        return false;
+      }
+      held.emplace_back(fd);
+    }
+  }
+  return true;
+}
 
 std::string readFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -190,6 +269,9 @@ int freeTcpPort() {
 int freeUdpPort() {
   return osPickedPort(SOCK_DGRAM);
 }
+int bindLoopbackUdp(int* port) {
+  return bindOsPickedPort(SOCK_DGRAM, port).release();
+}
 
 HeldTcpPort::HeldTcpPort() : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
   if (fd_ < 0) throw std::runtime_error("HeldTcpPort: socket failed");
@@ -215,20 +297,12 @@ int freeUdpPortRange(int count) {
   if (count <= 0 || count > kRangeHigh - kRangeLow) {
     throw std::invalid_argument("freeUdpPortRange: bad count");
   }
-  // A random base (not the first free one) so that tests running in parallel rarely race
-  // for the same range between our check and the simulator's bind.
+  // A random base (not the first free one), claimed (see claimPort): tests running in
+  // parallel neither race for the same range nor keep probing the same taken one.
   std::uniform_int_distribution<int> dist(kRangeLow, kRangeHigh - count + 1);
   for (int attempt = 0; attempt < 200; ++attempt) {
-    int base = dist(rng());
-    std::vector<Fd> held;
-    held.reserve(static_cast<std::size_t>(count));
-    bool ok = true;
-    for (int i = 0; i < count && ok; ++i) {
-      int fd = tryBind(SOCK_DGRAM, INADDR_LOOPBACK, base + i);
-      ok = fd >= 0;
-      if (ok) held.emplace_back(fd);
-    }
-    if (ok) return base;
+    const int base = dist(rng());
+    if (takeRange(INADDR_LOOPBACK, 1, base, count)) return base;
   }
   throw std::runtime_error("no range of " + std::to_string(count) + " free UDP ports");
 }
@@ -240,15 +314,8 @@ int freeUdpPortOnAddresses(const std::string& first_ipv4, int count) {
   }
   std::uniform_int_distribution<int> dist(kRangeLow, kRangeHigh);
   for (int attempt = 0; attempt < 200; ++attempt) {
-    int port = dist(rng());
-    std::vector<Fd> held;
-    bool ok = true;
-    for (int i = 0; i < count && ok; ++i) {
-      int fd = tryBind(SOCK_DGRAM, ntohl(first.s_addr) + static_cast<uint32_t>(i), port);
-      ok = fd >= 0;
-      if (ok) held.emplace_back(fd);
-    }
-    if (ok) return port;
+    const int port = dist(rng());
+    if (takeRange(ntohl(first.s_addr), count, port, 1)) return port;
   }
   throw std::runtime_error("no UDP port free on " + std::to_string(count) + " addresses");
 }

@@ -15,6 +15,9 @@ using namespace std::chrono_literals;
 // A free port on 127.0.0.1 (bound then released; the OS picks).
 int freeTcpPort();
 int freeUdpPort();
+// A UDP socket bound to 127.0.0.1 on a port the OS picks, kept open: a device the test plays
+// itself. Stores the port in `*port`; the caller closes the socket. Throws when it cannot.
+int bindLoopbackUdp(int* port);
 // `count` consecutive free UDP ports on 127.0.0.1 starting at the returned one. The base is
 // random in 20000-32767 (below the kernel's ephemeral range) so parallel tests rarely race.
 int freeUdpPortRange(int count);

@@ -25,19 +25,7 @@ using Json = nlohmann::json;
 // A "device" that swallows every datagram: a bound UDP socket nobody reads.
 class BlackHole {
  public:
-  BlackHole() {
-    fd_ = ::socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      ADD_FAILURE() << "cannot bind the black hole";
-      return;
-    }
-    socklen_t len = sizeof a;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-  }
+  BlackHole() { fd_ = bindLoopbackUdp(&port_); }
   ~BlackHole() {
     if (fd_ >= 0) ::close(fd_);
   }

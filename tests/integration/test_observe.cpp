@@ -97,14 +97,7 @@ class ScriptedDevice {
   explicit ScriptedDevice(std::vector<std::uint32_t> sequence,
                           std::function<void(std::uint32_t)> on_ack = {}, bool stray = false)
       : sequence_(std::move(sequence)), on_ack_(std::move(on_ack)), stray_(stray) {
-    fd_ = socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
+    fd_ = bindLoopbackUdp(&port_);
     thread_ = std::thread([this] { run(); });
   }
   ~ScriptedDevice() {
@@ -398,16 +391,7 @@ TEST(Observe, RestartedDeviceIsObservedAgainWithinTenSeconds) {
 // the test says so.
 class UdpPeer {
  public:
-  UdpPeer() {
-    fd_ = socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-  }
+  UdpPeer() { fd_ = bindLoopbackUdp(&port_); }
   ~UdpPeer() { close(fd_); }
   int port() const { return port_; }
   // The next message (its sender is where send() goes), or nullopt after `timeout`.
