@@ -98,6 +98,29 @@ inline void socketOptions(int sock) {
   ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
 }
 
+// What a listener allows a client, and how many threads serve it.
+struct ServerLimits {
+  std::size_t threads;
+  std::size_t max_waiting;  // accepted connections waiting for a thread
+  std::chrono::seconds io_timeout;
+  std::size_t keep_alive_requests;
+  std::chrono::seconds keep_alive_idle;
+  std::size_t max_body;
+};
+
+// A server on a BoundedPool, with socketOptions and `limits`.
+inline std::shared_ptr<httplib::Server> makeServer(const ServerLimits& limits) {
+  auto server = std::make_shared<httplib::Server>();
+  server->new_task_queue = [limits] { return new BoundedPool(limits.threads, limits.max_waiting); };
+  server->set_socket_options(socketOptions);
+  server->set_read_timeout(limits.io_timeout);
+  server->set_write_timeout(limits.io_timeout);
+  server->set_keep_alive_max_count(limits.keep_alive_requests);
+  server->set_keep_alive_timeout(limits.keep_alive_idle.count());
+  server->set_payload_max_length(limits.max_body);
+  return server;
+}
+
 // A handler that throws is answered by `answer` (a 500); the first such failure of the
 // process is logged under `who` ("web", "metrics"), the rest would only repeat it.
 inline void answerExceptions(httplib::Server& server, const std::string& who,

@@ -22,14 +22,14 @@ namespace coap2mqtt::gateway {
 
 namespace {
 
-constexpr std::size_t kThreads = 2;
-constexpr std::size_t kMaxWaiting = 8;  // accepted connections waiting for a thread
-constexpr std::chrono::seconds kIoTimeout{2};
-constexpr std::size_t kKeepAliveRequests = 10;
-constexpr std::chrono::seconds kKeepAliveIdle{2};
-constexpr std::size_t kMaxBody = 4096;
+constexpr http::ServerLimits kMetricsLimits{.threads = 2,
+                                            .max_waiting = 8,
+                                            .io_timeout = std::chrono::seconds(2),
+                                            .keep_alive_requests = 10,
+                                            .keep_alive_idle = std::chrono::seconds(2),
+                                            .max_body = 4096};
 // How long stop() waits for the HTTP threads before leaving them to end on their own.
-constexpr std::chrono::seconds kStopWait{3};
+constexpr std::chrono::seconds kMetricsStopWait{3};
 
 }  // namespace
 
@@ -92,14 +92,7 @@ void MetricsServer::start(const std::string& listen) {
   shared_->loop = &loop_;
   shared_->snapshot = snapshot_;
 
-  auto server = std::make_shared<httplib::Server>();
-  server->new_task_queue = [] { return new http::BoundedPool(kThreads, kMaxWaiting); };
-  server->set_socket_options(http::socketOptions);
-  server->set_read_timeout(kIoTimeout);
-  server->set_write_timeout(kIoTimeout);
-  server->set_keep_alive_max_count(kKeepAliveRequests);
-  server->set_keep_alive_timeout(kKeepAliveIdle.count());
-  server->set_payload_max_length(kMaxBody);
+  auto server = http::makeServer(kMetricsLimits);
   std::weak_ptr<Shared> weak = shared_;
   server->Get("/metrics", [weak](const httplib::Request&, httplib::Response& res) {
     const std::shared_ptr<Shared> shared = weak.lock();
@@ -139,7 +132,7 @@ void MetricsServer::stop() {
     shared_->loop = nullptr;
     shared_->changed.notify_all();
   }
-  thread_->stop(kStopWait);
+  thread_->stop(kMetricsStopWait);
   thread_.reset();
 }
 

@@ -21,13 +21,14 @@ namespace coap2mqtt::gateway {
 
 namespace {
 
-constexpr std::size_t kMaxWaiting = 8;
-constexpr std::chrono::seconds kIoTimeout{5};
-constexpr std::size_t kKeepAliveRequests = 100;
 // An idle keep-alive connection holds an HTTP thread: one second, not more.
-constexpr std::chrono::seconds kKeepAliveIdle{1};
-constexpr std::size_t kMaxBody = 64 * 1024;
-constexpr std::chrono::seconds kStopWait{3};
+constexpr http::ServerLimits kWebLimits{.threads = WebServer::kThreads,
+                                        .max_waiting = 8,
+                                        .io_timeout = std::chrono::seconds(5),
+                                        .keep_alive_requests = 100,
+                                        .keep_alive_idle = std::chrono::seconds(1),
+                                        .max_body = 64 * 1024};
+constexpr std::chrono::seconds kWebStopWait{3};
 constexpr std::chrono::seconds kHeartbeat{15};
 constexpr std::chrono::milliseconds kStreamPoll{500};
 
@@ -123,14 +124,7 @@ void WebServer::start(const std::string& listen, const std::string& token) {
   shared_->hub = hub_;
   shared_->token = token;
 
-  auto server = std::make_shared<httplib::Server>();
-  server->new_task_queue = [] { return new http::BoundedPool(kThreads, kMaxWaiting); };
-  server->set_socket_options(http::socketOptions);
-  server->set_read_timeout(kIoTimeout);
-  server->set_write_timeout(kIoTimeout);
-  server->set_keep_alive_max_count(kKeepAliveRequests);
-  server->set_keep_alive_timeout(kKeepAliveIdle.count());
-  server->set_payload_max_length(kMaxBody);
+  auto server = http::makeServer(kWebLimits);
   std::weak_ptr<Shared> weak = shared_;
 
   // Every request: the token (when there is one), then what an action must look like.
@@ -268,7 +262,7 @@ void WebServer::stop() {
     shared_->api = nullptr;
   }
   hub_->closeAll();
-  thread_->stop(kStopWait);
+  thread_->stop(kWebStopWait);
   thread_.reset();
 }
 
