@@ -63,6 +63,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <stdexcept>
@@ -154,6 +155,11 @@ void printInstructions(const std::string& out, std::size_t msgs, const Row& row)
   std::ifstream in(out + ".1");
   if (!in) throw std::runtime_error("no callgrind dump at " + out + ".1");
   const auto costs = readCallgrindCosts(in);
+  // Kept beside the run (the state directory goes) for callgrind_annotate --inclusive=yes
+  // --tree=caller: who calls malloc, per message.
+  std::filesystem::copy_file(out + ".1", "callgrind.bench_observe.out",
+                             std::filesystem::copy_options::overwrite_existing);
+  row("callgrind dump", "./callgrind.bench_observe.out");
   const double per = msgs > 0 ? 1.0 / static_cast<double>(msgs) : 0.0;
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.0f", static_cast<double>(costs.total) * per);
