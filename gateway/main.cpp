@@ -6,11 +6,11 @@
 #include <iostream>
 
 #include <coap3/coap.h>
-#include <CLI/CLI.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include "bridge/config_error.h"
+#include "gateway/command_line.h"
 #include "gateway/config.h"
 #include "gateway/config_credentials.h"
 #include "gateway/event_loop.h"
@@ -192,40 +192,21 @@ int run(const std::string& path, const std::string& log_level) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"coap2mqtt — bridges CoAP devices to MQTT"};
-  app.set_version_flag("--version", std::string("coap2mqtt ") + COAP2MQTT_VERSION);
-  std::string config_path = "/etc/coap2mqtt/gateway.toml";
-  std::string log_level;
-  app.add_option("-c,--config", config_path, "gateway configuration file");
-  app.add_option("-l,--log-level", log_level,
-                 "trace|debug|info|warn|error|critical|off (overrides the config)");
-  app.fallthrough();
-  auto* run_cmd = app.add_subcommand("run", "run the gateway in the foreground (default)");
-  auto* check_cmd =
-      app.add_subcommand("check", "validate the configuration and rules; exit 1 on error");
-  auto* devices_cmd = app.add_subcommand("devices", "list what the registry knows");
-  bool as_json = false;
-  devices_cmd->add_flag("--json", as_json, "print JSON");
-  auto* discover_cmd =
-      app.add_subcommand("discover", "one multicast /.well-known/core round; print who answers");
-  std::string timeout = "6s";
-  std::vector<std::string> groups;
-  std::vector<std::string> interfaces;
-  discover_cmd->add_option("--timeout", timeout, "how long to collect answers (default 6s)");
-  discover_cmd->add_option("--group", groups, "multicast group (default: from the config)");
-  discover_cmd->add_option("--interface", interfaces, "interface (default: from the config)");
-  app.require_subcommand(0, 1);
+  using coap2mqtt::gateway::CommandLine;
+  const CommandLine cl = coap2mqtt::gateway::parseCommandLine(argc, argv);
+  if (cl.exit_status) return *cl.exit_status;
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-  try {
-    if (*check_cmd) return check(config_path);
-    if (*devices_cmd) return devices(config_path, as_json);
-    if (*discover_cmd) return discover(config_path, timeout, groups, interfaces);
-    (void)run_cmd;
-    return run(config_path, log_level);
+    switch (cl.command) {
+      case CommandLine::Command::Check:
+        return check(cl.config_path);
+      case CommandLine::Command::Devices:
+        return devices(cl.config_path, cl.json);
+      case CommandLine::Command::Discover:
+        return discover(cl.config_path, cl.timeout, cl.groups, cl.interfaces);
+      case CommandLine::Command::Run:
+        break;
+    }
+    return run(cl.config_path, cl.log_level);
   } catch (const std::exception& e) {
     std::cerr << "coap2mqtt: " << e.what() << "\n";
     return 2;
