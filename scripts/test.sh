@@ -75,8 +75,10 @@ await() {  # name: waits for it, prints its log and stops when it failed
 # a second compiler's warnings (-Werror here too) on the same code. The TSan tree stays on
 # GCC: clang's reports name paho's inlined shared_ptr frames differently, which
 # tests/tsan.supp cannot match without matching ours.
+# The fuzzers are built in this tree too, later (below), linking its parsers
+# (C2M_FUZZ_SHARES_TREE in CMakeLists.txt) instead of a tree of their own.
 in_background asan-build env CC=clang CXX=clang++ BUILD_TARGETS=c2m_in_process_tests \
-  scripts/build.sh build-asan -DCOAP2MQTT_SANITIZE=ON -DCOAP2MQTT_BENCH=OFF
+  scripts/build.sh build-asan -DCOAP2MQTT_SANITIZE=ON -DCOAP2MQTT_BENCH=OFF -DCOAP2MQTT_FUZZ=ON
 phase "tests (normal build)"
 (cd build && ctest --output-on-failure -j"$jobs")
 
@@ -89,7 +91,8 @@ in_background tsan-build scripts/tsan.sh --build-only
 # for that build, not for the fuzzers, which run beside those tests instead (2026-12-04:
 # the fuzzers beside the TSan build held it back by 50 s, then the TSan tests ran alone).
 if [ -x scripts/fuzz.sh ]; then
-  in_background fuzz sh -c 'while [ ! -f "$0" ]; do sleep 1; done; exec scripts/fuzz.sh "$1"' \
+  in_background fuzz env FUZZ_BUILD_DIR="$(pwd)/build-asan" \
+    sh -c 'while [ ! -f "$0" ]; do sleep 1; done; exec scripts/fuzz.sh "$1"' \
     "$bg/tsan-build.status" "${FUZZ_SECONDS:-10}"
 fi
 phase "tests under ASan+UBSan"
