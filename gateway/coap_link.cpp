@@ -122,13 +122,6 @@ void releaseBody(coap_session_t* /*session*/, void* body) noexcept {
 
 }  // namespace
 
-std::optional<std::uint32_t> coapUintOption(const coap_pdu_t* pdu, std::uint16_t number) {
-  coap_opt_iterator_t it;
-  coap_opt_t* opt = coap_check_option(pdu, number, &it);
-  if (opt == nullptr) return std::nullopt;
-  return coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
-}
-
 bool coapAddPathOptions(coap_pdu_t* pdu, std::uint16_t option, std::string_view path) {
   while (!path.empty()) {
     if (path.front() == '/') {
@@ -428,7 +421,8 @@ void CoapLink::Impl::fail(std::uint64_t token, const std::string& reason) {
 
 bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* received) {
   coap_bin_const_t token_bin = coap_pdu_get_token(received);
-  auto observe_value = coapUintOption(received, COAP_OPTION_OBSERVE);
+  const ResponseOptions options = readResponseOptions(received);
+  auto observe_value = options.observe;
   auto it = token_bin.length == 8 ? exchanges_.find(tokenValue(token_bin.s)) : exchanges_.end();
   spdlog::trace("coap: response token {:016x} observe {} {}",
                 token_bin.length == 8 ? tokenValue(token_bin.s) : 0, observe_value.value_or(0),
@@ -461,9 +455,9 @@ bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* recei
   CoapResponse response;
   coap_pdu_code_t code = coap_pdu_get_code(received);
   response.code = COAP_RESPONSE_CLASS(code) * 100 + (code & 0x1f);
-  response.content_format = coapUintOption(received, COAP_OPTION_CONTENT_FORMAT);
-  response.max_age = coapUintOption(received, COAP_OPTION_MAXAGE);
-  switch (collectBlock(exchange, received, response.payload, observe_value)) {
+  response.content_format = options.content_format;
+  response.max_age = options.max_age;
+  switch (collectBlock(exchange, received, options.block2, response.payload, observe_value)) {
     case BodyState::Partial:
       return true;  // libcoap has asked for the next block already
     case BodyState::Refused: {
@@ -515,6 +509,7 @@ bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* recei
 
 CoapLink::Impl::BodyState CoapLink::Impl::collectBlock(Exchange& exchange,
                                                        const coap_pdu_t* received,
+                                                       const coap_opt_t* block2,
                                                        std::string& payload,
                                                        std::optional<std::uint32_t>& observe) {
   std::size_t length = 0;
@@ -523,7 +518,7 @@ CoapLink::Impl::BodyState CoapLink::Impl::collectBlock(Exchange& exchange,
   std::size_t total = 0;
   if (coap_get_data_large(received, &length, &data, &offset, &total) == 0) length = 0;
   coap_block_t block{};
-  const bool blockwise = coap_get_block(received, COAP_OPTION_BLOCK2, &block) != 0;
+  const bool blockwise = blockFromOption(block2, &block);
   if (!blockwise || (block.num == 0 && block.m == 0)) {
     exchange.body.clear();
     if (length > kMaxResponseBody) return BodyState::Refused;

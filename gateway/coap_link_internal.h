@@ -26,6 +26,7 @@
 
 #include "gateway/block1_assembly.h"
 #include "gateway/coap_link.h"
+#include "gateway/coap_options.h"
 #include "gateway/coap_shards.h"
 #include "gateway/coap_timer_pacing.h"
 #include "gateway/observe_freshness.h"
@@ -55,7 +56,6 @@ using CoapPduPtr = std::unique_ptr<coap_pdu_t, CoapPduDelete>;
 std::string uriHost(const std::string& uri);
 
 // Helpers shared by the link's .cpp files (coap_link.cpp).
-std::optional<std::uint32_t> coapUintOption(const coap_pdu_t* pdu, std::uint16_t number);
 // One option per path segment ("/a/b" -> "a", "b"), percent-decoded as the wire wants.
 bool coapAddPathOptions(coap_pdu_t* pdu, std::uint16_t option, std::string_view path);
 
@@ -279,8 +279,8 @@ class CoapLink::Impl {
   // Adds one block of a Block2 body to `exchange`; the whole body when it is complete.
   // Refuses (nullopt, *refused set) a body beyond kMaxResponseBody.
   enum class BodyState { Partial, Complete, Refused };
-  BodyState collectBlock(Exchange& exchange, const coap_pdu_t* received, std::string& payload,
-                         std::optional<std::uint32_t>& observe);
+  BodyState collectBlock(Exchange& exchange, const coap_pdu_t* received, const coap_opt_t* block2,
+                         std::string& payload, std::optional<std::uint32_t>& observe);
 
   EventLoop& loop_;
   CoapConfig config_;
