@@ -146,9 +146,8 @@ void releaseClaims(int base, int count) {
   }
 }
 
-// `count` ports from `base` are free on each of `count` addresses from `host_order_addr`
-// (`addresses`: 1 for one address) and claimed for this process; false and no claim left
-// behind otherwise.
+// `count` ports from `base` are free on each of `addresses` consecutive addresses from
+// `host_order_addr`, and claimed for this process; false and no claim left behind otherwise.
 bool takeRange(uint32_t host_order_addr, int addresses, int base, int count) {
   std::vector<Fd> held;
   for (int i = 0; i < count; ++i) {
