@@ -326,8 +326,28 @@ std::uint64_t CoapLink::Impl::startExchange(const std::string& device, bridge::M
 void CoapLink::Impl::cancelRequest(std::uint64_t id) {
   auto it = exchanges_.find(id);
   if (it == exchanges_.end()) return;
-  if (it->second->timer != 0) loop_.cancel(it->second->timer);
+  const std::unique_ptr<Exchange> exchange = takeExchange(it);
+  if (exchange->timer != 0) loop_.cancel(exchange->timer);
+}
+
+void CoapLink::Impl::addExchange(Device& device, std::uint64_t token,
+                                 std::unique_ptr<Exchange> exchange) {
+  exchanges_[token] = std::move(exchange);
+  device.exchanges.push_back(token);
+}
+
+std::unique_ptr<CoapLink::Impl::Exchange> CoapLink::Impl::takeExchange(ExchangeIt it) {
+  std::unique_ptr<Exchange> exchange = std::move(it->second);
+  if (auto d = devices_.find(exchange->device); d != devices_.end()) {
+    std::vector<std::uint64_t>& tokens = d->second->exchanges;
+    auto t = std::find(tokens.begin(), tokens.end(), it->first);
+    if (t != tokens.end()) {
+      *t = tokens.back();
+      tokens.pop_back();
+    }
+  }
   exchanges_.erase(it);
+  return exchange;
 }
 
 // Tokens are unpredictable (RFC 9175 §4.2): an off-path host that could guess the next
@@ -405,15 +425,14 @@ std::uint64_t CoapLink::Impl::send(Device& device, bridge::Method method, const 
   exchange->timer = loop_.runAfter(exchange->timeout.value_or(config_.request_timeout),
                                    [this, token] { onExchangeTimeout(token); });
   spdlog::trace("coap: sent token {:016x} to {}{}", token, device.name, path);
-  exchanges_[token] = std::move(exchange);
+  addExchange(device, token, std::move(exchange));
   return token;
 }
 
 void CoapLink::Impl::fail(std::uint64_t token, const std::string& reason) {
   auto it = exchanges_.find(token);
   if (it == exchanges_.end()) return;
-  std::unique_ptr<Exchange> exchange = std::move(it->second);
-  exchanges_.erase(it);
+  std::unique_ptr<Exchange> exchange = takeExchange(it);
   if (exchange->timer != 0) loop_.cancel(exchange->timer);
   ++stats_.failures;
   exchange->handler(std::nullopt, reason);
@@ -462,8 +481,8 @@ bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* recei
       return true;  // libcoap has asked for the next block already
     case BodyState::Refused: {
       ++stats_.body_too_large;
-      std::unique_ptr<Exchange> refused = std::move(it->second);
-      exchanges_.erase(it);  // the blocks still coming find no exchange: dropped
+      // The blocks still coming find no exchange: dropped.
+      std::unique_ptr<Exchange> refused = takeExchange(it);
       if (refused->timer != 0) loop_.cancel(refused->timer);
       // libcoap would go on asking for the rest of the body, block after block: its block
       // state goes with the session, renewed once libcoap is done with this callback.
@@ -500,8 +519,7 @@ bool CoapLink::Impl::onResponse(coap_session_t* session, const coap_pdu_t* recei
     handler(response, {});
     return true;
   }
-  std::unique_ptr<Exchange> done = std::move(it->second);
-  exchanges_.erase(it);
+  std::unique_ptr<Exchange> done = takeExchange(it);
   if (done->timer != 0) loop_.cancel(done->timer);
   done->handler(response, {});
   return true;
@@ -574,8 +592,7 @@ void CoapLink::Impl::onNack(coap_session_t* session, const coap_pdu_t* sent,
 void CoapLink::Impl::cancelObserve(std::uint64_t id) {
   auto it = exchanges_.find(id);
   if (it == exchanges_.end()) return;
-  std::unique_ptr<Exchange> exchange = std::move(it->second);
-  exchanges_.erase(it);
+  std::unique_ptr<Exchange> exchange = takeExchange(it);
   if (exchange->timer != 0) loop_.cancel(exchange->timer);
   auto device = devices_.find(exchange->device);
   if (device == devices_.end() || !exchange->established || !device->second->session) return;

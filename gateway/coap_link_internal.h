@@ -172,6 +172,9 @@ class CoapLink::Impl {
     SessionKeeper keeper;
     EventLoop::TimerId probe_timer = 0;   // the probe's verdict: no answer by then
     EventLoop::TimerId expiry_timer = 0;  // the next abandoned CON's bound
+    // The tokens of its exchanges (exchanges_): a renewal or a removal finds them without a
+    // walk over every device's (20,000 at 10,000 devices).
+    std::vector<std::uint64_t> exchanges;
   };
 
   struct Exchange {
@@ -303,6 +306,10 @@ class CoapLink::Impl {
   std::set<std::string, std::less<>> pki_sni_;
   std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
   std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
+  using ExchangeIt = decltype(exchanges_)::iterator;
+  // Every exchange is added and taken out through these, which keep Device::exchanges.
+  void addExchange(Device& device, std::uint64_t token, std::unique_ptr<Exchange> exchange);
+  std::unique_ptr<Exchange> takeExchange(ExchangeIt it);
   // Tokens of requests that timed out on a kept DTLS session, which libcoap may still hold:
   // by token, the device's name (its Device::keeper has the rest).
   std::map<std::uint64_t, std::string> abandoned_;

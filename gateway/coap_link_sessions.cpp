@@ -173,10 +173,7 @@ void CoapLink::Impl::resetSession(const std::string& name, const std::string& re
   it->second->dtls_hello = false;
   forgetConNotification(*it->second);  // its message id belonged to the old session
   std::vector<std::function<void(bool)>> pings = takePings(name);
-  std::vector<std::uint64_t> tokens;
-  for (const auto& [token, exchange] : exchanges_) {
-    if (exchange->device == name) tokens.push_back(token);
-  }
+  const std::vector<std::uint64_t> tokens = it->second->exchanges;  // fail() changes it
   ++stats_.session_resets;
   spdlog::debug("coap: new session for {} ({}); {} exchange(s) dropped", name, why, tokens.size());
   for (std::uint64_t token : tokens) fail(token, why);
@@ -196,14 +193,13 @@ void CoapLink::Impl::discardSession(CoapSessionPtr session) {
 void CoapLink::Impl::removeDevice(const std::string& name) {
   auto it = devices_.find(name);
   if (it == devices_.end()) return;
-  for (auto e = exchanges_.begin(); e != exchanges_.end();) {
-    if (e->second->device == name) {
-      if (e->second->timer != 0) loop_.cancel(e->second->timer);
-      e = exchanges_.erase(e);
-    } else {
-      ++e;
-    }
+  for (std::uint64_t token : it->second->exchanges) {
+    auto e = exchanges_.find(token);
+    if (e == exchanges_.end()) continue;
+    if (e->second->timer != 0) loop_.cancel(e->second->timer);
+    exchanges_.erase(e);  // not takeExchange: the device and its list go next
   }
+  it->second->exchanges.clear();
   forgetConNotification(*it->second);
   forgetKept(*it->second);
   CoapSessionPtr session = std::move(it->second->session);
