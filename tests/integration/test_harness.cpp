@@ -363,5 +363,33 @@ TEST(Simulator, TwoHundredDevices) {
   EXPECT_EQ(sim.proc->stop(SIGINT, 5s), 0);
 }
 
+// Past 256 devices the simulator spreads them over several libcoap contexts (its header
+// says why): devices in the first, a middle and the last context all answer, notify in
+// order, and their notifications are not logged as requests.
+TEST(Simulator, DevicesInEveryContextServeAndNotify) {
+  const int devices = 520;  // contexts of 256, 256 and 8 devices
+  int base = freeUdpPortRange(devices);
+  Sim sim({"--port", std::to_string(base), "--interval", "250"}, devices);
+  for (int device : {0, 300, devices - 1}) {
+    const std::string name = "dev" + std::to_string(device);
+    SCOPED_TRACE(name);
+    EXPECT_EQ(coapRequest("GET", coapUri(base + device, "/info")).payload,
+              R"({"name":")" + name + R"(","model":"c2m-sim"})");
+    auto notes = coapObserve(coapUri(base + device, "/sensors/counter"), 2s);
+    ASSERT_GE(notes.size(), 4u);  // the first response + ~7 notifications in 2 s
+    long prev = -1;
+    for (const auto& n : notes) {
+      long seq = counterSeq(n.payload, name);
+      ASSERT_GE(seq, 0) << n.payload;
+      if (prev >= 0) {
+        EXPECT_EQ(seq, prev + 1);
+      }
+      prev = seq;
+    }
+    EXPECT_LE(sim.proc->countInOutput("REQ " + name + " GET /sensors/counter\n"), 2u);
+  }
+  EXPECT_EQ(sim.proc->stop(SIGINT, 5s), 0);
+}
+
 }  // namespace
 }  // namespace coap2mqtt::test

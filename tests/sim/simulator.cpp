@@ -41,6 +41,15 @@
 // - libcoap binds its UDP endpoints with SO_REUSEADDR, so a second simulator on the same
 //   ports would bind "successfully". We probe every address with a plain bind first.
 // - coap_io_process(ctx, 0) means COAP_IO_WAIT (block), so timeouts are at least 1 ms.
+// - A context walks all of its sessions whenever it prepares I/O (every loop iteration), and
+//   matches each ACK against every observer of every resource (coap_touch_observer): with
+//   10,000 devices in one context each datagram cost two walks of 10,000 sessions and one of
+//   20,000 observers, and the simulator could not send 2,000 notifications a second. Devices
+//   are therefore spread over contexts of at most kDevicesPerContext ("shards"), each with
+//   its own resource tree; the loop waits on all their epoll descriptors and processes only
+//   the ones that have something to do. The notes above hold within one shard (a change of
+//   one device's LED notifies the LED observers of its shard). Up to kDevicesPerContext
+//   devices everything is one context, as before.
 //
 // Multicast (--multicast, needs --address-step): libcoap 4.3.1 can join a group for the
 // whole context, but then one endpoint answers for everybody, from one address, after one
@@ -92,6 +101,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -695,12 +705,14 @@ std::string encodeDiscoveryAnswer(const DiscoveryRequest& req, const std::string
 
 // ---------------------------------------------------------------------------------------
 
+constexpr int kDevicesPerContext = 256;
+
 class Simulator {
  public:
   explicit Simulator(Options opts) : opts_(std::move(opts)) {}
   ~Simulator() {
     if (mcast_fd_ >= 0) ::close(mcast_fd_);
-    if (ctx_ != nullptr) coap_free_context(ctx_);
+    for (Shard& shard : shards_) coap_free_context(shard.ctx);
   }
   Simulator(const Simulator&) = delete;
   Simulator& operator=(const Simulator&) = delete;
@@ -721,15 +733,29 @@ class Simulator {
                const coap_string_t* query, coap_pdu_t* response, coap_pdu_code_t code, int ct,
                int max_age, const std::string& body);
   std::string wellKnown(std::string_view query) const;
-  void addResource(const ResourceSpec& spec);
+  struct Shard {
+    coap_context_t* ctx = nullptr;
+    std::unordered_map<Kind, coap_resource_t*> resources;
+  };
+  // A context with its credentials and resources.
+  void addShard();
+  void addResource(Shard& shard, const ResourceSpec& spec);
   // --cert/--key[/--ca]: the context's DTLS certificate (before any endpoint exists).
-  void setUpCertificates();
+  void setUpCertificates(coap_context_t* ctx);
+  Shard& shardOf(int device) {
+    return shards_[static_cast<std::size_t>(device / kDevicesPerContext)];
+  }
+  // Notifies the observers of `kind` in every shard.
+  void notifyAll(Kind kind);
   void bindDevice(int index);
   void tick();
   void noteCounterSent(const Device& dev, const coap_session_t* session, bool notification);
   // Writes the SENML lines of every device (--senml only).
   void logSenml() const;
   void prepareIo();
+  void prepareIo(coap_context_t* ctx);
+  // run() with more than one shard (needs libcoap's epoll).
+  void runShards();
   void openMulticast();
   void readMulticast();
   // Sends the answers that are due; returns false when the socket is full (try again soon).
@@ -746,10 +772,9 @@ class Simulator {
   };
 
   Options opts_;
-  coap_context_t* ctx_ = nullptr;
+  std::vector<Shard> shards_;
   std::vector<Device> devices_;
   std::unordered_map<std::string, int> by_address_;
-  std::unordered_map<Kind, coap_resource_t*> resources_;
   bool in_prepare_ = false;
   // /sensors/counter: the newest seq each observing session was sent, to report what
   // libcoap skipped (see SKIP in the file header).
@@ -762,7 +787,7 @@ class Simulator {
       pending_;
 };
 
-void Simulator::addResource(const ResourceSpec& spec) {
+void Simulator::addResource(Shard& shard, const ResourceSpec& spec) {
   coap_resource_t* r = spec.kind == Kind::Unknown
                            ? coap_resource_unknown_init(&Simulator::onRequest)
                            : coap_resource_init(coap_make_str_const(spec.path), opts_.notify_mode);
@@ -781,11 +806,11 @@ void Simulator::addResource(const ResourceSpec& spec) {
   }
   if (spec.observable) coap_resource_set_get_observable(r, 1);
   coap_resource_set_userdata(r, const_cast<ResourceSpec*>(&spec));
-  coap_add_resource(ctx_, r);  // takes ownership
-  resources_[spec.kind] = r;
+  coap_add_resource(shard.ctx, r);  // takes ownership
+  shard.resources[spec.kind] = r;
 }
 
-void Simulator::setUpCertificates() {
+void Simulator::setUpCertificates(coap_context_t* ctx) {
   if (coap_dtls_is_supported() == 0) throw std::runtime_error("this libcoap has no DTLS");
   const bool client_cert = !opts_.ca_file.empty();
   coap_dtls_pki_t pki;
@@ -806,7 +831,7 @@ void Simulator::setUpCertificates() {
   pki.pki_key.key.pem.public_cert = opts_.cert_file.c_str();  // opts_ outlives the context
   pki.pki_key.key.pem.private_key = opts_.key_file.c_str();
   pki.pki_key.key.pem.ca_file = client_cert ? opts_.ca_file.c_str() : nullptr;
-  if (coap_context_set_pki(ctx_, &pki) == 0) {
+  if (coap_context_set_pki(ctx, &pki) == 0) {
     throw std::runtime_error("coap_context_set_pki failed: are " + opts_.cert_file + " and " +
                              opts_.key_file + " a certificate and its key" +
                              (client_cert ? ", and " + opts_.ca_file + " a CA certificate" : "") +
@@ -852,7 +877,8 @@ void Simulator::bindDevice(int index) {
   ::close(probe);
   if (rc != 0) throw std::runtime_error(std::string("bind ") + text + ": " + std::strerror(err));
 
-  if (coap_new_endpoint(ctx_, &addr, opts_.dtls() ? COAP_PROTO_DTLS : COAP_PROTO_UDP) == nullptr) {
+  if (coap_new_endpoint(shardOf(index).ctx, &addr,
+                        opts_.dtls() ? COAP_PROTO_DTLS : COAP_PROTO_UDP) == nullptr) {
     throw std::runtime_error(std::string("coap_new_endpoint failed for ") + text);
   }
 
@@ -868,12 +894,14 @@ void Simulator::bindDevice(int index) {
   devices_.push_back(std::move(dev));
 }
 
-void Simulator::start() {
-  ctx_ = coap_new_context(nullptr);
-  if (ctx_ == nullptr) throw std::runtime_error("coap_new_context failed");
-  coap_set_app_data(ctx_, this);
-  coap_context_set_block_mode(ctx_, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
-  epoll_ = coap_context_get_coap_fd(ctx_) >= 0;
+void Simulator::addShard() {
+  coap_context_t* ctx = coap_new_context(nullptr);
+  if (ctx == nullptr) throw std::runtime_error("coap_new_context failed");
+  shards_.push_back(Shard{ctx, {}});
+  Shard& shard = shards_.back();
+  coap_set_app_data(ctx, this);
+  coap_context_set_block_mode(ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+  epoll_ = coap_context_get_coap_fd(ctx) >= 0;
   if (!opts_.psk.empty()) {
     coap_dtls_spsk_t psk;
     std::memset(&psk, 0, sizeof psk);
@@ -881,20 +909,30 @@ void Simulator::start() {
     static const char kHint[] = "coap2mqtt-sim";
     psk.psk_info.hint = {sizeof kHint - 1, reinterpret_cast<const uint8_t*>(kHint)};
     psk.psk_info.key = {opts_.psk.size(), reinterpret_cast<const uint8_t*>(opts_.psk.data())};
-    if (coap_context_set_psk2(ctx_, &psk) == 0) {
+    if (coap_context_set_psk2(ctx, &psk) == 0) {
       throw std::runtime_error("coap_context_set_psk2 failed (libcoap without DTLS?)");
     }
   }
-  if (!opts_.cert_file.empty()) setUpCertificates();
+  if (!opts_.cert_file.empty()) setUpCertificates(ctx);
 
-  for (const ResourceSpec& spec : kResources) addResource(spec);
+  for (const ResourceSpec& spec : kResources) addResource(shard, spec);
   if (opts_.senml) {
-    for (const ResourceSpec& spec : kSenmlResources) addResource(spec);
+    for (const ResourceSpec& spec : kSenmlResources) addResource(shard, spec);
   }
-  if (opts_.stamp) addResource(kStamp);
-  addResource(kBlob);
-  addResource(kWellKnown);  // ours, so that discovery requests are logged too
-  addResource(kUnknown);    // logs (and 4.04s) requests for unknown paths
+  if (opts_.stamp) addResource(shard, kStamp);
+  addResource(shard, kBlob);
+  addResource(shard, kWellKnown);  // ours, so that discovery requests are logged too
+  addResource(shard, kUnknown);    // logs (and 4.04s) requests for unknown paths
+}
+
+void Simulator::start() {
+  const int shards = std::max(1, (opts_.devices + kDevicesPerContext - 1) / kDevicesPerContext);
+  shards_.reserve(static_cast<std::size_t>(shards));
+  for (int i = 0; i < shards; ++i) addShard();
+  if (shards > 1 && !epoll_) {
+    throw std::runtime_error("more than " + std::to_string(kDevicesPerContext) +
+                             " devices need a libcoap built with epoll");
+  }
 
   devices_.reserve(static_cast<size_t>(opts_.devices));
   for (int i = 0; i < opts_.devices; ++i) bindDevice(i);
@@ -1026,15 +1064,19 @@ void Simulator::tick() {
     ++d.seq;
     d.updated_ms = now_ms;
   }
-  coap_resource_notify_observers(resources_.at(Kind::Temp), nullptr);
-  coap_resource_notify_observers(resources_.at(Kind::Counter), nullptr);
+  notifyAll(Kind::Temp);
+  notifyAll(Kind::Counter);
   if (opts_.senml) {
     logSenml();  // before the notifications leave (prepareIo): a test that sees one can
                  // already read the pack it carries
-    coap_resource_notify_observers(resources_.at(Kind::SenmlJson), nullptr);
-    coap_resource_notify_observers(resources_.at(Kind::SenmlCbor), nullptr);
+    notifyAll(Kind::SenmlJson);
+    notifyAll(Kind::SenmlCbor);
   }
-  if (opts_.stamp) coap_resource_notify_observers(resources_.at(Kind::Stamp), nullptr);
+  if (opts_.stamp) notifyAll(Kind::Stamp);
+}
+
+void Simulator::notifyAll(Kind kind) {
+  for (Shard& shard : shards_) coap_resource_notify_observers(shard.resources.at(kind), nullptr);
 }
 
 void Simulator::noteCounterSent(const Device& dev, const coap_session_t* session,
@@ -1060,24 +1102,33 @@ void Simulator::logSenml() const {
 
 // Sends pending notifications (and retransmits) with in_prepare_ set; see the file header.
 void Simulator::prepareIo() {
+  for (Shard& shard : shards_) prepareIo(shard.ctx);
+}
+
+void Simulator::prepareIo(coap_context_t* ctx) {
   coap_tick_t now;
   coap_ticks(&now);
   in_prepare_ = true;
   if (epoll_) {
-    coap_io_prepare_epoll(ctx_, now);
+    coap_io_prepare_epoll(ctx, now);  // also arms the context's timerfd: its fd wakes us
   } else {
     coap_socket_t* sockets[64];
     unsigned int num = 0;
-    coap_io_prepare_io(ctx_, sockets, 64, &num, now);
+    coap_io_prepare_io(ctx, sockets, 64, &num, now);
   }
   in_prepare_ = false;
 }
 
 void Simulator::run() {
+  if (shards_.size() > 1) {
+    runShards();
+    return;
+  }
   using Clock = std::chrono::steady_clock;
+  coap_context_t* ctx = shards_.front().ctx;
   const auto interval = std::chrono::milliseconds(opts_.interval_ms);
   auto next_tick = Clock::now() + interval;
-  const int coap_fd = coap_context_get_coap_fd(ctx_);
+  const int coap_fd = coap_context_get_coap_fd(ctx);
   while (g_stop == 0) {
     auto now = Clock::now();
     if (now >= next_tick) {
@@ -1094,15 +1145,15 @@ void Simulator::run() {
     if (socket_full) wait_ms = std::min<long>(wait_ms, 1);
     int rc = 0;
     if (mcast_fd_ < 0) {
-      rc = coap_io_process(ctx_, static_cast<uint32_t>(std::max<long>(wait_ms, 1)));  // 0 blocks
+      rc = coap_io_process(ctx, static_cast<uint32_t>(std::max<long>(wait_ms, 1)));  // 0 blocks
     } else if (epoll_) {
       // Wait for libcoap's epoll fd and our multicast socket together.
       pollfd fds[2] = {{coap_fd, POLLIN, 0}, {mcast_fd_, POLLIN, 0}};
       ::poll(fds, 2, static_cast<int>(wait_ms));  // EINTR: the loop checks g_stop
       if ((fds[1].revents & POLLIN) != 0) readMulticast();
-      rc = coap_io_process(ctx_, COAP_IO_NO_WAIT);
+      rc = coap_io_process(ctx, COAP_IO_NO_WAIT);
     } else {
-      rc = coap_io_process(ctx_, static_cast<uint32_t>(std::clamp<long>(wait_ms, 1, 5)));
+      rc = coap_io_process(ctx, static_cast<uint32_t>(std::clamp<long>(wait_ms, 1, 5)));
       readMulticast();
     }
     if (rc < 0) {
@@ -1110,6 +1161,59 @@ void Simulator::run() {
       break;
     }
   }
+}
+
+void Simulator::runShards() {
+  using Clock = std::chrono::steady_clock;
+  const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd < 0) throw std::runtime_error(std::string("epoll_create1: ") + std::strerror(errno));
+  constexpr std::uint32_t kMulticast = UINT32_MAX;
+  auto watch = [epoll_fd](int fd, std::uint32_t tag) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = tag;
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      throw std::runtime_error(std::string("epoll_ctl: ") + std::strerror(errno));
+    }
+  };
+  for (std::size_t i = 0; i < shards_.size(); ++i) {
+    watch(coap_context_get_coap_fd(shards_[i].ctx), static_cast<std::uint32_t>(i));
+  }
+  if (mcast_fd_ >= 0) watch(mcast_fd_, kMulticast);
+  prepareIo();  // arms every context's timerfd
+  const auto interval = std::chrono::milliseconds(opts_.interval_ms);
+  auto next_tick = Clock::now() + interval;
+  epoll_event events[64];
+  while (g_stop == 0) {
+    auto now = Clock::now();
+    if (now >= next_tick) {
+      tick();
+      prepareIo();  // the notifications of every shard leave
+      next_tick += interval;
+      if (next_tick <= now) next_tick = now + interval;  // fell behind: don't burst
+    }
+    const bool socket_full = mcast_fd_ >= 0 && !sendDueAnswers(now);
+    auto until = next_tick;
+    if (!pending_.empty()) until = std::min(until, pending_.top().due);
+    auto wait = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+    long wait_ms = std::clamp<long>(wait.count(), 0, 250);
+    if (socket_full) wait_ms = std::min<long>(wait_ms, 1);
+    // Retransmissions and other libcoap timers: each context's timerfd is in its epoll set.
+    const int n = ::epoll_wait(epoll_fd, events, 64, static_cast<int>(wait_ms));
+    for (int i = 0; i < n; ++i) {  // n < 0: EINTR, the loop checks g_stop
+      if (events[i].data.u32 == kMulticast) {
+        readMulticast();
+        continue;
+      }
+      coap_context_t* ctx = shards_[events[i].data.u32].ctx;
+      prepareIo(ctx);
+      if (coap_io_process(ctx, COAP_IO_NO_WAIT) < 0) {
+        std::fprintf(stderr, "coap_io_process failed\n");
+        g_stop = 1;
+      }
+    }
+  }
+  ::close(epoll_fd);
 }
 
 void Simulator::onRequest(coap_resource_t* resource, coap_session_t* session,
@@ -1176,7 +1280,8 @@ std::string Simulator::wellKnown(std::string_view query) const {
     unsigned char buf[256];
     size_t len = sizeof(buf);
     size_t offset = 0;
-    coap_print_status_t st = coap_print_link(resources_.at(spec.kind), buf, &len, &offset);
+    coap_print_status_t st =
+        coap_print_link(shards_.front().resources.at(spec.kind), buf, &len, &offset);
     if ((st & COAP_PRINT_STATUS_ERROR) != 0 || (st & COAP_PRINT_STATUS_TRUNC) != 0) {
       throw std::runtime_error("coap_print_link failed");
     }
