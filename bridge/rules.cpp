@@ -252,8 +252,7 @@ class FileParser {
       } else if (const std::string where = firstUse(*name); !where.empty()) {
         r.invalid("name", "duplicate rule name " + quote(*name) + " (already used " + where + ")");
       } else {
-        const auto loc = r.find("name")->location();
-        names_.emplace(*name, "at line " + std::to_string(loc.line()));
+        names_.emplace(*name, r.find("name"));
       }
       rule.name = *name;
     }
@@ -605,7 +604,9 @@ class FileParser {
  private:
   // Where `name` was first used ("at line N" in this file, or "in <file>"); empty if new.
   std::string firstUse(const std::string& name) const {
-    if (const auto it = names_.find(name); it != names_.end()) return it->second;
+    if (const auto it = names_.find(name); it != names_.end()) {
+      return "at line " + std::to_string(it->second->location().line());
+    }
     for (const Rule& r : out_.rules) {
       if (r.name == name) return "in " + r.file;
     }
@@ -617,7 +618,9 @@ class FileParser {
   std::string default_topic_text_;
   std::string default_topic_error_;
   std::optional<TopicTemplate> default_topic_;
-  std::map<std::string, std::string> names_;  // rule names of this file -> where
+  // Rule names of this file -> the `name` value, whose line is read only for a duplicate
+  // (toml11 counts the lines from the file's start for each location()).
+  std::map<std::string, const Value*> names_;
 };
 
 void sortByPosition(std::vector<ConfigError>& errors, std::size_t from) {
@@ -776,14 +779,19 @@ std::string closestMatch(std::string_view word, const std::vector<std::string>& 
 void parseRules(const std::string& file, std::string_view content,
                 std::string_view default_topic_base, bool allow_other_tables, RuleSet& out,
                 std::vector<ConfigError>& errors) {
-  const std::size_t first_error = errors.size();
   const auto doc = parseDocument(file, content, errors);
   if (!doc) return;
+  toml_reader::parseRulesOf(file, *doc, default_topic_base, allow_other_tables, out, errors);
+}
 
+void toml_reader::parseRulesOf(const std::string& file, const Value& doc,
+                               std::string_view default_topic_base, bool allow_other_tables,
+                               RuleSet& out, std::vector<ConfigError>& errors) {
+  const std::size_t first_error = errors.size();
   Reporter report(file, errors);
   if (!allow_other_tables) {
     const std::vector<std::string> known{"rule", "command", "inbound"};
-    for (const auto& [key, value] : doc->as_table()) {
+    for (const auto& [key, value] : doc.as_table()) {
       if (key != "rule" && key != "command" && key != "inbound") {
         report.error(value, key, unknownKeyMessage(key, known));
       }
@@ -791,7 +799,7 @@ void parseRules(const std::string& file, std::string_view content,
   }
 
   FileParser parser(report, default_topic_base, out);
-  const Table& root = doc->as_table();
+  const Table& root = doc.as_table();
   if (const auto it = root.find("rule"); it != root.end()) {
     parser.eachTable(it->second, "rule", [&](const Value& t, const std::string& key, std::size_t) {
       parser.parseRule(t, key);

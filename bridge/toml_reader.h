@@ -15,6 +15,7 @@
 #include <toml.hpp>
 
 #include "bridge/config_error.h"
+#include "bridge/rules.h"
 
 namespace coap2mqtt::bridge::toml_reader {
 
@@ -143,5 +144,10 @@ class TableReader {
   const Value& table_;
   std::string prefix_;
 };
+
+// bridge/rules.h's parseRules for a document already parsed: gateway.toml's loader reads
+// its own tables and the rules from one parse (toml11 takes ~0.9 s for 10,000 devices).
+void parseRulesOf(const std::string& file, const Value& doc, std::string_view default_topic_base,
+                  bool allow_other_tables, RuleSet& out, std::vector<ConfigError>& errors);
 
 }  // namespace coap2mqtt::bridge::toml_reader
