@@ -119,7 +119,7 @@ class Stats {
   const AdminApi& admin_;
   const PubSub* pubsub_ = nullptr;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
-  // udpDropsOfThisProcess() reads a line per UDP socket of the host: at most every 5 s.
+  // udpDropsOfThisProcess() asks each of our sockets (10,000 at 10,000 devices): at most every 5 s.
   mutable std::uint64_t udp_drops_ = 0;
   mutable std::chrono::steady_clock::time_point udp_drops_at_{};
 };
