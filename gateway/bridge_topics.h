@@ -3,6 +3,7 @@
 // bridge/info, bridge/devices, bridge/event and every device's availability. Fed by the
 // device events; on every connect it says again where everything stands, in this order:
 // state, info, availability, devices (then Home Assistant, which subscribed after it).
+#include <chrono>
 #include <string>
 
 #include "gateway/config.h"
@@ -41,6 +42,7 @@ class BridgeTopics {
   const Devices& devices_;
   const Stats& stats_;
   bool devices_publish_pending_ = false;
+  std::chrono::steady_clock::duration devices_publish_cost_{};  // of the last bridge/devices
   bool stopping_ = false;
 };
 

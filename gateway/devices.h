@@ -104,6 +104,8 @@ class Devices {
   void loadKnown();
   void replaceUnusableStore(const std::string& why);
   void addStatic(const StaticDevice& device);
+  // The delay of the next start-up request (the first at once), for a DTLS device or not.
+  std::chrono::milliseconds startupSlot(bool dtls);
   const StaticDevice* findStaticConfig(std::string_view name) const;
   // The DTLS credentials of the device `name` at `uri` (a configured one's psk).
   DtlsCredentials credentialsFor(std::string_view name, std::string_view uri) const;
@@ -133,7 +135,8 @@ class Devices {
   std::uint64_t limit_drops_ = 0;  // devices refused by [coap.limits]
   RepeatedFailure limit_log_;
   bool stopping_ = false;
-  std::size_t startup_slots_ = 0;  // start-up requests spread so far (kStartupSpacing apart)
+  // When the next start-up request goes, from the start (kStartupSpacing apart).
+  std::chrono::milliseconds startup_at_{0};
 };
 
 // A device's resources from link-format: relative links only (anchored ones describe
