@@ -224,6 +224,7 @@ void parseCoapSection(TableReader& root, Reporter& report, const std::string& di
   // the lines from the file's start for each location(), quadratic over 10,000 devices.
   std::map<std::string, const Value*> seen;
   std::size_t index = 0;
+  cfg.devices.reserve(devices->as_array().size());  // kept for the gateway's life
   for (const Value& item : devices->as_array()) {
     const std::string prefix = "coap.device[" + std::to_string(++index) + "]";
     if (!item.is_table()) {
