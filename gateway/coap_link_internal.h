@@ -21,6 +21,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -305,7 +306,9 @@ class CoapLink::Impl {
   // host ever reached with certificates.
   std::set<std::string, std::less<>> pki_sni_;
   std::map<std::string, std::unique_ptr<Device>, std::less<>> devices_;
-  std::map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;  // by token
+  // By token: random (newToken), so hashed as they are; a notification's lookup among
+  // 20,000 observations (10,000 devices) was a walk down a tree of cache misses.
+  std::unordered_map<std::uint64_t, std::unique_ptr<Exchange>> exchanges_;
   using ExchangeIt = decltype(exchanges_)::iterator;
   // Every exchange is added and taken out through these, which keep Device::exchanges.
   void addExchange(Device& device, std::uint64_t token, std::unique_ptr<Exchange> exchange);

@@ -237,8 +237,8 @@ void Watch::onFailed(const std::optional<CoapResponse>& response, const std::str
 // for Max-Age alone would leave a long gap. A resource that has been notifying at a
 // steady pace is re-registered once it has been silent for several of its intervals.
 void Watch::armSilence(std::uint32_t max_age_s, bool notified) {
-  if (notified) pace_.note(timers_.now());
-  cancelTimer(silence_timer_);
+  const auto now = timers_.now();
+  if (notified) pace_.note(now);
   auto wait =
       std::chrono::duration_cast<milliseconds>(std::chrono::seconds(max_age_s) + kMaxAgeMargin);
   // Not before the device's first retransmission is due: a lost CON notification comes
@@ -248,12 +248,32 @@ void Watch::armSilence(std::uint32_t max_age_s, bool notified) {
       std::chrono::seconds(1);
   const auto pace = std::chrono::ceil<milliseconds>(pace_.pace());
   if (pace.count() > 0) wait = std::min(wait, std::max(pace * kSilentIntervals, min_silence));
+  silence_due_ = now + wait;
+  silence_wait_ = wait;
+  // Not a timer per notification: one armed no later than the new deadline stays, and when
+  // it fires it waits for the rest (onSilence).
+  if (silence_timer_ != 0 && silence_timer_at_ <= silence_due_) return;
+  cancelTimer(silence_timer_);
+  startSilenceTimer(wait);
+}
+
+void Watch::startSilenceTimer(milliseconds delay) {
   const Token alive = alive_;
-  silence_timer_ = timers_.runAfter(wait, [this, alive, wait] {
+  silence_timer_at_ = timers_.now() + delay;
+  silence_timer_ = timers_.runAfter(delay, [this, alive] {
     if (alive.expired()) return;
     silence_timer_ = 0;
-    reregister(wait);
+    onSilence();
   });
+}
+
+void Watch::onSilence() {
+  const auto now = timers_.now();
+  if (now < silence_due_) {  // notified since the timer was armed
+    startSilenceTimer(std::chrono::ceil<milliseconds>(silence_due_ - now));
+    return;
+  }
+  reregister(silence_wait_);
 }
 
 void Watch::reregister(milliseconds waited) {

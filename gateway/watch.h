@@ -100,6 +100,8 @@ class Watch {
                   const std::string& error);
   void onFailed(const std::optional<CoapResponse>& response, const std::string& error);
   void armSilence(std::uint32_t max_age_s, bool notified);
+  void startSilenceTimer(std::chrono::milliseconds delay);
+  void onSilence();
   void reregister(std::chrono::milliseconds waited);
   void retryLater();
   void poll();
@@ -117,7 +119,10 @@ class Watch {
   WatchTransport::Id previous_id_ = 0;  // the quiet registration, kept while re-registering
   WatchTransport::Id poll_id_ = 0;
   Timers::TimerId timer_ = 0;          // retry or next poll
-  Timers::TimerId silence_timer_ = 0;  // Max-Age / pace
+  Timers::TimerId silence_timer_ = 0;  // Max-Age / pace; 0 while nothing is watched for silence
+  Timers::Clock::time_point silence_timer_at_{};  // when silence_timer_ fires
+  Timers::Clock::time_point silence_due_{};       // silent until then: registering again
+  std::chrono::milliseconds silence_wait_{0};     // the silence that deadline allows (logged)
   ObserveFreshness freshness_;
   NotificationPace pace_;
   std::uint32_t max_age_s_ = 60;

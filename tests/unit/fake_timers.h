@@ -51,6 +51,7 @@ class FakeTimers : public Timers {
   }
 
   std::size_t pending() const { return tasks_.size(); }
+  std::size_t made() const { return next_id_ - 1; }  // timers armed so far
   bool armed(TimerId id) const { return deadlines_.count(id) != 0; }
   // Time from now to the next timer, if any.
   std::optional<std::chrono::milliseconds> nextIn() const {

@@ -324,6 +324,28 @@ TEST_F(WatchTest, SilenceAfterASteadyPaceReregistersAndKeepsTheQuietRegistration
   EXPECT_TRUE(w->observing());
 }
 
+// A notification moves the silence deadline without a timer of its own: the armed timer,
+// when it fires, waits for the rest. 100 notifications 2 s apart arm a few dozen timers, not
+// 100, and the deadline is still the last notification's plus the 8 s of silence allowed.
+TEST_F(WatchTest, NotificationsMoveTheSilenceDeadlineWithoutATimerEach) {
+  auto w = make();
+  const Id id = establish(*w, milliseconds(2000), 5);  // pace 2 s: wait 4 x 2 s
+  const std::size_t before = timers.made();
+  for (std::uint32_t seq = 6; seq < 106; ++seq) {
+    timers.advance(milliseconds(2000));
+    transport.respond(id, notification(seq, "v" + std::to_string(seq)));
+  }
+  EXPECT_EQ(values.size(), 105u);
+  // A firing timer waits for the rest, 8 s after the last notification, which came at most
+  // 2 s before: one timer per 6 s at most (it was one per notification, 100).
+  EXPECT_LE(timers.made() - before, 200u / 6u + 2u);
+  timers.advance(milliseconds(7999));
+  EXPECT_EQ(transport.count(Kind::Observe), 1u);
+  timers.advance(milliseconds(1));
+  EXPECT_EQ(transport.count(Kind::Observe), 2u);
+  EXPECT_EQ(count(Count::Reregistration), 1);
+}
+
 TEST_F(WatchTest, SilenceIsNeverShorterThanTheFirstRetransmission) {
   auto w = make();
   establish(*w, milliseconds(500), 6);  // 4 x 500 ms = 2 s < 4 s
