@@ -754,6 +754,10 @@ class Simulator {
   void logSenml() const;
   void prepareIo();
   void prepareIo(coap_context_t* ctx);
+  // A loop turn's work before it waits for I/O: the sensors' tick when it is due (moving
+  // `next_tick`; its notifications leave at once) and the multicast answers that are due.
+  // Returns how long the loop may wait (ms).
+  long runDue(std::chrono::steady_clock::time_point& next_tick);
   // run() with more than one shard (needs libcoap's epoll).
   void runShards();
   void openMulticast();
@@ -1119,30 +1123,36 @@ void Simulator::prepareIo(coap_context_t* ctx) {
   in_prepare_ = false;
 }
 
+long Simulator::runDue(std::chrono::steady_clock::time_point& next_tick) {
+  using Clock = std::chrono::steady_clock;
+  const auto now = Clock::now();
+  if (now >= next_tick) {
+    tick();
+    prepareIo();  // the notifications of every shard leave
+    next_tick += std::chrono::milliseconds(opts_.interval_ms);
+    if (next_tick <= now) {  // fell behind: don't burst
+      next_tick = now + std::chrono::milliseconds(opts_.interval_ms);
+    }
+  }
+  const bool socket_full = mcast_fd_ >= 0 && !sendDueAnswers(now);
+  auto until = next_tick;
+  if (!pending_.empty()) until = std::min(until, pending_.top().due);
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+  const long wait_ms = std::clamp<long>(wait.count(), 0, 250);
+  return socket_full ? std::min<long>(wait_ms, 1) : wait_ms;  // a full socket: again soon
+}
+
 void Simulator::run() {
   if (shards_.size() > 1) {
     runShards();
     return;
   }
-  using Clock = std::chrono::steady_clock;
   coap_context_t* ctx = shards_.front().ctx;
-  const auto interval = std::chrono::milliseconds(opts_.interval_ms);
-  auto next_tick = Clock::now() + interval;
+  auto next_tick = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.interval_ms);
   const int coap_fd = coap_context_get_coap_fd(ctx);
   while (g_stop == 0) {
-    auto now = Clock::now();
-    if (now >= next_tick) {
-      tick();
-      next_tick += interval;
-      if (next_tick <= now) next_tick = now + interval;  // fell behind: don't burst
-    }
-    bool socket_full = mcast_fd_ >= 0 && !sendDueAnswers(now);
+    const long wait_ms = runDue(next_tick);
     prepareIo();
-    auto until = next_tick;
-    if (!pending_.empty()) until = std::min(until, pending_.top().due);
-    auto wait = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
-    long wait_ms = std::clamp<long>(wait.count(), 0, 250);
-    if (socket_full) wait_ms = std::min<long>(wait_ms, 1);
     int rc = 0;
     if (mcast_fd_ < 0) {
       rc = coap_io_process(ctx, static_cast<uint32_t>(std::max<long>(wait_ms, 1)));  // 0 blocks
@@ -1164,7 +1174,6 @@ void Simulator::run() {
 }
 
 void Simulator::runShards() {
-  using Clock = std::chrono::steady_clock;
   const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd < 0) throw std::runtime_error(std::string("epoll_create1: ") + std::strerror(errno));
   constexpr std::uint32_t kMulticast = UINT32_MAX;
@@ -1181,23 +1190,10 @@ void Simulator::runShards() {
   }
   if (mcast_fd_ >= 0) watch(mcast_fd_, kMulticast);
   prepareIo();  // arms every context's timerfd
-  const auto interval = std::chrono::milliseconds(opts_.interval_ms);
-  auto next_tick = Clock::now() + interval;
+  auto next_tick = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.interval_ms);
   epoll_event events[64];
   while (g_stop == 0) {
-    auto now = Clock::now();
-    if (now >= next_tick) {
-      tick();
-      prepareIo();  // the notifications of every shard leave
-      next_tick += interval;
-      if (next_tick <= now) next_tick = now + interval;  // fell behind: don't burst
-    }
-    const bool socket_full = mcast_fd_ >= 0 && !sendDueAnswers(now);
-    auto until = next_tick;
-    if (!pending_.empty()) until = std::min(until, pending_.top().due);
-    auto wait = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
-    long wait_ms = std::clamp<long>(wait.count(), 0, 250);
-    if (socket_full) wait_ms = std::min<long>(wait_ms, 1);
+    const long wait_ms = runDue(next_tick);
     // Retransmissions and other libcoap timers: each context's timerfd is in its epoll set.
     const int n = ::epoll_wait(epoll_fd, events, 64, static_cast<int>(wait_ms));
     for (int i = 0; i < n; ++i) {  // n < 0: EINTR, the loop checks g_stop
